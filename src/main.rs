@@ -1,1 +1,234 @@
-fn main(){}
+//! `agent-iam`: the native command line around the same decision core the filter runs.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    std::process::exit(cli::run(std::env::args().skip(1).collect()));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use std::io::{BufRead, Write};
+
+    use agent_iam::config::{BackendChoice, Config};
+    use agent_iam::crypto::PureRust;
+    use agent_iam::dev::{self, DevKeys, Recipe};
+    use agent_iam::pipeline::{DecisionIds, Engine, Request};
+    use serde_json::{json, Value};
+
+    const USAGE: &str = "\
+usage:
+  agent-iam check --config PLUGIN.json [--now UNIX_SECONDS]
+      JSON lines {\"method\",\"path\",\"host\",\"headers\"} on stdin -> one decision per line
+  agent-iam validate --config PLUGIN.json
+  agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
+  agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
+  agent-iam dev config --keys FILE        demo plugin configuration for those keys
+  agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
+      token recipes (JSON lines) on stdin -> one token per line
+  agent-iam version";
+
+    pub fn run(args: Vec<String>) -> i32 {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = match words.as_slice() {
+            ["check", rest @ ..] => check(rest),
+            ["validate", rest @ ..] => validate(rest),
+            ["generate", "kong-meta"] => print_json(&agent_iam::schema::kong_meta()),
+            ["dev", "keys", rest @ ..] => dev_keys(rest),
+            ["dev", "config", rest @ ..] => dev_config(rest),
+            ["dev", "mint", rest @ ..] => dev_mint(rest),
+            ["version"] | ["--version"] => {
+                println!("agent-iam {}", agent_iam::VERSION);
+                Ok(0)
+            }
+            ["help"] | ["--help"] | ["-h"] => {
+                println!("{USAGE}");
+                Ok(0)
+            }
+            _ => Err(format!("unknown command\n{USAGE}")),
+        };
+        match result {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("agent-iam: {msg}");
+                2
+            }
+        }
+    }
+
+    fn flag<'a>(args: &[&'a str], name: &str) -> Result<Option<&'a str>, String> {
+        let mut it = args.iter();
+        let mut found = None;
+        while let Some(a) = it.next() {
+            if *a == name {
+                found = Some(*it.next().ok_or_else(|| format!("{name} needs a value"))?);
+            } else if !a.starts_with("--")
+                || !["--config", "--now", "--keys", "--private"].contains(a)
+            {
+                return Err(format!("unexpected argument `{a}`\n{USAGE}"));
+            } else {
+                it.next();
+            }
+        }
+        Ok(found)
+    }
+
+    fn required<'a>(args: &[&'a str], name: &str) -> Result<&'a str, String> {
+        flag(args, name)?.ok_or_else(|| format!("{name} is required\n{USAGE}"))
+    }
+
+    fn now_flag(args: &[&str]) -> Result<i64, String> {
+        match flag(args, "--now")? {
+            Some(n) => n
+                .parse()
+                .map_err(|_| format!("--now: `{n}` is not UNIX seconds")),
+            None => Ok(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)),
+        }
+    }
+
+    fn load_config(path: &str) -> Result<Result<Config, i32>, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        Ok(Config::from_json(&bytes).map_err(|e| {
+            eprintln!("{e}");
+            1
+        }))
+    }
+
+    fn validate(args: &[&str]) -> Result<i32, String> {
+        let path = required(args, "--config")?;
+        match load_config(path)? {
+            Ok(cfg) => {
+                let keys: usize = cfg.issuers.iter().map(|i| i.keys.len()).sum();
+                println!(
+                    "{path}: ok ({} issuer(s), {keys} key(s))",
+                    cfg.issuers.len()
+                );
+                Ok(0)
+            }
+            Err(code) => Ok(code),
+        }
+    }
+
+    fn check(args: &[&str]) -> Result<i32, String> {
+        let path = required(args, "--config")?;
+        let now = now_flag(args)?;
+        let cfg = match load_config(path)? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        if cfg.signature_backend == BackendChoice::Host {
+            eprintln!("agent-iam: signature_backend \"host\" exists only inside Envoy; the CLI verifies with pure Rust (same verdicts on every Wycheproof vector)");
+        }
+        let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::from_entropy());
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout().lock();
+        let mut failed = false;
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v = match request_from_line(&line) {
+                Ok(req) => engine.evaluate(&req, now as f64).to_json(),
+                Err(e) => {
+                    failed = true;
+                    json!({"error": format!("line {}: {e}", n + 1)})
+                }
+            };
+            writeln!(out, "{v}").map_err(|e| e.to_string())?;
+        }
+        Ok(i32::from(failed))
+    }
+
+    fn request_from_line(line: &str) -> Result<Request, String> {
+        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let obj = v.as_object().ok_or("expected a JSON object")?;
+        for k in obj.keys() {
+            if !["method", "path", "host", "headers"].contains(&k.as_str()) {
+                return Err(format!("unknown member `{k}`"));
+            }
+        }
+        let s = |name: &str, default: &str| -> Result<String, String> {
+            match obj.get(name) {
+                None => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(format!("`{name}` must be a string")),
+            }
+        };
+        let mut req = Request {
+            method: s("method", "GET")?,
+            path: s("path", "/")?,
+            host: s("host", "")?,
+            ..Request::default()
+        };
+        if let Some(h) = obj.get("headers") {
+            let h = h.as_object().ok_or("`headers` must be an object")?;
+            for (name, value) in h {
+                let values: Vec<&Value> = match value {
+                    Value::Array(a) => a.iter().collect(),
+                    other => vec![other],
+                };
+                for value in values {
+                    let value = value
+                        .as_str()
+                        .ok_or_else(|| format!("header `{name}` must be a string"))?;
+                    if name.eq_ignore_ascii_case("authorization") {
+                        req.authorization.push(value.as_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        Ok(req)
+    }
+
+    fn print_json(v: &Value) -> Result<i32, String> {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+        );
+        Ok(0)
+    }
+
+    fn read_keys(args: &[&str]) -> Result<DevKeys, String> {
+        let path = required(args, "--keys")?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        DevKeys::from_private_json(&v).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn dev_keys(args: &[&str]) -> Result<i32, String> {
+        let path = required(args, "--private")?;
+        let keys = DevKeys::generate()?;
+        let text =
+            serde_json::to_string_pretty(&keys.to_private_json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+        print_json(&keys.public_jwks())
+    }
+
+    fn dev_config(args: &[&str]) -> Result<i32, String> {
+        print_json(&dev::demo_plugin_config(&read_keys(args)?))
+    }
+
+    fn dev_mint(args: &[&str]) -> Result<i32, String> {
+        let keys = read_keys(args)?;
+        let now = now_flag(args)?;
+        let mut out = std::io::stdout().lock();
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let recipe: Recipe =
+                serde_json::from_str(&line).map_err(|e| format!("recipe line {}: {e}", n + 1))?;
+            let token = dev::mint(&keys, &recipe, now)
+                .map_err(|e| format!("recipe line {}: {e}", n + 1))?;
+            writeln!(out, "{token}").map_err(|e| e.to_string())?;
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,593 @@
+//! Plugin configuration: strict serde types (phase 1), then `validate` for values and
+//! cross-field rules (phase 2). Every problem carries its JSON path; the filter refuses
+//! to start with a configuration it does not fully understand.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::keys::{parse_jwk, Alg, VerifyKey};
+
+/// One problem in a configuration, with the JSON path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "invalid plugin configuration: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The plugin configuration as written by operators (see README "Configuration").
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "agent-iam plugin configuration")]
+pub struct PluginConfig {
+    /// Trusted token issuers. A token's `iss` selects exactly one.
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (0..=300).
+    #[serde(default = "default_skew")]
+    pub clock_skew_s: u64,
+    /// Upper bound for `exp - iat`: only short-lived tokens pass (1..=86400).
+    #[serde(default = "default_lifetime")]
+    pub max_token_lifetime_s: u64,
+    /// Longest token accepted, in bytes (512..=65536).
+    #[serde(default = "default_token_bytes")]
+    pub max_token_bytes: u64,
+    /// Delegation (RFC 8693 `act`) limits.
+    #[serde(default)]
+    pub delegation: DelegationConfig,
+    /// Which code verifies signatures: `auto` (host crypto on Envoy for ES256/RS256, pure
+    /// Rust otherwise), `host` (require Envoy's BoringSSL) or `pure` (pure Rust everywhere).
+    #[serde(default)]
+    pub signature_backend: BackendChoice,
+    /// Per-worker cache of verified signatures.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// What the filter tells the upstream on allow.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// A token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    /// Inline JWKS: `{"keys": [...]}`. Every key needs `kid`; keys are validated at load.
+    pub jwks: JwksConfig,
+    /// Allowed algorithms (ES256, EdDSA, RS256). `none` and HMAC are never accepted.
+    pub algorithms: Vec<AlgName>,
+    /// Accepted `typ` header values, compared case-insensitively with an optional
+    /// `application/` prefix.
+    #[serde(default = "default_types")]
+    pub accepted_types: Vec<String>,
+}
+
+/// An inline JSON Web Key Set.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).
+    pub keys: Vec<Value>,
+}
+
+/// Algorithm names accepted in `algorithms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum AlgName {
+    ES256,
+    EdDSA,
+    RS256,
+}
+
+impl AlgName {
+    fn alg(self) -> Alg {
+        match self {
+            AlgName::ES256 => Alg::Es256,
+            AlgName::EdDSA => Alg::EdDsa,
+            AlgName::RS256 => Alg::Rs256,
+        }
+    }
+}
+
+/// Delegation limits. The chain checks themselves arrive with the delegation feature;
+/// the depth bound is enforced now.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationConfig {
+    /// Most actors in an `act` chain (1..=16).
+    #[serde(default = "default_depth")]
+    pub max_depth: u64,
+}
+
+impl Default for DelegationConfig {
+    fn default() -> Self {
+        DelegationConfig {
+            max_depth: default_depth(),
+        }
+    }
+}
+
+/// Signature backend selection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// Host crypto when the host is positively identified as Envoy, else pure Rust.
+    #[default]
+    Auto,
+    /// Envoy's BoringSSL for ES256/RS256 (EdDSA stays pure Rust); an error elsewhere.
+    Host,
+    /// Pure Rust for everything.
+    Pure,
+}
+
+/// Verified-signature cache, one per worker.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most cached tokens per worker (0 disables the cache, at most 100000).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+/// Upstream identity context.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Names of the identity headers. Client-sent copies are always removed.
+    #[serde(default)]
+    pub headers: HeaderNames,
+}
+
+/// Identity header names (lower-case HTTP header names).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderNames {
+    /// The acting agent (`act.sub`, or `sub` without delegation).
+    #[serde(default = "h_agent")]
+    pub agent: String,
+    /// The principal the agent acts for (`sub`).
+    #[serde(default = "h_principal")]
+    pub principal: String,
+    /// The delegation chain, newest actor first, comma-separated.
+    #[serde(default = "h_chain")]
+    pub chain: String,
+    /// The token's scopes, space-separated.
+    #[serde(default = "h_scopes")]
+    pub scopes: String,
+    /// The decision id (also in the response body and the log line).
+    #[serde(default = "h_decision")]
+    pub decision_id: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames {
+            agent: h_agent(),
+            principal: h_principal(),
+            chain: h_chain(),
+            scopes: h_scopes(),
+            decision_id: h_decision(),
+        }
+    }
+}
+
+impl HeaderNames {
+    /// All names, for stripping.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.agent,
+            &self.principal,
+            &self.chain,
+            &self.scopes,
+            &self.decision_id,
+        ]
+    }
+}
+
+fn default_skew() -> u64 {
+    30
+}
+fn default_lifetime() -> u64 {
+    600
+}
+fn default_token_bytes() -> u64 {
+    8192
+}
+fn default_depth() -> u64 {
+    4
+}
+fn default_cache_entries() -> u64 {
+    1024
+}
+fn default_types() -> Vec<String> {
+    vec!["at+jwt".into()]
+}
+fn h_agent() -> String {
+    "x-agent-id".into()
+}
+fn h_principal() -> String {
+    "x-agent-principal".into()
+}
+fn h_chain() -> String {
+    "x-agent-chain".into()
+}
+fn h_scopes() -> String {
+    "x-agent-scopes".into()
+}
+fn h_decision() -> String {
+    "x-agent-decision-id".into()
+}
+
+/// A validated issuer, ready for the request path.
+#[derive(Debug)]
+pub struct Issuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    /// Lower-case, without an `application/` prefix.
+    pub accepted_types: Vec<String>,
+    pub keys: Vec<VerifyKey>,
+}
+
+/// The validated configuration the pipeline runs on.
+#[derive(Debug)]
+pub struct Config {
+    pub issuers: Vec<Issuer>,
+    pub clock_skew_s: u64,
+    pub max_token_lifetime_s: u64,
+    pub max_token_bytes: usize,
+    pub max_delegation_depth: usize,
+    pub signature_backend: BackendChoice,
+    pub cache_entries: usize,
+    pub headers: HeaderNames,
+}
+
+/// Most nesting a configuration document may have.
+const CONFIG_MAX_DEPTH: usize = 64;
+
+impl Config {
+    /// Parses and validates a configuration document, collecting every problem.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let one = |path: &str, message: String| {
+            ConfigError(vec![Problem {
+                path: path.into(),
+                message,
+            }])
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(one(
+                "$",
+                "empty configuration; expected a JSON object with `issuers`".into(),
+            ));
+        }
+        let value = crate::json::parse_strict(bytes, CONFIG_MAX_DEPTH)
+            .map_err(|e| one("$", e.to_string()))?;
+        let raw: PluginConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            one(&json_path(&path), e.into_inner().to_string())
+        })?;
+        raw.validate()
+    }
+}
+
+fn json_path(serde_path: &str) -> String {
+    if serde_path == "." || serde_path.is_empty() {
+        "$".into()
+    } else {
+        format!("$.{serde_path}")
+    }
+}
+
+/// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl PluginConfig {
+    /// Phase 2: values and cross-field rules. Returns every problem at once.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |path: String, message: String| problems.push(Problem { path, message });
+
+        if self.issuers.is_empty() {
+            bad("$.issuers".into(), "at least one issuer is required".into());
+        }
+        let mut issuers = Vec::new();
+        for (i, ic) in self.issuers.into_iter().enumerate() {
+            let p = format!("$.issuers[{i}]");
+            if ic.issuer.is_empty() {
+                bad(format!("{p}.issuer"), "must not be empty".into());
+            }
+            if issuers.iter().any(|x: &Issuer| x.issuer == ic.issuer) {
+                bad(
+                    format!("{p}.issuer"),
+                    format!("duplicate issuer \"{}\"", ic.issuer),
+                );
+            }
+            if ic.audiences.is_empty() {
+                bad(
+                    format!("{p}.audiences"),
+                    "at least one audience is required".into(),
+                );
+            }
+            for (j, a) in ic.audiences.iter().enumerate() {
+                if a.is_empty() {
+                    bad(format!("{p}.audiences[{j}]"), "must not be empty".into());
+                }
+            }
+            if ic.algorithms.is_empty() {
+                bad(
+                    format!("{p}.algorithms"),
+                    "at least one algorithm is required".into(),
+                );
+            }
+            let mut algorithms: Vec<Alg> = Vec::new();
+            for (j, a) in ic.algorithms.iter().enumerate() {
+                if algorithms.contains(&a.alg()) {
+                    bad(
+                        format!("{p}.algorithms[{j}]"),
+                        format!("duplicate algorithm {}", a.alg().as_str()),
+                    );
+                }
+                algorithms.push(a.alg());
+            }
+            if ic.accepted_types.is_empty() {
+                bad(
+                    format!("{p}.accepted_types"),
+                    "at least one type is required (typ is mandatory)".into(),
+                );
+            }
+            let mut accepted_types = Vec::new();
+            for (j, t) in ic.accepted_types.iter().enumerate() {
+                let n = normalize_typ(t);
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                    bad(
+                        format!("{p}.accepted_types[{j}]"),
+                        format!("\"{t}\" is not a media type"),
+                    );
+                }
+                accepted_types.push(n);
+            }
+            if ic.jwks.keys.is_empty() {
+                bad(
+                    format!("{p}.jwks.keys"),
+                    "at least one key is required".into(),
+                );
+            }
+            let mut keys: Vec<VerifyKey> = Vec::new();
+            for (j, k) in ic.jwks.keys.iter().enumerate() {
+                let kp = format!("{p}.jwks.keys[{j}]");
+                match parse_jwk(k) {
+                    Err(e) => bad(kp, e),
+                    Ok(key) => {
+                        if keys.iter().any(|x| x.kid == key.kid) {
+                            bad(
+                                format!("{kp}.kid"),
+                                format!("duplicate kid \"{}\"", key.kid),
+                            );
+                        }
+                        if !algorithms.contains(&key.alg) {
+                            bad(
+                                kp,
+                                format!("key alg {} is not in {p}.algorithms", key.alg.as_str()),
+                            );
+                        }
+                        keys.push(key);
+                    }
+                }
+            }
+            issuers.push(Issuer {
+                issuer: ic.issuer,
+                audiences: ic.audiences,
+                algorithms,
+                accepted_types,
+                keys,
+            });
+        }
+        if self.clock_skew_s > 300 {
+            bad(
+                "$.clock_skew_s".into(),
+                format!("{} is above the maximum 300", self.clock_skew_s),
+            );
+        }
+        if !(1..=86_400).contains(&self.max_token_lifetime_s) {
+            bad(
+                "$.max_token_lifetime_s".into(),
+                format!("{} is outside 1..=86400", self.max_token_lifetime_s),
+            );
+        }
+        if !(512..=65_536).contains(&self.max_token_bytes) {
+            bad(
+                "$.max_token_bytes".into(),
+                format!("{} is outside 512..=65536", self.max_token_bytes),
+            );
+        }
+        if !(1..=16).contains(&self.delegation.max_depth) {
+            bad(
+                "$.delegation.max_depth".into(),
+                format!("{} is outside 1..=16", self.delegation.max_depth),
+            );
+        }
+        if self.cache.max_entries > 100_000 {
+            bad(
+                "$.cache.max_entries".into(),
+                format!("{} is above the maximum 100000", self.cache.max_entries),
+            );
+        }
+        let names = self.upstream.headers.all();
+        for (field, name) in ["agent", "principal", "chain", "scopes", "decision_id"]
+            .iter()
+            .zip(names)
+        {
+            let path = format!("$.upstream.headers.{field}");
+            if !valid_header_name(name) {
+                bad(path, format!("\"{name}\" is not a lower-case header name"));
+            } else if name == "authorization" || name == "host" || name == "cookie" {
+                bad(path, format!("\"{name}\" cannot be an identity header"));
+            } else if names.iter().filter(|n| **n == name).count() > 1 {
+                bad(path, format!("\"{name}\" is used for two identity headers"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            issuers,
+            clock_skew_s: self.clock_skew_s,
+            max_token_lifetime_s: self.max_token_lifetime_s,
+            max_token_bytes: usize::try_from(self.max_token_bytes).unwrap_or(usize::MAX),
+            max_delegation_depth: usize::try_from(self.delegation.max_depth).unwrap_or(usize::MAX),
+            signature_backend: self.signature_backend,
+            cache_entries: usize::try_from(self.cache.max_entries).unwrap_or(0),
+            headers: self.upstream.headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ec_key() -> Value {
+        json!({"kty":"EC","crv":"P-256","kid":"k1",
+               "x":"KSexBRK64-3c_kZ4KBKLrSkDJpkZ9whgacjE32xzKDg","y":"x3h5ZOqsAOWSH7FJimD0YGdms9loUAFVjRqXTnNBUT4"})
+    }
+
+    fn base() -> Value {
+        json!({"issuers":[{"issuer":"https://idp.test","audiences":["api"],"jwks":{"keys":[ec_key()]},"algorithms":["ES256"]}]})
+    }
+
+    fn err(v: Value) -> String {
+        Config::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let c = Config::from_json(base().to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (
+                c.clock_skew_s,
+                c.max_token_lifetime_s,
+                c.max_delegation_depth
+            ),
+            (30, 600, 4)
+        );
+        assert_eq!(c.issuers[0].accepted_types, vec!["at+jwt"]);
+        assert_eq!(c.signature_backend, BackendChoice::Auto);
+        assert_eq!(c.headers.agent, "x-agent-id");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let mut v = base();
+        v["issuers"][0]["audience"] = json!("typo");
+        let e = err(v);
+        assert!(e.contains("$.issuers[0]") && e.contains("audience"), "{e}");
+        let mut v = base();
+        v["clock_skew"] = json!(5);
+        assert!(err(v).contains("unknown field `clock_skew`"));
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let mut v = base();
+        v["clock_skew_s"] = json!(3600);
+        v["max_token_lifetime_s"] = json!(0);
+        v["issuers"][0]["audiences"] = json!([]);
+        v["issuers"][0]["jwks"]["keys"][0]["x"] = json!("AAAA");
+        let e = err(v);
+        for needle in [
+            "$.clock_skew_s",
+            "$.max_token_lifetime_s",
+            "$.issuers[0].audiences",
+            "$.issuers[0].jwks.keys[0]",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_duplicates_are_errors() {
+        let mut v = base();
+        v["clock_skew_s"] = json!("30");
+        assert!(err(v).contains("$.clock_skew_s"));
+        let mut v = base();
+        v["issuers"][0]["algorithms"] = json!(["HS256"]);
+        assert!(err(v).contains("$.issuers[0].algorithms[0]"));
+        let dup = r#"{"issuers":[],"issuers":[]}"#;
+        assert!(Config::from_json(dup.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate member"));
+        let mut v = base();
+        v["issuers"][0]["jwks"]["keys"] = json!([ec_key(), ec_key()]);
+        assert!(err(v).contains("duplicate kid"));
+        let mut v = base();
+        v["issuers"][0]["algorithms"] = json!(["RS256"]);
+        assert!(err(v).contains("not in $.issuers[0].algorithms"));
+    }
+
+    #[test]
+    fn identity_header_names_are_checked() {
+        let mut v = base();
+        v["upstream"] = json!({"headers":{"agent":"Authorization"}});
+        assert!(err(v).contains("$.upstream.headers.agent"));
+        let mut v = base();
+        v["upstream"] = json!({"headers":{"agent":"x-who","principal":"x-who"}});
+        assert!(err(v).contains("used for two identity headers"));
+    }
+
+    #[test]
+    fn typ_normalisation() {
+        assert_eq!(normalize_typ("Application/AT+JWT"), "at+jwt");
+        assert_eq!(normalize_typ("JWT"), "jwt");
+    }
+}

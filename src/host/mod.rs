@@ -1,0 +1,263 @@
+//! The proxy-wasm adapter: the only code that talks to the host (Envoy, Kong).
+//!
+//! Every host call goes through `proxy_wasm::hostcalls::*` and its `Result` is handled:
+//! the SDK's trait helpers `unwrap()`, and a trap takes the worker's VM down.
+
+// `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::config::{BackendChoice, Config};
+use crate::crypto::{ForeignCall, HostCrypto, PureRust, SignatureBackend};
+use crate::keys::Alg;
+use crate::pipeline::{Decision, DecisionIds, Engine, Request};
+use crate::reason::Reason;
+
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("agent-iam: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
+}}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+/// `verify_signature` through the host.
+pub(crate) struct EnvoyForeign;
+
+impl ForeignCall for EnvoyForeign {
+    fn call(&self, name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        hostcalls::call_foreign_function(name, Some(args)).map_err(|s| format!("{s:?}"))
+    }
+}
+
+/// Envoy identifies itself in its node metadata; reading a property is safe on every host
+/// (unknown properties answer "not found"), unlike calling an unknown foreign function,
+/// which traps on Kong.
+fn host_is_envoy() -> bool {
+    matches!(hostcalls::get_property(vec!["node", "user_agent_name"]), Ok(Some(v)) if v == b"envoy")
+}
+
+struct Root {
+    engine: Option<Rc<RefCell<Engine>>>,
+}
+
+impl Context for Root {}
+
+impl Root {
+    fn build(&self, cfg: Config) -> Result<Engine, Vec<String>> {
+        let on_envoy = host_is_envoy();
+        let use_host = match cfg.signature_backend {
+            BackendChoice::Pure => false,
+            BackendChoice::Auto => on_envoy,
+            BackendChoice::Host if on_envoy => true,
+            BackendChoice::Host => {
+                return Err(vec!["$.signature_backend: \"host\" needs Envoy's verify_signature; this host is not Envoy (use \"pure\" or \"auto\")".into()]);
+            }
+        };
+        let backend: Box<dyn SignatureBackend> = if use_host {
+            let host = HostCrypto::new(EnvoyForeign);
+            let mut problems = Vec::new();
+            for (i, issuer) in cfg.issuers.iter().enumerate() {
+                for (j, key) in issuer.keys.iter().enumerate() {
+                    if let Err(e) = host.self_test(key) {
+                        problems.push(format!("$.issuers[{i}].jwks.keys[{j}]: {e}"));
+                    }
+                }
+            }
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+            Box::new(host)
+        } else {
+            Box::new(PureRust)
+        };
+        let keys: usize = cfg.issuers.iter().map(|i| i.keys.len()).sum();
+        log(
+            LogLevel::Info,
+            &format!(
+                "agent-iam {} configured: {} issuer(s), {keys} key(s); signatures ES256={} RS256={} EdDSA={}; host={}; cache={} entries/worker",
+                crate::VERSION,
+                cfg.issuers.len(),
+                backend.name_for(Alg::Es256),
+                backend.name_for(Alg::Rs256),
+                backend.name_for(Alg::EdDsa),
+                if on_envoy { "envoy" } else { "unknown" },
+                cfg.cache_entries,
+            ),
+        );
+        Ok(Engine::new(cfg, backend, DecisionIds::from_entropy()))
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("agent-iam: cannot read plugin configuration: {e:?}"),
+                );
+                return false;
+            }
+        };
+        let built = Config::from_json(&bytes)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .and_then(|cfg| self.build(cfg));
+        match built {
+            Ok(engine) => {
+                self.engine = Some(Rc::new(RefCell::new(engine)));
+                true
+            }
+            Err(problems) => {
+                for p in &problems {
+                    log(
+                        LogLevel::Error,
+                        &format!("agent-iam: invalid plugin configuration: {p}"),
+                    );
+                }
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "agent-iam: configuration rejected ({} problem(s))",
+                        problems.len()
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            engine: self.engine.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    engine: Option<Rc<RefCell<Engine>>>,
+}
+
+impl Context for Http {}
+
+fn header(name: &str) -> Result<Option<Vec<u8>>, ()> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).map_err(|_| ())
+}
+
+fn header_text(name: &str) -> Result<String, ()> {
+    Ok(header(name)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default())
+}
+
+fn now_seconds() -> Option<f64> {
+    let t = hostcalls::get_current_time().ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+}
+
+fn deny(status: u16, reason: Reason, decision_id: &str) -> Action {
+    let body = serde_json::json!({"error": reason.error_code(), "reason": reason.as_str(), "decision_id": decision_id})
+        .to_string();
+    let www = format!(
+        "Bearer error=\"{}\", error_description=\"{}\"",
+        reason.error_code(),
+        reason.as_str()
+    );
+    let headers = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+        ("www-authenticate", www.as_str()),
+    ];
+    if hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes())).is_err() {
+        log(
+            LogLevel::Error,
+            "agent-iam: send_http_response failed; resetting the stream",
+        );
+        let _ = hostcalls::reset_http_request();
+    }
+    Action::Pause
+}
+
+impl Http {
+    fn request(&self) -> Result<Request, ()> {
+        let mut req = Request {
+            method: header_text(":method")?,
+            path: header_text(":path")?,
+            host: header_text(":authority")?,
+            authorization: Vec::new(),
+        };
+        if let Some(v) = header("authorization")? {
+            req.authorization.push(v);
+        }
+        Ok(req)
+    }
+
+    fn apply(&self, engine: &Engine, d: &Decision) -> Action {
+        // Whatever the verdict, no client-supplied identity header survives.
+        for name in engine.config.headers.all() {
+            if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+                return deny(503, Reason::InternalError, &d.decision_id);
+            }
+        }
+        log(
+            LogLevel::Info,
+            &format!("agent-iam decision {}", d.to_json()),
+        );
+        if !d.allowed() {
+            return deny(
+                d.status(),
+                d.reason.unwrap_or(Reason::InternalError),
+                &d.decision_id,
+            );
+        }
+        for (name, value) in d.upstream_headers(&engine.config.headers) {
+            if hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value)).is_err() {
+                return deny(503, Reason::InternalError, &d.decision_id);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(engine) = self.engine.as_ref() else {
+            return deny(503, Reason::InternalError, "unconfigured");
+        };
+        #[cfg(feature = "test-hooks")]
+        if let Some(action) = test_hooks::handle() {
+            return action;
+        }
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return deny(503, Reason::InternalError, "busy");
+        };
+        let Ok(req) = self.request() else {
+            return deny(503, Reason::InternalError, "host-headers");
+        };
+        let Some(now) = now_seconds() else {
+            return deny(503, Reason::InternalError, "host-clock");
+        };
+        let d = engine.evaluate(&req, now);
+        self.apply(&engine, &d)
+    }
+}

@@ -1,0 +1,68 @@
+//! TEST-ONLY (cargo feature `test-hooks`): answers raw signature vectors on the request
+//! path so the harness can run Wycheproof through the host crypto backend inside Envoy.
+//!
+//! `x-agent-iam-test-vector: raw;<host|pure>;<jwk base64url>;<msg hex>;<sig hex>` or
+//! `x-agent-iam-test-vector: jws;<host|pure>;<jwk base64url>;<compact jws>`
+//! → 200 with body `valid`, `invalid` or `key-rejected: ...`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MapType};
+
+use super::EnvoyForeign;
+use crate::crypto::{HostCrypto, PureRust, SignatureBackend};
+use crate::keys::{parse_jwk_with, KeyPolicy};
+use crate::token::{check_signature, parse_compact, select_key};
+
+pub(super) fn handle() -> Option<Action> {
+    let raw =
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-vector")
+            .ok()??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let verdict = run(&text).unwrap_or_else(|e| e);
+    let _ = hostcalls::send_http_response(
+        200,
+        vec![("x-verdict", verdict.as_str())],
+        Some(verdict.as_bytes()),
+    );
+    Some(Action::Pause)
+}
+
+fn run(text: &str) -> Result<String, String> {
+    let mut parts = text.splitn(5, ';');
+    let kind = parts.next().unwrap_or_default();
+    let backend: Box<dyn SignatureBackend> = match parts.next() {
+        Some("host") => Box::new(HostCrypto::new(EnvoyForeign)),
+        Some("pure") => Box::new(PureRust),
+        other => return Err(format!("bad-backend: {other:?}")),
+    };
+    let jwk_bytes = URL_SAFE_NO_PAD
+        .decode(parts.next().unwrap_or_default())
+        .map_err(|e| format!("bad-jwk: {e}"))?;
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&jwk_bytes).map_err(|e| format!("bad-jwk: {e}"))?;
+    let key = parse_jwk_with(&jwk, KeyPolicy::VECTORS).map_err(|e| format!("key-rejected: {e}"))?;
+    let ok = match kind {
+        "raw" => {
+            let msg = hex::decode(parts.next().unwrap_or_default())
+                .map_err(|e| format!("bad-msg: {e}"))?;
+            let sig = hex::decode(parts.next().unwrap_or_default())
+                .map_err(|e| format!("bad-sig: {e}"))?;
+            backend
+                .verify(&key, &msg, &sig)
+                .map_err(|e| format!("error: {e}"))?
+        }
+        "jws" => {
+            let jws_text = parts.next().unwrap_or_default();
+            parse_compact(jws_text, 65_536)
+                .and_then(|jws| {
+                    let k = select_key(&jws, std::slice::from_ref(&key), &[key.alg])?;
+                    check_signature(&jws, k, backend.as_ref())
+                })
+                .is_ok()
+        }
+        other => return Err(format!("bad-kind: {other}")),
+    };
+    Ok(if ok { "valid" } else { "invalid" }.to_owned())
+}

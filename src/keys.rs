@@ -1,0 +1,384 @@
+//! Public keys from JWKS, validated when the configuration loads — never at request time.
+//!
+//! Each key fixes its algorithm: a token's `alg` must equal the algorithm of the key its
+//! `kid` selects. A key we cannot fully validate is a configuration error.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+/// Signature algorithms we verify. Everything else (none, HS*, PS*, ES384, ...) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Alg {
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "RS256")]
+    Rs256,
+}
+
+impl Alg {
+    /// Exact, case-sensitive JOSE name lookup.
+    pub fn from_jose(name: &str) -> Option<Alg> {
+        match name {
+            "ES256" => Some(Alg::Es256),
+            "EdDSA" => Some(Alg::EdDsa),
+            "RS256" => Some(Alg::Rs256),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+            Alg::Rs256 => "RS256",
+        }
+    }
+}
+
+/// Validated key material, ready for either signature backend.
+#[derive(Clone)]
+pub enum KeyMaterial {
+    Es256(p256::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+    Rs256(rsa::RsaPublicKey),
+}
+
+/// One verification key of one issuer.
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub kid: String,
+    pub alg: Alg,
+    pub material: KeyMaterial,
+    /// SubjectPublicKeyInfo DER, what BoringSSL imports on the host backend.
+    pub spki_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RSA moduli we accept, in bits.
+pub const RSA_MIN_BITS: usize = 2048;
+pub const RSA_MAX_BITS: usize = 4096;
+
+const PUBLIC_MEMBERS: &[&str] = &[
+    "kty", "use", "key_ops", "alg", "kid", "crv", "x", "y", "n", "e", "x5c", "x5t", "x5t#S256",
+    "x5u",
+];
+const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Key-strength rules beyond well-formedness.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    /// Smallest RSA public exponent accepted.
+    pub min_rsa_exponent: u64,
+}
+
+impl KeyPolicy {
+    /// What configurations get: RSA exponent at least 65537.
+    pub const STRICT: KeyPolicy = KeyPolicy {
+        min_rsa_exponent: 65_537,
+    };
+    /// For replaying Wycheproof vectors, whose edge-case groups use e = 3.
+    pub const VECTORS: KeyPolicy = KeyPolicy {
+        min_rsa_exponent: 3,
+    };
+}
+
+/// Parses and validates one JWK. Errors are messages without the path; the caller adds it.
+pub fn parse_jwk(v: &Value) -> Result<VerifyKey, String> {
+    parse_jwk_with(v, KeyPolicy::STRICT)
+}
+
+/// [`parse_jwk`] under an explicit [`KeyPolicy`].
+pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String> {
+    let obj = v.as_object().ok_or("a JWK must be a JSON object")?;
+    for name in obj.keys() {
+        if PRIVATE_MEMBERS.contains(&name.as_str()) {
+            return Err(format!(
+                "`{name}` is private key material; publish only public keys"
+            ));
+        }
+        if !PUBLIC_MEMBERS.contains(&name.as_str()) {
+            return Err(format!("unknown JWK member `{name}`"));
+        }
+    }
+    let kid = opt_str(obj, "kid")?.ok_or("`kid` is required: tokens select keys by exact kid")?;
+    if kid.is_empty() {
+        return Err("`kid` must not be empty".into());
+    }
+    if let Some(u) = opt_str(obj, "use")? {
+        if u != "sig" {
+            return Err(format!("`use` is \"{u}\"; only \"sig\" keys verify tokens"));
+        }
+    }
+    if let Some(ops) = obj.get("key_ops") {
+        let ops = ops
+            .as_array()
+            .ok_or("`key_ops` must be an array of strings")?;
+        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+            return Err("`key_ops` does not include \"verify\"".into());
+        }
+    }
+    let kty = opt_str(obj, "kty")?.ok_or("`kty` is required")?;
+    let declared_alg = match opt_str(obj, "alg")? {
+        None => None,
+        Some(a) => Some(
+            Alg::from_jose(a)
+                .ok_or_else(|| format!("unsupported `alg` \"{a}\" (ES256, EdDSA, RS256)"))?,
+        ),
+    };
+    let (alg, material, spki_der) = match kty {
+        "EC" => {
+            let crv = opt_str(obj, "crv")?.ok_or("`crv` is required for kty EC")?;
+            if crv != "P-256" {
+                return Err(format!("unsupported EC curve \"{crv}\" (only P-256)"));
+            }
+            let x = fixed_b64(obj, "x", 32)?;
+            let y = fixed_b64(obj, "y", 32)?;
+            let mut sec1 = Vec::with_capacity(65);
+            sec1.push(4u8);
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                .map_err(|_| "EC point is not on the P-256 curve".to_string())?;
+            let mut der = hex_const(P256_SPKI_PREFIX);
+            der.extend_from_slice(&sec1);
+            (Alg::Es256, KeyMaterial::Es256(vk), der)
+        }
+        "OKP" => {
+            let crv = opt_str(obj, "crv")?.ok_or("`crv` is required for kty OKP")?;
+            if crv != "Ed25519" {
+                return Err(format!("unsupported OKP curve \"{crv}\" (only Ed25519)"));
+            }
+            let x = fixed_b64(obj, "x", 32)?;
+            let pk = ed25519_compact::PublicKey::from_slice(&x)
+                .map_err(|_| "invalid Ed25519 public key".to_string())?;
+            let mut der = hex_const(ED25519_SPKI_PREFIX);
+            der.extend_from_slice(&x);
+            (Alg::EdDsa, KeyMaterial::Ed25519(pk), der)
+        }
+        "RSA" => {
+            let n = strip_zeros(&b64_member(obj, "n")?);
+            let e = strip_zeros(&b64_member(obj, "e")?);
+            let bits = bit_len(&n);
+            if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+                return Err(format!(
+                    "RSA modulus has {bits} bits; need {RSA_MIN_BITS} to {RSA_MAX_BITS}"
+                ));
+            }
+            let e_val = e.iter().try_fold(0u64, |acc, b| {
+                acc.checked_mul(256).map(|a| a | u64::from(*b))
+            });
+            match e_val {
+                Some(v) if v >= policy.min_rsa_exponent && v % 2 == 1 && v < (1u64 << 32) => {}
+                _ => {
+                    return Err(format!(
+                        "RSA exponent must be odd, at least {} and below 2^32",
+                        policy.min_rsa_exponent
+                    ))
+                }
+            }
+            let pk = rsa::RsaPublicKey::new(
+                rsa::BigUint::from_bytes_be(&n),
+                rsa::BigUint::from_bytes_be(&e),
+            )
+            .map_err(|err| format!("invalid RSA public key: {err}"))?;
+            let der = rsa_spki(&n, &e);
+            (Alg::Rs256, KeyMaterial::Rs256(pk), der)
+        }
+        other => return Err(format!("unsupported `kty` \"{other}\" (EC, OKP, RSA)")),
+    };
+    if let Some(declared) = declared_alg {
+        if declared != alg {
+            return Err(format!(
+                "`alg` {} does not match kty {kty}",
+                declared.as_str()
+            ));
+        }
+    }
+    Ok(VerifyKey {
+        kid: kid.to_owned(),
+        alg,
+        material,
+        spki_der,
+    })
+}
+
+const P256_SPKI_PREFIX: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+const ED25519_SPKI_PREFIX: &str = "302a300506032b6570032100";
+
+fn hex_const(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap_or_default()
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("`{name}` must be a string")),
+    }
+}
+
+fn b64_member(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let s = opt_str(obj, name)?.ok_or_else(|| format!("`{name}` is required"))?;
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| format!("`{name}` is not canonical unpadded base64url"))
+}
+
+fn fixed_b64(obj: &Map<String, Value>, name: &str, len: usize) -> Result<Vec<u8>, String> {
+    let bytes = b64_member(obj, name)?;
+    if bytes.len() != len {
+        return Err(format!(
+            "`{name}` must decode to {len} bytes, got {}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn strip_zeros(b: &[u8]) -> Vec<u8> {
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    b.get(first..).unwrap_or_default().to_vec()
+}
+
+fn bit_len(be: &[u8]) -> usize {
+    match be.first() {
+        None => 0,
+        Some(&top) => (be.len().saturating_sub(1))
+            .saturating_mul(8)
+            .saturating_add(8usize.saturating_sub(top.leading_zeros() as usize)),
+    }
+}
+
+/// DER length octets.
+pub(crate) fn der_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        let tail = bytes.get(skip..).unwrap_or_default();
+        out.push(0x80 | tail.len() as u8);
+        out.extend_from_slice(tail);
+    }
+}
+
+/// DER INTEGER from an unsigned big-endian magnitude (minimal, sign-safe).
+pub(crate) fn der_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let m = strip_zeros(magnitude);
+    let pad = m.first().is_none_or(|&b| b & 0x80 != 0);
+    out.push(0x02);
+    der_len(out, m.len() + usize::from(pad));
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(&m);
+}
+
+fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    der_len(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
+    let mut ints = Vec::new();
+    der_uint(&mut ints, n);
+    der_uint(&mut ints, e);
+    let rsa_pub = der_tlv(0x30, &ints);
+    let mut bit_string = vec![0u8];
+    bit_string.extend_from_slice(&rsa_pub);
+    // SEQUENCE { OID rsaEncryption, NULL }
+    let mut body = hex_const("300d06092a864886f70d0101010500");
+    body.extend_from_slice(&der_tlv(0x03, &bit_string));
+    der_tlv(0x30, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EC: (&str, &str) = (
+        "KSexBRK64-3c_kZ4KBKLrSkDJpkZ9whgacjE32xzKDg",
+        "x3h5ZOqsAOWSH7FJimD0YGdms9loUAFVjRqXTnNBUT4",
+    );
+
+    #[test]
+    fn accepts_a_valid_p256_key_and_builds_spki() {
+        let k = parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","x":EC.0,"y":EC.1})).unwrap();
+        assert_eq!(k.alg, Alg::Es256);
+        assert_eq!(k.spki_der.len(), 91);
+    }
+
+    #[test]
+    fn rejects_point_off_curve_and_inconsistent_alg() {
+        let bad_y = "x3h5ZOqsAOWSH7FJimD0YGdms9loUAFVjRqXTnNBUT8";
+        let e =
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","x":EC.0,"y":bad_y})).unwrap_err();
+        assert!(e.contains("not on the P-256 curve"), "{e}");
+        let e =
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","alg":"RS256","x":EC.0,"y":EC.1}))
+                .unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        let e =
+            parse_jwk(&json!({"kty":"EC","crv":"P-384","kid":"a","x":EC.0,"y":EC.1})).unwrap_err();
+        assert!(e.contains("P-384"), "{e}");
+    }
+
+    #[test]
+    fn rejects_private_material_missing_kid_and_unknown_members() {
+        assert!(
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","x":EC.0,"y":EC.1,"d":"AA"}))
+                .unwrap_err()
+                .contains("private")
+        );
+        assert!(
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","x":EC.0,"y":EC.1}))
+                .unwrap_err()
+                .contains("kid")
+        );
+        assert!(
+            parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","x":EC.0,"y":EC.1,"foo":1}))
+                .unwrap_err()
+                .contains("foo")
+        );
+        assert!(parse_jwk(&json!({"kty":"oct","kid":"a"}))
+            .unwrap_err()
+            .contains("oct"));
+    }
+
+    #[test]
+    fn rejects_short_rsa_modulus_and_small_exponent() {
+        let n1024 = URL_SAFE_NO_PAD.encode([0xc3u8; 128]);
+        let e = parse_jwk(&json!({"kty":"RSA","kid":"r","n":n1024,"e":"AQAB"})).unwrap_err();
+        assert!(e.contains("1024 bits"), "{e}");
+        let n2048 = URL_SAFE_NO_PAD.encode([0xc3u8; 256]);
+        let e = parse_jwk(&json!({"kty":"RSA","kid":"r","n":n2048,"e":"Aw"})).unwrap_err();
+        assert!(e.contains("exponent"), "{e}");
+    }
+
+    #[test]
+    fn der_integers_are_minimal() {
+        let mut out = Vec::new();
+        der_uint(&mut out, &[0, 0, 0x80]);
+        assert_eq!(out, [2, 2, 0, 0x80]);
+        out.clear();
+        der_uint(&mut out, &[0, 0x7f]);
+        assert_eq!(out, [2, 1, 0x7f]);
+        out.clear();
+        der_uint(&mut out, &[0, 0]);
+        assert_eq!(out, [2, 1, 0]);
+    }
+}

@@ -1,0 +1,249 @@
+//! The decision pipeline shared by the Envoy/Kong filter and the CLI:
+//! request view in, [`Decision`] out. Time and randomness are injected.
+
+use serde_json::{json, Value};
+
+use crate::cache::VerifiedCache;
+use crate::config::{Config, HeaderNames};
+use crate::crypto::SignatureBackend;
+use crate::reason::Reason;
+use crate::token::{verify_token, VerifiedToken};
+
+/// What the pipeline needs from a request. Header values are raw bytes: hosts may hand
+/// us anything, and non-UTF-8 is answered, not trusted.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    /// Every `authorization` value the host reported.
+    pub authorization: Vec<Vec<u8>>,
+}
+
+/// Unique decision ids per worker: a random 64-bit worker prefix and a counter.
+#[derive(Debug, Clone)]
+pub struct DecisionIds {
+    prefix: u64,
+    counter: u64,
+}
+
+impl DecisionIds {
+    pub fn new(seed: u64) -> Self {
+        DecisionIds {
+            prefix: seed,
+            counter: 0,
+        }
+    }
+
+    /// From the OS/host random source; falls back to a fixed prefix if there is none.
+    pub fn from_entropy() -> Self {
+        let mut b = [0u8; 8];
+        let seed = match getrandom::getrandom(&mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => 0x6167_656e_742d_6961,
+        };
+        DecisionIds::new(seed)
+    }
+
+    pub fn next_id(&mut self) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        format!("{:016x}{:016x}", self.prefix, self.counter)
+    }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub decision_id: String,
+    /// `None` on allow.
+    pub reason: Option<Reason>,
+    pub token: Option<VerifiedToken>,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    /// HTTP status: 200 for allow (the upstream answers), else the reason's status.
+    pub fn status(&self) -> u16 {
+        self.reason.map_or(200, Reason::status)
+    }
+
+    /// JSON body of a deny response. Never echoes the token.
+    pub fn deny_body(&self) -> String {
+        let reason = self.reason.unwrap_or(Reason::InternalError);
+        json!({"error": reason.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id}).to_string()
+    }
+
+    /// `WWW-Authenticate` for a deny response (RFC 6750 §3).
+    pub fn www_authenticate(&self) -> Option<String> {
+        let reason = self.reason?;
+        Some(format!(
+            "Bearer error=\"{}\", error_description=\"{}\"",
+            reason.error_code(),
+            reason.as_str()
+        ))
+    }
+
+    /// Identity headers to set upstream on allow.
+    pub fn upstream_headers(&self, names: &HeaderNames) -> Vec<(String, String)> {
+        let Some(t) = self.token.as_ref().filter(|_| self.allowed()) else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            (names.agent.clone(), t.agent.clone()),
+            (names.principal.clone(), t.subject.clone()),
+            (names.decision_id.clone(), self.decision_id.clone()),
+        ];
+        if !t.chain.is_empty() {
+            out.push((names.chain.clone(), t.chain.join(",")));
+        }
+        if !t.scopes.is_empty() {
+            out.push((names.scopes.clone(), t.scopes.join(" ")));
+        }
+        out
+    }
+
+    /// One JSON object describing the decision (CLI output and the filter's log line).
+    pub fn to_json(&self) -> Value {
+        let t = self.token.as_ref();
+        json!({
+            "decision_id": self.decision_id,
+            "decision": if self.allowed() { "allow" } else { "deny" },
+            "status": self.status(),
+            "reason": self.reason.map(Reason::as_str),
+            "agent": t.map(|t| t.agent.as_str()),
+            "principal": t.map(|t| t.subject.as_str()),
+            "chain": t.map(|t| t.chain.clone()).unwrap_or_default(),
+            "scopes": t.map(|t| t.scopes.clone()).unwrap_or_default(),
+            "token": t.map(|t| json!({
+                "iss": t.issuer, "jti": t.jti, "exp": t.exp, "kid": t.kid, "alg": t.alg,
+                "sha256": hex::encode(t.sha256), "cached": t.cached,
+            })),
+            "request": {"method": self.method, "host": self.host, "path": self.path},
+        })
+    }
+}
+
+/// A configured decision engine: one per worker (VM) or CLI run.
+pub struct Engine {
+    pub config: Config,
+    backend: Box<dyn SignatureBackend>,
+    cache: VerifiedCache,
+    ids: DecisionIds,
+}
+
+/// Longest request line fields kept in decisions (they end up in logs).
+const MAX_FIELD: usize = 512;
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_FIELD);
+    while !s.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+impl Engine {
+    pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
+        let cache = VerifiedCache::new(config.cache_entries);
+        Engine {
+            config,
+            backend,
+            cache,
+            ids,
+        }
+    }
+
+    pub fn backend(&self) -> &dyn SignatureBackend {
+        self.backend.as_ref()
+    }
+
+    /// Decides one request at `now` (UNIX seconds).
+    pub fn evaluate(&mut self, req: &Request, now: f64) -> Decision {
+        let decision_id = self.ids.next_id();
+        let (reason, token) = match self.authenticate(req, now) {
+            Ok(t) => (None, Some(t)),
+            Err(r) => (Some(r), None),
+        };
+        Decision {
+            decision_id,
+            reason,
+            token,
+            method: clip(&req.method),
+            path: clip(&req.path),
+            host: clip(&req.host),
+        }
+    }
+
+    fn authenticate(&mut self, req: &Request, now: f64) -> Result<VerifiedToken, Reason> {
+        let raw = match req.authorization.as_slice() {
+            [] => return Err(Reason::TokenMissing),
+            [one] => one,
+            _ => return Err(Reason::RequestMalformed),
+        };
+        if raw.len() > self.config.max_token_bytes.saturating_add(16) {
+            return Err(Reason::TokenTooLarge);
+        }
+        let value = std::str::from_utf8(raw).map_err(|_| Reason::RequestMalformed)?;
+        let token = bearer_token(value)?;
+        if !now.is_finite() {
+            return Err(Reason::InternalError);
+        }
+        verify_token(
+            token,
+            &self.config,
+            self.backend.as_ref(),
+            Some(&mut self.cache),
+            now,
+        )
+    }
+}
+
+/// `Bearer <token>` (RFC 6750 §2.1): scheme case-insensitive, one space, no other whitespace.
+fn bearer_token(value: &str) -> Result<&str, Reason> {
+    let (scheme, token) = value.split_once(' ').ok_or(Reason::TokenScheme)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Reason::TokenScheme);
+    }
+    if token.is_empty()
+        || token
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(Reason::TokenMalformed);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing_is_strict() {
+        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("Basic abc"), Err(Reason::TokenScheme));
+        assert_eq!(bearer_token("Bearer"), Err(Reason::TokenScheme));
+        assert_eq!(bearer_token("Bearer  abc"), Err(Reason::TokenMalformed));
+        assert_eq!(bearer_token("Bearer a b"), Err(Reason::TokenMalformed));
+    }
+
+    #[test]
+    fn decision_ids_are_unique_per_worker() {
+        let mut ids = DecisionIds::new(7);
+        assert_ne!(ids.next_id(), ids.next_id());
+        assert_eq!(ids.next_id().len(), 32);
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        let s = "é".repeat(400);
+        assert!(clip(&s).len() <= MAX_FIELD);
+    }
+}

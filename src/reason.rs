@@ -1,0 +1,171 @@
+//! Stable, dotted reason codes. They flow into HTTP responses, the CLI, logs and
+//! (later) audit events and metrics. Renaming one is a breaking change: the README
+//! lists them all and a test keeps the list and this enum in step.
+
+use serde::Serialize;
+
+/// Why a request was denied. `as_str()` is the contract; variants may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The request itself is unusable (several Authorization headers, non-UTF-8, ...).
+    RequestMalformed,
+    /// No `Authorization` header.
+    TokenMissing,
+    /// `Authorization` is not `Bearer <token>`.
+    TokenScheme,
+    /// The token is longer than `max_token_bytes`.
+    TokenTooLarge,
+    /// Not a compact JWS: segments, base64url, JSON shape, duplicate members, nesting.
+    TokenMalformed,
+    /// `alg` missing, `none`, HMAC, unknown, not allowed for the issuer or not the key's.
+    TokenAlg,
+    /// A header member we never accept: `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64`, ...
+    TokenHeaderForbidden,
+    /// `kid` missing, not a string, or not a key of the issuer.
+    TokenKid,
+    /// `typ` missing or not in the issuer's `accepted_types`.
+    TokenTyp,
+    /// The signature does not verify.
+    TokenSignature,
+    /// `iss` missing or not a configured issuer.
+    TokenIssuer,
+    /// `aud` contains none of the issuer's audiences.
+    TokenAudience,
+    /// `sub` missing or empty.
+    TokenSubject,
+    /// A registered claim has the wrong JSON type (never treated as absent).
+    TokenClaimType,
+    /// `exp` or `iat` missing.
+    TokenClaimMissing,
+    /// `exp` is in the past (beyond the clock skew).
+    TokenExpired,
+    /// `nbf` is in the future (beyond the clock skew).
+    TokenNotYetValid,
+    /// `iat` is in the future (beyond the clock skew).
+    TokenIssuedInFuture,
+    /// `exp - iat` exceeds `max_token_lifetime_s`.
+    TokenLifetime,
+    /// The delegation chain (`act`) is malformed or deeper than `delegation.max_depth`.
+    DelegationDepth,
+    /// The delegation chain (`act`) is malformed.
+    DelegationMalformed,
+    /// The host failed us (crypto call error, clock): deny, fail closed.
+    InternalError,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: &'static [Reason] = &[
+        Reason::RequestMalformed,
+        Reason::TokenMissing,
+        Reason::TokenScheme,
+        Reason::TokenTooLarge,
+        Reason::TokenMalformed,
+        Reason::TokenAlg,
+        Reason::TokenHeaderForbidden,
+        Reason::TokenKid,
+        Reason::TokenTyp,
+        Reason::TokenSignature,
+        Reason::TokenIssuer,
+        Reason::TokenAudience,
+        Reason::TokenSubject,
+        Reason::TokenClaimType,
+        Reason::TokenClaimMissing,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::TokenIssuedInFuture,
+        Reason::TokenLifetime,
+        Reason::DelegationDepth,
+        Reason::DelegationMalformed,
+        Reason::InternalError,
+    ];
+
+    /// The stable dotted code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RequestMalformed => "request.malformed",
+            Reason::TokenMissing => "token.missing",
+            Reason::TokenScheme => "token.scheme",
+            Reason::TokenTooLarge => "token.too_large",
+            Reason::TokenMalformed => "token.malformed",
+            Reason::TokenAlg => "token.alg",
+            Reason::TokenHeaderForbidden => "token.header_forbidden",
+            Reason::TokenKid => "token.kid",
+            Reason::TokenTyp => "token.typ",
+            Reason::TokenSignature => "token.signature",
+            Reason::TokenIssuer => "token.issuer",
+            Reason::TokenAudience => "token.audience",
+            Reason::TokenSubject => "token.subject",
+            Reason::TokenClaimType => "token.claim_type",
+            Reason::TokenClaimMissing => "token.claim_missing",
+            Reason::TokenExpired => "token.expired",
+            Reason::TokenNotYetValid => "token.not_yet_valid",
+            Reason::TokenIssuedInFuture => "token.issued_in_future",
+            Reason::TokenLifetime => "token.lifetime",
+            Reason::DelegationDepth => "delegation.depth",
+            Reason::DelegationMalformed => "delegation.malformed",
+            Reason::InternalError => "internal.error",
+        }
+    }
+
+    /// HTTP status for this reason.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::RequestMalformed => 400,
+            Reason::InternalError => 503,
+            _ => 401,
+        }
+    }
+
+    /// The `error` member of the JSON body and of `WWW-Authenticate`.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            Reason::RequestMalformed => "invalid_request",
+            Reason::InternalError => "temporarily_unavailable",
+            _ => "invalid_token",
+        }
+    }
+
+    /// One line for operators (README table, logs). Never contains request data.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::RequestMalformed => {
+                "request unusable: several Authorization headers or non-UTF-8 header value"
+            }
+            Reason::TokenMissing => "no Authorization header",
+            Reason::TokenScheme => "Authorization is not `Bearer <token>`",
+            Reason::TokenTooLarge => "token longer than max_token_bytes",
+            Reason::TokenMalformed => {
+                "not a strict compact JWS: segments, base64url, JSON, duplicate members, nesting"
+            }
+            Reason::TokenAlg => {
+                "alg missing, none, HMAC, unknown, not allowed for the issuer, or not the key's alg"
+            }
+            Reason::TokenHeaderForbidden => {
+                "header carries crit, jwk, jku, x5u, x5c, x5t, b64 or zip"
+            }
+            Reason::TokenKid => "kid missing, not a string, or unknown to the issuer",
+            Reason::TokenTyp => "typ missing or not in accepted_types",
+            Reason::TokenSignature => "signature does not verify with the key kid selects",
+            Reason::TokenIssuer => "iss missing or not a configured issuer",
+            Reason::TokenAudience => "aud has none of the issuer's audiences",
+            Reason::TokenSubject => "sub missing or empty",
+            Reason::TokenClaimType => "a registered claim has the wrong JSON type",
+            Reason::TokenClaimMissing => "exp or iat missing",
+            Reason::TokenExpired => "exp is past (beyond clock_skew_s)",
+            Reason::TokenNotYetValid => "nbf is in the future (beyond clock_skew_s)",
+            Reason::TokenIssuedInFuture => "iat is in the future (beyond clock_skew_s)",
+            Reason::TokenLifetime => "exp - iat exceeds max_token_lifetime_s",
+            Reason::DelegationDepth => "act chain deeper than delegation.max_depth",
+            Reason::DelegationMalformed => "act is not an object with a non-empty string sub",
+            Reason::InternalError => "host failure on the request path (fail closed)",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

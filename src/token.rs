@@ -1,0 +1,340 @@
+//! Token verification: every rule of DESIGN.md "Token rules" (RFC 7515, RFC 8725, RFC 9068).
+//!
+//! jwt-compact supplies the signature algorithms only; structure, header and claim rules
+//! are enforced here, strictly, because jwt-compact ignores `crit`/`jwk`/`x5c`/`b64`, never
+//! checks `iat`/`iss`/`aud`/`typ`, and defaults to a 60 s leeway.
+//!
+//! Order: structure and header, then issuer, key and every claim (cheap), then the
+//! signature (expensive, skipped on a cache hit). Any failure is a [`Reason`].
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{TokenHash, VerifiedCache};
+use crate::config::{normalize_typ, Config, Issuer};
+use crate::crypto::SignatureBackend;
+use crate::json::parse_strict;
+use crate::keys::{Alg, VerifyKey};
+use crate::reason::Reason;
+
+/// Nesting allowed in a JOSE header.
+const HEADER_MAX_DEPTH: usize = 4;
+/// Nesting allowed in claims beyond the delegation chain.
+const CLAIMS_EXTRA_DEPTH: usize = 8;
+
+/// Header members that let a token choose its own key or change processing rules.
+const FORBIDDEN_HEADER: &[&str] = &[
+    "crit", "jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "b64", "zip", "enc",
+];
+
+/// A compact JWS, split and decoded, with its header rules checked.
+#[derive(Debug)]
+pub struct Jws<'a> {
+    pub header: Map<String, Value>,
+    pub payload: Vec<u8>,
+    /// `BASE64URL(header) || '.' || BASE64URL(payload)`, what the signature covers.
+    pub signing_input: &'a str,
+    pub signature: Vec<u8>,
+    pub alg: Alg,
+    pub kid: String,
+}
+
+fn b64(segment: &str) -> Result<Vec<u8>, Reason> {
+    // The standard engine refuses padding, whitespace, `+`/`/` and non-zero trailing bits.
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Reason::TokenMalformed)
+}
+
+/// Splits and decodes a compact JWS and applies the header rules (alg, kid, forbidden
+/// members). `typ` is a JWT rule and is checked by [`verify_token`].
+pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
+    if token.len() > max_bytes {
+        return Err(Reason::TokenTooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Reason::TokenMalformed);
+    };
+    if h.is_empty() || s.is_empty() {
+        return Err(Reason::TokenMalformed);
+    }
+    let header_bytes = b64(h)?;
+    let payload = b64(p)?;
+    let signature = b64(s)?;
+    let header = match parse_strict(&header_bytes, HEADER_MAX_DEPTH) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(Reason::TokenMalformed),
+    };
+    if header
+        .keys()
+        .any(|k| FORBIDDEN_HEADER.contains(&k.as_str()))
+    {
+        return Err(Reason::TokenHeaderForbidden);
+    }
+    // `none` in any casing, HS*, and anything unknown: the same answer.
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => Alg::from_jose(a).ok_or(Reason::TokenAlg)?,
+        _ => return Err(Reason::TokenAlg),
+    };
+    let kid = match header.get("kid") {
+        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => return Err(Reason::TokenKid),
+    };
+    let signing_input = token
+        .get(..h.len().saturating_add(1).saturating_add(p.len()))
+        .ok_or(Reason::TokenMalformed)?;
+    Ok(Jws {
+        header,
+        payload,
+        signing_input,
+        signature,
+        alg,
+        kid,
+    })
+}
+
+/// Selects the key by exact `kid` and checks `alg` against the key and the allow-list.
+pub fn select_key<'k>(
+    jws: &Jws<'_>,
+    keys: &'k [VerifyKey],
+    allowed: &[Alg],
+) -> Result<&'k VerifyKey, Reason> {
+    let key = keys
+        .iter()
+        .find(|k| k.kid == jws.kid)
+        .ok_or(Reason::TokenKid)?;
+    if key.alg != jws.alg || !allowed.contains(&jws.alg) {
+        return Err(Reason::TokenAlg);
+    }
+    Ok(key)
+}
+
+/// Checks the signature with `backend`.
+pub fn check_signature(
+    jws: &Jws<'_>,
+    key: &VerifyKey,
+    backend: &dyn SignatureBackend,
+) -> Result<(), Reason> {
+    match backend.verify(key, jws.signing_input.as_bytes(), &jws.signature) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Reason::TokenSignature),
+        Err(_) => Err(Reason::InternalError),
+    }
+}
+
+/// The verified facts about a token that later stages use.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub issuer: String,
+    /// `sub`: the principal.
+    pub subject: String,
+    /// The acting agent: `act.sub`, or `sub` without delegation.
+    pub agent: String,
+    /// Actors, newest first (empty without delegation).
+    pub chain: Vec<String>,
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+    pub jti: Option<String>,
+    pub exp: f64,
+    pub iat: f64,
+    pub kid: String,
+    pub alg: Alg,
+    pub sha256: TokenHash,
+    /// Whether the signature check was skipped thanks to the cache.
+    pub cached: bool,
+    pub claims: Map<String, Value>,
+}
+
+/// Full verification of a bearer token at time `now` (UNIX seconds).
+pub fn verify_token(
+    token: &str,
+    cfg: &Config,
+    backend: &dyn SignatureBackend,
+    cache: Option<&mut VerifiedCache>,
+    now: f64,
+) -> Result<VerifiedToken, Reason> {
+    let jws = parse_compact(token, cfg.max_token_bytes)?;
+    let max_depth = cfg.max_delegation_depth.saturating_add(CLAIMS_EXTRA_DEPTH);
+    let claims = match parse_strict(&jws.payload, max_depth) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(Reason::TokenMalformed),
+    };
+    let iss = match claims.get("iss") {
+        None => return Err(Reason::TokenIssuer),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(Reason::TokenClaimType),
+    };
+    let issuer = cfg
+        .issuers
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or(Reason::TokenIssuer)?;
+    check_typ(&jws, issuer)?;
+    let key = select_key(&jws, &issuer.keys, &issuer.algorithms)?;
+    let facts = check_claims(&claims, issuer, cfg, now)?;
+
+    let sha256: TokenHash = Sha256::digest(token.as_bytes()).into();
+    let skew = cfg.clock_skew_s as f64;
+    let cached = match cache {
+        Some(c) => {
+            let hit = c.hit(&sha256, now, skew);
+            if !hit {
+                check_signature(&jws, key, backend)?;
+                c.insert(sha256, facts.exp);
+            }
+            hit
+        }
+        None => {
+            check_signature(&jws, key, backend)?;
+            false
+        }
+    };
+    Ok(VerifiedToken {
+        issuer: issuer.issuer.clone(),
+        agent: facts
+            .chain
+            .first()
+            .cloned()
+            .unwrap_or_else(|| facts.subject.clone()),
+        subject: facts.subject,
+        chain: facts.chain,
+        audiences: facts.audiences,
+        scopes: facts.scopes,
+        jti: facts.jti,
+        exp: facts.exp,
+        iat: facts.iat,
+        kid: jws.kid.clone(),
+        alg: jws.alg,
+        sha256,
+        cached,
+        claims,
+    })
+}
+
+fn check_typ(jws: &Jws<'_>, issuer: &Issuer) -> Result<(), Reason> {
+    match jws.header.get("typ") {
+        Some(Value::String(t)) if issuer.accepted_types.contains(&normalize_typ(t)) => Ok(()),
+        _ => Err(Reason::TokenTyp),
+    }
+}
+
+struct ClaimFacts {
+    subject: String,
+    chain: Vec<String>,
+    audiences: Vec<String>,
+    scopes: Vec<String>,
+    jti: Option<String>,
+    exp: f64,
+    iat: f64,
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Reason> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or(Reason::TokenClaimType),
+        Some(_) => Err(Reason::TokenClaimType),
+    }
+}
+
+fn opt_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Reason> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Reason::TokenClaimType),
+    }
+}
+
+fn check_claims(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+    cfg: &Config,
+    now: f64,
+) -> Result<ClaimFacts, Reason> {
+    let subject = match claims.get("sub") {
+        None => return Err(Reason::TokenSubject),
+        Some(Value::String(s)) if s.is_empty() => return Err(Reason::TokenSubject),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(Reason::TokenClaimType),
+    };
+    let audiences: Vec<String> = match claims.get("aud") {
+        None => return Err(Reason::TokenAudience),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(item.as_str().ok_or(Reason::TokenClaimType)?.to_owned());
+            }
+            out
+        }
+        Some(_) => return Err(Reason::TokenClaimType),
+    };
+    let exp = numeric_date(claims, "exp")?;
+    let iat = numeric_date(claims, "iat")?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let jti = opt_string(claims, "jti")?;
+    let scopes = opt_string(claims, "scope")?
+        .map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let chain = actor_chain(claims.get("act"), cfg.max_delegation_depth)?;
+
+    let (Some(exp), Some(iat)) = (exp, iat) else {
+        return Err(Reason::TokenClaimMissing);
+    };
+    let skew = cfg.clock_skew_s as f64;
+    if now > exp + skew {
+        return Err(Reason::TokenExpired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + skew) {
+        return Err(Reason::TokenNotYetValid);
+    }
+    if iat > now + skew {
+        return Err(Reason::TokenIssuedInFuture);
+    }
+    if exp < iat || exp - iat > cfg.max_token_lifetime_s as f64 {
+        return Err(Reason::TokenLifetime);
+    }
+    if !audiences.iter().any(|a| issuer.audiences.contains(a)) {
+        return Err(Reason::TokenAudience);
+    }
+    Ok(ClaimFacts {
+        subject,
+        chain,
+        audiences,
+        scopes,
+        jti,
+        exp,
+        iat,
+    })
+}
+
+/// Walks `act` (RFC 8693 §4.1): the current actor first, then earlier ones.
+fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<String>, Reason> {
+    let mut chain = Vec::new();
+    let mut cur = act;
+    while let Some(v) = cur {
+        let obj = v.as_object().ok_or(Reason::DelegationMalformed)?;
+        match obj.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => chain.push(s.clone()),
+            _ => return Err(Reason::DelegationMalformed),
+        }
+        if chain.len() > max_depth {
+            return Err(Reason::DelegationDepth);
+        }
+        cur = obj.get("act");
+    }
+    Ok(chain)
+}
