@@ -15,6 +15,8 @@ pub mod token;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dev;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod generate;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

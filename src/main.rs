@@ -24,6 +24,8 @@ usage:
       JSON lines {\"method\",\"path\",\"host\",\"headers\"} on stdin -> one decision per line
   agent-iam validate --config PLUGIN.json
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
+  agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
+      [--admin PORT] [--upstream PORT] [--direct-response]   Envoy bootstrap YAML
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
@@ -36,6 +38,7 @@ usage:
             ["check", rest @ ..] => check(rest),
             ["validate", rest @ ..] => validate(rest),
             ["generate", "kong-meta"] => print_json(&agent_iam::schema::kong_meta()),
+            ["generate", "envoy", rest @ ..] => generate_envoy(rest),
             ["dev", "keys", rest @ ..] => dev_keys(rest),
             ["dev", "config", rest @ ..] => dev_config(rest),
             ["dev", "mint", rest @ ..] => dev_mint(rest),
@@ -62,10 +65,23 @@ usage:
         let mut it = args.iter();
         let mut found = None;
         while let Some(a) = it.next() {
+            if *a == "--direct-response" {
+                continue;
+            }
             if *a == name {
                 found = Some(*it.next().ok_or_else(|| format!("{name} needs a value"))?);
             } else if !a.starts_with("--")
-                || !["--config", "--now", "--keys", "--private"].contains(a)
+                || ![
+                    "--config",
+                    "--now",
+                    "--keys",
+                    "--private",
+                    "--wasm",
+                    "--listen",
+                    "--admin",
+                    "--upstream",
+                ]
+                .contains(a)
             {
                 return Err(format!("unexpected argument `{a}`\n{USAGE}"));
             } else {
@@ -184,6 +200,35 @@ usage:
             }
         }
         Ok(req)
+    }
+
+    fn port(args: &[&str], name: &str, default: u16) -> Result<u16, String> {
+        match flag(args, name)? {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("{name}: `{p}` is not a port")),
+            None => Ok(default),
+        }
+    }
+
+    fn generate_envoy(args: &[&str]) -> Result<i32, String> {
+        use agent_iam::generate::{envoy_bootstrap, EnvoyOptions};
+        let path = required(args, "--config")?;
+        if let Err(code) = load_config(path)? {
+            return Ok(code);
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let plugin: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let d = EnvoyOptions::default();
+        let o = EnvoyOptions {
+            wasm_path: flag(args, "--wasm")?.map_or(d.wasm_path.clone(), str::to_owned),
+            listen_port: port(args, "--listen", d.listen_port)?,
+            admin_port: port(args, "--admin", d.admin_port)?,
+            upstream_port: port(args, "--upstream", d.upstream_port)?,
+            direct_response: args.contains(&"--direct-response"),
+        };
+        print!("{}", envoy_bootstrap(&plugin, &o));
+        Ok(0)
     }
 
     fn print_json(v: &Value) -> Result<i32, String> {

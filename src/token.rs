@@ -60,13 +60,10 @@ pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
     else {
         return Err(Reason::TokenMalformed);
     };
-    if h.is_empty() || s.is_empty() {
+    if h.is_empty() {
         return Err(Reason::TokenMalformed);
     }
-    let header_bytes = b64(h)?;
-    let payload = b64(p)?;
-    let signature = b64(s)?;
-    let header = match parse_strict(&header_bytes, HEADER_MAX_DEPTH) {
+    let header = match parse_strict(&b64(h)?, HEADER_MAX_DEPTH) {
         Ok(Value::Object(m)) => m,
         _ => return Err(Reason::TokenMalformed),
     };
@@ -76,7 +73,8 @@ pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
     {
         return Err(Reason::TokenHeaderForbidden);
     }
-    // `none` in any casing, HS*, and anything unknown: the same answer.
+    // `none` in any casing, HS*, and anything unknown: the same answer, before the
+    // (possibly empty) signature is even looked at.
     let alg = match header.get("alg") {
         Some(Value::String(a)) => Alg::from_jose(a).ok_or(Reason::TokenAlg)?,
         _ => return Err(Reason::TokenAlg),
@@ -85,6 +83,11 @@ pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Jws<'_>, Reason> {
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         _ => return Err(Reason::TokenKid),
     };
+    if s.is_empty() {
+        return Err(Reason::TokenMalformed);
+    }
+    let payload = b64(p)?;
+    let signature = b64(s)?;
     let signing_input = token
         .get(..h.len().saturating_add(1).saturating_add(p.len()))
         .ok_or(Reason::TokenMalformed)?;
