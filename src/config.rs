@@ -295,6 +295,10 @@ impl Config {
         }
         let value = crate::json::parse_strict(bytes, CONFIG_MAX_DEPTH)
             .map_err(|e| one("$", e.to_string()))?;
+        let structural = crate::schema::structural_problems(&value);
+        if !structural.is_empty() {
+            return Err(ConfigError(structural));
+        }
         let raw: PluginConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             one(&json_path(&path), e.into_inner().to_string())
@@ -583,6 +587,28 @@ mod tests {
         let mut v = base();
         v["upstream"] = json!({"headers":{"agent":"x-who","principal":"x-who"}});
         assert!(err(v).contains("used for two identity headers"));
+    }
+
+    #[test]
+    fn every_structural_problem_is_reported() {
+        let mut v = base();
+        v["clock_skew"] = json!(5);
+        v["issuers"][0]["audiences"] = json!("not-a-list");
+        v["issuers"][0]["algorithms"] = json!(["ES256", "HS256"]);
+        v["signature_backend"] = json!("fast");
+        v["delegation"] = json!({"max_depth": -1});
+        let e = err(v);
+        for needle in [
+            "$.clock_skew: unknown field `clock_skew`",
+            "$.issuers[0].audiences: expected array, got string",
+            "$.issuers[0].algorithms[1]: \"HS256\" is not one of",
+            "$.signature_backend: \"fast\" is not one of",
+            "$.delegation.max_depth: -1 is below the minimum 0",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in\n{e}");
+        }
+        let e = err(json!({}));
+        assert!(e.contains("$: missing required field `issuers`"), "{e}");
     }
 
     #[test]

