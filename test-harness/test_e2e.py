@@ -131,3 +131,20 @@ def test_each_config_problem_is_logged_with_its_path():
     assert proc.returncode == 1
     for needle in ("$.clock_skew_s", "$.max_token_lifetime_s", "$.issuers[0].jwks.keys[0]"):
         assert needle in proc.stderr, proc.stderr
+
+
+def test_host_crypto_is_chosen_on_envoy_and_logged(envoy):
+    assert "signatures ES256=host RS256=host EdDSA=pure-rust; host=envoy" in envoy.log()
+
+
+@pytest.mark.parametrize("choice,expect", [("pure", "ES256=pure-rust RS256=pure-rust"), ("host", "ES256=host RS256=host")])
+def test_backend_chosen_by_configuration(choice, expect):
+    plugin = json.loads(harness.PLUGIN.read_text())
+    plugin["signature_backend"] = choice
+    with harness.stack(plugin_json=plugin, name=f"backend-{choice}") as e:
+        assert expect in e.log()
+        c = harness.Client(e.listen_port)
+        good, bad = harness.mint([{"alg": "ES256"}, {"alg": "RS256", "tamper": "signature"}])
+        assert c.request("/", token=good).status == 200
+        assert c.request("/", token=bad).json()["reason"] == "token.signature"
+        c.close()

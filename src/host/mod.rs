@@ -44,18 +44,18 @@ impl ForeignCall for EnvoyForeign {
     }
 }
 
-/// Envoy exposes its node as `xds.node` (an `envoy.config.core.v3.Node`); inside Wasm it
-/// carries `user_agent_build_version` (field 8) with Envoy's build metadata
-/// (`revision.sha`, `ssl.version`, ...). Reading a property is safe on every host (unknown
-/// properties answer "not found"), unlike calling an unknown foreign function, which traps
-/// on Kong. So: positively identified Envoy → host crypto; anything else → pure Rust.
+/// Envoy exposes its node as `xds.node` (an `envoy.config.core.v3.Node`): a running
+/// server sets `user_agent_name` (field 6) to "envoy"; `--mode validate` only carries
+/// `user_agent_build_version` with Envoy's build metadata (`revision.sha`, `ssl.version`).
+/// Reading a property is safe on every host (unknown properties answer "not found"),
+/// unlike calling an unknown foreign function, which traps on Kong. So: positively
+/// identified Envoy → host crypto; anything else → pure Rust.
 fn host_is_envoy() -> bool {
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     match hostcalls::get_property(vec!["xds", "node"]) {
         Ok(Some(node)) => {
-            node.first() == Some(&0x42)
-                && contains(&node, b"revision.sha")
-                && contains(&node, b"ssl.version")
+            contains(&node, b"\x32\x05envoy")
+                || (contains(&node, b"revision.sha") && contains(&node, b"ssl.version"))
         }
         _ => false,
     }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole quality gate, the same locally and in CI: fmt, clippy -D warnings (native and
+# wasm32-wasip1), unit + golden + Wycheproof tests, release builds, and the end-to-end
+# suite through a real Envoy.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export AGENT_IAM_NEEDS_LINTS=1
+source test-harness/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+step "cargo fmt --check";                    cargo fmt --check
+step "clippy (native)";                      cargo clippy --all-targets --locked -- -D warnings
+step "clippy (wasm32-wasip1)";               cargo clippy --target wasm32-wasip1 --locked -- -D warnings
+step "clippy (wasm32-wasip1, test-hooks)";   cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
+step "cargo test";                           cargo test --locked
+step "release builds";                       test-harness/build.sh --with-test-hooks
+step "end-to-end through Envoy";             python -m pytest -q test-harness
+step "sizes"
+ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
+echo "all green"
