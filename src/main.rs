@@ -30,6 +30,7 @@ usage:
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
       token recipes (JSON lines) on stdin -> one token per line
+  agent-iam reasons                       the stable reason codes (Markdown table)
   agent-iam version";
 
     pub fn run(args: Vec<String>) -> i32 {
@@ -42,6 +43,10 @@ usage:
             ["dev", "keys", rest @ ..] => dev_keys(rest),
             ["dev", "config", rest @ ..] => dev_config(rest),
             ["dev", "mint", rest @ ..] => dev_mint(rest),
+            ["reasons"] => {
+                print!("{}", agent_iam::reason::markdown_table());
+                Ok(0)
+            }
             ["version"] | ["--version"] => {
                 println!("agent-iam {}", agent_iam::VERSION);
                 Ok(0)

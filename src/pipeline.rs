@@ -121,11 +121,20 @@ impl Decision {
             "chain": t.map(|t| t.chain.clone()).unwrap_or_default(),
             "scopes": t.map(|t| t.scopes.clone()).unwrap_or_default(),
             "token": t.map(|t| json!({
-                "iss": t.issuer, "jti": t.jti, "exp": t.exp, "kid": t.kid, "alg": t.alg,
+                "iss": t.issuer, "jti": t.jti, "exp": numeric_date(t.exp), "kid": t.kid, "alg": t.alg,
                 "sha256": hex::encode(t.sha256), "cached": t.cached,
             })),
             "request": {"method": self.method, "host": self.host, "path": self.path},
         })
+    }
+}
+
+/// NumericDate as JSON: an integer when it is one.
+fn numeric_date(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        json!(v as i64)
+    } else {
+        json!(v)
     }
 }
 

@@ -143,7 +143,7 @@ impl Reason {
                 "alg missing, none, HMAC, unknown, not allowed for the issuer, or not the key's alg"
             }
             Reason::TokenHeaderForbidden => {
-                "header carries crit, jwk, jku, x5u, x5c, x5t, b64 or zip"
+                "header carries crit, jwk, jku, x5u, x5c, x5t, x5t#S256, b64, zip or enc"
             }
             Reason::TokenKid => "kid missing, not a string, or unknown to the issuer",
             Reason::TokenTyp => "typ missing or not in accepted_types",
@@ -167,5 +167,34 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The README's reason-code table.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| reason | status | `error` | meaning |\n|---|---|---|---|\n");
+    for r in Reason::ALL {
+        out.push_str(&format!("| `{}` | {} | `{}` | {} |\n", r.as_str(), r.status(), r.error_code(), r.describe()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_documents_every_reason_code() {
+        let readme = include_str!("../README.md");
+        assert!(readme.contains(&markdown_table()), "README reason table is stale: run `agent-iam reasons`");
+    }
+
+    #[test]
+    fn codes_are_unique_and_dotted() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.as_str()));
+            assert!(r.as_str().contains('.'));
+        }
     }
 }
