@@ -174,7 +174,13 @@ impl std::fmt::Display for Reason {
 pub fn markdown_table() -> String {
     let mut out = String::from("| reason | status | `error` | meaning |\n|---|---|---|---|\n");
     for r in Reason::ALL {
-        out.push_str(&format!("| `{}` | {} | `{}` | {} |\n", r.as_str(), r.status(), r.error_code(), r.describe()));
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            r.as_str(),
+            r.status(),
+            r.error_code(),
+            r.describe()
+        ));
     }
     out
 }
@@ -186,7 +192,10 @@ mod tests {
     #[test]
     fn readme_documents_every_reason_code() {
         let readme = include_str!("../README.md");
-        assert!(readme.contains(&markdown_table()), "README reason table is stale: run `agent-iam reasons`");
+        assert!(
+            readme.contains(&markdown_table()),
+            "README reason table is stale: run `agent-iam reasons`"
+        );
     }
 
     #[test]
