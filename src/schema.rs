@@ -70,36 +70,6 @@ fn to_draft4(v: &mut Value) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_is_draft4_and_closed() {
-        let s = config_schema_draft4();
-        assert_eq!(s["$schema"], "http://json-schema.org/draft-04/schema#");
-        assert_eq!(s["additionalProperties"], false);
-        assert!(s["required"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("issuers")));
-        let text = s.to_string();
-        assert!(!text.contains("\"const\""), "{text}");
-        assert!(!text.contains("uint64"), "{text}");
-    }
-
-    #[test]
-    fn shipped_meta_json_is_current() {
-        let shipped = include_str!("../agent_iam.meta.json");
-        let shipped: Value = serde_json::from_str(shipped).unwrap();
-        assert_eq!(
-            shipped,
-            kong_meta(),
-            "run: cargo run -- generate kong-meta > agent_iam.meta.json"
-        );
-    }
-}
-
 /// Structural problems of `value` against the configuration schema, all of them, each
 /// with its JSON path (serde alone would stop at the first).
 pub fn structural_problems(value: &Value) -> Vec<crate::config::Problem> {
@@ -244,5 +214,35 @@ fn check(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_draft4_and_closed() {
+        let s = config_schema_draft4();
+        assert_eq!(s["$schema"], "http://json-schema.org/draft-04/schema#");
+        assert_eq!(s["additionalProperties"], false);
+        assert!(s["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("issuers")));
+        let text = s.to_string();
+        assert!(!text.contains("\"const\""), "{text}");
+        assert!(!text.contains("uint64"), "{text}");
+    }
+
+    #[test]
+    fn shipped_meta_json_is_current() {
+        let shipped = include_str!("../agent_iam.meta.json");
+        let shipped: Value = serde_json::from_str(shipped).unwrap();
+        assert_eq!(
+            shipped,
+            kong_meta(),
+            "run: cargo run -- generate kong-meta > agent_iam.meta.json"
+        );
     }
 }

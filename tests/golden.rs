@@ -1,5 +1,11 @@
 //! Replays test-harness/golden/cases.json through the native pipeline (pure-Rust backend).
 //! The Envoy harness replays the same file through the filter.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 
 use agent_iam::config::Config;
 use agent_iam::crypto::PureRust;
