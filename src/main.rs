@@ -25,7 +25,7 @@ usage:
   agent-iam validate --config PLUGIN.json
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
-      [--admin PORT] [--upstream PORT] [--direct-response]   Envoy bootstrap YAML
+      [--admin PORT] [--upstream PORT] [--direct-response] [--no-filter]   Envoy bootstrap YAML
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
@@ -70,7 +70,7 @@ usage:
         let mut it = args.iter();
         let mut found = None;
         while let Some(a) = it.next() {
-            if *a == "--direct-response" {
+            if *a == "--direct-response" || *a == "--no-filter" {
                 continue;
             }
             if *a == name {
@@ -231,6 +231,7 @@ usage:
             admin_port: port(args, "--admin", d.admin_port)?,
             upstream_port: port(args, "--upstream", d.upstream_port)?,
             direct_response: args.contains(&"--direct-response"),
+            no_filter: args.contains(&"--no-filter"),
         };
         print!("{}", envoy_bootstrap(&plugin, &o));
         Ok(0)

@@ -30,6 +30,14 @@ def wrk(port, token, duration, connections):
     return rps, lat
 
 
+def run_bare(duration, connections):
+    listen, admin = harness.free_port(), harness.free_port()
+    yaml_text = harness.envoy_yaml(listen=listen, admin=admin, upstream=1, direct_response=True, no_filter=True)
+    with harness.Envoy(yaml_text, name="bench-bare", log_level="warning"):
+        wrk(listen, "x", 2, connections)
+        return wrk(listen, "x", duration, connections)
+
+
 def run(backend, cache_entries, duration, connections):
     plugin = json.loads(harness.PLUGIN.read_text())
     plugin["signature_backend"] = backend
@@ -58,6 +66,8 @@ def main():
         sys.exit("wrk is not installed (apt-get install wrk)")
     print(f"| backend | ES256 token | req/s | mean latency |  (wrk -t1 -c{args.connections} -d{args.duration}s, Envoy --concurrency 1)")
     print("|---|---|---|---|")
+    rps, lat = run_bare(args.duration, args.connections)
+    print(f"| no filter (control) | - | {rps:,.0f} | {lat} |", flush=True)
     for backend in ("host", "pure"):
         for label, entries in (("cached", 1024), ("uncached", 0)):
             rps, lat = run(backend, entries, args.duration, args.connections)

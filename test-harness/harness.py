@@ -89,11 +89,14 @@ class Upstream:
         self.server.server_close()
 
 
-def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False):
+def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
+               no_filter=False):
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream]
     if direct_response:
         args.append("--direct-response")
+    if no_filter:
+        args.append("--no-filter")
     return cli(*args).stdout
 
 

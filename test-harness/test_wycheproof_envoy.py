@@ -22,6 +22,7 @@ def hooks():
         pytest.fail(f"{harness.HOOKS_WASM} missing; run ./test-harness/test.sh")
     with harness.stack(wasm=harness.HOOKS_WASM, name="test-hooks") as e:
         c = harness.Client(e.listen_port)
+        c.envoy = e
         yield c
         c.close()
 

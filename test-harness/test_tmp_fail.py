@@ -1,0 +1,2 @@
+def test_fail(client):
+    assert client.request("/").status == 999
