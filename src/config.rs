@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::agents::{AgentRecord, CeilingMode, Registry};
 use crate::keys::{parse_jwk, Alg, VerifyKey};
 
 /// One problem in a configuration, with the JSON path where it was found.
@@ -65,6 +66,15 @@ pub struct PluginConfig {
     /// Per-worker cache of verified signatures.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The agent registry and its live feed.
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    /// Route requirements; the most specific match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// What happens to a request that matches no route: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub unmatched_route: UnmatchedRoute,
     /// What the filter tells the upstream on allow.
     #[serde(default)]
     pub upstream: UpstreamConfig,
@@ -114,22 +124,110 @@ impl AlgName {
     }
 }
 
-/// Delegation limits. The chain checks themselves arrive with the delegation feature;
-/// the depth bound is enforced now.
+/// Delegation (RFC 8693 `act` chain) limits.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegationConfig {
     /// Most actors in an `act` chain (1..=16).
     #[serde(default = "default_depth")]
     pub max_depth: u64,
+    /// A token asking for more than the chain's ceiling: `deny` (default) or `narrow`.
+    #[serde(default)]
+    pub on_scope_exceeds_ceiling: CeilingMode,
 }
 
 impl Default for DelegationConfig {
     fn default() -> Self {
         DelegationConfig {
             max_depth: default_depth(),
+            on_scope_exceeds_ceiling: CeilingMode::Deny,
         }
     }
+}
+
+/// The agent registry: inline records, optionally replaced at run time by a feed.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Registered agents (the initial registry when a feed is configured).
+    #[serde(default)]
+    pub registry: Vec<AgentRecord>,
+    /// A registry feed polled through an Envoy cluster.
+    #[serde(default)]
+    pub feed: Option<FeedConfig>,
+    /// Admit an unregistered `sub` when there is no `act` (routes that also serve humans).
+    /// Actors in a delegation chain must always be registered.
+    #[serde(default)]
+    pub allow_unregistered_subjects: bool,
+}
+
+/// Where and how often to fetch the registry: `GET path` on an Envoy cluster, answering
+/// `{"version": "...", "agents": [...]}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Envoy cluster name serving the feed.
+    pub cluster: String,
+    /// Path of the registry document.
+    pub path: String,
+    /// `:authority` of the feed request (defaults to the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Poll interval in milliseconds (100..=3600000).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Per-request timeout in milliseconds (10..=60000).
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+    /// After this long without a good answer the feed is stale (1..=86400).
+    #[serde(default = "default_staleness")]
+    pub max_staleness_s: u64,
+    /// When stale: `deny` every request (default) or keep using the last good registry.
+    #[serde(default)]
+    pub on_stale: StaleMode,
+}
+
+/// Behaviour with a stale registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleMode {
+    /// Deny with `agent.registry_stale` (fail closed).
+    #[default]
+    Deny,
+    /// Keep deciding with the last good registry.
+    LastGood,
+}
+
+/// One route requirement. Exactly one of `prefix` / `exact`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label used in decisions (defaults to the path).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Matches paths starting with this (query string excluded).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Matches exactly this path (query string excluded).
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// Methods this route covers (upper case); empty = every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Scopes the effective scopes must contain.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+}
+
+/// What to do with a request that matches no route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedRoute {
+    /// 403 `route.unmatched`.
+    #[default]
+    Deny,
+    /// Allow with no scope requirement.
+    Allow,
 }
 
 /// Signature backend selection.
@@ -169,6 +267,10 @@ pub struct UpstreamConfig {
     /// Names of the identity headers. Client-sent copies are always removed.
     #[serde(default)]
     pub headers: HeaderNames,
+    /// Remove the `authorization` header before forwarding (the upstream then never sees
+    /// the bearer token). Default: keep it.
+    #[serde(default)]
+    pub strip_authorization: bool,
 }
 
 /// Identity header names (lower-case HTTP header names).
@@ -184,7 +286,7 @@ pub struct HeaderNames {
     /// The delegation chain, newest actor first, comma-separated.
     #[serde(default = "h_chain")]
     pub chain: String,
-    /// The token's scopes, space-separated.
+    /// The effective scopes (token scopes narrowed by the chain's ceiling), space-separated.
     #[serde(default = "h_scopes")]
     pub scopes: String,
     /// The decision id (also in the response body and the log line).
@@ -228,6 +330,15 @@ fn default_token_bytes() -> u64 {
 }
 fn default_depth() -> u64 {
     4
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_feed_timeout_ms() -> u64 {
+    500
+}
+fn default_staleness() -> u64 {
+    30
 }
 fn default_cache_entries() -> u64 {
     1024
@@ -273,6 +384,150 @@ pub struct Config {
     pub signature_backend: BackendChoice,
     pub cache_entries: usize,
     pub headers: HeaderNames,
+    pub strip_authorization: bool,
+    pub registry: Registry,
+    pub feed: Option<FeedConfig>,
+    pub allow_unregistered_subjects: bool,
+    pub ceiling: CeilingMode,
+    pub routes: Vec<Route>,
+    pub unmatched_route: UnmatchedRoute,
+}
+
+/// How a route matches paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path: PathMatch,
+    pub methods: Vec<String>,
+    pub required_scopes: Vec<String>,
+}
+
+impl Config {
+    /// The most specific route for `method` and `path`: an exact match first, then the
+    /// longest prefix; declaration order breaks ties.
+    pub fn route_for(&self, method: &str, path: &str) -> Option<&Route> {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let eligible = |r: &&Route| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
+        let exact = self
+            .routes
+            .iter()
+            .filter(eligible)
+            .find(|r| r.path == PathMatch::Exact(path.to_owned()));
+        exact.or_else(|| {
+            let mut best: Option<&Route> = None;
+            for r in self.routes.iter().filter(eligible) {
+                if let PathMatch::Prefix(p) = &r.path {
+                    let longer = best.is_none_or(
+                        |b| matches!(&b.path, PathMatch::Prefix(bp) if p.len() > bp.len()),
+                    );
+                    if path.starts_with(p.as_str()) && longer {
+                        best = Some(r);
+                    }
+                }
+            }
+            best
+        })
+    }
+}
+
+fn validate_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let p = format!("$.routes[{i}]");
+        let path = match (&r.prefix, &r.exact) {
+            (Some(x), None) => PathMatch::Prefix(x.clone()),
+            (None, Some(x)) => PathMatch::Exact(x.clone()),
+            _ => {
+                problems.push(Problem {
+                    path: p,
+                    message: "exactly one of `prefix` or `exact` is required".into(),
+                });
+                continue;
+            }
+        };
+        let text = match &path {
+            PathMatch::Prefix(x) | PathMatch::Exact(x) => x.clone(),
+        };
+        if !text.starts_with('/') {
+            problems.push(Problem {
+                path: p.clone(),
+                message: format!("path \"{text}\" must start with `/`"),
+            });
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                problems.push(Problem {
+                    path: format!("{p}.methods[{j}]"),
+                    message: format!("\"{m}\" is not an upper-case HTTP method"),
+                });
+            }
+        }
+        for (j, sc) in r.required_scopes.iter().enumerate() {
+            if !crate::agents::is_scope_token(sc) {
+                problems.push(Problem {
+                    path: format!("{p}.required_scopes[{j}]"),
+                    message: format!("\"{sc}\" is not a scope"),
+                });
+            }
+        }
+        let name = r.name.clone().unwrap_or_else(|| match &path {
+            PathMatch::Prefix(x) => format!("{x}*"),
+            PathMatch::Exact(x) => x.clone(),
+        });
+        out.push(Route {
+            name,
+            path,
+            methods: r.methods.clone(),
+            required_scopes: r.required_scopes.clone(),
+        });
+    }
+    out
+}
+
+fn validate_feed(feed: &FeedConfig, problems: &mut Vec<Problem>) {
+    let mut bad = |field: &str, message: String| {
+        problems.push(Problem {
+            path: format!("$.agents.feed.{field}"),
+            message,
+        })
+    };
+    if feed.cluster.is_empty() {
+        bad("cluster", "must name an Envoy cluster".into());
+    }
+    if !feed.path.starts_with('/') {
+        bad("path", format!("\"{}\" must start with `/`", feed.path));
+    }
+    if !(100..=3_600_000).contains(&feed.poll_interval_ms) {
+        bad(
+            "poll_interval_ms",
+            format!("{} is outside 100..=3600000", feed.poll_interval_ms),
+        );
+    }
+    if !(10..=60_000).contains(&feed.timeout_ms) {
+        bad(
+            "timeout_ms",
+            format!("{} is outside 10..=60000", feed.timeout_ms),
+        );
+    }
+    if !(1..=86_400).contains(&feed.max_staleness_s) {
+        bad(
+            "max_staleness_s",
+            format!("{} is outside 1..=86400", feed.max_staleness_s),
+        );
+    }
+    if feed.max_staleness_s.saturating_mul(1000) < feed.poll_interval_ms {
+        bad(
+            "max_staleness_s",
+            "must be at least one poll interval".into(),
+        );
+    }
 }
 
 /// Most nesting a configuration document may have.
@@ -477,10 +732,29 @@ impl PluginConfig {
                 bad(path, format!("\"{name}\" is used for two identity headers"));
             }
         }
+        let routes = validate_routes(&self.routes, &mut problems);
+        if let Some(feed) = &self.agents.feed {
+            validate_feed(feed, &mut problems);
+        }
+        let registry =
+            match Registry::new("config".into(), self.agents.registry, "$.agents.registry") {
+                Ok(r) => r,
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    Registry::default()
+                }
+            };
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(Config {
+            strip_authorization: self.upstream.strip_authorization,
+            registry,
+            feed: self.agents.feed,
+            allow_unregistered_subjects: self.agents.allow_unregistered_subjects,
+            ceiling: self.delegation.on_scope_exceeds_ceiling,
+            routes,
+            unmatched_route: self.unmatched_route,
             issuers,
             clock_skew_s: self.clock_skew_s,
             max_token_lifetime_s: self.max_token_lifetime_s,

@@ -3,6 +3,7 @@
 //! The core (everything but `host`) is host-agnostic and tested natively; `host` is the
 //! thin proxy-wasm adapter, compiled for `wasm32` only. See DESIGN.md for the contracts.
 
+pub mod agents;
 pub mod cache;
 pub mod config;
 pub mod crypto;

@@ -25,7 +25,8 @@ usage:
   agent-iam validate --config PLUGIN.json
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
-      [--admin PORT] [--upstream PORT] [--direct-response] [--no-filter]   Envoy bootstrap YAML
+      [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
+      [--no-filter]                      Envoy bootstrap YAML
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
@@ -85,6 +86,7 @@ usage:
                     "--listen",
                     "--admin",
                     "--upstream",
+                    "--control-plane",
                 ]
                 .contains(a)
             {
@@ -145,7 +147,11 @@ usage:
         if cfg.signature_backend == BackendChoice::Host {
             eprintln!("agent-iam: signature_backend \"host\" exists only inside Envoy; the CLI verifies with pure Rust (same verdicts on every Wycheproof vector)");
         }
+        if cfg.feed.is_some() {
+            eprintln!("agent-iam: agents.feed is polled inside Envoy only; the CLI decides with the inline agents.registry");
+        }
         let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::from_entropy());
+        engine.start_feed_clock(now as f64);
         let stdin = std::io::stdin();
         let mut out = std::io::stdout().lock();
         let mut failed = false;
@@ -232,6 +238,7 @@ usage:
             upstream_port: port(args, "--upstream", d.upstream_port)?,
             direct_response: args.contains(&"--direct-response"),
             no_filter: args.contains(&"--no-filter"),
+            control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
         };
         print!("{}", envoy_bootstrap(&plugin, &o));
         Ok(0)

@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
+use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
 use crate::cache::VerifiedCache;
-use crate::config::{Config, HeaderNames};
+use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
 use crate::reason::Reason;
 use crate::token::{verify_token, VerifiedToken};
@@ -58,6 +59,12 @@ pub struct Decision {
     /// `None` on allow.
     pub reason: Option<Reason>,
     pub token: Option<VerifiedToken>,
+    /// Agent checks and scopes (present once the agent checks ran).
+    pub agent: Option<AgentContext>,
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// Scopes to name in `WWW-Authenticate` (missing or over the ceiling).
+    pub scope_hint: Vec<String>,
     pub method: String,
     pub path: String,
     pub host: String,
@@ -82,11 +89,16 @@ impl Decision {
     /// `WWW-Authenticate` for a deny response (RFC 6750 §3).
     pub fn www_authenticate(&self) -> Option<String> {
         let reason = self.reason?;
-        Some(format!(
+        let mut v = format!(
             "Bearer error=\"{}\", error_description=\"{}\"",
             reason.error_code(),
             reason.as_str()
-        ))
+        );
+        if !self.scope_hint.is_empty() {
+            // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
+            v.push_str(&format!(", scope=\"{}\"", self.scope_hint.join(" ")));
+        }
+        Some(v)
     }
 
     /// Identity headers to set upstream on allow.
@@ -100,10 +112,12 @@ impl Decision {
             (names.decision_id.clone(), self.decision_id.clone()),
         ];
         if !t.chain.is_empty() {
-            out.push((names.chain.clone(), t.chain.join(",")));
+            let subs: Vec<&str> = t.chain.iter().map(|a| a.sub.as_str()).collect();
+            out.push((names.chain.clone(), subs.join(",")));
         }
-        if !t.scopes.is_empty() {
-            out.push((names.scopes.clone(), t.scopes.join(" ")));
+        let effective = self.agent.as_ref().map_or(&t.scopes, |a| &a.effective);
+        if !effective.is_empty() {
+            out.push((names.scopes.clone(), effective.join(" ")));
         }
         out
     }
@@ -111,6 +125,7 @@ impl Decision {
     /// One JSON object describing the decision (CLI output and the filter's log line).
     pub fn to_json(&self) -> Value {
         let t = self.token.as_ref();
+        let a = self.agent.as_ref();
         json!({
             "decision_id": self.decision_id,
             "decision": if self.allowed() { "allow" } else { "deny" },
@@ -118,8 +133,13 @@ impl Decision {
             "reason": self.reason.map(Reason::as_str),
             "agent": t.map(|t| t.agent.as_str()),
             "principal": t.map(|t| t.subject.as_str()),
-            "chain": t.map(|t| t.chain.clone()).unwrap_or_default(),
-            "scopes": t.map(|t| t.scopes.clone()).unwrap_or_default(),
+            "chain": t.map(|t| t.chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "owner": a.and_then(|a| a.owner.clone()),
+            "scopes": {
+                "requested": t.map(|t| t.scopes.clone()).unwrap_or_default(),
+                "effective": a.map(|a| a.effective.clone()).unwrap_or_default(),
+            },
+            "route": self.route,
             "token": t.map(|t| json!({
                 "iss": t.issuer, "jti": t.jti, "exp": numeric_date(t.exp), "kid": t.kid, "alg": t.alg,
                 "sha256": hex::encode(t.sha256), "cached": t.cached,
@@ -144,6 +164,9 @@ pub struct Engine {
     backend: Box<dyn SignatureBackend>,
     cache: VerifiedCache,
     ids: DecisionIds,
+    registry: Registry,
+    /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
+    registry_fresh_at: Option<f64>,
 }
 
 /// Longest request line fields kept in decisions (they end up in logs).
@@ -160,11 +183,47 @@ fn clip(s: &str) -> String {
 impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
         let cache = VerifiedCache::new(config.cache_entries);
+        let registry = config.registry.clone();
         Engine {
             config,
             backend,
             cache,
             ids,
+            registry,
+            registry_fresh_at: None,
+        }
+    }
+
+    /// Replaces the registry (a new feed version) and records when it was confirmed.
+    pub fn set_registry(&mut self, registry: Registry, fresh_at: f64) {
+        self.registry = registry;
+        self.registry_fresh_at = Some(fresh_at);
+    }
+
+    /// Records that the feed confirmed the current registry at `fresh_at`.
+    pub fn confirm_registry(&mut self, fresh_at: f64) {
+        self.registry_fresh_at = Some(fresh_at);
+    }
+
+    /// The registry in use.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Starts the staleness clock of a configured feed (at configure time).
+    pub fn start_feed_clock(&mut self, now: f64) {
+        if self.config.feed.is_some() && self.registry_fresh_at.is_none() {
+            self.registry_fresh_at = Some(now);
+        }
+    }
+
+    fn registry_stale(&self, now: f64) -> bool {
+        match (&self.config.feed, self.registry_fresh_at) {
+            (Some(feed), Some(at)) if feed.on_stale == StaleMode::Deny => {
+                now - at > feed.max_staleness_s as f64
+            }
+            (Some(feed), None) => feed.on_stale == StaleMode::Deny,
+            _ => false,
         }
     }
 
@@ -174,18 +233,66 @@ impl Engine {
 
     /// Decides one request at `now` (UNIX seconds).
     pub fn evaluate(&mut self, req: &Request, now: f64) -> Decision {
-        let decision_id = self.ids.next_id();
-        let (reason, token) = match self.authenticate(req, now) {
-            Ok(t) => (None, Some(t)),
-            Err(r) => (Some(r), None),
-        };
-        Decision {
-            decision_id,
-            reason,
-            token,
+        let mut d = Decision {
+            decision_id: self.ids.next_id(),
+            reason: None,
+            token: None,
+            agent: None,
+            route: None,
+            scope_hint: Vec::new(),
             method: clip(&req.method),
             path: clip(&req.path),
             host: clip(&req.host),
+        };
+        if let Err(denial) = self.decide(req, now, &mut d) {
+            d.reason = Some(denial.reason);
+            d.scope_hint = denial.scopes;
+        }
+        d
+    }
+
+    fn decide(&mut self, req: &Request, now: f64, d: &mut Decision) -> Result<(), Denial> {
+        let token = self.authenticate(req, now)?;
+        let token = d.token.insert(token);
+        if self.registry_stale(now) {
+            return Err(Reason::AgentRegistryStale.into());
+        }
+        let rules = AgentRules {
+            allow_unregistered_subjects: self.config.allow_unregistered_subjects,
+            ceiling: self.config.ceiling,
+        };
+        let agent = authorize(
+            &token.subject,
+            &token.chain,
+            &token.scopes,
+            &self.registry,
+            rules,
+            now,
+        )?;
+        let agent = d.agent.insert(agent);
+        let route = self.config.route_for(&req.method, &req.path);
+        d.route = route.map(|r| r.name.clone());
+        match route {
+            None if self.config.unmatched_route == UnmatchedRoute::Deny => {
+                Err(Reason::RouteUnmatched.into())
+            }
+            None => Ok(()),
+            Some(r) => {
+                let missing: Vec<String> = r
+                    .required_scopes
+                    .iter()
+                    .filter(|s| !agent.effective.contains(s))
+                    .cloned()
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Denial {
+                        reason: Reason::ScopeInsufficient,
+                        scopes: missing,
+                    })
+                }
+            }
         }
     }
 

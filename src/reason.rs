@@ -50,6 +50,34 @@ pub enum Reason {
     DelegationDepth,
     /// The delegation chain (`act`) is malformed.
     DelegationMalformed,
+    /// The same actor appears twice in the chain.
+    DelegationCycle,
+    /// A top-level `may_act` does not name the current actor.
+    DelegationMayAct,
+    /// An earlier actor in the chain is not registered.
+    DelegationActorUnknown,
+    /// An earlier actor in the chain is suspended, retired or expired.
+    DelegationActorInactive,
+    /// An actor may not act for this principal (`may_act_for`).
+    DelegationPrincipalNotAllowed,
+    /// An earlier actor may not delegate to the next one (`may_delegate_to`).
+    DelegationNotPermitted,
+    /// The token asks for scopes beyond the chain's ceiling (`max_scopes`).
+    DelegationScopeExceedsCeiling,
+    /// The acting identity is not a registered agent.
+    AgentUnknown,
+    /// The acting agent is suspended.
+    AgentSuspended,
+    /// The acting agent is retired.
+    AgentRetired,
+    /// The acting agent's enrolment lapsed (`not_after`).
+    AgentExpired,
+    /// No good registry answer for longer than `agents.feed.max_staleness_s`.
+    AgentRegistryStale,
+    /// The request matches no configured route.
+    RouteUnmatched,
+    /// The effective scopes lack a scope the route requires.
+    ScopeInsufficient,
     /// The host failed us (crypto call error, clock): deny, fail closed.
     InternalError,
 }
@@ -78,6 +106,20 @@ impl Reason {
         Reason::TokenLifetime,
         Reason::DelegationDepth,
         Reason::DelegationMalformed,
+        Reason::DelegationCycle,
+        Reason::DelegationMayAct,
+        Reason::DelegationActorUnknown,
+        Reason::DelegationActorInactive,
+        Reason::DelegationPrincipalNotAllowed,
+        Reason::DelegationNotPermitted,
+        Reason::DelegationScopeExceedsCeiling,
+        Reason::AgentUnknown,
+        Reason::AgentSuspended,
+        Reason::AgentRetired,
+        Reason::AgentExpired,
+        Reason::AgentRegistryStale,
+        Reason::RouteUnmatched,
+        Reason::ScopeInsufficient,
         Reason::InternalError,
     ];
 
@@ -105,6 +147,20 @@ impl Reason {
             Reason::TokenLifetime => "token.lifetime",
             Reason::DelegationDepth => "delegation.depth",
             Reason::DelegationMalformed => "delegation.malformed",
+            Reason::DelegationCycle => "delegation.cycle",
+            Reason::DelegationMayAct => "delegation.may_act",
+            Reason::DelegationActorUnknown => "delegation.actor_unknown",
+            Reason::DelegationActorInactive => "delegation.actor_inactive",
+            Reason::DelegationPrincipalNotAllowed => "delegation.principal_not_allowed",
+            Reason::DelegationNotPermitted => "delegation.not_permitted",
+            Reason::DelegationScopeExceedsCeiling => "delegation.scope_exceeds_ceiling",
+            Reason::AgentUnknown => "agent.unknown",
+            Reason::AgentSuspended => "agent.suspended",
+            Reason::AgentRetired => "agent.retired",
+            Reason::AgentExpired => "agent.expired",
+            Reason::AgentRegistryStale => "agent.registry_stale",
+            Reason::RouteUnmatched => "route.unmatched",
+            Reason::ScopeInsufficient => "scope.insufficient",
             Reason::InternalError => "internal.error",
         }
     }
@@ -113,7 +169,14 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::RequestMalformed => 400,
-            Reason::InternalError => 503,
+            Reason::InternalError | Reason::AgentRegistryStale => 503,
+            Reason::DelegationActorUnknown
+            | Reason::DelegationActorInactive
+            | Reason::DelegationPrincipalNotAllowed
+            | Reason::DelegationNotPermitted
+            | Reason::DelegationScopeExceedsCeiling
+            | Reason::RouteUnmatched
+            | Reason::ScopeInsufficient => 403,
             _ => 401,
         }
     }
@@ -122,7 +185,8 @@ impl Reason {
     pub fn error_code(self) -> &'static str {
         match self {
             Reason::RequestMalformed => "invalid_request",
-            Reason::InternalError => "temporarily_unavailable",
+            Reason::InternalError | Reason::AgentRegistryStale => "temporarily_unavailable",
+            r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
         }
     }
@@ -158,7 +222,21 @@ impl Reason {
             Reason::TokenIssuedInFuture => "iat is in the future (beyond clock_skew_s)",
             Reason::TokenLifetime => "exp - iat exceeds max_token_lifetime_s",
             Reason::DelegationDepth => "act chain deeper than delegation.max_depth",
-            Reason::DelegationMalformed => "act is not an object with a non-empty string sub",
+            Reason::DelegationMalformed => "act (at any level) is not an object with a non-empty string sub and optional string iss",
+            Reason::DelegationCycle => "the same actor appears twice in the act chain",
+            Reason::DelegationMayAct => "top-level may_act does not name the current actor (sub, and iss if given)",
+            Reason::DelegationActorUnknown => "an earlier actor in the chain is not in the registry",
+            Reason::DelegationActorInactive => "an earlier actor in the chain is suspended, retired or expired",
+            Reason::DelegationPrincipalNotAllowed => "an actor's may_act_for does not cover the principal (sub)",
+            Reason::DelegationNotPermitted => "an earlier actor's may_delegate_to does not cover the next actor",
+            Reason::DelegationScopeExceedsCeiling => "token scope exceeds the chain's ceiling (max_scopes of every actor)",
+            Reason::AgentUnknown => "the acting identity (act.sub, else sub) is not a registered agent",
+            Reason::AgentSuspended => "the acting agent is suspended",
+            Reason::AgentRetired => "the acting agent is retired",
+            Reason::AgentExpired => "the acting agent's enrolment lapsed (not_after)",
+            Reason::AgentRegistryStale => "no good registry answer for longer than agents.feed.max_staleness_s",
+            Reason::RouteUnmatched => "the request matches no configured route (unmatched_route: deny)",
+            Reason::ScopeInsufficient => "the effective scopes lack a scope the route requires",
             Reason::InternalError => "host failure on the request path (fail closed)",
         }
     }
@@ -194,7 +272,7 @@ mod tests {
         let readme = include_str!("../README.md");
         assert!(
             readme.contains(&markdown_table()),
-            "README reason table is stale: run `agent-iam reasons`"
+            "README reason table is stale: run python3 test-harness/regen.py"
         );
     }
 

@@ -139,7 +139,7 @@ pub struct VerifiedToken {
     /// The acting agent: `act.sub`, or `sub` without delegation.
     pub agent: String,
     /// Actors, newest first (empty without delegation).
-    pub chain: Vec<String>,
+    pub chain: Vec<Actor>,
     pub audiences: Vec<String>,
     pub scopes: Vec<String>,
     pub jti: Option<String>,
@@ -202,8 +202,7 @@ pub fn verify_token(
         agent: facts
             .chain
             .first()
-            .cloned()
-            .unwrap_or_else(|| facts.subject.clone()),
+            .map_or_else(|| facts.subject.clone(), |a| a.sub.clone()),
         subject: facts.subject,
         chain: facts.chain,
         audiences: facts.audiences,
@@ -228,7 +227,7 @@ fn check_typ(jws: &Jws<'_>, issuer: &Issuer) -> Result<(), Reason> {
 
 struct ClaimFacts {
     subject: String,
-    chain: Vec<String>,
+    chain: Vec<Actor>,
     audiences: Vec<String>,
     scopes: Vec<String>,
     jti: Option<String>,
@@ -284,7 +283,7 @@ fn check_claims(
     let iat = numeric_date(claims, "iat")?;
     let nbf = numeric_date(claims, "nbf")?;
     let jti = opt_string(claims, "jti")?;
-    let scopes = opt_string(claims, "scope")?
+    let scopes: Vec<String> = opt_string(claims, "scope")?
         .map(|s| {
             s.split(' ')
                 .filter(|x| !x.is_empty())
@@ -292,7 +291,15 @@ fn check_claims(
                 .collect()
         })
         .unwrap_or_default();
+    if !scopes.iter().all(|s| crate::agents::is_scope_token(s)) {
+        return Err(Reason::TokenClaimType);
+    }
     let chain = actor_chain(claims.get("act"), cfg.max_delegation_depth)?;
+    let token_iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check_may_act(claims.get("may_act"), chain.first(), token_iss)?;
 
     let (Some(exp), Some(iat)) = (exp, iat) else {
         return Err(Reason::TokenClaimMissing);
@@ -324,20 +331,65 @@ fn check_claims(
     })
 }
 
-/// Walks `act` (RFC 8693 §4.1): the current actor first, then earlier ones.
-fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<String>, Reason> {
-    let mut chain = Vec::new();
+/// One actor of a delegation chain (RFC 8693 `act`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub sub: String,
+    pub iss: Option<String>,
+}
+
+/// Walks `act` (RFC 8693 §4.1): the current actor first, then earlier ones. Every level
+/// is an object with a non-empty string `sub` and an optional string `iss`; no actor may
+/// appear twice. Nested `may_act` inside `act` is informational and ignored.
+fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<Actor>, Reason> {
+    let mut chain: Vec<Actor> = Vec::new();
     let mut cur = act;
     while let Some(v) = cur {
         let obj = v.as_object().ok_or(Reason::DelegationMalformed)?;
-        match obj.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => chain.push(s.clone()),
+        let sub = match obj.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(Reason::DelegationMalformed),
+        };
+        let iss = match obj.get("iss") {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => return Err(Reason::DelegationMalformed),
+        };
+        let actor = Actor { sub, iss };
+        if chain
+            .iter()
+            .any(|a| a.sub == actor.sub && a.iss == actor.iss)
+        {
+            return Err(Reason::DelegationCycle);
         }
+        chain.push(actor);
         if chain.len() > max_depth {
             return Err(Reason::DelegationDepth);
         }
         cur = obj.get("act");
     }
     Ok(chain)
+}
+
+/// A top-level `may_act` (RFC 8693 §4.4) must name the current actor.
+fn check_may_act(
+    may_act: Option<&Value>,
+    current: Option<&Actor>,
+    token_iss: &str,
+) -> Result<(), Reason> {
+    let (Some(v), Some(actor)) = (may_act, current) else {
+        return Ok(());
+    };
+    let obj = v.as_object().ok_or(Reason::DelegationMayAct)?;
+    let sub_ok = obj.get("sub").and_then(Value::as_str) == Some(actor.sub.as_str());
+    let iss_ok = match obj.get("iss") {
+        None => true,
+        Some(Value::String(i)) => actor.iss.as_deref().unwrap_or(token_iss) == i,
+        Some(_) => false,
+    };
+    if sub_ok && iss_ok {
+        Ok(())
+    } else {
+        Err(Reason::DelegationMayAct)
+    }
 }

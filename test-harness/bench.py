@@ -21,7 +21,7 @@ import harness
 def wrk(port, token, duration, connections):
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-H", f"authorization: Bearer {token}",
-         f"http://127.0.0.1:{port}/bench"], capture_output=True, text=True, check=True).stdout
+         f"http://127.0.0.1:{port}/tickets/bench"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = re.search(r"Latency\s+([\d.]+\w+)", out).group(1)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -51,7 +51,7 @@ def run(backend, cache_entries, duration, connections):
     [token] = harness.mint([{"alg": "ES256", "exp": 3600}])
     with harness.Envoy(yaml_text, name=f"bench-{backend}", log_level="warning") as envoy:
         c = harness.Client(listen)
-        assert c.request("/bench", token=token).status == 200
+        assert c.request("/tickets/bench", token=token).status == 200
         c.close()
         wrk(listen, token, 2, connections)  # warm-up
         return wrk(listen, token, duration, connections)

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -90,14 +91,73 @@ class Upstream:
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
-               no_filter=False):
+               no_filter=False, control_plane=18081):
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
-            "--admin", admin, "--upstream", upstream]
+            "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
     if direct_response:
         args.append("--direct-response")
     if no_filter:
         args.append("--no-filter")
     return cli(*args).stdout
+
+
+class ControlPlane:
+    """The local control plane process (test-harness/control_plane.py) serving the registry feed."""
+
+    def __init__(self, registry_doc):
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        fd, self.doc_path = tempfile.mkstemp(suffix=".json", dir=OUT)
+        with os.fdopen(fd, "w") as f:
+            json.dump(registry_doc, f)
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "test-harness" / "control_plane.py"),
+                                      "--port", str(self.port), "--registry", self.doc_path])
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited with {self.proc.returncode}")
+            try:
+                if self._call("GET", "/healthz")[0] == 200:
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError("control plane not ready")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _call(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body))
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def set_registry(self, doc):
+        assert self._call("PUT", "/registry.json", doc)[0] == 204
+
+    def fail(self, mode):
+        assert self._call("POST", "/admin/fail", {"mode": mode})[0] == 204
+
+    def registry_requests(self):
+        return json.loads(self._call("GET", "/admin/stats")[1])["registry_requests"]
+
+
+def registry_doc(plugin, version="1"):
+    """The feed document serving a plugin configuration's inline registry."""
+    return {"version": version, "agents": plugin.get("agents", {}).get("registry", [])}
 
 
 class Envoy:
@@ -248,8 +308,10 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None):
-    """Upstream + Envoy with the filter. `plugin_json` (a dict) overrides the plugin file."""
-    with Upstream() as up:
+    """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
+    the plugin file. The control plane starts out serving the configuration's registry."""
+    config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
+    with Upstream() as up, ControlPlane(registry_doc(config)) as cp:
         listen, admin = free_port(), free_port()
         path = plugin
         if plugin_json is not None:
@@ -258,8 +320,10 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None):
             with os.fdopen(fd, "w") as f:
                 json.dump(plugin_json, f)
             path = Path(tmp)
-        yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port)
+        yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
+                               control_plane=cp.port)
         with Envoy(yaml_text, name=name) as envoy:
             envoy.listen_port = listen
             envoy.upstream = up
+            envoy.control_plane = cp
             yield envoy

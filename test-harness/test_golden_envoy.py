@@ -27,12 +27,19 @@ def test_golden_case_through_envoy(client, tokens, case):
         headers["authorization"] = case["authorization"].replace("{token}", token or "")
     elif token is not None:
         headers["authorization"] = f"Bearer {token}"
-    r = client.request("/tickets", headers=headers)
+    request = case.get("request", {})
+    r = client.request(request.get("path", "/tickets"), headers=headers, method=request.get("method", "GET"))
     want = case["expect"]
     assert r.status == want["status"], (case["name"], r)
     if want["decision"] == "allow":
         seen = r.json()["headers"]
         if "agent" in want:
             assert seen["x-agent-id"] == [want["agent"]]
+        if "effective_scopes" in want:
+            assert seen["x-agent-scopes"] == [" ".join(want["effective_scopes"])]
     else:
         assert r.json()["reason"] == want["reason"], (case["name"], r)
+        challenge = r.headers["www-authenticate"]
+        assert f'error_description="{want["reason"]}"' in challenge
+        if want["status"] == 403:
+            assert challenge.startswith('Bearer error="insufficient_scope"'), challenge

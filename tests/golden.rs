@@ -32,6 +32,7 @@ fn golden_cases_native() {
         // A fresh engine per case: no cache carry-over between cases.
         let cfg = Config::from_json(&cfg_bytes).unwrap();
         let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
+        engine.start_feed_clock(now as f64);
         let token = case.get("token").map(|r| {
             let recipe: Recipe = serde_json::from_value(r.clone()).unwrap();
             mint(&keys, &recipe, now).unwrap()
@@ -41,19 +42,35 @@ fn golden_cases_native() {
             (None, Some(t)) => Some(format!("Bearer {t}")),
             (None, None) => None,
         };
+        let request = case.get("request");
+        let field = |name: &str, default: &str| {
+            request
+                .and_then(|r| r.get(name))
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_owned()
+        };
         let req = Request {
-            method: "GET".into(),
-            path: "/tickets".into(),
+            method: field("method", "GET"),
+            path: field("path", "/tickets"),
             host: "api.agent-iam.test".into(),
             authorization: auth.into_iter().map(String::into_bytes).collect(),
         };
         let got = engine.evaluate(&req, now as f64).to_json();
         let want = &case["expect"];
-        for field in ["decision", "status", "reason", "agent"] {
-            if let Some(w) = want.get(field) {
-                if &got[field] != w {
-                    failures.push(format!("{name}: {field} = {} want {w}", got[field]));
+        for key in ["decision", "status", "reason", "agent", "route"] {
+            if let Some(w) = want.get(key) {
+                if &got[key] != w {
+                    failures.push(format!("{name}: {key} = {} want {w}", got[key]));
                 }
+            }
+        }
+        if let Some(w) = want.get("effective_scopes") {
+            if &got["scopes"]["effective"] != w {
+                failures.push(format!(
+                    "{name}: effective scopes = {} want {w}",
+                    got["scopes"]["effective"]
+                ));
             }
         }
     }
@@ -70,9 +87,12 @@ fn cache_hit_still_rechecks_expiry() {
     let cfg = Config::from_json(&std::fs::read("envoy/plugin.json").unwrap()).unwrap();
     let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
     let now = 1_800_000_000i64;
+    engine.start_feed_clock(now as f64);
     let recipe: Recipe = serde_json::from_str(r#"{"exp":60}"#).unwrap();
     let token = mint(&keys, &recipe, now).unwrap();
     let req = Request {
+        method: "GET".into(),
+        path: "/tickets".into(),
         authorization: vec![format!("Bearer {token}").into_bytes()],
         ..Request::default()
     };
@@ -92,6 +112,7 @@ fn cache_hit_still_rechecks_expiry() {
         ),
         (Some("allow"), Some(true))
     );
+    engine.confirm_registry((now + 91) as f64);
     let later = engine.evaluate(&req, (now + 60 + 31) as f64).to_json();
     assert_eq!(later["reason"], "token.expired");
 }

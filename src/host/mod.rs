@@ -20,15 +20,18 @@ use crate::keys::Alg;
 use crate::pipeline::{Decision, DecisionIds, Engine, Request};
 use crate::reason::Reason;
 
+mod feed;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+
+use feed::Feed;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("agent-iam: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None }) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -61,11 +64,28 @@ fn host_is_envoy() -> bool {
     }
 }
 
+type SharedFeed = Rc<RefCell<Feed>>;
+
 struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
+    feed: Option<SharedFeed>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let (Some(feed), Some(now)) = (self.feed.as_ref(), now_seconds()) {
+            if let Ok(mut f) = feed.try_borrow_mut() {
+                f.on_response(token_id, body_size, (now * 1000.0) as u64);
+            }
+        }
+    }
+}
 
 impl Root {
     fn build(&self, cfg: Config) -> Result<Engine, Vec<String>> {
@@ -130,7 +150,27 @@ impl RootContext for Root {
             .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
             .and_then(|cfg| self.build(cfg));
         match built {
-            Ok(engine) => {
+            Ok(mut engine) => {
+                self.feed = engine
+                    .config
+                    .feed
+                    .clone()
+                    .map(|cfg| Rc::new(RefCell::new(Feed::new(cfg))));
+                if let Some(now) = now_seconds() {
+                    engine.start_feed_clock(now);
+                }
+                if let Some(feed) = &self.feed {
+                    if let Ok(f) = feed.try_borrow() {
+                        f.sync(&mut engine);
+                        if hostcalls::set_tick_period(f.tick_period()).is_err() {
+                            log(
+                                LogLevel::Error,
+                                "agent-iam: cannot start the registry poll timer",
+                            );
+                            return false;
+                        }
+                    }
+                }
                 self.engine = Some(Rc::new(RefCell::new(engine)));
                 true
             }
@@ -153,9 +193,18 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        if let (Some(feed), Some(now)) = (self.feed.as_ref(), now_seconds()) {
+            if let Ok(mut f) = feed.try_borrow_mut() {
+                f.on_tick((now * 1000.0) as u64);
+            }
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             engine: self.engine.clone(),
+            feed: self.feed.clone(),
         }))
     }
 
@@ -166,6 +215,7 @@ impl RootContext for Root {
 
 struct Http {
     engine: Option<Rc<RefCell<Engine>>>,
+    feed: Option<SharedFeed>,
 }
 
 impl Context for Http {}
@@ -208,6 +258,25 @@ fn deny(status: u16, reason: Reason, decision_id: &str) -> Action {
     Action::Pause
 }
 
+fn send_deny(d: &Decision) -> Action {
+    let body = d.deny_body();
+    let www = d.www_authenticate().unwrap_or_default();
+    let headers = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+        ("www-authenticate", www.as_str()),
+    ];
+    if hostcalls::send_http_response(u32::from(d.status()), headers, Some(body.as_bytes())).is_err()
+    {
+        log(
+            LogLevel::Error,
+            "agent-iam: send_http_response failed; resetting the stream",
+        );
+        let _ = hostcalls::reset_http_request();
+    }
+    Action::Pause
+}
+
 impl Http {
     fn request(&self) -> Result<Request, ()> {
         let mut req = Request {
@@ -234,11 +303,12 @@ impl Http {
             &format!("agent-iam decision {}", d.to_json()),
         );
         if !d.allowed() {
-            return deny(
-                d.status(),
-                d.reason.unwrap_or(Reason::InternalError),
-                &d.decision_id,
-            );
+            return send_deny(d);
+        }
+        if engine.config.strip_authorization
+            && hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization").is_err()
+        {
+            return deny(503, Reason::InternalError, &d.decision_id);
         }
         for (name, value) in d.upstream_headers(&engine.config.headers) {
             if hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value)).is_err() {
@@ -267,6 +337,9 @@ impl HttpContext for Http {
         let Some(now) = now_seconds() else {
             return deny(503, Reason::InternalError, "host-clock");
         };
+        if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
+            feed.sync(&mut engine);
+        }
         let d = engine.evaluate(&req, now);
         self.apply(&engine, &d)
     }

@@ -1,0 +1,552 @@
+//! Agents as first-class identities: the registry, lifecycle states, delegation rules and
+//! the privilege ceiling (RFC 8693 `act` chains; delegation only ever narrows).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::Problem;
+use crate::reason::Reason;
+use crate::token::Actor;
+
+/// One agent in the registry (config `agents.registry[]` or the registry feed).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRecord {
+    /// The agent's identity as it appears in `sub` / `act.sub`: an exact string, or a
+    /// prefix ending in `*` for a family of agents (`agent:summarizer-*`).
+    pub id: String,
+    /// `active`, `suspended` (temporarily refused) or `retired` (refused for good).
+    pub status: AgentStatus,
+    /// Who answers for this agent (informational, recorded in decisions).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The most this agent may ever do: exact scopes or prefixes ending in `*`.
+    pub max_scopes: Vec<String>,
+    /// Principals (`sub`) this agent may act for, when it appears in an `act` chain.
+    #[serde(default)]
+    pub may_act_for: Vec<String>,
+    /// Agents this agent may delegate to (the next, newer actor in the chain).
+    #[serde(default)]
+    pub may_delegate_to: Vec<String>,
+    /// UNIX seconds after which the enrolment lapses (`agent.expired`).
+    #[serde(default)]
+    pub not_after: Option<u64>,
+}
+
+/// Lifecycle state of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Active,
+    Suspended,
+    Retired,
+}
+
+/// `value` matches `pattern`: equal, or `pattern` ends in `*` and `value` starts with the rest.
+pub fn matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+/// An RFC 6749 §3.3 scope token: printable ASCII except space, `"` and `\\`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+fn valid_pattern(p: &str) -> bool {
+    !p.is_empty() && !p.trim_end_matches('*').contains('*') && p.matches('*').count() <= 1
+}
+
+/// A validated registry.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub version: String,
+    records: Vec<AgentRecord>,
+}
+
+impl Registry {
+    /// Validates `records`; problems carry paths under `base` (e.g. `$.agents.registry`).
+    pub fn new(
+        version: String,
+        records: Vec<AgentRecord>,
+        base: &str,
+    ) -> Result<Registry, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut bad = |path: String, message: String| problems.push(Problem { path, message });
+        for (i, r) in records.iter().enumerate() {
+            let p = format!("{base}[{i}]");
+            if !valid_pattern(&r.id) {
+                bad(
+                    format!("{p}.id"),
+                    format!("\"{}\" is not an id or a prefix ending in `*`", r.id),
+                );
+            }
+            if records.iter().take(i).any(|o| o.id == r.id) {
+                bad(
+                    format!("{p}.id"),
+                    format!("duplicate agent id \"{}\"", r.id),
+                );
+            }
+            for (field, list) in [
+                ("max_scopes", &r.max_scopes),
+                ("may_act_for", &r.may_act_for),
+                ("may_delegate_to", &r.may_delegate_to),
+            ] {
+                for (j, pat) in list.iter().enumerate() {
+                    if !valid_pattern(pat) || !is_scope_token(pat) {
+                        bad(
+                            format!("{p}.{field}[{j}]"),
+                            format!("\"{pat}\" is not a value or a prefix ending in `*`"),
+                        );
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Registry { version, records })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The record for `id`: an exact entry first, else the longest matching prefix entry.
+    pub fn lookup(&self, id: &str) -> Option<&AgentRecord> {
+        self.records.iter().find(|r| r.id == id).or_else(|| {
+            self.records
+                .iter()
+                .filter(|r| r.id.ends_with('*') && matches(&r.id, id))
+                .max_by_key(|r| r.id.len())
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// What to do when a token asks for more than the chain's ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CeilingMode {
+    /// Deny with `delegation.scope_exceeds_ceiling` (least privilege, the default).
+    #[default]
+    Deny,
+    /// Narrow the effective scopes to the ceiling and carry on.
+    Narrow,
+}
+
+/// The outcome of the agent checks.
+#[derive(Debug, Clone, Default)]
+pub struct AgentContext {
+    /// Registry entry id of the acting agent (`None` for an admitted unregistered subject).
+    pub record_id: Option<String>,
+    pub owner: Option<String>,
+    pub requested: Vec<String>,
+    pub effective: Vec<String>,
+}
+
+/// A denial with the scopes to name in `WWW-Authenticate` (for scope-related reasons).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub scopes: Vec<String>,
+}
+
+impl From<Reason> for Denial {
+    fn from(reason: Reason) -> Self {
+        Denial {
+            reason,
+            scopes: Vec::new(),
+        }
+    }
+}
+
+/// Inputs of [`authorize`] that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRules {
+    pub allow_unregistered_subjects: bool,
+    pub ceiling: CeilingMode,
+}
+
+fn lifecycle(rec: &AgentRecord, now: f64, current: bool) -> Result<(), Reason> {
+    let expired = rec.not_after.is_some_and(|t| now > t as f64);
+    let problem = match rec.status {
+        AgentStatus::Suspended => Some(Reason::AgentSuspended),
+        AgentStatus::Retired => Some(Reason::AgentRetired),
+        AgentStatus::Active if expired => Some(Reason::AgentExpired),
+        AgentStatus::Active => None,
+    };
+    match problem {
+        None => Ok(()),
+        Some(r) if current => Err(r),
+        // An earlier actor that is no longer active breaks the chain.
+        Some(_) => Err(Reason::DelegationActorInactive),
+    }
+}
+
+/// Checks the acting agent and the delegation chain against the registry and computes
+/// the effective scopes (token scopes ∩ every actor's `max_scopes`).
+pub fn authorize(
+    principal: &str,
+    chain: &[Actor],
+    scopes: &[String],
+    registry: &Registry,
+    rules: AgentRules,
+    now: f64,
+) -> Result<AgentContext, Denial> {
+    let acting = chain.first().map_or(principal, |a| a.sub.as_str());
+    let Some(current) = registry.lookup(acting) else {
+        if chain.is_empty() && rules.allow_unregistered_subjects {
+            return Ok(AgentContext {
+                record_id: None,
+                owner: None,
+                requested: scopes.to_vec(),
+                effective: scopes.to_vec(),
+            });
+        }
+        return Err(Reason::AgentUnknown.into());
+    };
+    lifecycle(current, now, true)?;
+
+    let mut records = vec![current];
+    for actor in chain.iter().skip(1) {
+        let rec = registry
+            .lookup(&actor.sub)
+            .ok_or(Reason::DelegationActorUnknown)?;
+        lifecycle(rec, now, false)?;
+        records.push(rec);
+    }
+    if !chain.is_empty() {
+        for rec in &records {
+            if !rec.may_act_for.iter().any(|p| matches(p, principal)) {
+                return Err(Reason::DelegationPrincipalNotAllowed.into());
+            }
+        }
+        // chain[i + 1] handed over to chain[i].
+        for (i, actor) in chain.iter().enumerate() {
+            if let (Some(delegator), true) = (records.get(i + 1), i + 1 < chain.len()) {
+                if !delegator
+                    .may_delegate_to
+                    .iter()
+                    .any(|p| matches(p, &actor.sub))
+                {
+                    return Err(Reason::DelegationNotPermitted.into());
+                }
+            }
+        }
+    }
+    let within = |s: &String| {
+        records
+            .iter()
+            .all(|r| r.max_scopes.iter().any(|p| matches(p, s)))
+    };
+    let effective: Vec<String> = scopes.iter().filter(|s| within(s)).cloned().collect();
+    if effective.len() != scopes.len() && rules.ceiling == CeilingMode::Deny {
+        let over: Vec<String> = scopes.iter().filter(|s| !within(s)).cloned().collect();
+        return Err(Denial {
+            reason: Reason::DelegationScopeExceedsCeiling,
+            scopes: over,
+        });
+    }
+    Ok(AgentContext {
+        record_id: Some(current.id.clone()),
+        owner: current.owner.clone(),
+        requested: scopes.to_vec(),
+        effective,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        id: &str,
+        status: AgentStatus,
+        max: &[&str],
+        act_for: &[&str],
+        delegate: &[&str],
+    ) -> AgentRecord {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        AgentRecord {
+            id: id.into(),
+            status,
+            owner: Some("team:test".into()),
+            max_scopes: v(max),
+            may_act_for: v(act_for),
+            may_delegate_to: v(delegate),
+            not_after: None,
+        }
+    }
+
+    fn registry() -> Registry {
+        use AgentStatus::*;
+        let mut expired = rec("agent:old", Active, &["*"], &["user:*"], &[]);
+        expired.not_after = Some(100);
+        Registry::new(
+            "1".into(),
+            vec![
+                rec(
+                    "agent:planner",
+                    Active,
+                    &["tickets:*", "mail:send"],
+                    &["user:*"],
+                    &["agent:tool-*"],
+                ),
+                rec(
+                    "agent:tool-*",
+                    Active,
+                    &["tickets:read", "tickets:write"],
+                    &["user:*"],
+                    &[],
+                ),
+                rec(
+                    "agent:tool-search",
+                    Active,
+                    &["tickets:read"],
+                    &["user:*"],
+                    &[],
+                ),
+                rec("agent:paused", Suspended, &["*"], &["user:*"], &["*"]),
+                rec("agent:gone", Retired, &["*"], &["user:*"], &["*"]),
+                rec("agent:solo", Active, &["tickets:read"], &[], &[]),
+                expired,
+            ],
+            "$.agents.registry",
+        )
+        .unwrap()
+    }
+
+    fn chain(subs: &[&str]) -> Vec<Actor> {
+        subs.iter()
+            .map(|s| Actor {
+                sub: s.to_string(),
+                iss: None,
+            })
+            .collect()
+    }
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    const DENY: AgentRules = AgentRules {
+        allow_unregistered_subjects: false,
+        ceiling: CeilingMode::Deny,
+    };
+
+    fn run(
+        principal: &str,
+        c: &[&str],
+        s: &[&str],
+        rules: AgentRules,
+    ) -> Result<AgentContext, Denial> {
+        authorize(principal, &chain(c), &scopes(s), &registry(), rules, 1000.0)
+    }
+
+    #[test]
+    fn patterns_and_lookup() {
+        assert!(
+            matches("user:*", "user:alice") && !matches("user:*", "agent:x") && matches("a", "a")
+        );
+        let r = registry();
+        assert_eq!(
+            r.lookup("agent:tool-search").unwrap().max_scopes,
+            vec!["tickets:read"]
+        );
+        assert_eq!(r.lookup("agent:tool-x").unwrap().id, "agent:tool-*");
+        assert!(r.lookup("agent:nobody").is_none());
+    }
+
+    #[test]
+    fn direct_agent_and_lifecycle() {
+        assert!(run("agent:solo", &[], &["tickets:read"], DENY).is_ok());
+        assert_eq!(
+            run("agent:nobody", &[], &[], DENY).unwrap_err().reason,
+            Reason::AgentUnknown
+        );
+        assert_eq!(
+            run("agent:paused", &[], &[], DENY).unwrap_err().reason,
+            Reason::AgentSuspended
+        );
+        assert_eq!(
+            run("agent:gone", &[], &[], DENY).unwrap_err().reason,
+            Reason::AgentRetired
+        );
+        assert_eq!(
+            run("agent:old", &[], &[], DENY).unwrap_err().reason,
+            Reason::AgentExpired
+        );
+        let open = AgentRules {
+            allow_unregistered_subjects: true,
+            ..DENY
+        };
+        let human = run("user:alice", &[], &["profile"], open).unwrap();
+        assert_eq!(human.effective, vec!["profile"]);
+        assert_eq!(
+            run("user:alice", &["agent:nobody"], &[], open)
+                .unwrap_err()
+                .reason,
+            Reason::AgentUnknown
+        );
+    }
+
+    #[test]
+    fn one_and_two_hops() {
+        let one = run("user:alice", &["agent:planner"], &["tickets:read"], DENY).unwrap();
+        assert_eq!(one.effective, vec!["tickets:read"]);
+        let two = run(
+            "user:alice",
+            &["agent:tool-search", "agent:planner"],
+            &["tickets:read"],
+            DENY,
+        )
+        .unwrap();
+        assert_eq!(two.record_id.as_deref(), Some("agent:tool-search"));
+    }
+
+    #[test]
+    fn chain_rules() {
+        let r = |c: &[&str]| run("user:alice", c, &[], DENY).unwrap_err().reason;
+        assert_eq!(r(&["agent:solo"]), Reason::DelegationPrincipalNotAllowed);
+        assert_eq!(
+            r(&["agent:planner", "agent:tool-search"]),
+            Reason::DelegationNotPermitted
+        );
+        assert_eq!(
+            r(&["agent:tool-search", "agent:ghost"]),
+            Reason::DelegationActorUnknown
+        );
+        assert_eq!(
+            r(&["agent:tool-search", "agent:gone"]),
+            Reason::DelegationActorInactive
+        );
+        assert_eq!(
+            run("svc:batch", &["agent:planner"], &[], DENY)
+                .unwrap_err()
+                .reason,
+            Reason::DelegationPrincipalNotAllowed
+        );
+    }
+
+    #[test]
+    fn ceiling_denies_or_narrows() {
+        let c = ["agent:tool-search", "agent:planner"];
+        let d = run("user:alice", &c, &["tickets:read", "tickets:write"], DENY).unwrap_err();
+        assert_eq!(
+            d,
+            Denial {
+                reason: Reason::DelegationScopeExceedsCeiling,
+                scopes: scopes(&["tickets:write"])
+            }
+        );
+        let narrow = AgentRules {
+            ceiling: CeilingMode::Narrow,
+            ..DENY
+        };
+        let ok = run("user:alice", &c, &["tickets:read", "tickets:write"], narrow).unwrap();
+        assert_eq!(
+            (ok.requested.len(), ok.effective),
+            (2, scopes(&["tickets:read"]))
+        );
+    }
+
+    #[test]
+    fn registry_validation() {
+        use AgentStatus::*;
+        let bad = Registry::new(
+            "1".into(),
+            vec![
+                rec("a*b", Active, &["x y"], &[], &[]),
+                rec("a", Active, &[], &[], &[]),
+                rec("a", Active, &[], &[], &[]),
+            ],
+            "$.r",
+        )
+        .unwrap_err();
+        let text: Vec<String> = bad.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.starts_with("$.r[0].id")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.starts_with("$.r[0].max_scopes[0]")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("duplicate agent id")),
+            "{text:?}"
+        );
+    }
+}
+
+/// Parses a registry feed document: `{"version": "<string or number>", "agents": [...]}`
+/// (strict: no other members, duplicate members refused, every record validated).
+pub fn parse_feed(bytes: &[u8]) -> Result<Registry, Vec<Problem>> {
+    let one = |path: &str, message: String| {
+        vec![Problem {
+            path: path.into(),
+            message,
+        }]
+    };
+    let value = crate::json::parse_strict(bytes, 32).map_err(|e| one("$", e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| one("$", "expected a JSON object".into()))?;
+    if let Some(k) = obj.keys().find(|k| *k != "version" && *k != "agents") {
+        return Err(one(
+            &format!("$.{k}"),
+            format!("unknown field `{k}`, expected `version` or `agents`"),
+        ));
+    }
+    let version = match obj.get("version") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(one(
+                "$.version",
+                "a non-empty string (at most 128 bytes) or a number is required".into(),
+            ))
+        }
+    };
+    let agents = obj
+        .get("agents")
+        .cloned()
+        .ok_or_else(|| one("$.agents", "missing".into()))?;
+    let records: Vec<AgentRecord> = serde_path_to_error::deserialize(agents).map_err(|e| {
+        let path = e.path().to_string();
+        let suffix = match path.as_str() {
+            "." | "" => String::new(),
+            p if p.starts_with('[') => p.to_owned(),
+            p => format!(".{p}"),
+        };
+        one(&format!("$.agents{suffix}"), e.into_inner().to_string())
+    })?;
+    Registry::new(version, records, "$.agents")
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    #[test]
+    fn feed_documents_are_strict() {
+        let ok = br#"{"version": 7, "agents": [{"id": "agent:a", "status": "retired", "max_scopes": []}]}"#;
+        let r = parse_feed(ok).unwrap();
+        assert_eq!((r.version.as_str(), r.len()), ("7", 1));
+        assert!(parse_feed(br#"{"version": "1", "agents": [], "extra": 1}"#).is_err());
+        assert!(parse_feed(br#"{"agents": []}"#).is_err());
+        let e = parse_feed(
+            br#"{"version": "1", "agents": [{"id": "a", "status": "gone", "max_scopes": []}]}"#,
+        )
+        .unwrap_err();
+        assert!(e[0].path.starts_with("$.agents[0]"), "{e:?}");
+        assert!(parse_feed(br#"{"version": "1", "version": "2", "agents": []}"#).is_err());
+        assert!(parse_feed(b"not json").is_err());
+    }
+}

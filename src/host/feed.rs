@@ -1,0 +1,201 @@
+//! The live agent registry: one VM per Envoy polls the feed (a lease in shared data elects
+//! it each interval), validates the answer and publishes it in shared data; every worker
+//! picks up a new version on its next request, atomically (a whole registry or nothing).
+
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+
+use super::log;
+use crate::agents::parse_feed;
+use crate::config::FeedConfig;
+use crate::pipeline::Engine;
+
+/// Shared-data keys of one feed, and the poll state of this VM.
+pub(super) struct Feed {
+    pub cfg: FeedConfig,
+    head_key: String,
+    body_key: String,
+    lease_key: String,
+    in_flight: Option<u32>,
+    failures: u64,
+}
+
+impl Feed {
+    pub fn new(cfg: FeedConfig) -> Feed {
+        let base = format!("agent-iam/registry/{}{}", cfg.cluster, cfg.path);
+        Feed {
+            head_key: format!("{base}/head"),
+            body_key: format!("{base}/body"),
+            lease_key: format!("{base}/lease"),
+            cfg,
+            in_flight: None,
+            failures: 0,
+        }
+    }
+
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_millis(self.cfg.poll_interval_ms)
+    }
+
+    /// Takes the poll lease for this interval; only one VM per Envoy wins it.
+    fn take_lease(&self, now_ms: u64) -> bool {
+        let (value, cas) = match hostcalls::get_shared_data(&self.lease_key) {
+            Ok(x) => x,
+            Err(_) => return false,
+        };
+        let last = value
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        // A little slack so the lease holder's own next tick wins again.
+        if now_ms.saturating_sub(last) < self.cfg.poll_interval_ms.saturating_mul(9) / 10 {
+            return false;
+        }
+        hostcalls::set_shared_data(&self.lease_key, Some(now_ms.to_string().as_bytes()), cas)
+            .is_ok()
+    }
+
+    /// On every tick: poll if this VM holds the lease and nothing is in flight.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        if self.in_flight.is_some() || !self.take_lease(now_ms) {
+            return;
+        }
+        let authority = self
+            .cfg
+            .authority
+            .clone()
+            .unwrap_or_else(|| self.cfg.cluster.clone());
+        let headers = vec![
+            (":method", "GET"),
+            (":path", self.cfg.path.as_str()),
+            (":authority", authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        match hostcalls::dispatch_http_call(
+            &self.cfg.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(self.cfg.timeout_ms),
+        ) {
+            Ok(token) => self.in_flight = Some(token),
+            Err(e) => self.failed(&format!(
+                "dispatch to cluster {} failed: {e:?}",
+                self.cfg.cluster
+            )),
+        }
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        // First failure, then every 10th: visible without flooding the log.
+        if self.failures % 10 == 1 {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agent-iam: registry feed: {why}; keeping the last good registry (failure #{})",
+                    self.failures
+                ),
+            );
+        }
+    }
+
+    /// The feed answered.
+    pub fn on_response(&mut self, token: u32, body_size: usize, now_ms: u64) {
+        if self.in_flight != Some(token) {
+            return;
+        }
+        self.in_flight = None;
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if status != b"200" {
+            self.failed(&format!("HTTP status {}", String::from_utf8_lossy(&status)));
+            return;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(Some(b)) => b,
+            _ => {
+                self.failed("empty body");
+                return;
+            }
+        };
+        match parse_feed(&body) {
+            Err(problems) => {
+                let first = problems
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                self.failed(&format!(
+                    "invalid registry document ({} problem(s)), first: {first}",
+                    problems.len()
+                ));
+            }
+            Ok(registry) => {
+                // Body first, then head: a reader that sees the new head finds the new body.
+                let head = format!("{}\n{now_ms}", registry.version);
+                let ok = hostcalls::set_shared_data(&self.body_key, Some(&body), None).is_ok()
+                    && hostcalls::set_shared_data(&self.head_key, Some(head.as_bytes()), None)
+                        .is_ok();
+                if ok {
+                    if self.failures > 0 {
+                        log(
+                            LogLevel::Info,
+                            &format!(
+                                "agent-iam: registry feed recovered after {} failure(s)",
+                                self.failures
+                            ),
+                        );
+                    }
+                    self.failures = 0;
+                } else {
+                    self.failed("cannot write shared data");
+                }
+            }
+        }
+    }
+
+    /// Brings `engine` up to the published registry. Cheap when nothing changed: one
+    /// shared-data read of a short head record.
+    pub fn sync(&self, engine: &mut Engine) {
+        let Ok((Some(head), _)) = hostcalls::get_shared_data(&self.head_key) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&head);
+        let mut parts = text.splitn(2, '\n');
+        let (Some(version), Some(fresh_ms)) = (
+            parts.next(),
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+        ) else {
+            return;
+        };
+        let fresh_at = fresh_ms as f64 / 1000.0;
+        if engine.registry().version == version {
+            engine.confirm_registry(fresh_at);
+            return;
+        }
+        let Ok((Some(body), _)) = hostcalls::get_shared_data(&self.body_key) else {
+            return;
+        };
+        match parse_feed(&body) {
+            Ok(registry) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "agent-iam: registry version {} applied ({} agent(s))",
+                        registry.version,
+                        registry.len()
+                    ),
+                );
+                engine.set_registry(registry, fresh_at);
+            }
+            Err(_) => log(
+                LogLevel::Error,
+                "agent-iam: published registry does not parse; keeping the current one",
+            ),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+"""Regenerates the files derived from code: agent_iam.meta.json (Kong schema), the README's
+reason-code table and envoy/envoy.yaml. Tests fail when one of them is stale.
+
+Usage: python3 test-harness/regen.py   (builds the CLI in debug mode first)"""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args):
+    return subprocess.run(["cargo", "run", "-q", "--bin", "agent-iam", "--", *args], cwd=ROOT,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def main():
+    (ROOT / "agent_iam.meta.json").write_text(cli("generate", "kong-meta"))
+    (ROOT / "envoy" / "envoy.yaml").write_text(cli("generate", "envoy", "--config", "envoy/plugin.json"))
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| reason | status | `error` | meaning |")
+    end = readme.index("\n\n", start) + 1
+    (ROOT / "README.md").write_text(readme[:start] + cli("reasons") + readme[end:])
+    print("regenerated agent_iam.meta.json, envoy/envoy.yaml and the README reason table")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,2 +1,0 @@
-def test_fail(client):
-    assert client.request("/").status == 999
