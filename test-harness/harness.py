@@ -307,7 +307,7 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 
 @contextlib.contextmanager
-def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None):
+def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry."""
     config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
@@ -322,7 +322,7 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None):
             path = Path(tmp)
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
                                control_plane=cp.port)
-        with Envoy(yaml_text, name=name) as envoy:
+        with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
             envoy.upstream = up
             envoy.control_plane = cp
