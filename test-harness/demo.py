@@ -1,69 +1,104 @@
 """The scripted agent scenario behind the README's first command.
 
-Starts an echo upstream and a real Envoy with the release filter (envoy/plugin.json),
-mints short-lived demo tokens, sends requests, and shows each response and the filter's
-decision log line. The scenario grows as features land."""
+Starts an echo upstream, the local control plane (agent registry feed) and a real Envoy
+with the release filter (envoy/plugin.json); mints short-lived demo tokens; sends requests;
+retires an agent through the control plane while Envoy runs; shows each response and the
+filter's decision log lines. The scenario grows as features land."""
 
 import json
 import sys
+import time
 
 import harness
 
+ALICE_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
+ALICE_PLANNER_TOOL = {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}
+
+# (title, method, path, token recipe or None, extra headers)
 STEPS = [
-    ("build-bot-7 reads tickets with a fresh ES256 token",
-     {"alg": "ES256"}, {}),
-    ("summarizer-3 acts for user:alice (RFC 8693 act), EdDSA token",
-     {"alg": "EdDSA", "claims": {"sub": "user:alice", "act": {"sub": "agent:summarizer-3"}}}, {}),
-    ("an agent tries to smuggle x-agent-id: agent:admin (RS256 token)",
-     {"alg": "RS256"}, {"x-agent-id": "agent:admin"}),
-    ("no token at all", None, {}),
-    ("a token that expired two minutes ago",
-     {"iat": -420, "exp": -120}, {}),
-    ("a token whose signature was tampered with",
-     {"tamper": "signature"}, {}),
-    ("alg none: the oldest JWT attack",
-     {"alg": "none", "tamper": "empty_signature"}, {}),
-    ("HS256 signed with the issuer's public key as the HMAC secret",
-     {"alg": "HS256-pubkey"}, {}),
-    ("a token that asks for a one-day lifetime",
-     {"exp": 86400}, {}),
-    ("delegation chain deeper than delegation.max_depth (4)",
-     {"claims": {"sub": "user:bob", "act": {"sub": "a1", "act": {"sub": "a2", "act": {"sub": "a3", "act": {"sub": "a4", "act": {"sub": "a5"}}}}}}}, {}),
+    ("build-bot-7 reads tickets with its own ES256 token", "GET", "/tickets/42", {"alg": "ES256"}, {}),
+    ("alice -> planner: one-hop delegation (RFC 8693 act), EdDSA",
+     "GET", "/tickets/42", {"alg": "EdDSA", "claims": ALICE_PLANNER}, {}),
+    ("alice -> planner -> tool-search: two hops, RS256",
+     "GET", "/tickets/42", {"alg": "RS256", "claims": ALICE_PLANNER_TOOL}, {}),
+    ("the same chain smuggles x-agent-id: agent:admin",
+     "GET", "/tickets/42", {"claims": ALICE_PLANNER_TOOL}, {"x-agent-id": "agent:admin", "x-agent-scopes": "admin:*"}),
+    ("tool-search tries to write a ticket (route needs tickets:write)",
+     "POST", "/tickets/42", {"claims": ALICE_PLANNER_TOOL}, {}),
+    ("the chain's token asks for tickets:write: above tool-search's ceiling",
+     "GET", "/tickets/42", {"claims": dict(ALICE_PLANNER_TOOL, scope="tickets:read tickets:write")}, {}),
+    ("tool-search hands over to planner: not in tool-search's may_delegate_to",
+     "GET", "/tickets/42", {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner", "act": {"sub": "agent:tool-search"}}}}, {}),
+    ("a retired agent (legacy-bot)", "GET", "/tickets/42", {"claims": {"sub": "agent:legacy-bot"}}, {}),
+    ("no token at all", "GET", "/tickets/42", None, {}),
+    ("a token that expired two minutes ago", "GET", "/tickets/42", {"iat": -420, "exp": -120}, {}),
+    ("alg none: the oldest JWT attack", "GET", "/tickets/42", {"alg": "none", "tamper": "empty_signature"}, {}),
+    ("HS256 signed with the issuer's public key as the HMAC secret", "GET", "/tickets/42", {"alg": "HS256-pubkey"}, {}),
+    ("RETIRE", None, None, None, None),
+    ("alice -> planner again, after the security team retired agent:planner",
+     "GET", "/tickets/42", {"claims": ALICE_PLANNER}, {}),
 ]
 
 
+def show(n, title, method, path, headers, r):
+    print(f"\n[{n}] {title}")
+    shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
+    print(f"  → {method} {path} {json.dumps(shown)}")
+    if r.status == 200:
+        seen = r.json()["headers"]
+        ident = {k: v[0] for k, v in seen.items() if k.startswith("x-agent-") and k != "x-agent-decision-id"}
+        print(f"  ← {r.status}; the upstream saw {json.dumps(ident)}")
+    else:
+        print(f"  ← {r.status} {r.body.decode()}")
+        print(f"    www-authenticate: {r.headers.get('www-authenticate')}")
+
+
+def retire_planner(envoy, client, token):
+    plugin = json.loads(harness.PLUGIN.read_text())
+    doc = harness.registry_doc(plugin, version="2")
+    for rec in doc["agents"]:
+        if rec["id"] == "agent:planner":
+            rec["status"] = "retired"
+    start = time.monotonic()
+    polls = envoy.control_plane.registry_requests()
+    envoy.control_plane.set_registry(doc)
+    print("\n[*] control plane: agent:planner is now \"retired\" (registry version 2); Envoy keeps running")
+    while envoy.control_plane.registry_requests() == polls and time.monotonic() - start < 5:
+        time.sleep(0.02)
+    print(f"    the filter fetched version 2 {time.monotonic() - start:.2f}s later (poll interval 1 s); "
+          "every worker applies it on its next request")
+
+
 def main():
-    recipes = [r for _, r, _ in STEPS if r is not None]
+    recipes = [s[3] for s in STEPS if s[3] is not None]
     tokens = iter(harness.mint(recipes))
     with harness.stack(name="demo") as envoy:
         print(f"Envoy {envoy.ready_after_s:.2f}s to ready on 127.0.0.1:{envoy.listen_port} "
-              f"(admin {envoy.admin_port}); upstream echo on 127.0.0.1:{envoy.upstream.port}")
+              f"(admin {envoy.admin_port}); upstream echo 127.0.0.1:{envoy.upstream.port}; "
+              f"control plane 127.0.0.1:{envoy.control_plane.port}")
         for line in envoy.log().splitlines():
             if "agent-iam 0.1.0 configured" in line:
                 print("filter:", line.split(": ", 1)[1])
                 break
         client = harness.Client(envoy.listen_port)
-        for n, (title, recipe, extra) in enumerate(STEPS, 1):
+        n = 0
+        for title, method, path, recipe, extra in STEPS:
+            if title == "RETIRE":
+                retire_planner(envoy, client, None)
+                continue
+            n += 1
             headers = dict(extra)
             if recipe is not None:
                 headers["authorization"] = f"Bearer {next(tokens)}"
-            r = client.request("/tickets/42", headers=headers)
-            print(f"\n[{n}] {title}")
-            shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
-            print(f"  → GET /tickets/42 {json.dumps(shown)}")
-            if r.status == 200:
-                seen = r.json()["headers"]
-                ident = {k: v[0] for k, v in seen.items() if k.startswith("x-agent-")}
-                print(f"  ← {r.status}; the upstream saw {json.dumps(ident)}")
-            else:
-                print(f"  ← {r.status} {r.body.decode()}")
-                print(f"    www-authenticate: {r.headers.get('www-authenticate')}")
+            r = client.request(path, headers=headers, method=method, body=b"{}" if method == "POST" else None)
+            show(n, title, method, path, headers, r)
         client.close()
         envoy.wait_for_log("agent-iam decision", timeout=2)
         print("\nDecision log lines (Envoy log, one per request):")
         for d in envoy.decision_lines():
-            print("  " + json.dumps({k: d[k] for k in ("decision_id", "decision", "status", "reason", "agent", "principal", "chain")}))
-    print("\nEnvoy and the upstream are stopped. Full Envoy log:", envoy.log_path)
+            keep = ("decision", "status", "reason", "agent", "principal", "chain", "route")
+            print("  " + json.dumps({**{k: d[k] for k in keep}, "scopes": d["scopes"]["effective"]}))
+    print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     return 0
 
 
