@@ -43,6 +43,7 @@ def run(backend, cache_entries, duration, connections):
     plugin["signature_backend"] = backend
     plugin["cache"] = {"max_entries": cache_entries}
     plugin["max_token_lifetime_s"] = 3600
+    plugin["agents"].pop("feed", None)  # no control plane in benchmarks: inline registry
     path = harness.OUT / f"bench-{backend}-{cache_entries}.json"
     harness.OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plugin))
