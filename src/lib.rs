@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod json;
 pub mod keys;
 pub mod pipeline;
+pub mod policy;
 pub mod reason;
 pub mod schema;
 pub mod token;

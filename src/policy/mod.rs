@@ -1,0 +1,674 @@
+//! Rego policies, evaluated in-process with regorus. The only module that names regorus.
+//!
+//! Policies are compiled once per configuration (a bad policy is a configuration error,
+//! with file, line and column) and evaluated per request after the built-in checks passed.
+//! Evaluation is bounded by a wall-clock budget; a runaway policy denies with `policy.limit`.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use regorus::utils::limits::{set_fallback_execution_timer_config, ExecutionTimerConfig};
+use regorus::{CompiledPolicy, Engine, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Problem;
+
+/// Default entry point.
+pub const DEFAULT_ENTRYPOINT: &str = "data.agent_iam.authz.decision";
+
+/// Builtin families compiled in (regorus features). Others are refused at load time.
+pub const BUILTIN_FAMILIES: &[&str] = &[
+    "core (comparison, numbers, aggregates, arrays, sets, objects, strings, types, encoding json)",
+    "regex.*",
+    "glob.match, glob.quote_meta",
+    "time.*",
+    "base64.*, base64url.*, hex.*",
+    "semver.*",
+    "urlquery.*",
+];
+
+/// The `policy` section of the plugin configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rego modules by file name (`agent-iam policy render` fills this from `policies/`).
+    pub modules: BTreeMap<String, String>,
+    /// The data document (`data.*` besides the policies' rules).
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    /// The rule whose value decides (bool or `{"allow", "reason", "status", "headers"}`).
+    #[serde(default = "default_entrypoint")]
+    pub entrypoint: String,
+    /// Wall-clock budget for one evaluation, in milliseconds (1..=1000).
+    #[serde(default = "default_eval_ms")]
+    pub max_eval_ms: u64,
+}
+
+fn default_entrypoint() -> String {
+    DEFAULT_ENTRYPOINT.into()
+}
+fn default_eval_ms() -> u64 {
+    10
+}
+
+/// A compiled policy, ready to evaluate.
+pub struct Policy {
+    compiled: CompiledPolicy,
+    /// Short hash of modules, data and entrypoint: goes into every decision.
+    pub revision: String,
+    pub entrypoint: String,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("revision", &self.revision)
+            .field("entrypoint", &self.entrypoint)
+            .finish()
+    }
+}
+
+/// What the policy said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Allow {
+        headers: Vec<(String, String)>,
+    },
+    Deny {
+        reason: Option<String>,
+        status: u16,
+    },
+    /// Undefined, wrong type or evaluation error: deny with `policy.error`.
+    Error(String),
+    /// The evaluation budget ran out: deny with `policy.limit`.
+    Limit,
+}
+
+fn problem(path: &str, message: String) -> Problem {
+    Problem {
+        path: path.into(),
+        message,
+    }
+}
+
+/// Revision: SHA-256 over the sorted modules, the data and the entrypoint (12 hex chars).
+pub fn revision(cfg: &PolicyConfig) -> String {
+    let mut h = Sha256::new();
+    for (name, text) in &cfg.modules {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    h.update(
+        cfg.data
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    h.update([0]);
+    h.update(cfg.entrypoint.as_bytes());
+    hex::encode(h.finalize()).chars().take(12).collect()
+}
+
+/// A regorus engine with our policy, data and limits loaded (also used by the CLI).
+pub fn engine_for(
+    modules: &BTreeMap<String, String>,
+    data: Option<&serde_json::Value>,
+    max_eval_ms: u64,
+) -> Result<Engine, Vec<Problem>> {
+    let mut engine = Engine::new();
+    engine.set_strict_builtin_errors(true);
+    let interval = NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN);
+    let timer = ExecutionTimerConfig {
+        limit: Duration::from_millis(max_eval_ms),
+        check_interval: interval,
+    };
+    engine.set_execution_timer_config(timer);
+    // Compiled policies evaluate on fresh engines that only see the process-wide fallback.
+    // One configuration per VM (per process for the CLI): setting it globally is exact.
+    set_fallback_execution_timer_config(Some(timer));
+    let mut problems = Vec::new();
+    for (name, text) in modules {
+        let path = format!("$.policy.modules[\"{name}\"]");
+        if let Err(e) = engine.add_policy(name.clone(), text.clone()) {
+            problems.push(problem(&path, e.to_string()));
+            continue;
+        }
+        for (line, col, builtin) in unavailable_builtins(text) {
+            problems.push(problem(
+                &path,
+                format!("{name}:{line}:{col}: builtin `{builtin}` is not available in this build of agent-iam (see policies/README.md)"),
+            ));
+        }
+    }
+    if let Some(d) = data {
+        if !d.is_object() {
+            problems.push(problem("$.policy.data", "must be a JSON object".into()));
+        } else if let Err(e) = engine.add_data(to_rego(d)) {
+            problems.push(problem("$.policy.data", e.to_string()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(engine)
+    } else {
+        Err(problems)
+    }
+}
+
+impl Policy {
+    /// Parses and compiles; every problem carries its path and the Rego file:line:col.
+    pub fn compile(cfg: &PolicyConfig) -> Result<Policy, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if cfg.modules.is_empty() {
+            problems.push(problem(
+                "$.policy.modules",
+                "at least one Rego module is required".into(),
+            ));
+        }
+        if !(1..=1000).contains(&cfg.max_eval_ms) {
+            problems.push(problem(
+                "$.policy.max_eval_ms",
+                format!("{} is outside 1..=1000", cfg.max_eval_ms),
+            ));
+        }
+        if !cfg.entrypoint.starts_with("data.") {
+            problems.push(problem(
+                "$.policy.entrypoint",
+                format!(
+                    "\"{}\" must be a rule path starting with `data.`",
+                    cfg.entrypoint
+                ),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut engine = engine_for(&cfg.modules, cfg.data.as_ref(), cfg.max_eval_ms)?;
+        let entry: regorus::Rc<str> = cfg.entrypoint.as_str().into();
+        let compiled = engine.compile_with_entrypoint(&entry).map_err(|e| {
+            vec![problem(
+                "$.policy",
+                format!("cannot compile {}: {e}", cfg.entrypoint),
+            )]
+        })?;
+        Ok(Policy {
+            compiled,
+            revision: revision(cfg),
+            entrypoint: cfg.entrypoint.clone(),
+        })
+    }
+
+    /// Evaluates the entry point for `input`.
+    pub fn evaluate(&self, input: Value) -> Verdict {
+        match self.compiled.eval_with_input(input) {
+            Ok(v) => interpret(&v),
+            Err(e) => {
+                let text = format!("{e:#}");
+                if text.contains("execution exceeded")
+                    || text.contains("time limit")
+                    || text.contains("limit") && text.contains("exceed")
+                {
+                    Verdict::Limit
+                } else {
+                    Verdict::Error(first_line(&text))
+                }
+            }
+        }
+    }
+}
+
+/// Namespaces of OPA's builtins. A call into one of them must resolve to a builtin that this
+/// build of regorus has; otherwise the policy would only fail at request time.
+const OPA_NAMESPACES: &[&str] = &[
+    "array",
+    "base64",
+    "base64url",
+    "bits",
+    "crypto",
+    "glob",
+    "graph",
+    "hex",
+    "http",
+    "io",
+    "json",
+    "net",
+    "numbers",
+    "object",
+    "opa",
+    "providers",
+    "rand",
+    "regex",
+    "rego",
+    "semver",
+    "strings",
+    "time",
+    "trace",
+    "units",
+    "urlquery",
+    "uuid",
+    "yaml",
+];
+
+/// `(line, column, name)` of every call to an OPA builtin this build lacks. Comments and
+/// string literals are skipped.
+pub fn unavailable_builtins(text: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0usize;
+        let mut in_str: Option<char> = None;
+        while let Some(&c) = chars.get(i) {
+            if let Some(q) = in_str {
+                if c == '\\' && q == '"' {
+                    i += 2;
+                    continue;
+                }
+                if c == q {
+                    in_str = None;
+                }
+                i += 1;
+                continue;
+            }
+            if c == '#' {
+                break;
+            }
+            if c == '"' || c == '`' {
+                in_str = Some(c);
+                i += 1;
+                continue;
+            }
+            let prev_ok = i == 0
+                || chars
+                    .get(i - 1)
+                    .is_some_and(|p| !(p.is_alphanumeric() || *p == '_' || *p == '.'));
+            if (c.is_ascii_alphabetic() || c == '_') && prev_ok {
+                let start = i;
+                while chars
+                    .get(i)
+                    .is_some_and(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == '.')
+                {
+                    i += 1;
+                }
+                let name: String = chars
+                    .get(start..i)
+                    .map(|s| s.iter().collect())
+                    .unwrap_or_default();
+                let mut j = i;
+                while chars.get(j).is_some_and(|ch| *ch == ' ') {
+                    j += 1;
+                }
+                let called = chars.get(j) == Some(&'(');
+                let ns = name.split('.').next().unwrap_or_default();
+                if called
+                    && name.contains('.')
+                    && OPA_NAMESPACES.contains(&ns)
+                    && !regorus::unstable::BUILTINS.contains_key(name.as_str())
+                {
+                    out.push((ln + 1, start + 1, name));
+                }
+                continue;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Headers a policy may never set: hop-by-hop, routing and credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "cookie",
+];
+
+/// The decision document → verdict. Anything unexpected is an error (deny).
+pub fn interpret(v: &Value) -> Verdict {
+    match v {
+        Value::Bool(true) => Verdict::Allow {
+            headers: Vec::new(),
+        },
+        Value::Bool(false) => Verdict::Deny {
+            reason: None,
+            status: 403,
+        },
+        Value::Undefined => Verdict::Error("decision is undefined".into()),
+        Value::Object(obj) => {
+            for k in obj.keys() {
+                match k.as_string().map(|s| s.as_ref()) {
+                    Ok("allow" | "reason" | "status" | "headers") => {}
+                    _ => return Verdict::Error(format!("unknown decision member {k}")),
+                }
+            }
+            let get = |name: &str| obj.get(&Value::from(name));
+            let allow = match get("allow") {
+                Some(Value::Bool(b)) => *b,
+                _ => return Verdict::Error("decision.allow must be a boolean".into()),
+            };
+            let reason = match get("reason") {
+                None => None,
+                Some(Value::String(s))
+                    if !s.is_empty()
+                        && s.len() <= 128
+                        && s.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+                {
+                    Some(s.to_string())
+                }
+                Some(_) => {
+                    return Verdict::Error(
+                        "decision.reason must be a short printable string".into(),
+                    )
+                }
+            };
+            let status = match get("status") {
+                None => 403,
+                Some(n) => match n.as_u64() {
+                    Ok(s) if (400..=599).contains(&s) => s as u16,
+                    _ => {
+                        return Verdict::Error(
+                            "decision.status must be an integer in 400..=599".into(),
+                        )
+                    }
+                },
+            };
+            let mut headers = Vec::new();
+            match get("headers") {
+                None => {}
+                Some(Value::Object(h)) => {
+                    for (k, val) in h.iter() {
+                        let (Ok(name), Ok(value)) = (k.as_string(), val.as_string()) else {
+                            return Verdict::Error(
+                                "decision.headers must map strings to strings".into(),
+                            );
+                        };
+                        if !is_header_name(name) || RESERVED_HEADERS.contains(&name.as_ref()) {
+                            return Verdict::Error(format!(
+                                "decision.headers: `{name}` cannot be set"
+                            ));
+                        }
+                        if value.len() > 4096
+                            || value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+                        {
+                            return Verdict::Error(format!(
+                                "decision.headers: bad value for `{name}`"
+                            ));
+                        }
+                        headers.push((name.to_string(), value.to_string()));
+                    }
+                }
+                Some(_) => return Verdict::Error("decision.headers must be an object".into()),
+            }
+            if allow {
+                Verdict::Allow { headers }
+            } else {
+                Verdict::Deny { reason, status }
+            }
+        }
+        other => Verdict::Error(format!(
+            "decision must be a boolean or an object, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Set(_) => "set",
+        Value::Object(_) => "object",
+        Value::Undefined => "undefined",
+    }
+}
+
+/// serde_json → regorus without a text round trip.
+pub fn to_rego(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(to_rego).collect::<Vec<_>>()),
+        serde_json::Value::Object(m) => Value::from(
+            m.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), to_rego(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+/// Builds a regorus object from `(key, value)` pairs.
+pub fn object<I: IntoIterator<Item = (&'static str, Value)>>(pairs: I) -> Value {
+    Value::from(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// Strings → regorus array.
+pub fn strings<'a, I: IntoIterator<Item = &'a str>>(items: I) -> Value {
+    Value::from(items.into_iter().map(Value::from).collect::<Vec<_>>())
+}
+
+/// Optional string → regorus string or null.
+pub fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}
+
+/// One Rego test: the rule path and pass (`Ok(true)`), fail (`Ok(false)`) or error.
+pub type TestResult = (String, Result<bool, String>);
+
+/// Test runner: every `test_*` rule of every package defined in a `*_test.rego` module.
+pub fn run_tests(
+    modules: &BTreeMap<String, String>,
+    data: Option<&serde_json::Value>,
+) -> Result<Vec<TestResult>, Vec<Problem>> {
+    let mut engine = engine_for(modules, data, 5_000)?;
+    let mut results = Vec::new();
+    for (name, text) in modules.iter().filter(|(n, _)| n.ends_with("_test.rego")) {
+        let Some(package) = text
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("package "))
+            .map(str::trim)
+        else {
+            results.push((name.clone(), Err("no package line".into())));
+            continue;
+        };
+        let mut tests: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let l = line.trim_start();
+            if let Some(rest) = l.strip_prefix("test_") {
+                let ident: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let rule = format!("data.{package}.test_{ident}");
+                if line.starts_with("test_") && !tests.contains(&rule) {
+                    tests.push(rule);
+                }
+            }
+        }
+        for rule in tests {
+            let outcome = match engine.eval_rule(rule.clone()) {
+                Ok(Value::Bool(true)) => Ok(true),
+                Ok(Value::Undefined) | Ok(Value::Bool(false)) => Ok(false),
+                Ok(other) => Err(format!("test evaluated to {}", type_name(&other))),
+                Err(e) => Err(first_line(&format!("{e:#}"))),
+            };
+            results.push((rule, outcome));
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(rego: &str) -> PolicyConfig {
+        PolicyConfig {
+            modules: BTreeMap::from([("p.rego".to_string(), rego.to_string())]),
+            data: Some(serde_json::json!({"limits": {"max": 2}})),
+            entrypoint: DEFAULT_ENTRYPOINT.into(),
+            max_eval_ms: 20,
+        }
+    }
+
+    fn eval(rego: &str, input: serde_json::Value) -> Verdict {
+        Policy::compile(&cfg(rego))
+            .unwrap()
+            .evaluate(to_rego(&input))
+    }
+
+    #[test]
+    fn contract_bool_object_undefined_error() {
+        let p = "package agent_iam.authz\ndecision := input.x";
+        assert_eq!(
+            eval(p, serde_json::json!({"x": true})),
+            Verdict::Allow { headers: vec![] }
+        );
+        assert_eq!(
+            eval(p, serde_json::json!({"x": false})),
+            Verdict::Deny {
+                reason: None,
+                status: 403
+            }
+        );
+        assert!(matches!(eval(p, serde_json::json!({})), Verdict::Error(_)));
+        assert!(matches!(
+            eval(p, serde_json::json!({"x": "yes"})),
+            Verdict::Error(_)
+        ));
+        let obj =
+            serde_json::json!({"x": {"allow": false, "reason": "tenant.mismatch", "status": 404}});
+        assert_eq!(
+            eval(p, obj),
+            Verdict::Deny {
+                reason: Some("tenant.mismatch".into()),
+                status: 404
+            }
+        );
+        let obj = serde_json::json!({"x": {"allow": true, "headers": {"x-tenant": "acme"}}});
+        assert_eq!(
+            eval(p, obj),
+            Verdict::Allow {
+                headers: vec![("x-tenant".into(), "acme".into())]
+            }
+        );
+        for bad in [
+            serde_json::json!({"allow": "true"}),
+            serde_json::json!({"allow": true, "status": 200}),
+            serde_json::json!({"allow": true, "headers": {"authorization": "x"}}),
+            serde_json::json!({"allow": true, "headers": {"x-a": "a\r\nb: c"}}),
+            serde_json::json!({"allow": true, "extra": 1}),
+        ] {
+            assert!(
+                matches!(eval(p, serde_json::json!({"x": bad})), Verdict::Error(_)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_is_visible_and_errors_deny() {
+        let p = "package agent_iam.authz\ndecision if { count(input.items) <= data.limits.max }";
+        assert_eq!(
+            eval(p, serde_json::json!({"items": [1, 2]})),
+            Verdict::Allow { headers: vec![] }
+        );
+        assert!(matches!(
+            eval(p, serde_json::json!({"items": [1, 2, 3]})),
+            Verdict::Error(_)
+        ));
+        let div = "package agent_iam.authz\ndecision := 1 / input.zero";
+        assert!(matches!(
+            eval(div, serde_json::json!({"zero": 0})),
+            Verdict::Error(_)
+        ));
+    }
+
+    #[test]
+    fn runaway_policy_hits_the_limit() {
+        let p = "package agent_iam.authz\ndecision if { count([1 | some i in numbers.range(1, 20000); some j in numbers.range(1, 20000)]) > 0 }";
+        let start = std::time::Instant::now();
+        assert_eq!(eval(p, serde_json::json!({})), Verdict::Limit);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the limit must stop it early"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_builtins_fail_at_load_with_position() {
+        let e = Policy::compile(&cfg(
+            "package agent_iam.authz\ndecision if {\n  input.x ==\n}",
+        ))
+        .unwrap_err();
+        let text = e
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("p.rego:") && text.contains("$.policy.modules"),
+            "{text}"
+        );
+        let e = Policy::compile(&cfg(
+            "package agent_iam.authz\ndecision if { net.cidr_contains(\"10.0.0.0/8\", input.ip) }",
+        ))
+        .unwrap_err();
+        let text = e
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("net.cidr_contains"), "{text}");
+    }
+
+    #[test]
+    fn revision_changes_with_policy_or_data() {
+        let a = cfg("package agent_iam.authz\ndecision := true");
+        let mut b = cfg("package agent_iam.authz\ndecision := true");
+        assert_eq!(revision(&a), revision(&b));
+        b.data = Some(serde_json::json!({"limits": {"max": 3}}));
+        assert_ne!(revision(&a), revision(&b));
+    }
+}
