@@ -75,6 +75,9 @@ pub struct PluginConfig {
     /// What happens to a request that matches no route: `deny` (default) or `allow`.
     #[serde(default)]
     pub unmatched_route: UnmatchedRoute,
+    /// The Rego policy evaluated after the built-in checks.
+    #[serde(default)]
+    pub policy: Option<crate::policy::PolicyConfig>,
     /// What the filter tells the upstream on allow.
     #[serde(default)]
     pub upstream: UpstreamConfig,
@@ -391,6 +394,7 @@ pub struct Config {
     pub ceiling: CeilingMode,
     pub routes: Vec<Route>,
     pub unmatched_route: UnmatchedRoute,
+    pub policy: Option<crate::policy::Policy>,
 }
 
 /// How a route matches paths.
@@ -744,10 +748,22 @@ impl PluginConfig {
                     Registry::default()
                 }
             };
+        let policy = match &self.policy {
+            None => None,
+            Some(pc) if problems.is_empty() => match crate::policy::Policy::compile(pc) {
+                Ok(p) => Some(p),
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    None
+                }
+            },
+            Some(_) => None,
+        };
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(Config {
+            policy,
             strip_authorization: self.upstream.strip_authorization,
             registry,
             feed: self.agents.feed,

@@ -23,6 +23,11 @@ usage:
   agent-iam check --config PLUGIN.json [--now UNIX_SECONDS]
       JSON lines {\"method\",\"path\",\"host\",\"headers\"} on stdin -> one decision per line
   agent-iam validate --config PLUGIN.json
+  agent-iam policy test [DIR]              run every test_* rule in DIR/**/*_test.rego (default: policies)
+  agent-iam policy eval --input FILE [--data FILE] [--entrypoint RULE] [DIR]
+                                          evaluate the decision for one input document
+  agent-iam policy render --config PLUGIN.json [DIR]
+                                          PLUGIN.json with DIR's Rego and data.json as its `policy`
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
       [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
@@ -41,6 +46,9 @@ usage:
             ["validate", rest @ ..] => validate(rest),
             ["generate", "kong-meta"] => print_json(&agent_iam::schema::kong_meta()),
             ["generate", "envoy", rest @ ..] => generate_envoy(rest),
+            ["policy", "test", rest @ ..] => policy_test(rest),
+            ["policy", "eval", rest @ ..] => policy_eval(rest),
+            ["policy", "render", rest @ ..] => policy_render(rest),
             ["dev", "keys", rest @ ..] => dev_keys(rest),
             ["dev", "config", rest @ ..] => dev_config(rest),
             ["dev", "mint", rest @ ..] => dev_mint(rest),
@@ -87,6 +95,9 @@ usage:
                     "--admin",
                     "--upstream",
                     "--control-plane",
+                    "--input",
+                    "--data",
+                    "--entrypoint",
                 ]
                 .contains(a)
             {
@@ -241,6 +252,190 @@ usage:
             control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
         };
         print!("{}", envoy_bootstrap(&plugin, &o));
+        Ok(0)
+    }
+
+    /// Splits the positional DIR argument (default `policies`) from the flags.
+    fn positional_dir<'a>(args: &[&'a str]) -> Result<(&'a str, Vec<&'a str>), String> {
+        let mut flags = Vec::new();
+        let mut dir = None;
+        let mut i = 0;
+        while let Some(a) = args.get(i) {
+            if a.starts_with("--") {
+                flags.push(*a);
+                if let Some(v) = args.get(i + 1) {
+                    flags.push(*v);
+                }
+                i += 2;
+            } else {
+                if dir.replace(*a).is_some() {
+                    return Err(format!("unexpected argument `{a}`\n{USAGE}"));
+                }
+                i += 1;
+            }
+        }
+        Ok((dir.unwrap_or("policies"), flags))
+    }
+
+    struct PolicyDir {
+        modules: std::collections::BTreeMap<String, String>,
+        data: Option<Value>,
+    }
+
+    fn merge(into: &mut Value, from: Value) {
+        match (into, from) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(existing) => merge(existing, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+
+    fn load_policy_dir(dir: &str, with_tests: bool) -> Result<PolicyDir, String> {
+        let root = std::path::Path::new(dir);
+        let mut files = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+                let path = entry.map_err(|e| e.to_string())?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        let mut modules = std::collections::BTreeMap::new();
+        let mut data: Option<Value> = None;
+        for path in files {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego")) {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                modules.insert(rel, text);
+            } else if name == "data.json" {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                match &mut data {
+                    None => data = Some(v),
+                    Some(d) => merge(d, v),
+                }
+            }
+        }
+        if modules.is_empty() {
+            return Err(format!("{dir}: no .rego files"));
+        }
+        Ok(PolicyDir { modules, data })
+    }
+
+    fn report(problems: &[agent_iam::config::Problem]) -> i32 {
+        for p in problems {
+            eprintln!("{p}");
+        }
+        1
+    }
+
+    fn policy_test(args: &[&str]) -> Result<i32, String> {
+        let (dir, flags) = positional_dir(args)?;
+        if let Some(f) = flags.first() {
+            return Err(format!("unexpected argument `{f}`\n{USAGE}"));
+        }
+        let pd = load_policy_dir(dir, true)?;
+        let results = match agent_iam::policy::run_tests(&pd.modules, pd.data.as_ref()) {
+            Ok(r) => r,
+            Err(problems) => return Ok(report(&problems)),
+        };
+        let (mut pass, mut fail) = (0, 0);
+        for (rule, outcome) in &results {
+            match outcome {
+                Ok(true) => {
+                    pass += 1;
+                    println!("PASS {rule}");
+                }
+                Ok(false) => {
+                    fail += 1;
+                    println!("FAIL {rule}");
+                }
+                Err(e) => {
+                    fail += 1;
+                    println!("ERROR {rule}: {e}");
+                }
+            }
+        }
+        println!("{pass} passed, {fail} failed ({} test(s) in {dir})", results.len());
+        Ok(if fail > 0 || results.is_empty() { 1 } else { 0 })
+    }
+
+    fn policy_eval(args: &[&str]) -> Result<i32, String> {
+        let (dir, flags) = positional_dir(args)?;
+        let args = flags.as_slice();
+        let pd = load_policy_dir(dir, false)?;
+        let input_path = required(args, "--input")?;
+        let input: Value = serde_json::from_str(&std::fs::read_to_string(input_path).map_err(|e| format!("{input_path}: {e}"))?)
+            .map_err(|e| format!("{input_path}: {e}"))?;
+        let mut data = pd.data;
+        if let Some(extra) = flag(args, "--data")? {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(extra).map_err(|e| format!("{extra}: {e}"))?)
+                .map_err(|e| format!("{extra}: {e}"))?;
+            match &mut data {
+                None => data = Some(v),
+                Some(d) => merge(d, v),
+            }
+        }
+        let cfg = agent_iam::policy::PolicyConfig {
+            modules: pd.modules,
+            data,
+            entrypoint: flag(args, "--entrypoint")?.unwrap_or(agent_iam::policy::DEFAULT_ENTRYPOINT).to_owned(),
+            max_eval_ms: 1000,
+        };
+        let policy = match agent_iam::policy::Policy::compile(&cfg) {
+            Ok(p) => p,
+            Err(problems) => return Ok(report(&problems)),
+        };
+        let verdict = policy.evaluate(agent_iam::policy::to_rego(&input));
+        let out = match &verdict {
+            agent_iam::policy::Verdict::Allow { headers } => json!({"decision": "allow", "headers": headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()}),
+            agent_iam::policy::Verdict::Deny { reason, status } => json!({"decision": "deny", "reason": "policy.denied", "policy_reason": reason, "status": status}),
+            agent_iam::policy::Verdict::Error(e) => json!({"decision": "deny", "reason": "policy.error", "error": e}),
+            agent_iam::policy::Verdict::Limit => json!({"decision": "deny", "reason": "policy.limit"}),
+        };
+        println!("{}", json!({"revision": policy.revision, "entrypoint": policy.entrypoint, "result": out}));
+        Ok(0)
+    }
+
+    fn policy_render(args: &[&str]) -> Result<i32, String> {
+        let (dir, flags) = positional_dir(args)?;
+        let args = flags.as_slice();
+        let path = required(args, "--config")?;
+        let pd = load_policy_dir(dir, false)?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let mut plugin: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let obj = plugin.as_object_mut().ok_or_else(|| format!("{path}: not a JSON object"))?;
+        let mut policy = obj.get("policy").cloned().unwrap_or_else(|| json!({}));
+        policy["modules"] = json!(pd.modules);
+        match pd.data {
+            Some(d) => policy["data"] = d,
+            None => {
+                if let Some(p) = policy.as_object_mut() {
+                    p.remove("data");
+                }
+            }
+        }
+        obj.insert("policy".into(), policy);
+        let rendered = serde_json::to_string_pretty(&plugin).map_err(|e| e.to_string())?;
+        if let Err(e) = Config::from_json(rendered.as_bytes()) {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+        println!("{rendered}");
         Ok(0)
     }
 

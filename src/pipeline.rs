@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
+use crate::agents::{authorize, AgentContext, AgentRecord, AgentRules, AgentStatus, Denial, Registry};
+use crate::config::Route;
+use crate::policy::{object, opt_str, strings, to_rego, Verdict};
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
@@ -19,6 +21,9 @@ pub struct Request {
     pub host: String,
     /// Every `authorization` value the host reported.
     pub authorization: Vec<Vec<u8>>,
+    /// Other request headers (lower-case names), for the policy; filled only when a policy
+    /// is configured ([`Engine::wants_headers`]).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Unique decision ids per worker: a random 64-bit worker prefix and a counter.
@@ -65,6 +70,14 @@ pub struct Decision {
     pub route: Option<String>,
     /// Scopes to name in `WWW-Authenticate` (missing or over the ceiling).
     pub scope_hint: Vec<String>,
+    /// The policy's revision, when a policy is configured.
+    pub policy_revision: Option<String>,
+    /// The policy's own reason for a deny.
+    pub policy_reason: Option<String>,
+    /// The policy's status for a deny (overrides the reason's default).
+    pub policy_status: Option<u16>,
+    /// Headers the policy adds upstream on allow.
+    pub policy_headers: Vec<(String, String)>,
     pub method: String,
     pub path: String,
     pub host: String,
@@ -77,13 +90,32 @@ impl Decision {
 
     /// HTTP status: 200 for allow (the upstream answers), else the reason's status.
     pub fn status(&self) -> u16 {
-        self.reason.map_or(200, Reason::status)
+        match (self.reason, self.policy_status) {
+            (Some(Reason::PolicyDenied), Some(s)) => s,
+            (r, _) => r.map_or(200, Reason::status),
+        }
+    }
+
+    /// RFC 6750 error code, following the status for policy denials.
+    fn error_code(&self) -> &'static str {
+        match (self.reason, self.status()) {
+            (Some(Reason::PolicyDenied), 401) => "invalid_token",
+            (Some(Reason::PolicyDenied), 403) => "insufficient_scope",
+            (Some(Reason::PolicyDenied), 400) => "invalid_request",
+            (Some(Reason::PolicyDenied), _) => "access_denied",
+            (Some(r), _) => r.error_code(),
+            (None, _) => "",
+        }
     }
 
     /// JSON body of a deny response. Never echoes the token.
     pub fn deny_body(&self) -> String {
         let reason = self.reason.unwrap_or(Reason::InternalError);
-        json!({"error": reason.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id}).to_string()
+        let mut body = json!({"error": self.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id});
+        if let (Some(pr), Some(obj)) = (&self.policy_reason, body.as_object_mut()) {
+            obj.insert("policy_reason".into(), json!(pr));
+        }
+        body.to_string()
     }
 
     /// `WWW-Authenticate` for a deny response (RFC 6750 §3).
@@ -119,6 +151,9 @@ impl Decision {
         if !effective.is_empty() {
             out.push((names.scopes.clone(), effective.join(" ")));
         }
+        // Policy headers never replace the identity headers.
+        let reserved = names.all();
+        out.extend(self.policy_headers.iter().filter(|(k, _)| !reserved.contains(&k.as_str())).cloned());
         out
     }
 
@@ -140,6 +175,7 @@ impl Decision {
                 "effective": a.map(|a| a.effective.clone()).unwrap_or_default(),
             },
             "route": self.route,
+            "policy": self.policy_revision.as_ref().map(|rev| json!({"revision": rev, "reason": self.policy_reason})),
             "token": t.map(|t| json!({
                 "iss": t.issuer, "jti": t.jti, "exp": numeric_date(t.exp), "kid": t.kid, "alg": t.alg,
                 "sha256": hex::encode(t.sha256), "cached": t.cached,
@@ -240,6 +276,10 @@ impl Engine {
             agent: None,
             route: None,
             scope_hint: Vec::new(),
+            policy_revision: self.config.policy.as_ref().map(|p| p.revision.clone()),
+            policy_reason: None,
+            policy_status: None,
+            policy_headers: Vec::new(),
             method: clip(&req.method),
             path: clip(&req.path),
             host: clip(&req.host),
@@ -273,27 +313,41 @@ impl Engine {
         let route = self.config.route_for(&req.method, &req.path);
         d.route = route.map(|r| r.name.clone());
         match route {
-            None if self.config.unmatched_route == UnmatchedRoute::Deny => {
-                Err(Reason::RouteUnmatched.into())
-            }
-            None => Ok(()),
+            None if self.config.unmatched_route == UnmatchedRoute::Deny => return Err(Reason::RouteUnmatched.into()),
+            None => {}
             Some(r) => {
-                let missing: Vec<String> = r
-                    .required_scopes
-                    .iter()
-                    .filter(|s| !agent.effective.contains(s))
-                    .cloned()
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Denial {
-                        reason: Reason::ScopeInsufficient,
-                        scopes: missing,
-                    })
+                let missing: Vec<String> =
+                    r.required_scopes.iter().filter(|s| !agent.effective.contains(s)).cloned().collect();
+                if !missing.is_empty() {
+                    return Err(Denial { reason: Reason::ScopeInsufficient, scopes: missing });
                 }
             }
         }
+        let Some(policy) = self.config.policy.as_ref() else {
+            return Ok(());
+        };
+        let input = policy_input(req, now, token, agent, route, &self.registry);
+        match policy.evaluate(input) {
+            Verdict::Allow { headers } => {
+                d.policy_headers = headers;
+                Ok(())
+            }
+            Verdict::Deny { reason, status } => {
+                d.policy_reason = reason;
+                d.policy_status = Some(status);
+                Err(Reason::PolicyDenied.into())
+            }
+            Verdict::Error(msg) => {
+                d.policy_reason = Some(clip(&msg));
+                Err(Reason::PolicyError.into())
+            }
+            Verdict::Limit => Err(Reason::PolicyLimit.into()),
+        }
+    }
+
+    /// Whether the host should collect all request headers (only a policy reads them).
+    pub fn wants_headers(&self) -> bool {
+        self.config.policy.is_some()
     }
 
     fn authenticate(&mut self, req: &Request, now: f64) -> Result<VerifiedToken, Reason> {
@@ -362,4 +416,88 @@ mod tests {
         let s = "é".repeat(400);
         assert!(clip(&s).len() <= MAX_FIELD);
     }
+}
+
+fn record_value(r: &AgentRecord) -> regorus::Value {
+    let status = match r.status {
+        AgentStatus::Active => "active",
+        AgentStatus::Suspended => "suspended",
+        AgentStatus::Retired => "retired",
+    };
+    object([
+        ("id", regorus::Value::from(r.id.as_str())),
+        ("status", regorus::Value::from(status)),
+        ("owner", opt_str(r.owner.as_deref())),
+        ("max_scopes", strings(r.max_scopes.iter().map(String::as_str))),
+        ("may_act_for", strings(r.may_act_for.iter().map(String::as_str))),
+        ("may_delegate_to", strings(r.may_delegate_to.iter().map(String::as_str))),
+        ("not_after", r.not_after.map_or(regorus::Value::Null, regorus::Value::from)),
+    ])
+}
+
+/// The policy's `input` document (DESIGN.md "Policy contract"), built directly as regorus
+/// values: no JSON text round trip on the request path.
+fn policy_input(
+    req: &Request,
+    now: f64,
+    token: &VerifiedToken,
+    agent: &AgentContext,
+    route: Option<&Route>,
+    registry: &Registry,
+) -> regorus::Value {
+    use regorus::Value as V;
+    let headers = V::from(
+        req.headers
+            .iter()
+            .filter(|(k, _)| k != "authorization")
+            .map(|(k, v)| (V::from(k.as_str()), V::from(v.as_str())))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    let chain = V::from(
+        token
+            .chain
+            .iter()
+            .map(|a| object([("sub", V::from(a.sub.as_str())), ("iss", opt_str(a.iss.as_deref()))]))
+            .collect::<Vec<_>>(),
+    );
+    let record = registry.lookup(&token.agent).map_or(V::Null, record_value);
+    object([
+        ("subject", object([("id", V::from(token.subject.as_str()))])),
+        (
+            "agent",
+            object([
+                ("id", V::from(token.agent.as_str())),
+                ("registered", V::from(agent.record_id.is_some())),
+                ("record", record),
+            ]),
+        ),
+        ("chain", chain),
+        ("token", to_rego(&serde_json::Value::Object(token.claims.clone()))),
+        (
+            "request",
+            object([
+                ("method", V::from(req.method.as_str())),
+                ("path", V::from(req.path.as_str())),
+                ("host", V::from(req.host.as_str())),
+                ("headers", headers),
+            ]),
+        ),
+        (
+            "route",
+            route.map_or(V::Null, |r| {
+                object([
+                    ("name", V::from(r.name.as_str())),
+                    ("required_scopes", strings(r.required_scopes.iter().map(String::as_str))),
+                ])
+            }),
+        ),
+        (
+            "scopes",
+            object([
+                ("requested", strings(agent.requested.iter().map(String::as_str))),
+                ("effective", strings(agent.effective.iter().map(String::as_str))),
+            ]),
+        ),
+        ("time", object([("now", V::from(now)), ("now_ns", V::from((now * 1e9) as i64))])),
+    ])
 }

@@ -78,6 +78,12 @@ pub enum Reason {
     RouteUnmatched,
     /// The effective scopes lack a scope the route requires.
     ScopeInsufficient,
+    /// The Rego policy denied the request.
+    PolicyDenied,
+    /// The policy's decision was undefined, of the wrong shape, or its evaluation failed.
+    PolicyError,
+    /// The policy ran out of its evaluation budget (`policy.max_eval_ms`).
+    PolicyLimit,
     /// The host failed us (crypto call error, clock): deny, fail closed.
     InternalError,
 }
@@ -120,6 +126,9 @@ impl Reason {
         Reason::AgentRegistryStale,
         Reason::RouteUnmatched,
         Reason::ScopeInsufficient,
+        Reason::PolicyDenied,
+        Reason::PolicyError,
+        Reason::PolicyLimit,
         Reason::InternalError,
     ];
 
@@ -161,6 +170,9 @@ impl Reason {
             Reason::AgentRegistryStale => "agent.registry_stale",
             Reason::RouteUnmatched => "route.unmatched",
             Reason::ScopeInsufficient => "scope.insufficient",
+            Reason::PolicyDenied => "policy.denied",
+            Reason::PolicyError => "policy.error",
+            Reason::PolicyLimit => "policy.limit",
             Reason::InternalError => "internal.error",
         }
     }
@@ -169,14 +181,15 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::RequestMalformed => 400,
-            Reason::InternalError | Reason::AgentRegistryStale => 503,
+            Reason::InternalError | Reason::AgentRegistryStale | Reason::PolicyError | Reason::PolicyLimit => 503,
             Reason::DelegationActorUnknown
             | Reason::DelegationActorInactive
             | Reason::DelegationPrincipalNotAllowed
             | Reason::DelegationNotPermitted
             | Reason::DelegationScopeExceedsCeiling
             | Reason::RouteUnmatched
-            | Reason::ScopeInsufficient => 403,
+            | Reason::ScopeInsufficient
+            | Reason::PolicyDenied => 403,
             _ => 401,
         }
     }
@@ -185,7 +198,9 @@ impl Reason {
     pub fn error_code(self) -> &'static str {
         match self {
             Reason::RequestMalformed => "invalid_request",
-            Reason::InternalError | Reason::AgentRegistryStale => "temporarily_unavailable",
+            Reason::InternalError | Reason::AgentRegistryStale | Reason::PolicyError | Reason::PolicyLimit => {
+                "temporarily_unavailable"
+            }
             r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
         }
@@ -237,6 +252,9 @@ impl Reason {
             Reason::AgentRegistryStale => "no good registry answer for longer than agents.feed.max_staleness_s",
             Reason::RouteUnmatched => "the request matches no configured route (unmatched_route: deny)",
             Reason::ScopeInsufficient => "the effective scopes lack a scope the route requires",
+            Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
+            Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",
+            Reason::PolicyLimit => "the policy exceeded policy.max_eval_ms",
             Reason::InternalError => "host failure on the request path (fail closed)",
         }
     }
