@@ -316,14 +316,24 @@ usage:
         let mut modules = std::collections::BTreeMap::new();
         let mut data: Option<Value> = None;
         for path in files {
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego")) {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 modules.insert(rel, text);
             } else if name == "data.json" {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let v: Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
                 match &mut data {
                     None => data = Some(v),
                     Some(d) => merge(d, v),
@@ -370,7 +380,10 @@ usage:
                 }
             }
         }
-        println!("{pass} passed, {fail} failed ({} test(s) in {dir})", results.len());
+        println!(
+            "{pass} passed, {fail} failed ({} test(s) in {dir})",
+            results.len()
+        );
         Ok(if fail > 0 || results.is_empty() { 1 } else { 0 })
     }
 
@@ -379,12 +392,16 @@ usage:
         let args = flags.as_slice();
         let pd = load_policy_dir(dir, false)?;
         let input_path = required(args, "--input")?;
-        let input: Value = serde_json::from_str(&std::fs::read_to_string(input_path).map_err(|e| format!("{input_path}: {e}"))?)
-            .map_err(|e| format!("{input_path}: {e}"))?;
+        let input: Value = serde_json::from_str(
+            &std::fs::read_to_string(input_path).map_err(|e| format!("{input_path}: {e}"))?,
+        )
+        .map_err(|e| format!("{input_path}: {e}"))?;
         let mut data = pd.data;
         if let Some(extra) = flag(args, "--data")? {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(extra).map_err(|e| format!("{extra}: {e}"))?)
-                .map_err(|e| format!("{extra}: {e}"))?;
+            let v: Value = serde_json::from_str(
+                &std::fs::read_to_string(extra).map_err(|e| format!("{extra}: {e}"))?,
+            )
+            .map_err(|e| format!("{extra}: {e}"))?;
             match &mut data {
                 None => data = Some(v),
                 Some(d) => merge(d, v),
@@ -393,7 +410,9 @@ usage:
         let cfg = agent_iam::policy::PolicyConfig {
             modules: pd.modules,
             data,
-            entrypoint: flag(args, "--entrypoint")?.unwrap_or(agent_iam::policy::DEFAULT_ENTRYPOINT).to_owned(),
+            entrypoint: flag(args, "--entrypoint")?
+                .unwrap_or(agent_iam::policy::DEFAULT_ENTRYPOINT)
+                .to_owned(),
             max_eval_ms: 1000,
         };
         let policy = match agent_iam::policy::Policy::compile(&cfg) {
@@ -402,12 +421,23 @@ usage:
         };
         let verdict = policy.evaluate(agent_iam::policy::to_rego(&input));
         let out = match &verdict {
-            agent_iam::policy::Verdict::Allow { headers } => json!({"decision": "allow", "headers": headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()}),
-            agent_iam::policy::Verdict::Deny { reason, status } => json!({"decision": "deny", "reason": "policy.denied", "policy_reason": reason, "status": status}),
-            agent_iam::policy::Verdict::Error(e) => json!({"decision": "deny", "reason": "policy.error", "error": e}),
-            agent_iam::policy::Verdict::Limit => json!({"decision": "deny", "reason": "policy.limit"}),
+            agent_iam::policy::Verdict::Allow { headers } => {
+                json!({"decision": "allow", "headers": headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()})
+            }
+            agent_iam::policy::Verdict::Deny { reason, status } => {
+                json!({"decision": "deny", "reason": "policy.denied", "policy_reason": reason, "status": status})
+            }
+            agent_iam::policy::Verdict::Error(e) => {
+                json!({"decision": "deny", "reason": "policy.error", "error": e})
+            }
+            agent_iam::policy::Verdict::Limit => {
+                json!({"decision": "deny", "reason": "policy.limit"})
+            }
         };
-        println!("{}", json!({"revision": policy.revision, "entrypoint": policy.entrypoint, "result": out}));
+        println!(
+            "{}",
+            json!({"revision": policy.revision, "entrypoint": policy.entrypoint, "result": out})
+        );
         Ok(0)
     }
 
@@ -418,7 +448,9 @@ usage:
         let pd = load_policy_dir(dir, false)?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let mut plugin: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-        let obj = plugin.as_object_mut().ok_or_else(|| format!("{path}: not a JSON object"))?;
+        let obj = plugin
+            .as_object_mut()
+            .ok_or_else(|| format!("{path}: not a JSON object"))?;
         let mut policy = obj.get("policy").cloned().unwrap_or_else(|| json!({}));
         policy["modules"] = json!(pd.modules);
         match pd.data {

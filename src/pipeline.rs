@@ -3,12 +3,14 @@
 
 use serde_json::{json, Value};
 
-use crate::agents::{authorize, AgentContext, AgentRecord, AgentRules, AgentStatus, Denial, Registry};
-use crate::config::Route;
-use crate::policy::{object, opt_str, strings, to_rego, Verdict};
+use crate::agents::{
+    authorize, AgentContext, AgentRecord, AgentRules, AgentStatus, Denial, Registry,
+};
 use crate::cache::VerifiedCache;
+use crate::config::Route;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
+use crate::policy::{object, opt_str, strings, to_rego, Verdict};
 use crate::reason::Reason;
 use crate::token::{verify_token, VerifiedToken};
 
@@ -153,7 +155,12 @@ impl Decision {
         }
         // Policy headers never replace the identity headers.
         let reserved = names.all();
-        out.extend(self.policy_headers.iter().filter(|(k, _)| !reserved.contains(&k.as_str())).cloned());
+        out.extend(
+            self.policy_headers
+                .iter()
+                .filter(|(k, _)| !reserved.contains(&k.as_str()))
+                .cloned(),
+        );
         out
     }
 
@@ -313,13 +320,22 @@ impl Engine {
         let route = self.config.route_for(&req.method, &req.path);
         d.route = route.map(|r| r.name.clone());
         match route {
-            None if self.config.unmatched_route == UnmatchedRoute::Deny => return Err(Reason::RouteUnmatched.into()),
+            None if self.config.unmatched_route == UnmatchedRoute::Deny => {
+                return Err(Reason::RouteUnmatched.into())
+            }
             None => {}
             Some(r) => {
-                let missing: Vec<String> =
-                    r.required_scopes.iter().filter(|s| !agent.effective.contains(s)).cloned().collect();
+                let missing: Vec<String> = r
+                    .required_scopes
+                    .iter()
+                    .filter(|s| !agent.effective.contains(s))
+                    .cloned()
+                    .collect();
                 if !missing.is_empty() {
-                    return Err(Denial { reason: Reason::ScopeInsufficient, scopes: missing });
+                    return Err(Denial {
+                        reason: Reason::ScopeInsufficient,
+                        scopes: missing,
+                    });
                 }
             }
         }
@@ -428,10 +444,23 @@ fn record_value(r: &AgentRecord) -> regorus::Value {
         ("id", regorus::Value::from(r.id.as_str())),
         ("status", regorus::Value::from(status)),
         ("owner", opt_str(r.owner.as_deref())),
-        ("max_scopes", strings(r.max_scopes.iter().map(String::as_str))),
-        ("may_act_for", strings(r.may_act_for.iter().map(String::as_str))),
-        ("may_delegate_to", strings(r.may_delegate_to.iter().map(String::as_str))),
-        ("not_after", r.not_after.map_or(regorus::Value::Null, regorus::Value::from)),
+        (
+            "max_scopes",
+            strings(r.max_scopes.iter().map(String::as_str)),
+        ),
+        (
+            "may_act_for",
+            strings(r.may_act_for.iter().map(String::as_str)),
+        ),
+        (
+            "may_delegate_to",
+            strings(r.may_delegate_to.iter().map(String::as_str)),
+        ),
+        (
+            "not_after",
+            r.not_after
+                .map_or(regorus::Value::Null, regorus::Value::from),
+        ),
     ])
 }
 
@@ -457,7 +486,12 @@ fn policy_input(
         token
             .chain
             .iter()
-            .map(|a| object([("sub", V::from(a.sub.as_str())), ("iss", opt_str(a.iss.as_deref()))]))
+            .map(|a| {
+                object([
+                    ("sub", V::from(a.sub.as_str())),
+                    ("iss", opt_str(a.iss.as_deref())),
+                ])
+            })
             .collect::<Vec<_>>(),
     );
     let record = registry.lookup(&token.agent).map_or(V::Null, record_value);
@@ -472,7 +506,10 @@ fn policy_input(
             ]),
         ),
         ("chain", chain),
-        ("token", to_rego(&serde_json::Value::Object(token.claims.clone()))),
+        (
+            "token",
+            to_rego(&serde_json::Value::Object(token.claims.clone())),
+        ),
         (
             "request",
             object([
@@ -487,17 +524,32 @@ fn policy_input(
             route.map_or(V::Null, |r| {
                 object([
                     ("name", V::from(r.name.as_str())),
-                    ("required_scopes", strings(r.required_scopes.iter().map(String::as_str))),
+                    (
+                        "required_scopes",
+                        strings(r.required_scopes.iter().map(String::as_str)),
+                    ),
                 ])
             }),
         ),
         (
             "scopes",
             object([
-                ("requested", strings(agent.requested.iter().map(String::as_str))),
-                ("effective", strings(agent.effective.iter().map(String::as_str))),
+                (
+                    "requested",
+                    strings(agent.requested.iter().map(String::as_str)),
+                ),
+                (
+                    "effective",
+                    strings(agent.effective.iter().map(String::as_str)),
+                ),
             ]),
         ),
-        ("time", object([("now", V::from(now)), ("now_ns", V::from((now * 1e9) as i64))])),
+        (
+            "time",
+            object([
+                ("now", V::from(now)),
+                ("now_ns", V::from((now * 1e9) as i64)),
+            ]),
+        ),
     ])
 }

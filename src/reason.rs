@@ -181,7 +181,10 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::RequestMalformed => 400,
-            Reason::InternalError | Reason::AgentRegistryStale | Reason::PolicyError | Reason::PolicyLimit => 503,
+            Reason::InternalError
+            | Reason::AgentRegistryStale
+            | Reason::PolicyError
+            | Reason::PolicyLimit => 503,
             Reason::DelegationActorUnknown
             | Reason::DelegationActorInactive
             | Reason::DelegationPrincipalNotAllowed
@@ -198,9 +201,10 @@ impl Reason {
     pub fn error_code(self) -> &'static str {
         match self {
             Reason::RequestMalformed => "invalid_request",
-            Reason::InternalError | Reason::AgentRegistryStale | Reason::PolicyError | Reason::PolicyLimit => {
-                "temporarily_unavailable"
-            }
+            Reason::InternalError
+            | Reason::AgentRegistryStale
+            | Reason::PolicyError
+            | Reason::PolicyLimit => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
         }

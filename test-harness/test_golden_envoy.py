@@ -39,6 +39,8 @@ def test_golden_case_through_envoy(client, tokens, case):
             assert seen["x-agent-scopes"] == [" ".join(want["effective_scopes"])]
     else:
         assert r.json()["reason"] == want["reason"], (case["name"], r)
+        if "policy_reason" in want:
+            assert r.json()["policy_reason"] == want["policy_reason"], (case["name"], r)
         challenge = r.headers["www-authenticate"]
         assert f'error_description="{want["reason"]}"' in challenge
         if want["status"] == 403:

@@ -55,6 +55,7 @@ fn golden_cases_native() {
             path: field("path", "/tickets"),
             host: "api.agent-iam.test".into(),
             authorization: auth.into_iter().map(String::into_bytes).collect(),
+            headers: Vec::new(),
         };
         let got = engine.evaluate(&req, now as f64).to_json();
         let want = &case["expect"];
@@ -63,6 +64,14 @@ fn golden_cases_native() {
                 if &got[key] != w {
                     failures.push(format!("{name}: {key} = {} want {w}", got[key]));
                 }
+            }
+        }
+        if let Some(w) = want.get("policy_reason") {
+            if &got["policy"]["reason"] != w {
+                failures.push(format!(
+                    "{name}: policy reason = {} want {w}",
+                    got["policy"]["reason"]
+                ));
             }
         }
         if let Some(w) = want.get("effective_scopes") {

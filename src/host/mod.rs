@@ -278,13 +278,27 @@ fn send_deny(d: &Decision) -> Action {
 }
 
 impl Http {
-    fn request(&self) -> Result<Request, ()> {
+    fn request(&self, with_headers: bool) -> Result<Request, ()> {
         let mut req = Request {
             method: header_text(":method")?,
             path: header_text(":path")?,
             host: header_text(":authority")?,
             authorization: Vec::new(),
+            headers: Vec::new(),
         };
+        if with_headers {
+            let all = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| ())?;
+            req.headers = all
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(':') && k != "authorization")
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+        }
         if let Some(v) = header("authorization")? {
             req.authorization.push(v);
         }
@@ -331,7 +345,7 @@ impl HttpContext for Http {
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return deny(503, Reason::InternalError, "busy");
         };
-        let Ok(req) = self.request() else {
+        let Ok(req) = self.request(engine.wants_headers()) else {
             return deny(503, Reason::InternalError, "host-headers");
         };
         let Some(now) = now_seconds() else {
