@@ -451,17 +451,21 @@ usage:
         let obj = plugin
             .as_object_mut()
             .ok_or_else(|| format!("{path}: not a JSON object"))?;
-        let mut policy = obj.get("policy").cloned().unwrap_or_else(|| json!({}));
-        policy["modules"] = json!(pd.modules);
+        let mut policy = match obj.get("policy") {
+            Some(Value::Object(p)) => p.clone(),
+            None => serde_json::Map::new(),
+            Some(_) => return Err(format!("{path}: `policy` must be an object")),
+        };
+        policy.insert("modules".into(), json!(pd.modules));
         match pd.data {
-            Some(d) => policy["data"] = d,
+            Some(d) => {
+                policy.insert("data".into(), d);
+            }
             None => {
-                if let Some(p) = policy.as_object_mut() {
-                    p.remove("data");
-                }
+                policy.remove("data");
             }
         }
-        obj.insert("policy".into(), policy);
+        obj.insert("policy".into(), Value::Object(policy));
         let rendered = serde_json::to_string_pretty(&plugin).map_err(|e| e.to_string())?;
         if let Err(e) = Config::from_json(rendered.as_bytes()) {
             eprintln!("{e}");

@@ -406,34 +406,6 @@ fn bearer_token(value: &str) -> Result<&str, Reason> {
     Ok(token)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_parsing_is_strict() {
-        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
-        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
-        assert_eq!(bearer_token("Basic abc"), Err(Reason::TokenScheme));
-        assert_eq!(bearer_token("Bearer"), Err(Reason::TokenScheme));
-        assert_eq!(bearer_token("Bearer  abc"), Err(Reason::TokenMalformed));
-        assert_eq!(bearer_token("Bearer a b"), Err(Reason::TokenMalformed));
-    }
-
-    #[test]
-    fn decision_ids_are_unique_per_worker() {
-        let mut ids = DecisionIds::new(7);
-        assert_ne!(ids.next_id(), ids.next_id());
-        assert_eq!(ids.next_id().len(), 32);
-    }
-
-    #[test]
-    fn clip_respects_char_boundaries() {
-        let s = "é".repeat(400);
-        assert!(clip(&s).len() <= MAX_FIELD);
-    }
-}
-
 fn record_value(r: &AgentRecord) -> regorus::Value {
     let status = match r.status {
         AgentStatus::Active => "active",
@@ -552,4 +524,32 @@ fn policy_input(
             ]),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing_is_strict() {
+        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("Basic abc"), Err(Reason::TokenScheme));
+        assert_eq!(bearer_token("Bearer"), Err(Reason::TokenScheme));
+        assert_eq!(bearer_token("Bearer  abc"), Err(Reason::TokenMalformed));
+        assert_eq!(bearer_token("Bearer a b"), Err(Reason::TokenMalformed));
+    }
+
+    #[test]
+    fn decision_ids_are_unique_per_worker() {
+        let mut ids = DecisionIds::new(7);
+        assert_ne!(ids.next_id(), ids.next_id());
+        assert_eq!(ids.next_id().len(), 32);
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        let s = "é".repeat(400);
+        assert!(clip(&s).len() <= MAX_FIELD);
+    }
 }
