@@ -125,7 +125,7 @@ impl Decision {
         let reason = self.reason?;
         let mut v = format!(
             "Bearer error=\"{}\", error_description=\"{}\"",
-            reason.error_code(),
+            self.error_code(),
             reason.as_str()
         );
         if !self.scope_hint.is_empty() {

@@ -13,12 +13,14 @@ import sys
 import tempfile
 import threading
 import time
+
+import yaml
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = ROOT / "target" / "release" / "agent-iam"
+CLI = Path(os.environ.get("AGENT_IAM_CLI", ROOT / "target" / "release" / "agent-iam"))
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
-HOOKS_WASM = ROOT / "target" / "test-hooks" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
+HOOKS_WASM = ROOT / "target" / "wasm32-wasip1" / "test-hooks" / "agent_iam.wasm"
 PLUGIN = ROOT / "envoy" / "plugin.json"
 KEYS = ROOT / "test-harness" / "keys" / "demo-private.json"
 OUT = ROOT / "test-harness" / "out"
@@ -327,3 +329,84 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
             envoy.upstream = up
             envoy.control_plane = cp
             yield envoy
+
+
+class DynamicStack:
+    """Upstream + control plane + an Envoy whose listener comes from a file it watches
+    (LDS over `path_config_source`): `apply(plugin)` rewrites the file atomically and Envoy
+    swaps in the new filter configuration without a restart."""
+
+    def __init__(self, plugin, name="dynamic"):
+        self.plugin = plugin
+        self.name = name
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        self.upstream = self.stack.enter_context(Upstream())
+        self.control_plane = self.stack.enter_context(ControlPlane(registry_doc(self.plugin)))
+        self.listen_port, self.admin_port = free_port(), free_port()
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-lds-", dir=OUT))
+        self.lds_path = self.dir / "lds.yaml"
+        static = yaml.safe_load(self._static_yaml(self.plugin))
+        listener = static["static_resources"].pop("listeners")[0]
+        self._write_lds(listener)
+        static["node"] = {"id": "agent-iam-harness", "cluster": "agent-iam"}
+        static["dynamic_resources"] = {"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(self.lds_path), "watched_directory": {"path": str(self.dir)}}}}
+        self.envoy = self.stack.enter_context(Envoy(yaml.safe_dump(static), name=self.name))
+        self.envoy.listen_port = self.listen_port
+        return self
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+    def _static_yaml(self, plugin):
+        fd, tmp = tempfile.mkstemp(suffix=".json", dir=OUT)
+        with os.fdopen(fd, "w") as f:
+            json.dump(plugin, f)
+        # The generator validates the plugin; a deliberately broken one is spliced in later.
+        return envoy_yaml(plugin=tmp, listen=self.listen_port, admin=self.admin_port,
+                          upstream=self.upstream.port, control_plane=self.control_plane.port)
+
+    def _write_lds(self, listener):
+        listener = dict(listener, **{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"})
+        tmp = self.dir / "lds.yaml.tmp"
+        tmp.write_text(yaml.safe_dump({"resources": [listener]}))
+        os.replace(tmp, self.lds_path)  # atomic: Envoy sees a move into the watched directory
+
+    def lds_stats(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        conn.request("GET", "/stats?filter=listener_manager.lds.update_")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        stats = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                stats[name.rsplit(".", 1)[-1]] = int(value)
+        return stats
+
+    def apply(self, plugin_text_or_dict, expect="update_success", timeout=15):
+        """Writes a new listener carrying this plugin configuration (dict, or raw JSON text
+        for deliberately invalid ones) and waits until Envoy counts the update."""
+        before = self.lds_stats().get(expect, 0)
+        static = yaml.safe_load(self._static_yaml(self.plugin))
+        listener = static["static_resources"]["listeners"][0]
+        text = plugin_text_or_dict if isinstance(plugin_text_or_dict, str) else json.dumps(plugin_text_or_dict)
+        for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+            if f["name"] == "envoy.filters.http.wasm":
+                f["typed_config"]["config"]["configuration"]["value"] = text
+        self._write_lds(listener)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.lds_stats().get(expect, 0) > before:
+                return True
+            time.sleep(0.05)
+        raise AssertionError(f"Envoy never counted lds.{expect}: {self.lds_stats()}\n{self.envoy.log()[-5000:]}")
+
+
+def render_plugin(policies_dir, base=ROOT / "envoy" / "plugin.base.json"):
+    """`agent-iam policy render`: the plugin configuration with this policy folder."""
+    return json.loads(cli("policy", "render", "--config", base, policies_dir).stdout)

@@ -14,8 +14,9 @@ step "clippy (native)";                      cargo clippy --all-targets --locked
 step "clippy (wasm32-wasip1)";               cargo clippy --target wasm32-wasip1 --locked -- -D warnings
 step "clippy (wasm32-wasip1, test-hooks)";   cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo test";                           cargo test --locked
-step "release builds";                       test-harness/build.sh --with-test-hooks
-step "end-to-end through Envoy";             python -m pytest -q test-harness
+step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
+step "builds";                               test-harness/build.sh --for-tests
+step "end-to-end through Envoy";             AGENT_IAM_CLI="$ROOT/target/debug/agent-iam" python -m pytest -q test-harness
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
 echo "all green"
