@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
 
+pub mod input;
+
 /// Default entry point.
 pub const DEFAULT_ENTRYPOINT: &str = "data.agent_iam.authz.decision";
 

@@ -1,0 +1,84 @@
+//! Criterion benchmarks of the decision path (native): the shipped default policy alone,
+//! and the whole pipeline for a cached ES256 token with and without the policy.
+//! Run: cargo bench --bench decision
+#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
+
+use agent_iam::config::Config;
+use agent_iam::crypto::PureRust;
+use agent_iam::dev::{mint, DevKeys, Recipe};
+use agent_iam::pipeline::{DecisionIds, Engine, Request};
+use agent_iam::policy::{to_rego, Policy, PolicyConfig};
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::{json, Value};
+
+fn plugin() -> Value {
+    serde_json::from_str(&std::fs::read_to_string("envoy/plugin.json").unwrap()).unwrap()
+}
+
+fn engine(with_policy: bool) -> Engine {
+    let mut p = plugin();
+    if !with_policy {
+        p.as_object_mut().unwrap().remove("policy");
+    }
+    let cfg = Config::from_json(p.to_string().as_bytes()).unwrap();
+    let mut e = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
+    e.start_feed_clock(1_800_000_000.0);
+    e
+}
+
+fn request() -> Request {
+    let keys: Value = serde_json::from_str(
+        &std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap(),
+    )
+    .unwrap();
+    let keys = DevKeys::from_private_json(&keys).unwrap();
+    let recipe: Recipe = serde_json::from_value(json!({
+        "claims": {"sub": "user:alice", "tenant": "acme", "act": {"sub": "agent:planner"}}
+    }))
+    .unwrap();
+    let token = mint(&keys, &recipe, 1_800_000_000).unwrap();
+    Request {
+        method: "GET".into(),
+        path: "/tenants/acme/tickets".into(),
+        host: "api.agent-iam.test".into(),
+        authorization: vec![format!("Bearer {token}").into_bytes()],
+        headers: vec![
+            ("user-agent".into(), "bench".into()),
+            ("accept".into(), "application/json".into()),
+        ],
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let cfg: PolicyConfig = serde_json::from_value(plugin()["policy"].clone()).unwrap();
+    let policy = Policy::compile(&cfg).unwrap();
+    let input = to_rego(&json!({
+        "subject": {"id": "user:alice"},
+        "agent": {"id": "agent:planner", "registered": true, "record": null},
+        "chain": [{"sub": "agent:planner", "iss": null}],
+        "token": {"sub": "user:alice", "tenant": "acme", "scope": "tickets:read"},
+        "request": {"method": "GET", "path": "/tenants/acme/tickets", "host": "api", "headers": {"accept": "*/*"}},
+        "route": {"name": "tenants", "required_scopes": ["tickets:read"]},
+        "scopes": {"requested": ["tickets:read"], "effective": ["tickets:read"]},
+        "time": {"now": 1800000000.0, "now_ns": 1_800_000_000_000_000_000i64},
+    }));
+    c.bench_function("policy: default policy evaluate", |b| {
+        b.iter(|| policy.evaluate(input.clone()))
+    });
+
+    let req = request();
+    let mut with = engine(true);
+    assert!(with.evaluate(&req, 1_800_000_000.0).allowed());
+    c.bench_function("pipeline: cached ES256 + registry + route + policy", |b| {
+        b.iter(|| with.evaluate(&req, 1_800_000_000.0))
+    });
+    let mut without = engine(false);
+    assert!(without.evaluate(&req, 1_800_000_000.0).allowed());
+    c.bench_function(
+        "pipeline: cached ES256 + registry + route, no policy",
+        |b| b.iter(|| without.evaluate(&req, 1_800_000_000.0)),
+    );
+}
+
+criterion_group!(decision, benches);
+criterion_main!(decision);
