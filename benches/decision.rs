@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the decision path (native): the shipped default policy alone,
 //! and the whole pipeline for a cached ES256 token with and without the policy.
 //! Run: cargo bench --bench decision
-#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // benchmark code
 
 use agent_iam::config::Config;
 use agent_iam::crypto::PureRust;

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Release builds: the filter (target/wasm32-wasip1/release/agent_iam.wasm) and the native CLI
-# (target/release/agent-iam).
-#   --for-tests   the filter, a debug CLI (reusing `cargo test`'s build) and the test-only hook
-#                 build of the filter (target/wasm32-wasip1/test-hooks/agent_iam.wasm) used to
-#                 run Wycheproof inside Envoy; no LTO for either helper, to keep CI fast.
+# Builds the filter (target/wasm32-wasip1/release/agent_iam.wasm) and the native CLI.
+#   (no flag)     release CLI (target/release/agent-iam), for the demo and benchmarks
+#   --for-tests   debug CLI (reusing `cargo test`'s build) and, first, the test-only hook build
+#                 of the filter, copied to target/agent_iam_test_hooks.wasm (same profile and
+#                 dependency artifacts as the release filter: only our crate is rebuilt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --target wasm32-wasip1
 if [ "${1:-}" = "--for-tests" ]; then
+  cargo build --release --locked --target wasm32-wasip1 --features test-hooks
+  cp target/wasm32-wasip1/release/agent_iam.wasm target/agent_iam_test_hooks.wasm
+  cargo build --release --locked --target wasm32-wasip1
   cargo build --locked --bin agent-iam
-  cargo build --profile test-hooks --locked --target wasm32-wasip1 --features test-hooks
 else
+  cargo build --release --locked --target wasm32-wasip1
   cargo build --release --locked --bin agent-iam
 fi

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(os.environ.get("AGENT_IAM_CLI", ROOT / "target" / "release" / "agent-iam"))
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
-HOOKS_WASM = ROOT / "target" / "wasm32-wasip1" / "test-hooks" / "agent_iam.wasm"
+HOOKS_WASM = ROOT / "target" / "agent_iam_test_hooks.wasm"
 PLUGIN = ROOT / "envoy" / "plugin.json"
 KEYS = ROOT / "test-harness" / "keys" / "demo-private.json"
 OUT = ROOT / "test-harness" / "out"

@@ -11,8 +11,7 @@ source test-harness/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native)";                      cargo clippy --all-targets --locked -- -D warnings
-step "clippy (wasm32-wasip1)";               cargo clippy --target wasm32-wasip1 --locked -- -D warnings
-step "clippy (wasm32-wasip1, test-hooks)";   cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
+step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo test";                           cargo test --locked
 step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
 step "builds";                               test-harness/build.sh --for-tests
