@@ -54,7 +54,7 @@ impl SignatureBackend for PureRust {
                         .is_ok_and(|s| Ed25519.verify_signature(&s, pk, signing_input))
             }
             KeyMaterial::Rs256(pk) => {
-                sig.len() == rsa::traits::PublicKeyParts::size(pk)
+                sig.len() == rsa_len(key)
                     && RsaSignature::try_from_slice(sig)
                         .is_ok_and(|s| Rsa::rs256().verify_signature(&s, pk, signing_input))
             }

@@ -104,12 +104,14 @@ impl DevKeys {
         ]})
     }
 
+    /// The ES256 key's SubjectPublicKeyInfo, as the filter derives it from the JWKS.
     fn es256_spki(&self) -> Vec<u8> {
-        let point = self.es256.verifying_key().to_encoded_point(false);
-        let mut der =
-            hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap_or_default();
-        der.extend_from_slice(point.as_bytes());
-        der
+        let jwks = self.public_jwks();
+        let first = jwks.get("keys").and_then(|k| k.get(0));
+        first
+            .and_then(|k| crate::keys::parse_jwk(k).ok())
+            .map(|k| k.spki_der)
+            .unwrap_or_default()
     }
 }
 

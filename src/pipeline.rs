@@ -83,6 +83,25 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A deny decided outside the pipeline (host failures), with nothing else known.
+    pub fn denied(decision_id: String, reason: Reason) -> Decision {
+        Decision {
+            decision_id,
+            reason: Some(reason),
+            token: None,
+            agent: None,
+            route: None,
+            scope_hint: Vec::new(),
+            policy_revision: None,
+            policy_reason: None,
+            policy_status: None,
+            policy_headers: Vec::new(),
+            method: String::new(),
+            path: String::new(),
+            host: String::new(),
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.reason.is_none()
     }
@@ -267,27 +286,14 @@ impl Engine {
         }
     }
 
-    pub fn backend(&self) -> &dyn SignatureBackend {
-        self.backend.as_ref()
-    }
-
     /// Decides one request at `now` (UNIX seconds).
     pub fn evaluate(&mut self, req: &Request, now: f64) -> Decision {
-        let mut d = Decision {
-            decision_id: self.ids.next_id(),
-            reason: None,
-            token: None,
-            agent: None,
-            route: None,
-            scope_hint: Vec::new(),
-            policy_revision: self.config.policy.as_ref().map(|p| p.revision.clone()),
-            policy_reason: None,
-            policy_status: None,
-            policy_headers: Vec::new(),
-            method: clip(&req.method),
-            path: clip(&req.path),
-            host: clip(&req.host),
-        };
+        let mut d = Decision::denied(self.ids.next_id(), Reason::InternalError);
+        d.reason = None;
+        d.policy_revision = self.config.policy.as_ref().map(|p| p.revision.clone());
+        d.method = clip(&req.method);
+        d.path = clip(&req.path);
+        d.host = clip(&req.host);
         if let Err(denial) = self.decide(req, now, &mut d) {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;

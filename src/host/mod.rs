@@ -235,27 +235,9 @@ fn now_seconds() -> Option<f64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
 }
 
-fn deny(status: u16, reason: Reason, decision_id: &str) -> Action {
-    let body = serde_json::json!({"error": reason.error_code(), "reason": reason.as_str(), "decision_id": decision_id})
-        .to_string();
-    let www = format!(
-        "Bearer error=\"{}\", error_description=\"{}\"",
-        reason.error_code(),
-        reason.as_str()
-    );
-    let headers = vec![
-        ("content-type", "application/json"),
-        ("cache-control", "no-store"),
-        ("www-authenticate", www.as_str()),
-    ];
-    if hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes())).is_err() {
-        log(
-            LogLevel::Error,
-            "agent-iam: send_http_response failed; resetting the stream",
-        );
-        let _ = hostcalls::reset_http_request();
-    }
-    Action::Pause
+/// Fail closed outside the pipeline (host errors): the same response shape as any deny.
+fn deny(reason: Reason, decision_id: &str) -> Action {
+    send_deny(&Decision::denied(decision_id.to_owned(), reason))
 }
 
 fn send_deny(d: &Decision) -> Action {
@@ -309,7 +291,7 @@ impl Http {
         // Whatever the verdict, no client-supplied identity header survives.
         for name in engine.config.headers.all() {
             if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-                return deny(503, Reason::InternalError, &d.decision_id);
+                return deny(Reason::InternalError, &d.decision_id);
             }
         }
         log(
@@ -322,11 +304,11 @@ impl Http {
         if engine.config.strip_authorization
             && hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization").is_err()
         {
-            return deny(503, Reason::InternalError, &d.decision_id);
+            return deny(Reason::InternalError, &d.decision_id);
         }
         for (name, value) in d.upstream_headers(&engine.config.headers) {
             if hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value)).is_err() {
-                return deny(503, Reason::InternalError, &d.decision_id);
+                return deny(Reason::InternalError, &d.decision_id);
             }
         }
         Action::Continue
@@ -336,20 +318,20 @@ impl Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(engine) = self.engine.as_ref() else {
-            return deny(503, Reason::InternalError, "unconfigured");
+            return deny(Reason::InternalError, "unconfigured");
         };
         #[cfg(feature = "test-hooks")]
         if let Some(action) = test_hooks::handle() {
             return action;
         }
         let Ok(mut engine) = engine.try_borrow_mut() else {
-            return deny(503, Reason::InternalError, "busy");
+            return deny(Reason::InternalError, "busy");
         };
         let Ok(req) = self.request(engine.wants_headers()) else {
-            return deny(503, Reason::InternalError, "host-headers");
+            return deny(Reason::InternalError, "host-headers");
         };
         let Some(now) = now_seconds() else {
-            return deny(503, Reason::InternalError, "host-clock");
+            return deny(Reason::InternalError, "host-clock");
         };
         if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
             feed.sync(&mut engine);

@@ -4,7 +4,7 @@
 use crate::agents::{AgentContext, AgentRecord, AgentStatus, Registry};
 use crate::config::Route;
 use crate::pipeline::Request;
-use crate::policy::{object, opt_str, strings, to_rego};
+use crate::policy::{object, opt_str, strings, to_rego_object};
 use crate::token::VerifiedToken;
 
 fn record_value(r: &AgentRecord) -> regorus::Value {
@@ -79,10 +79,7 @@ pub fn policy_input(
             ]),
         ),
         ("chain", chain),
-        (
-            "token",
-            to_rego(&serde_json::Value::Object(token.claims.clone())),
-        ),
+        ("token", to_rego_object(&token.claims)),
         (
             "request",
             object([

@@ -21,17 +21,6 @@ pub mod input;
 /// Default entry point.
 pub const DEFAULT_ENTRYPOINT: &str = "data.agent_iam.authz.decision";
 
-/// Builtin families compiled in (regorus features). Others are refused at load time.
-pub const BUILTIN_FAMILIES: &[&str] = &[
-    "core (comparison, numbers, aggregates, arrays, sets, objects, strings, types, encoding json)",
-    "regex.*",
-    "glob.match, glob.quote_meta",
-    "time.*",
-    "base64.*, base64url.*, hex.*",
-    "semver.*",
-    "urlquery.*",
-];
-
 /// The `policy` section of the plugin configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -466,12 +455,17 @@ pub fn to_rego(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::from(a.iter().map(to_rego).collect::<Vec<_>>()),
-        serde_json::Value::Object(m) => Value::from(
-            m.iter()
-                .map(|(k, v)| (Value::from(k.as_str()), to_rego(v)))
-                .collect::<BTreeMap<_, _>>(),
-        ),
+        serde_json::Value::Object(m) => to_rego_object(m),
     }
+}
+
+/// A JSON object → regorus object, without cloning the source map first.
+pub fn to_rego_object(m: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from(
+        m.iter()
+            .map(|(k, v)| (Value::from(k.as_str()), to_rego(v)))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 /// Builds a regorus object from `(key, value)` pairs.
