@@ -15,10 +15,15 @@ fn plugin() -> Value {
     serde_json::from_str(&std::fs::read_to_string("envoy/plugin.json").unwrap()).unwrap()
 }
 
-fn engine(with_policy: bool) -> Engine {
+/// `policy`: None = no policy, Some("") = the shipped one, else a Rego module.
+fn engine(policy: Option<&str>) -> Engine {
     let mut p = plugin();
-    if !with_policy {
-        p.as_object_mut().unwrap().remove("policy");
+    match policy {
+        None => {
+            p.as_object_mut().unwrap().remove("policy");
+        }
+        Some("") => {}
+        Some(rego) => p["policy"] = json!({"modules": {"bench.rego": rego}}),
     }
     let cfg = Config::from_json(p.to_string().as_bytes()).unwrap();
     let mut e = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
@@ -62,17 +67,34 @@ fn benches(c: &mut Criterion) {
         "scopes": {"requested": ["tickets:read"], "effective": ["tickets:read"]},
         "time": {"now": 1800000000.0, "now_ns": 1_800_000_000_000_000_000i64},
     }));
-    c.bench_function("policy: default policy evaluate", |b| {
+    c.bench_function("policy: shipped policy evaluate (RVM)", |b| {
         b.iter(|| policy.evaluate(input.clone()))
+    });
+    let trivial_cfg: PolicyConfig = serde_json::from_value(
+        json!({"modules": {"t.rego": "package agent_iam.authz\ndecision := true"}}),
+    )
+    .unwrap();
+    let trivial_policy = Policy::compile(&trivial_cfg).unwrap();
+    c.bench_function("policy: `decision := true` evaluate (RVM)", |b| {
+        b.iter(|| trivial_policy.evaluate(input.clone()))
+    });
+    c.bench_function("policy: shipped policy evaluate (interpreter)", |b| {
+        b.iter(|| policy.evaluate_interpreted(input.clone()))
     });
 
     let req = request();
-    let mut with = engine(true);
+    let mut with = engine(Some(""));
     assert!(with.evaluate(&req, 1_800_000_000.0).allowed());
     c.bench_function("pipeline: cached ES256 + registry + route + policy", |b| {
         b.iter(|| with.evaluate(&req, 1_800_000_000.0))
     });
-    let mut without = engine(false);
+    let mut trivial = engine(Some("package agent_iam.authz\ndecision := true"));
+    assert!(trivial.evaluate(&req, 1_800_000_000.0).allowed());
+    c.bench_function(
+        "pipeline: cached ES256 + registry + route + `decision := true`",
+        |b| b.iter(|| trivial.evaluate(&req, 1_800_000_000.0)),
+    );
+    let mut without = engine(None);
     assert!(without.evaluate(&req, 1_800_000_000.0).allowed());
     c.bench_function(
         "pipeline: cached ES256 + registry + route, no policy",

@@ -414,12 +414,16 @@ usage:
                 .unwrap_or(agent_iam::policy::DEFAULT_ENTRYPOINT)
                 .to_owned(),
             max_eval_ms: 1000,
+            max_instructions: 10_000_000,
         };
         let policy = match agent_iam::policy::Policy::compile(&cfg) {
             Ok(p) => p,
             Err(problems) => return Ok(report(&problems)),
         };
-        let verdict = policy.evaluate(agent_iam::policy::to_rego(&input));
+        let input = agent_iam::policy::to_rego(&input);
+        let verdict = policy.evaluate(input.clone());
+        // The gateway's engine decides; the interpreter (which runs `policy test`) must agree.
+        let cross_check = policy.evaluate_interpreted(input);
         let out = match &verdict {
             agent_iam::policy::Verdict::Allow { headers } => {
                 json!({"decision": "allow", "headers": headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()})
@@ -436,8 +440,19 @@ usage:
         };
         println!(
             "{}",
-            json!({"revision": policy.revision, "entrypoint": policy.entrypoint, "result": out})
+            json!({"revision": policy.revision, "entrypoint": policy.entrypoint, "engine": policy.engine(), "result": out})
         );
+        if let Some(why) = &policy.rvm_unavailable {
+            eprintln!(
+                "note: the RVM cannot run this policy ({why}); the gateway uses the interpreter"
+            );
+        }
+        if cross_check != verdict {
+            eprintln!(
+                "error: the interpreter disagrees with the gateway's engine: {cross_check:?}; please report this policy"
+            );
+            return Ok(1);
+        }
         Ok(0)
     }
 

@@ -7,7 +7,7 @@ use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
-use crate::policy::{input::policy_input, Verdict};
+use crate::policy::{input::InputBuilder, Verdict};
 use crate::reason::Reason;
 use crate::token::{verify_token, VerifiedToken};
 
@@ -224,6 +224,8 @@ pub struct Engine {
     cache: VerifiedCache,
     ids: DecisionIds,
     registry: Registry,
+    /// The policy's `input` builder, with its per-token and per-route parts.
+    inputs: InputBuilder,
     /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
     registry_fresh_at: Option<f64>,
 }
@@ -249,6 +251,7 @@ impl Engine {
             cache,
             ids,
             registry,
+            inputs: InputBuilder::default(),
             registry_fresh_at: None,
         }
     }
@@ -256,6 +259,7 @@ impl Engine {
     /// Replaces the registry (a new feed version) and records when it was confirmed.
     pub fn set_registry(&mut self, registry: Registry, fresh_at: f64) {
         self.registry = registry;
+        self.inputs.clear();
         self.registry_fresh_at = Some(fresh_at);
     }
 
@@ -345,7 +349,9 @@ impl Engine {
         let Some(policy) = self.config.policy.as_ref() else {
             return Ok(());
         };
-        let input = policy_input(req, now, token, agent, route, &self.registry);
+        let input = self
+            .inputs
+            .build(req, now, token, agent, route, &self.registry);
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {
                 d.policy_headers = headers;

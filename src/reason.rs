@@ -82,7 +82,7 @@ pub enum Reason {
     PolicyDenied,
     /// The policy's decision was undefined, of the wrong shape, or its evaluation failed.
     PolicyError,
-    /// The policy ran out of its evaluation budget (`policy.max_eval_ms`).
+    /// The policy ran out of its evaluation budget (`policy.max_eval_ms` or `policy.max_instructions`).
     PolicyLimit,
     /// The host failed us (crypto call error, clock): deny, fail closed.
     InternalError,
@@ -258,7 +258,7 @@ impl Reason {
             Reason::ScopeInsufficient => "the effective scopes lack a scope the route requires",
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
             Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",
-            Reason::PolicyLimit => "the policy exceeded policy.max_eval_ms",
+            Reason::PolicyLimit => "the policy exceeded its budget (policy.max_eval_ms or policy.max_instructions)",
             Reason::InternalError => "host failure on the request path (fail closed)",
         }
     }

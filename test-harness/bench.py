@@ -6,7 +6,13 @@ are the filter's cost. "cached": the same ES256 token every request, hitting the
 verified-token cache. "uncached": the same token with the cache disabled
 (cache.max_entries = 0), so every request verifies the signature.
 
+Throughput depends on this machine's scheduling (loopback wake-ups in a small VM vary a lot
+from day to day), so every row also reports Envoy's CPU time per request (user + system,
+Envoy and its threads, from /proc): that figure is stable, and the policy's cost is the
+difference of two such figures.
+
 Usage: python test-harness/bench.py [--duration 10] [--connections 16]"""
+import os
 
 import argparse
 import json
@@ -18,33 +24,58 @@ import sys
 import harness
 
 
-def wrk(port, token, duration, connections):
+def cpu_seconds(pid):
+    """User + system CPU seconds of `pid` and all its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = text.rsplit(")", 1)[1].split()
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    family, grew = {pid}, True
+    while grew:
+        new = {p for p, (ppid, _) in stats.items() if ppid in family} - family
+        family |= new
+        grew = bool(new)
+    return sum(stats[p][1] for p in family if p in stats) / ticks
+
+
+def wrk(port, token, duration, connections, pid=None):
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-H", f"authorization: Bearer {token}",
          f"http://127.0.0.1:{port}/tickets/bench"], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - before if pid else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = re.search(r"Latency\s+([\d.]+\w+)", out).group(1)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise SystemExit(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
-    return rps, lat
+    return rps, lat, cpu / total * 1e6
 
 
 def run_bare(duration, connections):
     listen, admin = harness.free_port(), harness.free_port()
     yaml_text = harness.envoy_yaml(listen=listen, admin=admin, upstream=1, direct_response=True, no_filter=True)
-    with harness.Envoy(yaml_text, name="bench-bare", log_level="warning"):
+    with harness.Envoy(yaml_text, name="bench-bare", log_level="warning") as envoy:
         wrk(listen, "x", 2, connections)
-        return wrk(listen, "x", duration, connections)
+        return wrk(listen, "x", duration, connections, envoy.proc.pid)
 
 
-def run(backend, cache_entries, duration, connections):
+def run(backend, cache_entries, duration, connections, policy=True):
     plugin = json.loads(harness.PLUGIN.read_text())
+    if not policy:
+        plugin.pop("policy")
     plugin["signature_backend"] = backend
     plugin["cache"] = {"max_entries": cache_entries}
     plugin["max_token_lifetime_s"] = 3600
     plugin["agents"].pop("feed", None)  # no control plane in benchmarks: inline registry
-    path = harness.OUT / f"bench-{backend}-{cache_entries}.json"
+    path = harness.OUT / f"bench-{backend}-{cache_entries}-{int(policy)}.json"
     harness.OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plugin))
     listen, admin = harness.free_port(), harness.free_port()
@@ -55,24 +86,86 @@ def run(backend, cache_entries, duration, connections):
         assert c.request("/tickets/bench", token=token).status == 200
         c.close()
         wrk(listen, token, 2, connections)  # warm-up
-        return wrk(listen, token, duration, connections)
+        return wrk(listen, token, duration, connections, envoy.proc.pid)
+
+
+def in_envoy(policies, iterations=1000, rounds=15):
+    """µs per decision measured inside Envoy by the test-hook build (`x-agent-iam-test-bench`):
+    the whole pipeline for one cached ES256 token, `iterations` times per request. One Envoy
+    per policy ("shipped", "none" or a Rego module text), all running at once and sampled in
+    turn, so a slow phase of the machine hits every configuration alike; the minimum over
+    `rounds` is reported (noise only ever adds time)."""
+    import contextlib
+    [token] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": {"tenant": "acme"}}])
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for i, policy in enumerate(policies):
+            plugin = json.loads(harness.PLUGIN.read_text())
+            if policy == "none":
+                plugin.pop("policy")
+            elif policy != "shipped":
+                plugin["policy"] = {"modules": {"bench.rego": policy}}
+            plugin["signature_backend"] = "host"
+            plugin["max_token_lifetime_s"] = 3600
+            plugin["agents"].pop("feed", None)
+            path = harness.OUT / f"bench-in-envoy-{i}.json"
+            path.write_text(json.dumps(plugin))
+            listen, admin = harness.free_port(), harness.free_port()
+            yaml_text = harness.envoy_yaml(plugin=path, wasm=harness.HOOKS_WASM, listen=listen, admin=admin,
+                                           upstream=1, direct_response=True)
+            stack.enter_context(harness.Envoy(yaml_text, name=f"bench-in-envoy-{i}", log_level="warning"))
+            clients.append(harness.Client(listen))
+        samples = [[] for _ in policies]
+        for _ in range(rounds):
+            for c, out in zip(clients, samples):
+                r = c.request("/tickets/bench", token=token, headers={"x-agent-iam-test-bench": str(iterations)})
+                body = r.body.decode()
+                if r.status != 200 or f"allowed={iterations}/{iterations}" not in body:
+                    raise SystemExit(f"in-Envoy bench: {r.status} {body}")
+                out.append(int(re.search(r"ns_per_decision=(\d+)", body).group(1)))
+        for c in clients:
+            c.close()
+    return [min(s) / 1000 for s in samples]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--in-envoy", action="store_true",
+                    help="only the in-Envoy decision timings (test-hook build), no wrk")
     args = ap.parse_args()
+    print("In-Envoy decision time (pipeline for a cached ES256 token; min of 15 × 1000; test-hook build):")
+    print("| policy | µs per decision |")
+    print("|---|---|")
+    none, trivial, shipped = in_envoy(["none", "package agent_iam.authz\ndecision := true", "shipped"])
+    print(f"| none | {none:.1f} |")
+    print(f"| `decision := true` | {trivial:.1f} |")
+    print(f"| shipped (policies/) | {shipped:.1f} |")
+    print(f"| **shipped policy's cost (shipped − none)** | **{shipped - none:.1f}** |", flush=True)
+    if args.in_envoy:
+        return
+    print()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
-    print(f"| backend | ES256 token | req/s | mean latency |  (wrk -t1 -c{args.connections} -d{args.duration}s, Envoy --concurrency 1)")
-    print("|---|---|---|---|")
-    rps, lat = run_bare(args.duration, args.connections)
-    print(f"| no filter (control) | - | {rps:,.0f} | {lat} |", flush=True)
+    print(f"(wrk -t1 -c{args.connections} -d{args.duration}s, Envoy --concurrency 1, direct response after the filter)")
+    print("| backend | ES256 token | policy | req/s | mean latency | Envoy CPU per request |")
+    print("|---|---|---|---|---|---|")
+
+    def row(backend, label, policy, result):
+        rps, lat, cpu = result
+        print(f"| {backend} | {label} | {policy} | {rps:,.0f} | {lat} | {cpu:.1f} µs |", flush=True)
+
+    row("no filter (control)", "-", "-", run_bare(args.duration, args.connections))
     for backend in ("host", "pure"):
         for label, entries in (("cached", 1024), ("uncached", 0)):
-            rps, lat = run(backend, entries, args.duration, args.connections)
-            print(f"| {backend} | {label} | {rps:,.0f} | {lat} |", flush=True)
+            with_policy = run(backend, entries, args.duration, args.connections)
+            row(backend, label, "shipped", with_policy)
+            if (backend, label) == ("host", "cached"):
+                without = run(backend, entries, args.duration, args.connections, policy=False)
+                row(backend, label, "none", without)
+                print(f"| policy cost (host cached, shipped − none) | | | | | {with_policy[2] - without[2]:.1f} µs |", flush=True)
 
 
 if __name__ == "__main__":

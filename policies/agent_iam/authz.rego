@@ -5,15 +5,13 @@ package agent_iam.authz
 
 import rego.v1
 
-# Deny with the first reason (sorted, so the answer is deterministic).
-decision := {"allow": false, "reason": sort(deny)[0], "status": 403} if count(deny) > 0
-
-# Allow, telling the upstream which tenant the agent works for (when the token says so).
-decision := {"allow": true, "headers": tenant_header} if count(deny) == 0
-
-tenant_header := {"x-agent-tenant": input.token.tenant} if is_string(input.token.tenant)
-
-tenant_header := {} if not is_string(input.token.tenant)
+# Deny with the first reason (sorted, so the answer is deterministic); otherwise allow,
+# telling the upstream which tenant the agent works for (when the token says so).
+decision := {"allow": false, "reason": sort(deny)[0], "status": 403} if {
+	count(deny) > 0
+} else := {"allow": true, "headers": {"x-agent-tenant": input.token.tenant}} if {
+	is_string(input.token.tenant)
+} else := {"allow": true, "headers": {}}
 
 # Helpers shared by the modules.
 path := split(input.request.path, "?")[0]

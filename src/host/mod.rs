@@ -336,6 +336,10 @@ impl HttpContext for Http {
         if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
             feed.sync(&mut engine);
         }
+        #[cfg(feature = "test-hooks")]
+        if let Some(action) = test_hooks::bench(&mut engine, &req, now) {
+            return action;
+        }
         let d = engine.evaluate(&req, now);
         self.apply(&engine, &d)
     }

@@ -66,3 +66,27 @@ fn run(text: &str) -> Result<String, String> {
     };
     Ok(if ok { "valid" } else { "invalid" }.to_owned())
 }
+
+/// `x-agent-iam-test-bench: N` → evaluates this request through the whole pipeline N times
+/// inside Envoy and answers `ns_per_decision=<n>` (monotonic clock around the loop). The
+/// benchmark (test-harness/bench.py --in-envoy) compares configurations with it: a figure
+/// free of loopback and scheduling noise.
+pub(super) fn bench(
+    engine: &mut crate::pipeline::Engine,
+    req: &crate::pipeline::Request,
+    now: f64,
+) -> Option<Action> {
+    let raw = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-bench")
+        .ok()??;
+    let n: u32 = String::from_utf8_lossy(&raw).trim().parse().ok()?;
+    let n = n.clamp(1, 1_000_000);
+    let start = std::time::Instant::now();
+    let mut allowed = 0u32;
+    for _ in 0..n {
+        allowed += u32::from(engine.evaluate(req, now).allowed());
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(n);
+    let body = format!("ns_per_decision={ns} allowed={allowed}/{n}");
+    let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
+    Some(Action::Pause)
+}

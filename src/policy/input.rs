@@ -1,7 +1,10 @@
 //! The policy `input` document (DESIGN.md "Policy contract"), built directly as regorus
 //! values: no JSON text round trip on the request path.
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::agents::{AgentContext, AgentRecord, AgentStatus, Registry};
+use crate::cache::TokenHash;
 use crate::config::Route;
 use crate::pipeline::Request;
 use crate::policy::{object, opt_str, strings, to_rego_object};
@@ -37,24 +40,19 @@ fn record_value(r: &AgentRecord) -> regorus::Value {
     ])
 }
 
-/// The policy's `input` document (DESIGN.md "Policy contract"), built directly as regorus
-/// values: no JSON text round trip on the request path.
-pub fn policy_input(
-    req: &Request,
-    now: f64,
-    token: &VerifiedToken,
-    agent: &AgentContext,
-    route: Option<&Route>,
-    registry: &Registry,
-) -> regorus::Value {
+/// The parts of `input` that only depend on the verified token and the registry: the same
+/// for every request that presents the same token under the same registry.
+#[derive(Clone)]
+struct Identity {
+    subject: regorus::Value,
+    agent: regorus::Value,
+    chain: regorus::Value,
+    token: regorus::Value,
+    scopes: regorus::Value,
+}
+
+fn identity(token: &VerifiedToken, agent: &AgentContext, registry: &Registry) -> Identity {
     use regorus::Value as V;
-    let headers = V::from(
-        req.headers
-            .iter()
-            .filter(|(k, _)| k != "authorization")
-            .map(|(k, v)| (V::from(k.as_str()), V::from(v.as_str())))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    );
     let chain = V::from(
         token
             .chain
@@ -68,58 +66,308 @@ pub fn policy_input(
             .collect::<Vec<_>>(),
     );
     let record = registry.lookup(&token.agent).map_or(V::Null, record_value);
-    object([
-        ("subject", object([("id", V::from(token.subject.as_str()))])),
-        (
-            "agent",
-            object([
-                ("id", V::from(token.agent.as_str())),
-                ("registered", V::from(agent.record_id.is_some())),
-                ("record", record),
-            ]),
-        ),
-        ("chain", chain),
-        ("token", to_rego_object(&token.claims)),
-        (
-            "request",
-            object([
-                ("method", V::from(req.method.as_str())),
-                ("path", V::from(req.path.as_str())),
-                ("host", V::from(req.host.as_str())),
-                ("headers", headers),
-            ]),
-        ),
-        (
-            "route",
-            route.map_or(V::Null, |r| {
-                object([
-                    ("name", V::from(r.name.as_str())),
-                    (
-                        "required_scopes",
-                        strings(r.required_scopes.iter().map(String::as_str)),
-                    ),
-                ])
-            }),
-        ),
-        (
-            "scopes",
-            object([
-                (
-                    "requested",
-                    strings(agent.requested.iter().map(String::as_str)),
-                ),
-                (
-                    "effective",
-                    strings(agent.effective.iter().map(String::as_str)),
-                ),
-            ]),
-        ),
-        (
-            "time",
-            object([
-                ("now", V::from(now)),
-                ("now_ns", V::from((now * 1e9) as i64)),
-            ]),
-        ),
-    ])
+    Identity {
+        subject: object([("id", V::from(token.subject.as_str()))]),
+        agent: object([
+            ("id", V::from(token.agent.as_str())),
+            ("registered", V::from(agent.record_id.is_some())),
+            ("record", record),
+        ]),
+        chain,
+        token: to_rego_object(&token.claims),
+        scopes: object([
+            (
+                "requested",
+                strings(agent.requested.iter().map(String::as_str)),
+            ),
+            (
+                "effective",
+                strings(agent.effective.iter().map(String::as_str)),
+            ),
+        ]),
+    }
+}
+
+fn route_value(route: Option<&Route>) -> regorus::Value {
+    use regorus::Value as V;
+    route.map_or(V::Null, |r| {
+        object([
+            ("name", V::from(r.name.as_str())),
+            (
+                "required_scopes",
+                strings(r.required_scopes.iter().map(String::as_str)),
+            ),
+        ])
+    })
+}
+
+fn headers_value(req: &Request) -> regorus::Value {
+    use regorus::Value as V;
+    V::from(
+        req.headers
+            .iter()
+            .filter(|(k, _)| k != "authorization")
+            .map(|(k, v)| (V::from(k.as_str()), V::from(v.as_str())))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+fn assemble(
+    id: Identity,
+    req: &Request,
+    now: f64,
+    route: regorus::Value,
+    keys: &Keys,
+) -> regorus::Value {
+    use regorus::Value as V;
+    let request = V::from(BTreeMap::from([
+        (keys.method.clone(), V::from(req.method.as_str())),
+        (keys.path.clone(), V::from(req.path.as_str())),
+        (keys.host.clone(), V::from(req.host.as_str())),
+        (keys.headers.clone(), headers_value(req)),
+    ]));
+    let time = V::from(BTreeMap::from([
+        (keys.now.clone(), V::from(now)),
+        (keys.now_ns.clone(), V::from((now * 1e9) as i64)),
+    ]));
+    V::from(BTreeMap::from([
+        (keys.subject.clone(), id.subject),
+        (keys.agent.clone(), id.agent),
+        (keys.chain.clone(), id.chain),
+        (keys.token.clone(), id.token),
+        (keys.request.clone(), request),
+        (keys.route.clone(), route),
+        (keys.scopes.clone(), id.scopes),
+        (keys.time.clone(), time),
+    ]))
+}
+
+/// Object keys of the per-request parts, allocated once.
+struct Keys {
+    subject: regorus::Value,
+    agent: regorus::Value,
+    chain: regorus::Value,
+    token: regorus::Value,
+    request: regorus::Value,
+    route: regorus::Value,
+    scopes: regorus::Value,
+    time: regorus::Value,
+    method: regorus::Value,
+    path: regorus::Value,
+    host: regorus::Value,
+    headers: regorus::Value,
+    now: regorus::Value,
+    now_ns: regorus::Value,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let k = regorus::Value::from;
+        Keys {
+            subject: k("subject"),
+            agent: k("agent"),
+            chain: k("chain"),
+            token: k("token"),
+            request: k("request"),
+            route: k("route"),
+            scopes: k("scopes"),
+            time: k("time"),
+            method: k("method"),
+            path: k("path"),
+            host: k("host"),
+            headers: k("headers"),
+            now: k("now"),
+            now_ns: k("now_ns"),
+        }
+    }
+}
+
+/// Most tokens kept in the identity cache (it is emptied when full).
+const MAX_IDENTITIES: usize = 1024;
+
+/// Builds `input` documents, reusing what does not change between requests: the identity
+/// part per token hash (until the registry changes: `clear`) and the route part per route.
+/// The result is always equal to [`policy_input`]'s (unit-tested).
+pub struct InputBuilder {
+    keys: Keys,
+    identities: HashMap<TokenHash, Identity>,
+    /// Route name → (its required scopes, its value): the value depends on nothing else.
+    routes: HashMap<String, (Vec<String>, regorus::Value)>,
+}
+
+impl Default for InputBuilder {
+    fn default() -> Self {
+        InputBuilder {
+            keys: Keys::new(),
+            identities: HashMap::new(),
+            routes: HashMap::new(),
+        }
+    }
+}
+
+impl InputBuilder {
+    /// Forgets the cached identities (the registry changed).
+    pub fn clear(&mut self) {
+        self.identities.clear();
+    }
+
+    pub fn build(
+        &mut self,
+        req: &Request,
+        now: f64,
+        token: &VerifiedToken,
+        agent: &AgentContext,
+        route: Option<&Route>,
+        registry: &Registry,
+    ) -> regorus::Value {
+        let id = match self.identities.get(&token.sha256) {
+            Some(id) => id.clone(),
+            None => {
+                if self.identities.len() >= MAX_IDENTITIES {
+                    self.identities.clear();
+                }
+                let id = identity(token, agent, registry);
+                self.identities.insert(token.sha256, id.clone());
+                id
+            }
+        };
+        let route = match route {
+            None => regorus::Value::Null,
+            Some(r) => match self.routes.get(&r.name) {
+                // Unnamed routes may share a derived name: the scopes must match too.
+                Some((scopes, v)) if *scopes == r.required_scopes => v.clone(),
+                _ => {
+                    let v = route_value(Some(r));
+                    self.routes
+                        .insert(r.name.clone(), (r.required_scopes.clone(), v.clone()));
+                    v
+                }
+            },
+        };
+        assemble(id, req, now, route, &self.keys)
+    }
+}
+
+/// The policy's `input` document (DESIGN.md "Policy contract"), built from scratch (the
+/// reference for [`InputBuilder`], and the CLI's builder).
+pub fn policy_input(
+    req: &Request,
+    now: f64,
+    token: &VerifiedToken,
+    agent: &AgentContext,
+    route: Option<&Route>,
+    registry: &Registry,
+) -> regorus::Value {
+    assemble(
+        identity(token, agent, registry),
+        req,
+        now,
+        route_value(route),
+        &Keys::new(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PathMatch;
+    use crate::keys::Alg;
+    use crate::token::Actor;
+
+    fn token(sub: &str, hash: u8, chain: &[&str]) -> VerifiedToken {
+        let claims =
+            serde_json::json!({"sub": sub, "tenant": "acme", "n": [1, 2.5, null, {"a": true}]});
+        VerifiedToken {
+            issuer: "https://idp".into(),
+            subject: sub.into(),
+            agent: chain.first().copied().unwrap_or(sub).into(),
+            chain: chain
+                .iter()
+                .map(|s| Actor {
+                    sub: (*s).into(),
+                    iss: None,
+                })
+                .collect(),
+            audiences: vec![],
+            scopes: vec!["a:read".into()],
+            jti: None,
+            exp: 0.0,
+            iat: 0.0,
+            kid: "k".into(),
+            alg: Alg::Es256,
+            sha256: [hash; 32],
+            cached: false,
+            claims: claims.as_object().unwrap().clone(),
+        }
+    }
+
+    fn registry(status: AgentStatus) -> Registry {
+        let r = AgentRecord {
+            id: "agent:a".into(),
+            status,
+            owner: Some("team".into()),
+            max_scopes: vec!["a:*".into()],
+            may_act_for: vec!["user:*".into()],
+            may_delegate_to: vec![],
+            not_after: Some(1),
+        };
+        Registry::new("v1".into(), vec![r], "$").unwrap()
+    }
+
+    /// The cached builder answers exactly what a from-scratch build answers, across tokens,
+    /// routes (including two routes sharing a name), requests and a registry change.
+    #[test]
+    fn cached_input_equals_fresh_input() {
+        let agent = AgentContext {
+            record_id: Some("agent:a".into()),
+            owner: None,
+            requested: vec!["a:read".into()],
+            effective: vec!["a:read".into()],
+        };
+        let r1 = Route {
+            name: "same".into(),
+            path: PathMatch::Prefix("/a".into()),
+            methods: vec![],
+            required_scopes: vec!["a:read".into()],
+        };
+        let r2 = Route {
+            required_scopes: vec!["b:read".into()],
+            ..r1.clone()
+        };
+        let tokens = [
+            token("user:alice", 1, &["agent:a"]),
+            token("agent:a", 2, &[]),
+        ];
+        let mut b = InputBuilder::default();
+        for reg in [
+            registry(AgentStatus::Active),
+            registry(AgentStatus::Suspended),
+        ] {
+            b.clear();
+            for round in 0..2 {
+                for t in &tokens {
+                    for route in [None, Some(&r1), Some(&r2)] {
+                        let req = Request {
+                            method: "GET".into(),
+                            path: format!("/a/{round}"),
+                            host: "h".into(),
+                            authorization: vec![],
+                            headers: vec![
+                                ("authorization".into(), "x".into()),
+                                ("x-n".into(), round.to_string()),
+                            ],
+                        };
+                        let now = 1000.5 + f64::from(round);
+                        let fresh = policy_input(&req, now, t, &agent, route, &reg);
+                        let cached = b.build(&req, now, t, &agent, route, &reg);
+                        assert_eq!(fresh, cached);
+                        assert_eq!(
+                            fresh["request"]["headers"]["authorization"],
+                            regorus::Value::Undefined
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
