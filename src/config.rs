@@ -75,6 +75,9 @@ pub struct PluginConfig {
     /// What happens to a request that matches no route: `deny` (default) or `allow`.
     #[serde(default)]
     pub unmatched_route: UnmatchedRoute,
+    /// Real-time revocation: the Shared Signals (RFC 8936 poll) feed and its transmitter.
+    #[serde(default)]
+    pub revocation: Option<crate::revocation::RevocationConfig>,
     /// The Rego policy evaluated after the built-in checks.
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
@@ -102,7 +105,7 @@ pub struct IssuerConfig {
 }
 
 /// An inline JSON Web Key Set.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).
@@ -394,6 +397,7 @@ pub struct Config {
     pub ceiling: CeilingMode,
     pub routes: Vec<Route>,
     pub unmatched_route: UnmatchedRoute,
+    pub revocation: Option<crate::revocation::Revocation>,
     pub policy: Option<crate::policy::Policy>,
 }
 
@@ -748,6 +752,7 @@ impl PluginConfig {
                     Registry::default()
                 }
             };
+        let revocation = self.revocation.and_then(|r| r.validate(&mut problems));
         let policy = match &self.policy {
             None => None,
             Some(pc) if problems.is_empty() => match crate::policy::Policy::compile(pc) {
@@ -764,6 +769,7 @@ impl PluginConfig {
         }
         Ok(Config {
             policy,
+            revocation,
             strip_authorization: self.upstream.strip_authorization,
             registry,
             feed: self.agents.feed,

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod policy;
 pub mod reason;
+pub mod revocation;
 pub mod schema;
 pub mod token;
 

@@ -9,6 +9,7 @@ use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
 use crate::policy::{input::InputBuilder, Verdict};
 use crate::reason::Reason;
+use crate::revocation::{RevocationStaleMode, RevocationState};
 use crate::token::{verify_token, VerifiedToken};
 
 /// What the pipeline needs from a request. Header values are raw bytes: hosts may hand
@@ -226,6 +227,11 @@ pub struct Engine {
     registry: Registry,
     /// The policy's `input` builder, with its per-token and per-route parts.
     inputs: InputBuilder,
+    /// The revocation state in use and its version (from the feed, shared by all workers).
+    revoked: RevocationState,
+    revocation_version: u64,
+    /// When the revocation feed last answered (UNIX seconds); `None` before the first poll.
+    revocation_fresh_at: Option<f64>,
     /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
     registry_fresh_at: Option<f64>,
 }
@@ -252,6 +258,9 @@ impl Engine {
             ids,
             registry,
             inputs: InputBuilder::default(),
+            revoked: RevocationState::default(),
+            revocation_version: 0,
+            revocation_fresh_at: None,
             registry_fresh_at: None,
         }
     }
@@ -261,6 +270,57 @@ impl Engine {
         self.registry = registry;
         self.inputs.clear();
         self.registry_fresh_at = Some(fresh_at);
+    }
+
+    /// The signature backend (the revocation feed verifies SETs with it too).
+    pub fn backend(&self) -> &dyn SignatureBackend {
+        self.backend.as_ref()
+    }
+
+    /// Replaces the revocation state (a new published version) confirmed at `fresh_at`.
+    pub fn set_revocation(&mut self, state: RevocationState, version: u64, fresh_at: f64) {
+        self.revoked = state;
+        self.revocation_version = version;
+        self.revocation_fresh_at = Some(fresh_at);
+    }
+
+    /// Records that the revocation feed answered at `fresh_at` with no change.
+    pub fn confirm_revocation(&mut self, fresh_at: f64) {
+        self.revocation_fresh_at = Some(fresh_at);
+    }
+
+    /// The version of the revocation state in use (0: none yet).
+    pub fn revocation_version(&self) -> u64 {
+        self.revocation_version
+    }
+
+    /// Revocation check: staleness first (fail closed unless configured otherwise), then
+    /// the token's `jti`, subject and actors.
+    fn check_revocation(
+        &self,
+        req: &Request,
+        token: &VerifiedToken,
+        now: f64,
+    ) -> Result<(), Reason> {
+        let Some(rc) = self.config.revocation.as_ref() else {
+            return Ok(());
+        };
+        let stale = match self.revocation_fresh_at {
+            None => true,
+            Some(at) => now - at > rc.max_staleness_s as f64,
+        };
+        if stale {
+            let safe = matches!(req.method.as_str(), "GET" | "HEAD");
+            if rc.on_stale == RevocationStaleMode::Deny || !safe {
+                return Err(Reason::RevocationStale);
+            }
+        }
+        self.revoked.check(
+            token.jti.as_deref(),
+            &token.subject,
+            &token.chain,
+            token.iat,
+        )
     }
 
     /// Records that the feed confirmed the current registry at `fresh_at`.
@@ -324,6 +384,7 @@ impl Engine {
             now,
         )?;
         let agent = d.agent.insert(agent);
+        self.check_revocation(req, token, now)?;
         let route = self.config.route_for(&req.method, &req.path);
         d.route = route.map(|r| r.name.clone());
         match route {

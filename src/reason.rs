@@ -74,6 +74,14 @@ pub enum Reason {
     AgentExpired,
     /// No good registry answer for longer than `agents.feed.max_staleness_s`.
     AgentRegistryStale,
+    /// The token's `jti` was revoked (revocation feed).
+    RevocationJti,
+    /// The token's subject or an actor had its sessions revoked after the token was issued.
+    RevocationSubject,
+    /// The subject or an actor is disabled (RISC `account-disabled`).
+    RevocationAgent,
+    /// No successful revocation poll for longer than `revocation.max_staleness_s`.
+    RevocationStale,
     /// The request matches no configured route.
     RouteUnmatched,
     /// The effective scopes lack a scope the route requires.
@@ -124,6 +132,10 @@ impl Reason {
         Reason::AgentRetired,
         Reason::AgentExpired,
         Reason::AgentRegistryStale,
+        Reason::RevocationJti,
+        Reason::RevocationSubject,
+        Reason::RevocationAgent,
+        Reason::RevocationStale,
         Reason::RouteUnmatched,
         Reason::ScopeInsufficient,
         Reason::PolicyDenied,
@@ -168,6 +180,10 @@ impl Reason {
             Reason::AgentRetired => "agent.retired",
             Reason::AgentExpired => "agent.expired",
             Reason::AgentRegistryStale => "agent.registry_stale",
+            Reason::RevocationJti => "revocation.jti",
+            Reason::RevocationSubject => "revocation.subject",
+            Reason::RevocationAgent => "revocation.agent",
+            Reason::RevocationStale => "revocation.stale",
             Reason::RouteUnmatched => "route.unmatched",
             Reason::ScopeInsufficient => "scope.insufficient",
             Reason::PolicyDenied => "policy.denied",
@@ -183,6 +199,7 @@ impl Reason {
             Reason::RequestMalformed => 400,
             Reason::InternalError
             | Reason::AgentRegistryStale
+            | Reason::RevocationStale
             | Reason::PolicyError
             | Reason::PolicyLimit => 503,
             Reason::DelegationActorUnknown
@@ -203,6 +220,7 @@ impl Reason {
             Reason::RequestMalformed => "invalid_request",
             Reason::InternalError
             | Reason::AgentRegistryStale
+            | Reason::RevocationStale
             | Reason::PolicyError
             | Reason::PolicyLimit => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",
@@ -254,6 +272,10 @@ impl Reason {
             Reason::AgentRetired => "the acting agent is retired",
             Reason::AgentExpired => "the acting agent's enrolment lapsed (not_after)",
             Reason::AgentRegistryStale => "no good registry answer for longer than agents.feed.max_staleness_s",
+            Reason::RevocationJti => "the token's jti was revoked through the revocation feed",
+            Reason::RevocationSubject => "the subject's or an actor's sessions were revoked after the token was issued",
+            Reason::RevocationAgent => "the subject or an actor is disabled (RISC account-disabled)",
+            Reason::RevocationStale => "no successful revocation poll within revocation.max_staleness_s",
             Reason::RouteUnmatched => "the request matches no configured route (unmatched_route: deny)",
             Reason::ScopeInsufficient => "the effective scopes lack a scope the route requires",
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",

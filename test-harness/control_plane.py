@@ -4,17 +4,40 @@ registry feed and lets tests change it while Envoy runs.
   GET  /registry.json      the current registry document {"version", "agents"}
   PUT  /registry.json      replace it (body: the new document)
   POST /admin/fail         {"mode": "none" | "500" | "garbage"}: simulate a broken feed
-  GET  /admin/stats        {"registry_requests": N}
+  GET  /admin/stats        {"registry_requests": N, "ssf_polls": N, "acked": [jti...], ...}
   GET  /healthz            200
+
+Shared Signals transmitter (RFC 8936 poll delivery):
+  POST /ssf/poll           {"ack": [jti...], "maxEvents": N, "returnImmediately": true}
+                           → {"sets": {jti: SET}, "moreAvailable": bool}. Acknowledged SETs
+                           are not delivered again to that receiver session (header
+                           `x-agent-iam-session`); a new session (a restarted Envoy) gets
+                           every SET pushed in the last `--retain-s` seconds.
+  POST /admin/ssf/push     {"sets": [compact SET...]}: queue SETs for every session
+  POST /admin/ssf/fail     {"mode": "none" | "500"}: simulate a transmitter outage
 
 Usage: python control_plane.py --port PORT --registry FILE"""
 
 import argparse
+import base64
 import http.server
 import json
 import threading
+import time
 
-STATE = {"doc": b"{}", "fail": "none", "requests": 0}
+
+def _jti(compact):
+    """The `jti` claim of a compact JWS (no verification: the filter verifies)."""
+    try:
+        payload = compact.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    except Exception:  # a deliberately broken SET still needs a key in `sets`
+        return f"unparsable-{len(STATE['sets'])}"
+
+STATE = {"doc": b"{}", "fail": "none", "requests": 0,
+         # SSF: every pushed SET (jti, set, pushed_at); per session: acknowledged jtis.
+         "sets": [], "sessions": {}, "ssf_fail": "none", "ssf_polls": 0, "acked": [],
+         "retain_s": 900}
 LOCK = threading.Lock()
 
 
@@ -36,7 +59,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, b"ok", "text/plain")
         if self.path == "/admin/stats":
             with LOCK:
-                return self._send(200, json.dumps({"registry_requests": STATE["requests"]}).encode())
+                stats = {"registry_requests": STATE["requests"], "ssf_polls": STATE["ssf_polls"],
+                         "acked": STATE["acked"], "sessions": len(STATE["sessions"])}
+            return self._send(200, json.dumps(stats).encode())
         if self.path == "/registry.json":
             with LOCK:
                 STATE["requests"] += 1
@@ -58,12 +83,43 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(204)
 
     def do_POST(self):
+        if self.path == "/ssf/poll":
+            return self._ssf_poll()
+        if self.path == "/admin/ssf/push":
+            sets = json.loads(self._body())["sets"]
+            now = time.time()
+            with LOCK:
+                for s in sets:
+                    STATE["sets"].append((_jti(s), s, now))
+            return self._send(204)
+        if self.path == "/admin/ssf/fail":
+            mode = json.loads(self._body())["mode"]
+            with LOCK:
+                STATE["ssf_fail"] = mode
+            return self._send(204)
         if self.path != "/admin/fail":
             return self._send(404)
         mode = json.loads(self._body())["mode"]
         with LOCK:
             STATE["fail"] = mode
         self._send(204)
+
+    def _ssf_poll(self):
+        req = json.loads(self._body() or b"{}")
+        session = self.headers.get("x-agent-iam-session", "")
+        with LOCK:
+            STATE["ssf_polls"] += 1
+            if STATE["ssf_fail"] == "500":
+                return self._send(500, b'{"error":"simulated outage"}')
+            acked = STATE["sessions"].setdefault(session, set())
+            for j in req.get("ack", []):
+                acked.add(j)
+                STATE["acked"].append(j)
+            horizon = time.time() - STATE["retain_s"]
+            pending = [(j, s) for j, s, at in STATE["sets"] if j not in acked and at >= horizon]
+        limit = int(req.get("maxEvents", 100))
+        body = {"sets": dict(pending[:limit]), "moreAvailable": len(pending) > limit}
+        self._send(200, json.dumps(body).encode())
 
     def log_message(self, *args):
         pass
@@ -73,7 +129,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--registry", required=True)
+    ap.add_argument("--retain-s", type=int, default=900)
     args = ap.parse_args()
+    STATE["retain_s"] = args.retain_s
     with open(args.registry, "rb") as f:
         STATE["doc"] = f.read()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

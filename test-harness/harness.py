@@ -156,6 +156,62 @@ class ControlPlane:
     def registry_requests(self):
         return json.loads(self._call("GET", "/admin/stats")[1])["registry_requests"]
 
+    def stats(self):
+        return json.loads(self._call("GET", "/admin/stats")[1])
+
+    def push_sets(self, sets):
+        """Queues Security Event Tokens at the SSF transmitter."""
+        assert self._call("POST", "/admin/ssf/push", {"sets": sets})[0] == 204
+
+    def ssf_fail(self, mode):
+        assert self._call("POST", "/admin/ssf/fail", {"mode": mode})[0] == 204
+
+
+SSF_ISSUER = "https://ssf.agent-iam.test"
+SSF_AUDIENCE = "https://api.agent-iam.test/ssf"
+EVENT = {
+    "session_revoked": "https://schemas.openid.net/secevent/caep/event-type/session-revoked",
+    "credential_change": "https://schemas.openid.net/secevent/caep/event-type/credential-change",
+    "account_disabled": "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+    "account_enabled": "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
+    "token_revoked": "https://agent-iam.dev/secevent/token-revoked",
+}
+
+
+def with_revocation(plugin, interval_ms=250, max_staleness_s=2, on_stale=None):
+    """`plugin` plus a revocation feed polling the local control plane's SSF endpoint
+    (the transmitter signs with the demo keys)."""
+    p = json.loads(json.dumps(plugin))
+    p["revocation"] = {
+        "feed": {"cluster": "agent_iam_control_plane", "path": "/ssf/poll", "interval_ms": interval_ms},
+        "transmitter": {"issuer": SSF_ISSUER, "audience": SSF_AUDIENCE, "jwks": p["issuers"][0]["jwks"]},
+        "max_staleness_s": max_staleness_s,
+    }
+    if on_stale:
+        p["revocation"]["on_stale"] = on_stale
+    return p
+
+
+def mint_sets(specs, now=None):
+    """One SET per `(jti, events, recipe_overrides)` (overrides may be omitted)."""
+    recipes = []
+    for spec in specs:
+        jti, events, *rest = spec
+        recipe = {"header": {"typ": "secevent+jwt"},
+                  "claims": {"iss": SSF_ISSUER, "aud": SSF_AUDIENCE, "jti": jti, "events": events,
+                             "exp": None, "sub": None, "scope": None}}
+        for part, over in (rest[0] if rest else {}).items():
+            if isinstance(over, dict):
+                recipe[part].update(over)
+            else:
+                recipe[part] = over
+        recipes.append(recipe)
+    return mint(recipes, now=now)
+
+
+def opaque(subject_id):
+    return {"format": "opaque", "id": subject_id}
+
 
 def registry_doc(plugin, version="1"):
     """The feed document serving a plugin configuration's inline registry."""
@@ -410,3 +466,16 @@ class DynamicStack:
 def render_plugin(policies_dir, base=ROOT / "envoy" / "plugin.base.json"):
     """`agent-iam policy render`: the plugin configuration with this policy folder."""
     return json.loads(cli("policy", "render", "--config", base, policies_dir).stdout)
+
+
+def admin_stats(envoy, filter_re="agent_iam"):
+    """Envoy's /stats (names matching `filter_re`) as {name: value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.admin_port, timeout=5)
+    conn.request("GET", f"/stats?filter={filter_re}")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        out[name] = value.strip()
+    return out

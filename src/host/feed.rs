@@ -39,27 +39,11 @@ impl Feed {
         Duration::from_millis(self.cfg.poll_interval_ms)
     }
 
-    /// Takes the poll lease for this interval; only one VM per Envoy wins it.
-    fn take_lease(&self, now_ms: u64) -> bool {
-        let (value, cas) = match hostcalls::get_shared_data(&self.lease_key) {
-            Ok(x) => x,
-            Err(_) => return false,
-        };
-        let last = value
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        // A little slack so the lease holder's own next tick wins again.
-        if now_ms.saturating_sub(last) < self.cfg.poll_interval_ms.saturating_mul(9) / 10 {
-            return false;
-        }
-        hostcalls::set_shared_data(&self.lease_key, Some(now_ms.to_string().as_bytes()), cas)
-            .is_ok()
-    }
-
     /// On every tick: poll if this VM holds the lease and nothing is in flight.
     pub fn on_tick(&mut self, now_ms: u64) {
-        if self.in_flight.is_some() || !self.take_lease(now_ms) {
+        if self.in_flight.is_some()
+            || !take_lease(&self.lease_key, self.cfg.poll_interval_ms, now_ms)
+        {
             return;
         }
         let authority = self
@@ -198,4 +182,22 @@ impl Feed {
             ),
         }
     }
+}
+
+/// Takes the poll lease stored under `key` for this interval: only one VM per Envoy wins it
+/// (compare-and-swap on shared data).
+pub(super) fn take_lease(key: &str, interval_ms: u64, now_ms: u64) -> bool {
+    let (value, cas) = match hostcalls::get_shared_data(key) {
+        Ok(x) => x,
+        Err(_) => return false,
+    };
+    let last = value
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    // A little slack so the lease holder's own next tick wins again.
+    if now_ms.saturating_sub(last) < interval_ms.saturating_mul(9) / 10 {
+        return false;
+    }
+    hostcalls::set_shared_data(key, Some(now_ms.to_string().as_bytes()), cas).is_ok()
 }

@@ -21,17 +21,19 @@ use crate::pipeline::{Decision, DecisionIds, Engine, Request};
 use crate::reason::Reason;
 
 mod feed;
+mod revocation;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
 use feed::Feed;
+use revocation::RevocationFeed;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("agent-iam: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None, revocation: None }) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -65,10 +67,12 @@ fn host_is_envoy() -> bool {
 }
 
 type SharedFeed = Rc<RefCell<Feed>>;
+type SharedRevocation = Rc<RefCell<RevocationFeed>>;
 
 struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
+    revocation: Option<SharedRevocation>,
 }
 
 impl Context for Root {
@@ -79,9 +83,21 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if let (Some(feed), Some(now)) = (self.feed.as_ref(), now_seconds()) {
+        let Some(now_ms) = now_seconds().map(|n| (n * 1000.0) as u64) else {
+            return;
+        };
+        if let (Some(rev), Some(engine)) = (self.revocation.as_ref(), self.engine.as_ref()) {
+            if let (Ok(mut r), Ok(e)) = (rev.try_borrow_mut(), engine.try_borrow()) {
+                if let Some(t) = e.config.revocation.as_ref() {
+                    if r.on_response(token_id, body_size, now_ms, e.backend(), &t.transmitter) {
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(feed) = self.feed.as_ref() {
             if let Ok(mut f) = feed.try_borrow_mut() {
-                f.on_response(token_id, body_size, (now * 1000.0) as u64);
+                f.on_response(token_id, body_size, now_ms);
             }
         }
     }
@@ -159,16 +175,33 @@ impl RootContext for Root {
                 if let Some(now) = now_seconds() {
                     engine.start_feed_clock(now);
                 }
+                self.revocation = engine.config.revocation.as_ref().map(|r| {
+                    Rc::new(RefCell::new(RevocationFeed::new(
+                        r,
+                        engine.config.max_token_lifetime_s,
+                        engine.config.clock_skew_s,
+                    )))
+                });
+                let mut period: Option<std::time::Duration> = None;
                 if let Some(feed) = &self.feed {
                     if let Ok(f) = feed.try_borrow() {
                         f.sync(&mut engine);
-                        if hostcalls::set_tick_period(f.tick_period()).is_err() {
-                            log(
-                                LogLevel::Error,
-                                "agent-iam: cannot start the registry poll timer",
-                            );
-                            return false;
-                        }
+                        period = Some(f.tick_period());
+                    }
+                }
+                if let Some(rev) = &self.revocation {
+                    if let Ok(r) = rev.try_borrow() {
+                        r.sync(&mut engine);
+                        let p = r.tick_period();
+                        period = Some(period.map_or(p, |q| q.min(p)));
+                    }
+                }
+                // Tick often: the shared-data lease keeps polls one interval apart, and a
+                // fresh Envoy polls within one tick instead of one interval.
+                if let Some(p) = period.map(|p| p.min(std::time::Duration::from_millis(100))) {
+                    if hostcalls::set_tick_period(p).is_err() {
+                        log(LogLevel::Error, "agent-iam: cannot start the poll timer");
+                        return false;
                     }
                 }
                 self.engine = Some(Rc::new(RefCell::new(engine)));
@@ -194,9 +227,17 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let (Some(feed), Some(now)) = (self.feed.as_ref(), now_seconds()) {
+        let Some(now_ms) = now_seconds().map(|n| (n * 1000.0) as u64) else {
+            return;
+        };
+        if let Some(feed) = self.feed.as_ref() {
             if let Ok(mut f) = feed.try_borrow_mut() {
-                f.on_tick((now * 1000.0) as u64);
+                f.on_tick(now_ms);
+            }
+        }
+        if let Some(rev) = self.revocation.as_ref() {
+            if let Ok(mut r) = rev.try_borrow_mut() {
+                r.on_tick(now_ms);
             }
         }
     }
@@ -205,6 +246,7 @@ impl RootContext for Root {
         Some(Box::new(Http {
             engine: self.engine.clone(),
             feed: self.feed.clone(),
+            revocation: self.revocation.clone(),
         }))
     }
 
@@ -216,6 +258,7 @@ impl RootContext for Root {
 struct Http {
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
+    revocation: Option<SharedRevocation>,
 }
 
 impl Context for Http {}
@@ -335,6 +378,9 @@ impl HttpContext for Http {
         };
         if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
             feed.sync(&mut engine);
+        }
+        if let Some(rev) = self.revocation.as_ref().and_then(|r| r.try_borrow().ok()) {
+            rev.sync(&mut engine);
         }
         #[cfg(feature = "test-hooks")]
         if let Some(action) = test_hooks::bench(&mut engine, &req, now) {

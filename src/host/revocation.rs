@@ -1,0 +1,317 @@
+//! The revocation feed on the host: one VM per Envoy (the holder of a shared-data lease)
+//! polls the Shared Signals transmitter (RFC 8936), verifies each SET, merges it into the
+//! one revocation state in shared data and acknowledges it on its next poll; every worker
+//! picks up a new state version on its next request.
+//!
+//! Shared data (per `vm_id`, so per Envoy process): `<base>/doc` holds
+//! `{"version", "fresh_ms", "acks", "state"}`, `<base>/head` holds `version\nfresh_ms` (the
+//! cheap per-request read), `<base>/lease` the poll lease, `agent-iam/session` a random id
+//! sent as `x-agent-iam-session` so the transmitter can redeliver to a restarted Envoy.
+
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use serde::{Deserialize, Serialize};
+
+use super::log;
+use crate::crypto::SignatureBackend;
+use crate::pipeline::Engine;
+use crate::revocation::{
+    parse_poll_response, poll_body, verify_set, Applied, Revocation, RevocationState,
+};
+
+/// Everything the pollers share through the host.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    version: u64,
+    fresh_ms: u64,
+    /// SET `jti`s to acknowledge on the next poll.
+    acks: Vec<String>,
+    state: RevocationState,
+}
+
+const SESSION_KEY: &str = "agent-iam/session";
+
+pub(super) struct RevocationFeed {
+    cluster: String,
+    path: String,
+    authority: String,
+    interval_ms: u64,
+    timeout_ms: u64,
+    max_events: u64,
+    horizon_s: f64,
+    skew_s: f64,
+    doc_key: String,
+    head_key: String,
+    lease_key: String,
+    in_flight: Option<u32>,
+    /// Poll again at once (the transmitter said `moreAvailable`).
+    again: bool,
+    failures: u64,
+    age_gauge: Option<u32>,
+}
+
+impl RevocationFeed {
+    pub fn new(r: &Revocation, max_token_lifetime_s: u64, clock_skew_s: u64) -> RevocationFeed {
+        let base = format!("agent-iam/revocation/{}{}", r.feed.cluster, r.feed.path);
+        let age_gauge =
+            hostcalls::define_metric(MetricType::Gauge, "agent_iam.revocation.feed_age_ms").ok();
+        RevocationFeed {
+            cluster: r.feed.cluster.clone(),
+            path: r.feed.path.clone(),
+            authority: r
+                .feed
+                .authority
+                .clone()
+                .unwrap_or_else(|| r.feed.cluster.clone()),
+            interval_ms: r.feed.interval_ms,
+            timeout_ms: r.feed.timeout_ms,
+            max_events: r.feed.max_events,
+            horizon_s: (max_token_lifetime_s + clock_skew_s) as f64,
+            skew_s: clock_skew_s as f64,
+            doc_key: format!("{base}/doc"),
+            head_key: format!("{base}/head"),
+            lease_key: format!("{base}/lease"),
+            in_flight: None,
+            again: false,
+            failures: 0,
+            age_gauge,
+        }
+    }
+
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    fn read_doc(&self) -> Result<(Doc, Option<u32>), String> {
+        match hostcalls::get_shared_data(&self.doc_key) {
+            Ok((Some(bytes), cas)) => serde_json::from_slice(&bytes)
+                .map(|d| (d, cas))
+                .map_err(|e| format!("shared revocation state does not parse: {e}")),
+            Ok((None, cas)) => Ok((Doc::default(), cas)),
+            Err(e) => Err(format!("cannot read shared data: {e:?}")),
+        }
+    }
+
+    fn session() -> String {
+        if let Ok((Some(v), _)) = hostcalls::get_shared_data(SESSION_KEY) {
+            return String::from_utf8_lossy(&v).into_owned();
+        }
+        let mut b = [0u8; 16];
+        let _ = getrandom::getrandom(&mut b);
+        let id = hex::encode(b);
+        let _ = hostcalls::set_shared_data(SESSION_KEY, Some(id.as_bytes()), None);
+        id
+    }
+
+    /// On every tick: report the feed's age; poll if this VM holds the lease.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        if let (Some(g), Ok((Some(head), _))) =
+            (self.age_gauge, hostcalls::get_shared_data(&self.head_key))
+        {
+            if let Some(fresh) = parse_head(&head).map(|(_, f)| f) {
+                let _ = hostcalls::record_metric(g, now_ms.saturating_sub(fresh));
+            }
+        }
+        if self.in_flight.is_some() {
+            return;
+        }
+        if !self.again && !super::feed::take_lease(&self.lease_key, self.interval_ms, now_ms) {
+            return;
+        }
+        self.again = false;
+        self.poll();
+    }
+
+    fn poll(&mut self) {
+        let acks = match self.read_doc() {
+            Ok((doc, _)) => doc.acks,
+            Err(e) => {
+                self.failed(&e);
+                Vec::new()
+            }
+        };
+        let session = Self::session();
+        let body = poll_body(&acks, self.max_events);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", self.path.as_str()),
+            (":authority", self.authority.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("x-agent-iam-session", session.as_str()),
+        ];
+        match hostcalls::dispatch_http_call(
+            &self.cluster,
+            headers,
+            Some(&body),
+            vec![],
+            Duration::from_millis(self.timeout_ms),
+        ) {
+            Ok(token) => self.in_flight = Some(token),
+            Err(e) => self.failed(&format!(
+                "dispatch to cluster {} failed: {e:?}",
+                self.cluster
+            )),
+        }
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures % 10 == 1 {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agent-iam: revocation feed: {why}; keeping the last state (failure #{})",
+                    self.failures
+                ),
+            );
+        }
+    }
+
+    /// The transmitter answered: verify, apply, publish, remember what to acknowledge.
+    /// Returns true when this callback was ours.
+    pub fn on_response(
+        &mut self,
+        token: u32,
+        body_size: usize,
+        now_ms: u64,
+        backend: &dyn SignatureBackend,
+        transmitter: &crate::revocation::Transmitter,
+    ) -> bool {
+        if self.in_flight != Some(token) {
+            return false;
+        }
+        self.in_flight = None;
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if status != b"200" {
+            self.failed(&format!("HTTP status {}", String::from_utf8_lossy(&status)));
+            return true;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
+        };
+        let (sets, more) = match parse_poll_response(&body) {
+            Ok(x) => x,
+            Err(e) => {
+                self.failed(&e);
+                return true;
+            }
+        };
+        let (mut doc, cas) = match self.read_doc() {
+            Ok(x) => x,
+            Err(e) => {
+                self.failed(&e);
+                return true;
+            }
+        };
+        let now = now_ms as f64 / 1000.0;
+        let mut acks = Vec::new();
+        let mut changed = false;
+        for (key, set) in &sets {
+            match verify_set(set, transmitter, backend, now, self.skew_s) {
+                Ok(v) if v.jti != *key => log(
+                    LogLevel::Warn,
+                    &format!(
+                        "agent-iam: revocation feed: SET under key {key:?} carries jti {:?}; not applied, not acknowledged",
+                        v.jti
+                    ),
+                ),
+                Ok(v) => {
+                    match doc.state.apply(&v, now, self.horizon_s) {
+                        Applied::Applied => {
+                            changed = true;
+                            log(
+                                LogLevel::Info,
+                                &format!("agent-iam: revocation applied: SET {} {:?}", v.jti, v.effects),
+                            );
+                        }
+                        Applied::Replay => log(
+                            LogLevel::Info,
+                            &format!("agent-iam: revocation feed: SET {} already applied (acknowledged again)", v.jti),
+                        ),
+                    }
+                    acks.push(v.jti);
+                }
+                Err(e) => log(
+                    LogLevel::Warn,
+                    &format!(
+                        "agent-iam: revocation feed: SET {key:?} refused ({e}); not applied, not acknowledged"
+                    ),
+                ),
+            }
+        }
+        let before = doc.state.len();
+        doc.state.prune(now);
+        changed |= doc.state.len() != before;
+        if changed {
+            doc.version = doc.version.saturating_add(1);
+        }
+        doc.fresh_ms = now_ms;
+        doc.acks = acks;
+        let bytes = match serde_json::to_vec(&doc) {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed(&format!("cannot encode state: {e}"));
+                return true;
+            }
+        };
+        // Document first, then head: a reader that sees the new head finds the new state.
+        let head = format!("{}\n{}", doc.version, doc.fresh_ms);
+        let ok = hostcalls::set_shared_data(&self.doc_key, Some(&bytes), cas).is_ok()
+            && hostcalls::set_shared_data(&self.head_key, Some(head.as_bytes()), None).is_ok();
+        if !ok {
+            self.failed("cannot write shared data (concurrent writer?)");
+            return true;
+        }
+        if self.failures > 0 {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "agent-iam: revocation feed recovered after {} failure(s)",
+                    self.failures
+                ),
+            );
+        }
+        self.failures = 0;
+        if more {
+            self.again = true;
+        }
+        true
+    }
+
+    /// Brings `engine` up to the published state: one short shared-data read when nothing
+    /// changed.
+    pub fn sync(&self, engine: &mut Engine) {
+        let Ok((Some(head), _)) = hostcalls::get_shared_data(&self.head_key) else {
+            return;
+        };
+        let Some((version, fresh_ms)) = parse_head(&head) else {
+            return;
+        };
+        let fresh_at = fresh_ms as f64 / 1000.0;
+        if version == engine.revocation_version() {
+            engine.confirm_revocation(fresh_at);
+            return;
+        }
+        match self.read_doc() {
+            Ok((doc, _)) => engine.set_revocation(doc.state, doc.version, fresh_at),
+            Err(e) => log(
+                LogLevel::Error,
+                &format!("agent-iam: {e}; keeping the current revocation state"),
+            ),
+        }
+    }
+}
+
+fn parse_head(head: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let (v, f) = text.split_once('\n')?;
+    Some((v.parse().ok()?, f.parse().ok()?))
+}

@@ -1,0 +1,180 @@
+"""Real-time revocation end to end: Security Event Tokens pushed to the local Shared Signals
+transmitter (RFC 8936 poll) and enforced by every Envoy worker within about one poll
+interval, including for tokens whose signature check is cached."""
+
+import contextlib
+import json
+import time
+
+import harness
+
+PLUGIN = json.loads(harness.PLUGIN.read_text())
+INTERVAL_S = 0.25
+VIA_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
+
+
+@contextlib.contextmanager
+def revocation_stack(concurrency=2, **kwargs):
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000), **kwargs)
+    with harness.stack(plugin_json=plugin, name="revocation", concurrency=concurrency) as envoy:
+        client = harness.Client(envoy.listen_port)
+        wait_fresh(client)
+        yield envoy, client
+        client.close()
+
+
+def wait_fresh(client, timeout=10):
+    """Until the first poll has answered (before it, requests are `revocation.stale`)."""
+    [token] = harness.mint([{}])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.request("/tickets/1", token=token)
+        if r.status == 200:
+            return
+        assert r.json()["reason"] == "revocation.stale", r
+        time.sleep(0.05)
+    raise AssertionError("the revocation feed never became fresh")
+
+
+def until(client, token, predicate, timeout=5, **kw):
+    """Requests until `predicate(response)`; returns (response, seconds waited)."""
+    start = time.monotonic()
+    while True:
+        r = client.request("/tickets/1", token=token, **kw)
+        if predicate(r):
+            return r, time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"still {r.status} {r.body[:200]!r}"
+        time.sleep(0.02)
+
+
+def reason(r):
+    return r.json().get("reason") if r.status != 200 else None
+
+
+def test_revoked_jti_is_refused_within_an_interval_even_when_cached():
+    with revocation_stack() as (envoy, client):
+        revoked, other = harness.mint([{"claims": {"jti": "tok-revoke-me"}}, {"claims": {"jti": "tok-keep"}}])
+        for _ in range(3):  # verified, then served from the signature cache
+            assert client.request("/tickets/1", token=revoked).status == 200
+        [s] = harness.mint_sets([("set-jti-1", {harness.EVENT["token_revoked"]: {"jti": "tok-revoke-me"}})])
+        envoy.control_plane.push_sets([s])
+        r, waited = until(client, revoked, lambda r: r.status != 200)
+        assert r.status == 401 and reason(r) == "revocation.jti", r
+        assert waited < INTERVAL_S + 1.0
+        assert client.request("/tickets/1", token=other).status == 200
+        # Acknowledged on the next poll, and never applied twice.
+        until(client, other, lambda r: "set-jti-1" in envoy.control_plane.stats()["acked"])
+
+
+def test_disabled_agent_is_refused_as_subject_and_as_actor_until_enabled():
+    with revocation_stack() as (envoy, client):
+        as_subject, as_actor = harness.mint([{"claims": {"sub": "agent:planner"}}, {"claims": VIA_PLANNER}])
+        assert client.request("/tickets/1", token=as_actor).status == 200
+        [s] = harness.mint_sets([("set-dis-1", {harness.EVENT["account_disabled"]: {"subject": harness.opaque("agent:planner")}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, as_actor, lambda r: r.status != 200)
+        assert reason(r) == "revocation.agent", r
+        assert reason(client.request("/tickets/1", token=as_subject)) == "revocation.agent"
+        # A token minted after the event is refused too: the agent is disabled.
+        [fresh] = harness.mint([{"claims": VIA_PLANNER}])
+        assert reason(client.request("/tickets/1", token=fresh)) == "revocation.agent"
+        [s] = harness.mint_sets([("set-en-1", {harness.EVENT["account_enabled"]: {"subject": harness.opaque("agent:planner")}})])
+        envoy.control_plane.push_sets([s])
+        until(client, as_actor, lambda r: r.status == 200)
+
+
+def test_session_revoked_refuses_older_tokens_and_accepts_newer_ones():
+    with revocation_stack() as (envoy, client):
+        now = time.time()
+        [old] = harness.mint([{"claims": VIA_PLANNER}], now=now - 20)
+        assert client.request("/tickets/1", token=old).status == 200
+        [s] = harness.mint_sets([("set-sess-1", {harness.EVENT["session_revoked"]: {
+            "subject": harness.opaque("user:alice"), "event_timestamp": int(now) - 5}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, old, lambda r: r.status != 200)
+        assert r.status == 401 and reason(r) == "revocation.subject", r
+        [newer] = harness.mint([{"claims": VIA_PLANNER}])
+        assert client.request("/tickets/1", token=newer).status == 200
+        # credential-change works the same way, and applies to an actor of the chain.
+        [s] = harness.mint_sets([("set-cred-1", {harness.EVENT["credential_change"]: {
+            "subject": harness.opaque("agent:planner"), "event_timestamp": int(time.time()) + 1}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, newer, lambda r: r.status != 200)
+        assert reason(r) == "revocation.subject", r
+
+
+def test_bad_sets_are_neither_applied_nor_acknowledged_unknown_events_are_acknowledged():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": {"jti": "tok-target"}}])
+        bad_sig, wrong_aud, wrong_typ, unknown = harness.mint_sets([
+            ("set-bad-sig", {harness.EVENT["token_revoked"]: {"jti": "tok-target"}}, {"tamper": "signature"}),
+            ("set-bad-aud", {harness.EVENT["token_revoked"]: {"jti": "tok-target"}}, {"claims": {"aud": "https://other"}}),
+            ("set-bad-typ", {harness.EVENT["token_revoked"]: {"jti": "tok-target"}}, {"header": {"typ": "at+jwt"}}),
+            ("set-unknown", {"https://example.test/event-type/other": {}}),
+        ])
+        envoy.control_plane.push_sets([bad_sig, wrong_aud, wrong_typ, unknown])
+        until(client, token, lambda r: "set-unknown" in envoy.control_plane.stats()["acked"])
+        time.sleep(3 * INTERVAL_S)
+        assert client.request("/tickets/1", token=token).status == 200
+        acked = envoy.control_plane.stats()["acked"]
+        assert not {"set-bad-sig", "set-bad-aud", "set-bad-typ"} & set(acked), acked
+        log = envoy.log_path.read_text()
+        for jti, why in (("set-bad-sig", "signature does not verify"), ("set-bad-aud", "aud does not name"),
+                         ("set-bad-typ", "typ must be secevent+jwt")):
+            assert f'SET "{jti}" refused ({why}' in log, jti
+
+
+def test_feed_outage_beyond_staleness_denies_then_recovers():
+    with revocation_stack(max_staleness_s=1) as (envoy, client):
+        [token] = harness.mint([{}])
+        envoy.control_plane.ssf_fail("500")
+        r, waited = until(client, token, lambda r: r.status != 200, timeout=6)
+        assert r.status == 503 and reason(r) == "revocation.stale", r
+        assert waited >= 0.5  # the last good state serves until the bound
+        gauge = "wasmcustom.agent_iam.revocation.feed_age_ms"
+        assert int(harness.admin_stats(envoy, "revocation")[gauge]) >= 800  # updated every tick
+        envoy.control_plane.ssf_fail("none")
+        until(client, token, lambda r: r.status == 200)
+        assert int(harness.admin_stats(envoy, "revocation")[gauge]) < 1000
+
+
+def test_allow_safe_methods_keeps_reads_during_an_outage():
+    with revocation_stack(max_staleness_s=1, on_stale="allow_safe_methods") as (envoy, client):
+        [token] = harness.mint([{"claims": {"scope": "tickets:read tickets:write"}}])
+        envoy.control_plane.ssf_fail("500")
+        r, _ = until(client, token, lambda r: r.status != 200, method="POST", body=b"{}", timeout=6)
+        assert r.status == 503 and reason(r) == "revocation.stale", r
+        assert client.request("/tickets/1", token=token).status == 200  # GET still decided
+
+
+def test_envoy_restart_reads_the_revocations_again_before_serving():
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000))
+    cfg_path = harness.OUT / "revocation-restart.json"
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(plugin))
+    [token] = harness.mint([{"claims": {"jti": "tok-restart"}}])
+    with harness.Upstream() as up, harness.ControlPlane(harness.registry_doc(plugin)) as cp:
+        listen, admin = harness.free_port(), harness.free_port()
+        yaml_text = harness.envoy_yaml(plugin=cfg_path, listen=listen, admin=admin, upstream=up.port,
+                                       control_plane=cp.port)
+        with harness.Envoy(yaml_text, name="revocation-1"):
+            client = harness.Client(listen)
+            wait_fresh(client)
+            [s] = harness.mint_sets([("set-restart", {harness.EVENT["token_revoked"]: {"jti": "tok-restart"}})])
+            cp.push_sets([s])
+            until(client, token, lambda r: reason(r) == "revocation.jti")
+            until(client, token, lambda r: "set-restart" in cp.stats()["acked"])
+            client.close()
+        with harness.Envoy(yaml_text, name="revocation-2"):
+            client = harness.Client(listen)
+            seen = set()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                r = client.request("/tickets/1", token=token)
+                assert r.status != 200, "a revoked token was served after the restart"
+                seen.add(reason(r))
+                if reason(r) == "revocation.jti":
+                    break
+                time.sleep(0.02)
+            assert seen <= {"revocation.stale", "revocation.jti"} and "revocation.jti" in seen, seen
+            client.close()
