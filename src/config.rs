@@ -95,13 +95,51 @@ pub struct IssuerConfig {
     /// A token's `aud` must contain at least one of these.
     pub audiences: Vec<String>,
     /// Inline JWKS: `{"keys": [...]}`. Every key needs `kid`; keys are validated at load.
-    pub jwks: JwksConfig,
+    /// Exactly one of `jwks` / `jwks_uri`.
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
+    /// Remote JWKS fetched through an Envoy cluster, shared by all workers, refreshed on
+    /// schedule and at once (rate-limited) on an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<JwksUriConfig>,
     /// Allowed algorithms (ES256, EdDSA, RS256). `none` and HMAC are never accepted.
     pub algorithms: Vec<AlgName>,
     /// Accepted `typ` header values, compared case-insensitively with an optional
     /// `application/` prefix.
     #[serde(default = "default_types")]
     pub accepted_types: Vec<String>,
+}
+
+/// Where to fetch an issuer's JWKS.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksUriConfig {
+    /// Envoy cluster of the IdP.
+    pub cluster: String,
+    /// Path of the JWKS document.
+    pub path: String,
+    /// `:authority` (defaults to the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Scheduled refresh, in seconds (1..=86400; default 300).
+    #[serde(default = "default_refresh_s")]
+    pub refresh_s: u64,
+    /// Least time between two fetches triggered by unknown `kid`s (1..=3600; default 10).
+    #[serde(default = "default_min_refetch_s")]
+    pub min_refetch_s: u64,
+    /// Per-fetch timeout in milliseconds (10..=60000; default 2000).
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_refresh_s() -> u64 {
+    300
+}
+fn default_min_refetch_s() -> u64 {
+    10
+}
+fn default_jwks_timeout_ms() -> u64 {
+    2000
 }
 
 /// An inline JSON Web Key Set.
@@ -376,7 +414,10 @@ pub struct Issuer {
     pub algorithms: Vec<Alg>,
     /// Lower-case, without an `application/` prefix.
     pub accepted_types: Vec<String>,
+    /// Inline keys, or the last good remote keys (empty until the first fetch).
     pub keys: Vec<VerifyKey>,
+    /// Set when the keys come from `jwks_uri`.
+    pub remote: Option<JwksUriConfig>,
 }
 
 /// The validated configuration the pipeline runs on.
@@ -497,6 +538,36 @@ fn validate_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) -> Vec<R
         });
     }
     out
+}
+
+fn validate_jwks_uri(u: &JwksUriConfig, p: &str, bad: &mut impl FnMut(String, String)) {
+    if u.cluster.is_empty() {
+        bad(format!("{p}.cluster"), "must name an Envoy cluster".into());
+    }
+    if !u.path.starts_with('/') {
+        bad(
+            format!("{p}.path"),
+            format!("\"{}\" must start with `/`", u.path),
+        );
+    }
+    if !(1..=86_400).contains(&u.refresh_s) {
+        bad(
+            format!("{p}.refresh_s"),
+            format!("{} is outside 1..=86400", u.refresh_s),
+        );
+    }
+    if !(1..=3600).contains(&u.min_refetch_s) {
+        bad(
+            format!("{p}.min_refetch_s"),
+            format!("{} is outside 1..=3600", u.min_refetch_s),
+        );
+    }
+    if !(10..=60_000).contains(&u.timeout_ms) {
+        bad(
+            format!("{p}.timeout_ms"),
+            format!("{} is outside 10..=60000", u.timeout_ms),
+        );
+    }
 }
 
 fn validate_feed(feed: &FeedConfig, problems: &mut Vec<Problem>) {
@@ -660,14 +731,30 @@ impl PluginConfig {
                 }
                 accepted_types.push(n);
             }
-            if ic.jwks.keys.is_empty() {
-                bad(
-                    format!("{p}.jwks.keys"),
-                    "at least one key is required".into(),
-                );
-            }
+            let inline_keys = match (&ic.jwks, &ic.jwks_uri) {
+                (Some(j), None) => {
+                    if j.keys.is_empty() {
+                        bad(
+                            format!("{p}.jwks.keys"),
+                            "at least one key is required".into(),
+                        );
+                    }
+                    j.keys.as_slice()
+                }
+                (None, Some(u)) => {
+                    validate_jwks_uri(u, &format!("{p}.jwks_uri"), &mut bad);
+                    &[]
+                }
+                _ => {
+                    bad(
+                        p.clone(),
+                        "exactly one of `jwks` or `jwks_uri` is required".into(),
+                    );
+                    &[]
+                }
+            };
             let mut keys: Vec<VerifyKey> = Vec::new();
-            for (j, k) in ic.jwks.keys.iter().enumerate() {
+            for (j, k) in inline_keys.iter().enumerate() {
                 let kp = format!("{p}.jwks.keys[{j}]");
                 match parse_jwk(k) {
                     Err(e) => bad(kp, e),
@@ -694,6 +781,7 @@ impl PluginConfig {
                 algorithms,
                 accepted_types,
                 keys,
+                remote: ic.jwks_uri,
             });
         }
         if self.clock_skew_s > 300 {
@@ -852,6 +940,29 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle} missing in {e}");
         }
+    }
+
+    #[test]
+    fn exactly_one_key_source_and_a_checked_jwks_uri() {
+        let mut v = base();
+        v["issuers"][0]["jwks_uri"] = json!({"cluster": "idp", "path": "/jwks.json"});
+        assert!(err(v.clone()).contains("exactly one of `jwks` or `jwks_uri`"));
+        v["issuers"][0].as_object_mut().unwrap().remove("jwks");
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(c.issuers[0].keys.is_empty() && c.issuers[0].remote.is_some());
+        v["issuers"][0]["jwks_uri"] =
+            json!({"cluster": "", "path": "jwks", "refresh_s": 0, "min_refetch_s": 0});
+        let e = err(v.clone());
+        for p in [
+            "jwks_uri.cluster",
+            "jwks_uri.path",
+            "jwks_uri.refresh_s",
+            "jwks_uri.min_refetch_s",
+        ] {
+            assert!(e.contains(&format!("$.issuers[0].{p}")), "{p}: {e}");
+        }
+        v["issuers"][0].as_object_mut().unwrap().remove("jwks_uri");
+        assert!(err(v).contains("exactly one of"));
     }
 
     #[test]

@@ -42,11 +42,19 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
     } else {
         "route: {cluster: upstream}"
     };
-    // Every feed (agent registry, revocation) reaches the local control plane.
+    // Every feed (agent registry, revocation, remote JWKS) reaches the local control plane.
     let mut names: Vec<&str> = ["/agents/feed/cluster", "/revocation/feed/cluster"]
         .iter()
         .filter_map(|p| plugin_config.pointer(p).and_then(Value::as_str))
         .collect();
+    if let Some(issuers) = plugin_config.get("issuers").and_then(Value::as_array) {
+        names.extend(
+            issuers
+                .iter()
+                .filter_map(|i| i.pointer("/jwks_uri/cluster").and_then(Value::as_str)),
+        );
+    }
+    names.sort_unstable();
     names.dedup();
     let feed_cluster: String = names
         .iter()

@@ -316,6 +316,28 @@ mod tests {
     );
 
     #[test]
+    fn remote_jwks_keeps_usable_keys_and_names_the_rest() {
+        let ec = |kid: &str| json!({"kty":"EC","crv":"P-256","kid":kid,"x":EC.0,"y":EC.1});
+        let doc = json!({"keys": [
+            ec("a"),
+            {"kty":"EC","crv":"P-256","kid":"enc","use":"enc","x":EC.0,"y":EC.1},
+            {"kty":"oct","kid":"h","k":"c2VjcmV0"},
+            ec("a"),
+            {"kty":"EC","crv":"P-256","x":EC.0,"y":EC.1},
+        ]});
+        let u = usable_keys(doc.to_string().as_bytes(), &[Alg::Es256]).unwrap();
+        assert_eq!(u.keys.len(), 1);
+        assert_eq!(u.keys[0].0.kid, "a");
+        assert_eq!(u.skipped.len(), 4, "{:?}", u.skipped);
+        assert!(u.skipped[0].contains("use=enc") && u.skipped[2].contains("duplicate kid"));
+        // An issuer that only allows EdDSA can use none of them: keep the last good set.
+        let e = usable_keys(doc.to_string().as_bytes(), &[Alg::EdDsa]).unwrap_err();
+        assert!(e.contains("no usable key"), "{e}");
+        assert!(usable_keys(b"{\"keys\": {}}", &[Alg::Es256]).is_err());
+        assert!(usable_keys(b"[", &[Alg::Es256]).is_err());
+    }
+
+    #[test]
     fn accepts_a_valid_p256_key_and_builds_spki() {
         let k = parse_jwk(&json!({"kty":"EC","crv":"P-256","kid":"a","x":EC.0,"y":EC.1})).unwrap();
         assert_eq!(k.alg, Alg::Es256);
@@ -381,4 +403,43 @@ mod tests {
         der_uint(&mut out, &[0, 0]);
         assert_eq!(out, [2, 1, 0]);
     }
+}
+
+/// The keys of a fetched JWKS this issuer can use, each with its JSON, and what was skipped.
+#[derive(Debug)]
+pub struct UsableKeys {
+    pub keys: Vec<(VerifyKey, serde_json::Value)>,
+    pub skipped: Vec<String>,
+}
+
+/// The usable keys of a JWKS document, each with its JSON; unusable entries (encryption
+/// keys, unsupported types, algorithms the issuer does not allow) are skipped and named.
+pub fn usable_keys(body: &[u8], algorithms: &[Alg]) -> Result<UsableKeys, String> {
+    let doc =
+        crate::json::parse_strict(body, 8).map_err(|e| format!("JWKS does not parse: {e}"))?;
+    let Some(serde_json::Value::Array(keys)) = doc.get("keys") else {
+        return Err("JWKS has no `keys` array".into());
+    };
+    let mut out: Vec<(VerifyKey, serde_json::Value)> = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        if k.get("use").and_then(serde_json::Value::as_str) == Some("enc") {
+            skipped.push(format!("keys[{i}]: use=enc"));
+            continue;
+        }
+        match parse_jwk(k) {
+            Err(e) => skipped.push(format!("keys[{i}]: {e}")),
+            Ok(key) if !algorithms.contains(&key.alg) => {
+                skipped.push(format!("keys[{i}]: alg {} not allowed", key.alg.as_str()));
+            }
+            Ok(key) if out.iter().any(|(x, _)| x.kid == key.kid) => {
+                skipped.push(format!("keys[{i}]: duplicate kid \"{}\"", key.kid));
+            }
+            Ok(key) => out.push((key, k.clone())),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("JWKS has no usable key ({})", skipped.join("; ")));
+    }
+    Ok(UsableKeys { keys: out, skipped })
 }

@@ -232,6 +232,8 @@ pub struct Engine {
     revocation_version: u64,
     /// When the revocation feed last answered (UNIX seconds); `None` before the first poll.
     revocation_fresh_at: Option<f64>,
+    /// Set when a token named a `kid` a remote issuer does not have.
+    kid_miss: Option<usize>,
     /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
     registry_fresh_at: Option<f64>,
 }
@@ -261,6 +263,7 @@ impl Engine {
             revoked: RevocationState::default(),
             revocation_version: 0,
             revocation_fresh_at: None,
+            kid_miss: None,
             registry_fresh_at: None,
         }
     }
@@ -270,6 +273,22 @@ impl Engine {
         self.registry = registry;
         self.inputs.clear();
         self.registry_fresh_at = Some(fresh_at);
+    }
+
+    /// Replaces the keys of issuer `index` (a new remote JWKS). Cached verifications are
+    /// dropped: a removed key must not keep its tokens alive.
+    pub fn set_issuer_keys(&mut self, index: usize, keys: Vec<crate::keys::VerifyKey>) {
+        if let Some(issuer) = self.config.issuers.get_mut(index) {
+            issuer.keys = keys;
+            self.cache = VerifiedCache::new(self.config.cache_entries);
+            self.inputs.clear();
+        }
+    }
+
+    /// The remote issuer whose unknown `kid` the last request presented (then cleared):
+    /// the host asks for a (rate-limited) refetch of its JWKS.
+    pub fn take_kid_miss(&mut self) -> Option<usize> {
+        self.kid_miss.take()
     }
 
     /// The signature backend (the revocation feed verifies SETs with it too).
@@ -450,14 +469,33 @@ impl Engine {
         if !now.is_finite() {
             return Err(Reason::InternalError);
         }
-        verify_token(
+        let out = verify_token(
             token,
             &self.config,
             self.backend.as_ref(),
             Some(&mut self.cache),
             now,
-        )
+        );
+        if out.as_ref().err() == Some(&Reason::TokenKid) {
+            self.kid_miss = remote_issuer_of(token, &self.config);
+        }
+        out
     }
+}
+
+/// The index of the remote (`jwks_uri`) issuer named by `token`'s `iss`, if any. Only
+/// called after a `kid` miss, so the second payload decode costs nothing in the common case.
+fn remote_issuer_of(token: &str, cfg: &Config) -> Option<usize> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let iss = claims.get("iss")?.as_str()?;
+    cfg.issuers
+        .iter()
+        .position(|i| i.issuer == iss && i.remote.is_some())
 }
 
 /// `Bearer <token>` (RFC 6750 §2.1): scheme case-insensitive, one space, no other whitespace.
@@ -479,6 +517,7 @@ fn bearer_token(value: &str) -> Result<&str, Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bearer_parsing_is_strict() {
@@ -495,6 +534,67 @@ mod tests {
         let mut ids = DecisionIds::new(7);
         assert_ne!(ids.next_id(), ids.next_id());
         assert_eq!(ids.next_id().len(), 32);
+    }
+
+    /// `jwks_uri` issuers: `jwks.unavailable` before the first fetch, keys applied at run
+    /// time, unknown `kid`s reported for a refetch, and a key removal drops cached
+    /// verifications.
+    #[test]
+    fn remote_jwks_lifecycle_in_the_engine() {
+        use crate::crypto::PureRust;
+        use crate::dev::{mint, DevKeys, Recipe};
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        let jwks = plugin["issuers"][0]["jwks"].take();
+        plugin["issuers"][0].as_object_mut().unwrap().remove("jwks");
+        plugin["issuers"][0]["jwks_uri"] = json!({"cluster": "idp", "path": "/jwks.json"});
+        plugin["agents"] = json!({"allow_unregistered_subjects": true});
+        plugin["unmatched_route"] = json!("allow");
+        let cfg = Config::from_json(plugin.to_string().as_bytes()).unwrap();
+        let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
+        let now = 1_800_000_000;
+        let tok = |recipe: serde_json::Value| {
+            let r: Recipe = serde_json::from_value(recipe).unwrap();
+            let t = mint(&keys, &r, now).unwrap();
+            Request {
+                method: "GET".into(),
+                path: "/tickets/1".into(),
+                host: "h".into(),
+                authorization: vec![format!("Bearer {t}").into_bytes()],
+                headers: vec![],
+            }
+        };
+        let good = tok(json!({}));
+        let d = engine.evaluate(&good, now as f64);
+        assert_eq!(d.reason, Some(Reason::JwksUnavailable));
+        assert_eq!(d.status(), 503);
+
+        let parsed: Vec<_> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| crate::keys::parse_jwk(k).unwrap())
+            .collect();
+        engine.set_issuer_keys(0, parsed.clone());
+        assert_eq!(engine.evaluate(&good, now as f64).reason, None);
+        assert!(engine.evaluate(&good, now as f64).token.unwrap().cached);
+
+        let unknown = tok(json!({"header": {"kid": "rotated-in"}}));
+        assert_eq!(
+            engine.evaluate(&unknown, now as f64).reason,
+            Some(Reason::TokenKid)
+        );
+        assert_eq!(engine.take_kid_miss(), Some(0));
+        assert_eq!(engine.take_kid_miss(), None);
+
+        // Rotation removes es-1: its cached token is refused at once.
+        let without_es: Vec<_> = parsed.into_iter().filter(|k| k.kid != "es-1").collect();
+        engine.set_issuer_keys(0, without_es);
+        assert_eq!(
+            engine.evaluate(&good, now as f64).reason,
+            Some(Reason::TokenKid)
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Reason {
     TokenHeaderForbidden,
     /// `kid` missing, not a string, or not a key of the issuer.
     TokenKid,
+    /// The issuer's keys come from `jwks_uri` and no fetch has succeeded yet.
+    JwksUnavailable,
     /// `typ` missing or not in the issuer's `accepted_types`.
     TokenTyp,
     /// The signature does not verify.
@@ -107,6 +109,7 @@ impl Reason {
         Reason::TokenAlg,
         Reason::TokenHeaderForbidden,
         Reason::TokenKid,
+        Reason::JwksUnavailable,
         Reason::TokenTyp,
         Reason::TokenSignature,
         Reason::TokenIssuer,
@@ -155,6 +158,7 @@ impl Reason {
             Reason::TokenAlg => "token.alg",
             Reason::TokenHeaderForbidden => "token.header_forbidden",
             Reason::TokenKid => "token.kid",
+            Reason::JwksUnavailable => "jwks.unavailable",
             Reason::TokenTyp => "token.typ",
             Reason::TokenSignature => "token.signature",
             Reason::TokenIssuer => "token.issuer",
@@ -198,6 +202,7 @@ impl Reason {
         match self {
             Reason::RequestMalformed => 400,
             Reason::InternalError
+            | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
             | Reason::PolicyError
@@ -219,6 +224,7 @@ impl Reason {
         match self {
             Reason::RequestMalformed => "invalid_request",
             Reason::InternalError
+            | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
             | Reason::PolicyError
@@ -247,6 +253,7 @@ impl Reason {
                 "header carries crit, jwk, jku, x5u, x5c, x5t, x5t#S256, b64, zip or enc"
             }
             Reason::TokenKid => "kid missing, not a string, or unknown to the issuer",
+            Reason::JwksUnavailable => "the issuer's jwks_uri has not been fetched successfully yet",
             Reason::TokenTyp => "typ missing or not in accepted_types",
             Reason::TokenSignature => "signature does not verify with the key kid selects",
             Reason::TokenIssuer => "iss missing or not a configured issuer",

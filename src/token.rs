@@ -178,6 +178,9 @@ pub fn verify_token(
         .find(|i| i.issuer == iss)
         .ok_or(Reason::TokenIssuer)?;
     check_typ(&jws, issuer)?;
+    if issuer.remote.is_some() && issuer.keys.is_empty() {
+        return Err(Reason::JwksUnavailable);
+    }
     let key = select_key(&jws, &issuer.keys, &issuer.algorithms)?;
     let facts = check_claims(&claims, issuer, cfg, now)?;
 

@@ -7,6 +7,11 @@ registry feed and lets tests change it while Envoy runs.
   GET  /admin/stats        {"registry_requests": N, "ssf_polls": N, "acked": [jti...], ...}
   GET  /healthz            200
 
+Identity provider keys (issuers[].jwks_uri):
+  GET  /jwks.json          the current JWKS (from --jwks, then PUT)
+  PUT  /jwks.json          replace it (key rotation)
+  POST /admin/jwks/fail    {"mode": "none" | "500"}: simulate an IdP outage
+
 Shared Signals transmitter (RFC 8936 poll delivery):
   POST /ssf/poll           {"ack": [jti...], "maxEvents": N, "returnImmediately": true}
                            → {"sets": {jti: SET}, "moreAvailable": bool}. Acknowledged SETs
@@ -37,7 +42,7 @@ def _jti(compact):
 STATE = {"doc": b"{}", "fail": "none", "requests": 0,
          # SSF: every pushed SET (jti, set, pushed_at); per session: acknowledged jtis.
          "sets": [], "sessions": {}, "ssf_fail": "none", "ssf_polls": 0, "acked": [],
-         "retain_s": 900}
+         "retain_s": 900, "jwks": b'{"keys": []}', "jwks_fail": "none", "jwks_requests": 0}
 LOCK = threading.Lock()
 
 
@@ -60,8 +65,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/admin/stats":
             with LOCK:
                 stats = {"registry_requests": STATE["requests"], "ssf_polls": STATE["ssf_polls"],
-                         "acked": STATE["acked"], "sessions": len(STATE["sessions"])}
+                         "acked": STATE["acked"], "sessions": len(STATE["sessions"]),
+                         "jwks_requests": STATE["jwks_requests"]}
             return self._send(200, json.dumps(stats).encode())
+        if self.path == "/jwks.json":
+            with LOCK:
+                STATE["jwks_requests"] += 1
+                mode, doc = STATE["jwks_fail"], STATE["jwks"]
+            if mode == "500":
+                return self._send(500, b'{"error":"simulated outage"}')
+            return self._send(200, doc, "application/jwk-set+json")
         if self.path == "/registry.json":
             with LOCK:
                 STATE["requests"] += 1
@@ -74,6 +87,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(404)
 
     def do_PUT(self):
+        if self.path == "/jwks.json":
+            body = self._body()
+            with LOCK:
+                STATE["jwks"] = body
+            return self._send(204)
         if self.path != "/registry.json":
             return self._send(404)
         body = self._body()
@@ -91,6 +109,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with LOCK:
                 for s in sets:
                     STATE["sets"].append((_jti(s), s, now))
+            return self._send(204)
+        if self.path == "/admin/jwks/fail":
+            mode = json.loads(self._body())["mode"]
+            with LOCK:
+                STATE["jwks_fail"] = mode
             return self._send(204)
         if self.path == "/admin/ssf/fail":
             mode = json.loads(self._body())["mode"]
@@ -130,7 +153,11 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--registry", required=True)
     ap.add_argument("--retain-s", type=int, default=900)
+    ap.add_argument("--jwks", help="file with the initial JWKS served at /jwks.json")
     args = ap.parse_args()
+    if args.jwks:
+        with open(args.jwks, "rb") as f:
+            STATE["jwks"] = f.read()
     STATE["retain_s"] = args.retain_s
     with open(args.registry, "rb") as f:
         STATE["doc"] = f.read()

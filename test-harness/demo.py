@@ -1,9 +1,11 @@
 """The scripted agent scenario behind the README's first command.
 
-Starts an echo upstream, the local control plane (agent registry feed) and a real Envoy
-with the release filter (envoy/plugin.json); mints short-lived demo tokens; sends requests;
-retires an agent through the control plane while Envoy runs; shows each response and the
-filter's decision log lines. The scenario grows as features land."""
+Starts an echo upstream, the local control plane (agent registry feed, Shared Signals
+transmitter) and a real Envoy with the release filter (envoy/plugin.json plus a revocation
+feed); mints short-lived demo tokens; sends requests; retires an agent through the control
+plane and pulls another agent's access mid-run with a RISC account-disabled event while
+Envoy runs; shows each response and the filter's decision log lines. The scenario grows as
+features land."""
 
 import json
 import sys
@@ -37,6 +39,10 @@ STEPS = [
     ("RETIRE", None, None, None, None),
     ("alice -> planner again, after the security team retired agent:planner",
      "GET", "/tickets/42", {"claims": ALICE_PLANNER}, {}),
+    ("build-bot-7 reads tickets (token T, verified and cached)", "GET", "/tickets/42", "T", {}),
+    ("REVOKE", None, None, None, None),
+    ("build-bot-7 again with the same token T, after the account-disabled event",
+     "GET", "/tickets/42", "T", {}),
 ]
 
 
@@ -69,10 +75,30 @@ def retire_planner(envoy, client, token):
           "every worker applies it on its next request")
 
 
+def disable_build_bot(envoy, client, token):
+    [s] = harness.mint_sets([("demo-set-1", {harness.EVENT["account_disabled"]: {
+        "subject": harness.opaque("agent:build-bot-7")}})])
+    start = time.monotonic()
+    envoy.control_plane.push_sets([s])
+    print("\n[*] security team: RISC account-disabled for agent:build-bot-7, a signed Security Event "
+          "Token queued at the Shared Signals transmitter (RFC 8936 poll)")
+    while time.monotonic() - start < 5:
+        r = client.request("/tickets/42", token=token)
+        if r.status != 200:
+            break
+        time.sleep(0.01)
+    print(f"    every worker refuses build-bot-7 {time.monotonic() - start:.2f}s later (poll interval 1 s), "
+          "without waiting for its token to expire")
+
+
 def main():
-    recipes = [s[3] for s in STEPS if s[3] is not None]
-    tokens = iter(harness.mint(recipes))
-    with harness.stack(name="demo") as envoy:
+    recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
+    minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
+    token_t = minted.pop()
+    tokens = iter(minted)
+    plugin = harness.with_revocation(json.loads(harness.PLUGIN.read_text()), interval_ms=1000, max_staleness_s=30)
+    with harness.stack(name="demo", plugin_json=plugin) as envoy:
+        harness.wait_revocation_fresh(envoy)
         print(f"Envoy {envoy.ready_after_s:.2f}s to ready on 127.0.0.1:{envoy.listen_port} "
               f"(admin {envoy.admin_port}); upstream echo 127.0.0.1:{envoy.upstream.port}; "
               f"control plane 127.0.0.1:{envoy.control_plane.port}")
@@ -86,9 +112,14 @@ def main():
             if title == "RETIRE":
                 retire_planner(envoy, client, None)
                 continue
+            if title == "REVOKE":
+                disable_build_bot(envoy, client, token_t)
+                continue
             n += 1
             headers = dict(extra)
-            if recipe is not None:
+            if recipe == "T":
+                headers["authorization"] = f"Bearer {token_t}"
+            elif recipe is not None:
                 headers["authorization"] = f"Bearer {next(tokens)}"
             r = client.request(path, headers=headers, method=method, body=b"{}" if method == "POST" else None)
             show(n, title, method, path, headers, r)

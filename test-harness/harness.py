@@ -41,9 +41,10 @@ def cli(*args, stdin=None, check=True):
     return proc
 
 
-def mint(recipes, now=None):
-    """Mints one token per recipe (dicts), relative to `now` (default: the current time)."""
-    args = ["dev", "mint", "--keys", KEYS]
+def mint(recipes, now=None, keys=None):
+    """Mints one token per recipe (dicts), relative to `now` (default: the current time),
+    with the demo keys or the private key file `keys`."""
+    args = ["dev", "mint", "--keys", keys or KEYS]
     if now is not None:
         args += ["--now", int(now)]
     out = cli(*args, stdin="".join(json.dumps(r) + "\n" for r in recipes)).stdout
@@ -106,17 +107,23 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
 class ControlPlane:
     """The local control plane process (test-harness/control_plane.py) serving the registry feed."""
 
-    def __init__(self, registry_doc):
+    def __init__(self, registry_doc, jwks=None):
         OUT.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         fd, self.doc_path = tempfile.mkstemp(suffix=".json", dir=OUT)
         with os.fdopen(fd, "w") as f:
             json.dump(registry_doc, f)
+        self.args = []
+        if jwks is not None:
+            fd, jwks_path = tempfile.mkstemp(suffix=".jwks.json", dir=OUT)
+            with os.fdopen(fd, "w") as f:
+                json.dump(jwks, f)
+            self.args = ["--jwks", jwks_path]
         self.proc = None
 
     def __enter__(self):
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "test-harness" / "control_plane.py"),
-                                      "--port", str(self.port), "--registry", self.doc_path])
+                                      "--port", str(self.port), "--registry", self.doc_path, *self.args])
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -165,6 +172,12 @@ class ControlPlane:
 
     def ssf_fail(self, mode):
         assert self._call("POST", "/admin/ssf/fail", {"mode": mode})[0] == 204
+
+    def set_jwks(self, doc):
+        assert self._call("PUT", "/jwks.json", doc)[0] == 204
+
+    def jwks_fail(self, mode):
+        assert self._call("POST", "/admin/jwks/fail", {"mode": mode})[0] == 204
 
 
 SSF_ISSUER = "https://ssf.agent-iam.test"
@@ -365,11 +378,12 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 
 @contextlib.contextmanager
-def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1):
+def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
-    the plugin file. The control plane starts out serving the configuration's registry."""
+    the plugin file. The control plane starts out serving the configuration's registry
+    (and `jwks` at /jwks.json)."""
     config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
-    with Upstream() as up, ControlPlane(registry_doc(config)) as cp:
+    with Upstream() as up, ControlPlane(registry_doc(config), jwks=jwks) as cp:
         listen, admin = free_port(), free_port()
         path = plugin
         if plugin_json is not None:
@@ -479,3 +493,13 @@ def admin_stats(envoy, filter_re="agent_iam"):
         name, _, value = line.partition(": ")
         out[name] = value.strip()
     return out
+
+
+def wait_revocation_fresh(envoy, timeout=10):
+    """Until the first revocation poll has answered (its age gauge then exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "wasmcustom.agent_iam.revocation.feed_age_ms" in admin_stats(envoy, "revocation"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the revocation feed never answered")

@@ -21,11 +21,13 @@ use crate::pipeline::{Decision, DecisionIds, Engine, Request};
 use crate::reason::Reason;
 
 mod feed;
+mod jwks;
 mod revocation;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
 use feed::Feed;
+use jwks::JwksFeed;
 use revocation::RevocationFeed;
 
 proxy_wasm::main! {{
@@ -33,7 +35,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("agent-iam: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None, revocation: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None, revocation: None, jwks: Vec::new() }) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -68,11 +70,13 @@ fn host_is_envoy() -> bool {
 
 type SharedFeed = Rc<RefCell<Feed>>;
 type SharedRevocation = Rc<RefCell<RevocationFeed>>;
+type SharedJwks = Rc<RefCell<JwksFeed>>;
 
 struct Root {
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
     revocation: Option<SharedRevocation>,
+    jwks: Vec<SharedJwks>,
 }
 
 impl Context for Root {
@@ -92,6 +96,13 @@ impl Context for Root {
                     if r.on_response(token_id, body_size, now_ms, e.backend(), &t.transmitter) {
                         return;
                     }
+                }
+            }
+        }
+        for j in &self.jwks {
+            if let Ok(mut j) = j.try_borrow_mut() {
+                if j.on_response(token_id, body_size, now_ms) {
+                    return;
                 }
             }
         }
@@ -182,7 +193,24 @@ impl RootContext for Root {
                         engine.config.clock_skew_s,
                     )))
                 });
+                self.jwks = engine
+                    .config
+                    .issuers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, iss)| {
+                        iss.remote
+                            .clone()
+                            .map(|u| Rc::new(RefCell::new(JwksFeed::new(i, iss, u))))
+                    })
+                    .collect();
                 let mut period: Option<std::time::Duration> = None;
+                for j in &self.jwks {
+                    if let Ok(mut j) = j.try_borrow_mut() {
+                        j.sync(&mut engine);
+                        period = Some(std::time::Duration::from_millis(100));
+                    }
+                }
                 if let Some(feed) = &self.feed {
                     if let Ok(f) = feed.try_borrow() {
                         f.sync(&mut engine);
@@ -240,6 +268,11 @@ impl RootContext for Root {
                 r.on_tick(now_ms);
             }
         }
+        for j in &self.jwks {
+            if let Ok(mut j) = j.try_borrow_mut() {
+                j.on_tick(now_ms);
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -247,6 +280,7 @@ impl RootContext for Root {
             engine: self.engine.clone(),
             feed: self.feed.clone(),
             revocation: self.revocation.clone(),
+            jwks: self.jwks.clone(),
         }))
     }
 
@@ -259,6 +293,7 @@ struct Http {
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
     revocation: Option<SharedRevocation>,
+    jwks: Vec<SharedJwks>,
 }
 
 impl Context for Http {}
@@ -382,11 +417,25 @@ impl HttpContext for Http {
         if let Some(rev) = self.revocation.as_ref().and_then(|r| r.try_borrow().ok()) {
             rev.sync(&mut engine);
         }
+        for j in &self.jwks {
+            if let Ok(mut j) = j.try_borrow_mut() {
+                j.sync(&mut engine);
+            }
+        }
         #[cfg(feature = "test-hooks")]
         if let Some(action) = test_hooks::bench(&mut engine, &req, now) {
             return action;
         }
         let d = engine.evaluate(&req, now);
+        if let Some(i) = engine.take_kid_miss() {
+            if let Some(j) = self
+                .jwks
+                .iter()
+                .find_map(|j| j.try_borrow().ok().filter(|j| j.index == i))
+            {
+                j.want_refetch((now * 1000.0) as u64);
+            }
+        }
         self.apply(&engine, &d)
     }
 }
