@@ -1,8 +1,9 @@
 """Revocation propagation latency through a real Envoy (a benchmark, never a test).
 
 Envoy runs with `--concurrency 2` and the default 1 s poll interval. For each of N tokens:
-the token is served (200) on every client connection, a `token-revoked` SET for its `jti`
-is pushed to the local SSF transmitter at t0, then every connection requests in turn until
+the token is served (200) on every client connection, after a random pause (a random phase
+of the poll cycle) a `token-revoked` SET for its `jti` is pushed to the local SSF
+transmitter at t0, then every connection requests in turn until
 it sees `revocation.jti`. The latency of one revocation is the time until the *last*
 connection is refused (connections are spread over the workers). Reports p50/p99/max.
 
@@ -10,6 +11,7 @@ Usage: python test-harness/bench_revocation.py [--revocations 100] [--connection
 
 import argparse
 import json
+import random
 import statistics
 import time
 
@@ -38,6 +40,7 @@ def main():
             for c in clients:
                 r = c.request("/tickets/1", token=token)
                 assert r.status == 200, r
+            time.sleep(random.uniform(0, args.interval_ms / 1000))  # a random phase of the poll cycle
             t0 = time.monotonic()
             envoy.control_plane.push_sets([s])
             pending = set(range(len(clients)))

@@ -86,7 +86,7 @@ def disable_build_bot(envoy, client, token):
         r = client.request("/tickets/42", token=token)
         if r.status != 200:
             break
-        time.sleep(0.01)
+        time.sleep(0.1)
     print(f"    every worker refuses build-bot-7 {time.monotonic() - start:.2f}s later (poll interval 1 s), "
           "without waiting for its token to expire")
 
@@ -125,10 +125,17 @@ def main():
             show(n, title, method, path, headers, r)
         client.close()
         envoy.wait_for_log("agent-iam decision", timeout=2)
-        print("\nDecision log lines (Envoy log, one per request):")
-        for d in envoy.decision_lines():
-            keep = ("decision", "status", "reason", "agent", "principal", "chain", "route")
-            print("  " + json.dumps({**{k: d[k] for k in keep}, "scopes": d["scopes"]["effective"]}))
+        print("\nDecision log lines (Envoy log, one per request; repeats folded):")
+        keep = ("decision", "status", "reason", "agent", "principal", "chain", "route")
+        lines = [json.dumps({**{k: d[k] for k in keep}, "scopes": d["scopes"]["effective"]})
+                 for d in envoy.decision_lines()]
+        i = 0
+        while i < len(lines):
+            j = i
+            while j + 1 < len(lines) and lines[j + 1] == lines[i]:
+                j += 1
+            print("  " + lines[i] + (f"  (×{j - i + 1})" if j > i else ""))
+            i = j + 1
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     return 0
 

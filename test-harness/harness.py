@@ -496,10 +496,10 @@ def admin_stats(envoy, filter_re="agent_iam"):
 
 
 def wait_revocation_fresh(envoy, timeout=10):
-    """Until the first revocation poll has answered (its age gauge then exists)."""
+    """Until the first revocation poll has been applied (counter `polls_ok`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "wasmcustom.agent_iam.revocation.feed_age_ms" in admin_stats(envoy, "revocation"):
+        if int(admin_stats(envoy, "revocation").get("wasmcustom.agent_iam.revocation.polls_ok", 0)) >= 1:
             return
         time.sleep(0.05)
     raise RuntimeError("the revocation feed never answered")

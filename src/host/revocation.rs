@@ -51,6 +51,9 @@ pub(super) struct RevocationFeed {
     again: bool,
     failures: u64,
     age_gauge: Option<u32>,
+    polls_ok: Option<u32>,
+    poll_failures: Option<u32>,
+    sets_refused: Option<u32>,
 }
 
 impl RevocationFeed {
@@ -58,6 +61,7 @@ impl RevocationFeed {
         let base = format!("agent-iam/revocation/{}{}", r.feed.cluster, r.feed.path);
         let age_gauge =
             hostcalls::define_metric(MetricType::Gauge, "agent_iam.revocation.feed_age_ms").ok();
+        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
         RevocationFeed {
             cluster: r.feed.cluster.clone(),
             path: r.feed.path.clone(),
@@ -78,6 +82,9 @@ impl RevocationFeed {
             again: false,
             failures: 0,
             age_gauge,
+            polls_ok: counter("agent_iam.revocation.polls_ok"),
+            poll_failures: counter("agent_iam.revocation.poll_failures"),
+            sets_refused: counter("agent_iam.revocation.sets_refused"),
         }
     }
 
@@ -159,6 +166,7 @@ impl RevocationFeed {
     }
 
     fn failed(&mut self, why: &str) {
+        count(self.poll_failures);
         self.failures = self.failures.saturating_add(1);
         if self.failures % 10 == 1 {
             log(
@@ -239,12 +247,15 @@ impl RevocationFeed {
                     }
                     acks.push(v.jti);
                 }
-                Err(e) => log(
-                    LogLevel::Warn,
-                    &format!(
-                        "agent-iam: revocation feed: SET {key:?} refused ({e}); not applied, not acknowledged"
-                    ),
-                ),
+                Err(e) => {
+                    count(self.sets_refused);
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "agent-iam: revocation feed: SET {key:?} refused ({e}); not applied, not acknowledged"
+                        ),
+                    );
+                }
             }
         }
         let before = doc.state.len();
@@ -280,6 +291,7 @@ impl RevocationFeed {
             );
         }
         self.failures = 0;
+        count(self.polls_ok);
         if more {
             self.again = true;
         }
@@ -307,6 +319,12 @@ impl RevocationFeed {
                 &format!("agent-iam: {e}; keeping the current revocation state"),
             ),
         }
+    }
+}
+
+fn count(metric: Option<u32>) {
+    if let Some(m) = metric {
+        let _ = hostcalls::increment_metric(m, 1);
     }
 }
 
