@@ -19,7 +19,7 @@ pub(super) struct Feed {
     body_key: String,
     lease_key: String,
     in_flight: Option<u32>,
-    failures: u64,
+    failures: Failures,
 }
 
 impl Feed {
@@ -31,7 +31,7 @@ impl Feed {
             lease_key: format!("{base}/lease"),
             cfg,
             in_flight: None,
-            failures: 0,
+            failures: Failures::new("registry feed", "the last good registry"),
         }
     }
 
@@ -73,17 +73,7 @@ impl Feed {
     }
 
     fn failed(&mut self, why: &str) {
-        self.failures = self.failures.saturating_add(1);
-        // First failure, then every 10th: visible without flooding the log.
-        if self.failures % 10 == 1 {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "agent-iam: registry feed: {why}; keeping the last good registry (failure #{})",
-                    self.failures
-                ),
-            );
-        }
+        self.failures.record(why);
     }
 
     /// The feed answered.
@@ -92,20 +82,9 @@ impl Feed {
             return;
         }
         self.in_flight = None;
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if status != b"200" {
-            self.failed(&format!("HTTP status {}", String::from_utf8_lossy(&status)));
-            return;
-        }
-        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(Some(b)) => b,
-            _ => {
-                self.failed("empty body");
-                return;
-            }
+        let body = match call_body(body_size) {
+            Ok(b) => b,
+            Err(e) => return self.failed(&e),
         };
         match parse_feed(&body) {
             Err(problems) => {
@@ -125,16 +104,7 @@ impl Feed {
                     && hostcalls::set_shared_data(&self.head_key, Some(head.as_bytes()), None)
                         .is_ok();
                 if ok {
-                    if self.failures > 0 {
-                        log(
-                            LogLevel::Info,
-                            &format!(
-                                "agent-iam: registry feed recovered after {} failure(s)",
-                                self.failures
-                            ),
-                        );
-                    }
-                    self.failures = 0;
+                    self.failures.recovered();
                 } else {
                     self.failed("cannot write shared data");
                 }
@@ -200,4 +170,63 @@ pub(super) fn take_lease(key: &str, interval_ms: u64, now_ms: u64) -> bool {
         return false;
     }
     hostcalls::set_shared_data(key, Some(now_ms.to_string().as_bytes()), cas).is_ok()
+}
+
+/// The body of a 200 answer to our `dispatch_http_call`; anything else is an error text.
+pub(super) fn call_body(body_size: usize) -> Result<Vec<u8>, String> {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if status != b"200" {
+        return Err(format!("HTTP status {}", String::from_utf8_lossy(&status)));
+    }
+    match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+        Ok(Some(b)) => Ok(b),
+        _ => Err("empty body".into()),
+    }
+}
+
+/// Consecutive failures of one poller, logged the first time and every 10th time after
+/// (visible without flooding the log), and the recovery.
+pub(super) struct Failures {
+    what: &'static str,
+    keeping: &'static str,
+    count: u64,
+}
+
+impl Failures {
+    pub fn new(what: &'static str, keeping: &'static str) -> Failures {
+        Failures {
+            what,
+            keeping,
+            count: 0,
+        }
+    }
+
+    pub fn record(&mut self, why: &str) {
+        self.count = self.count.saturating_add(1);
+        if self.count % 10 == 1 {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "agent-iam: {}: {why}; keeping {} (failure #{})",
+                    self.what, self.keeping, self.count
+                ),
+            );
+        }
+    }
+
+    pub fn recovered(&mut self) {
+        if self.count > 0 {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "agent-iam: {} recovered after {} failure(s)",
+                    self.what, self.count
+                ),
+            );
+        }
+        self.count = 0;
+    }
 }

@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::LogLevel;
 use serde_json::Value;
 
-use super::feed::take_lease;
+use super::feed::{call_body, take_lease, Failures};
 use super::log;
 use crate::config::JwksUriConfig;
 use crate::keys::{usable_keys, Alg, UsableKeys};
@@ -31,7 +31,7 @@ pub(super) struct JwksFeed {
     refetch_lease_key: String,
     want_key: String,
     in_flight: Option<u32>,
-    failures: u64,
+    failures: Failures,
     /// The version this VM last applied to its engine.
     applied: Option<u64>,
 }
@@ -50,7 +50,7 @@ impl JwksFeed {
             want_key: format!("{base}/want"),
             cfg,
             in_flight: None,
-            failures: 0,
+            failures: Failures::new("jwks_uri", "the last good keys"),
             applied: None,
         }
     }
@@ -129,16 +129,7 @@ impl JwksFeed {
     }
 
     fn failed(&mut self, why: &str) {
-        self.failures = self.failures.saturating_add(1);
-        if self.failures % 10 == 1 {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "agent-iam: jwks_uri of {}: {why}; keeping the last good keys (failure #{})",
-                    self.issuer, self.failures
-                ),
-            );
-        }
+        self.failures.record(&format!("{}: {why}", self.issuer));
     }
 
     /// Returns true when the callback was ours.
@@ -147,17 +138,12 @@ impl JwksFeed {
             return false;
         }
         self.in_flight = None;
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if status != b"200" {
-            self.failed(&format!("HTTP status {}", String::from_utf8_lossy(&status)));
-            return true;
-        }
-        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(Some(b)) => b,
-            _ => Vec::new(),
+        let body = match call_body(body_size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed(&e);
+                return true;
+            }
         };
         let UsableKeys { keys, skipped } = match usable_keys(&body, &self.algorithms) {
             Ok(x) => x,
@@ -195,7 +181,7 @@ impl JwksFeed {
             self.failed("cannot write shared data");
             return true;
         }
-        self.failures = 0;
+        self.failures.recovered();
         true
     }
 

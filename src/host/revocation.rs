@@ -11,9 +11,10 @@
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 
+use super::feed::{call_body, take_lease, Failures};
 use super::log;
 use crate::crypto::SignatureBackend;
 use crate::pipeline::Engine;
@@ -49,7 +50,7 @@ pub(super) struct RevocationFeed {
     in_flight: Option<u32>,
     /// Poll again at once (the transmitter said `moreAvailable`).
     again: bool,
-    failures: u64,
+    failures: Failures,
     age_gauge: Option<u32>,
     polls_ok: Option<u32>,
     poll_failures: Option<u32>,
@@ -80,7 +81,7 @@ impl RevocationFeed {
             lease_key: format!("{base}/lease"),
             in_flight: None,
             again: false,
-            failures: 0,
+            failures: Failures::new("revocation feed", "the last state"),
             age_gauge,
             polls_ok: counter("agent_iam.revocation.polls_ok"),
             poll_failures: counter("agent_iam.revocation.poll_failures"),
@@ -125,7 +126,7 @@ impl RevocationFeed {
         if self.in_flight.is_some() {
             return;
         }
-        if !self.again && !super::feed::take_lease(&self.lease_key, self.interval_ms, now_ms) {
+        if !self.again && !take_lease(&self.lease_key, self.interval_ms, now_ms) {
             return;
         }
         self.again = false;
@@ -167,16 +168,7 @@ impl RevocationFeed {
 
     fn failed(&mut self, why: &str) {
         count(self.poll_failures);
-        self.failures = self.failures.saturating_add(1);
-        if self.failures % 10 == 1 {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "agent-iam: revocation feed: {why}; keeping the last state (failure #{})",
-                    self.failures
-                ),
-            );
-        }
+        self.failures.record(why);
     }
 
     /// The transmitter answered: verify, apply, publish, remember what to acknowledge.
@@ -193,17 +185,12 @@ impl RevocationFeed {
             return false;
         }
         self.in_flight = None;
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if status != b"200" {
-            self.failed(&format!("HTTP status {}", String::from_utf8_lossy(&status)));
-            return true;
-        }
-        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(Some(b)) => b,
-            _ => Vec::new(),
+        let body = match call_body(body_size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed(&e);
+                return true;
+            }
         };
         let (sets, more) = match parse_poll_response(&body) {
             Ok(x) => x,
@@ -281,16 +268,7 @@ impl RevocationFeed {
             self.failed("cannot write shared data (concurrent writer?)");
             return true;
         }
-        if self.failures > 0 {
-            log(
-                LogLevel::Info,
-                &format!(
-                    "agent-iam: revocation feed recovered after {} failure(s)",
-                    self.failures
-                ),
-            );
-        }
-        self.failures = 0;
+        self.failures.recovered();
         count(self.polls_ok);
         if more {
             self.again = true;

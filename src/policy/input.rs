@@ -187,7 +187,7 @@ const MAX_IDENTITIES: usize = 1024;
 
 /// Builds `input` documents, reusing what does not change between requests: the identity
 /// part per token hash (until the registry changes: `clear`) and the route part per route.
-/// The result is always equal to [`policy_input`]'s (unit-tested).
+/// The result always equals a from-scratch build (unit-tested).
 pub struct InputBuilder {
     keys: Keys,
     identities: HashMap<TokenHash, Identity>,
@@ -248,31 +248,30 @@ impl InputBuilder {
     }
 }
 
-/// The policy's `input` document (DESIGN.md "Policy contract"), built from scratch (the
-/// reference for [`InputBuilder`], and the CLI's builder).
-pub fn policy_input(
-    req: &Request,
-    now: f64,
-    token: &VerifiedToken,
-    agent: &AgentContext,
-    route: Option<&Route>,
-    registry: &Registry,
-) -> regorus::Value {
-    assemble(
-        identity(token, agent, registry),
-        req,
-        now,
-        route_value(route),
-        &Keys::new(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::PathMatch;
     use crate::keys::Alg;
     use crate::token::Actor;
+
+    /// The `input` document built from scratch: the reference the cached builder must equal.
+    fn policy_input(
+        req: &Request,
+        now: f64,
+        token: &VerifiedToken,
+        agent: &AgentContext,
+        route: Option<&Route>,
+        registry: &Registry,
+    ) -> regorus::Value {
+        assemble(
+            identity(token, agent, registry),
+            req,
+            now,
+            route_value(route),
+            &Keys::new(),
+        )
+    }
 
     fn token(sub: &str, hash: u8, chain: &[&str]) -> VerifiedToken {
         let claims =
