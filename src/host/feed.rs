@@ -57,18 +57,9 @@ impl Feed {
             (":authority", authority.as_str()),
             ("accept", "application/json"),
         ];
-        match hostcalls::dispatch_http_call(
-            &self.cfg.cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_millis(self.cfg.timeout_ms),
-        ) {
+        match dispatch(&self.cfg.cluster, headers, None, self.cfg.timeout_ms) {
             Ok(token) => self.in_flight = Some(token),
-            Err(e) => self.failed(&format!(
-                "dispatch to cluster {} failed: {e:?}",
-                self.cfg.cluster
-            )),
+            Err(e) => self.failed(&e),
         }
     }
 
@@ -170,6 +161,23 @@ pub(super) fn take_lease(key: &str, interval_ms: u64, now_ms: u64) -> bool {
         return false;
     }
     hostcalls::set_shared_data(key, Some(now_ms.to_string().as_bytes()), cas).is_ok()
+}
+
+/// Sends one poll through an Envoy cluster; the error names the cluster.
+pub(super) fn dispatch(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        body,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(|e| format!("dispatch to cluster {cluster} failed: {e:?}"))
 }
 
 /// The body of a 200 answer to our `dispatch_http_call`; anything else is an error text.

@@ -7,13 +7,11 @@
 //! JSON array, `<base>/lease` and `<base>/refetch-lease` the poll leases, `<base>/want` the
 //! time a worker last asked for a refetch.
 
-use std::time::Duration;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use serde_json::Value;
 
-use super::feed::{call_body, take_lease, Failures};
+use super::feed::{call_body, dispatch, take_lease, Failures};
 use super::log;
 use crate::config::JwksUriConfig;
 use crate::keys::{usable_keys, Alg, UsableKeys};
@@ -113,18 +111,9 @@ impl JwksFeed {
             (":authority", authority.as_str()),
             ("accept", "application/jwk-set+json, application/json"),
         ];
-        match hostcalls::dispatch_http_call(
-            &self.cfg.cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_millis(self.cfg.timeout_ms),
-        ) {
+        match dispatch(&self.cfg.cluster, headers, None, self.cfg.timeout_ms) {
             Ok(t) => self.in_flight = Some(t),
-            Err(e) => self.failed(&format!(
-                "dispatch to cluster {} failed: {e:?}",
-                self.cfg.cluster
-            )),
+            Err(e) => self.failed(&e),
         }
     }
 

@@ -14,7 +14,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 
-use super::feed::{call_body, take_lease, Failures};
+use super::feed::{call_body, dispatch, take_lease, Failures};
 use super::log;
 use crate::crypto::SignatureBackend;
 use crate::pipeline::Engine;
@@ -151,18 +151,9 @@ impl RevocationFeed {
             ("accept", "application/json"),
             ("x-agent-iam-session", session.as_str()),
         ];
-        match hostcalls::dispatch_http_call(
-            &self.cluster,
-            headers,
-            Some(&body),
-            vec![],
-            Duration::from_millis(self.timeout_ms),
-        ) {
+        match dispatch(&self.cluster, headers, Some(&body), self.timeout_ms) {
             Ok(token) => self.in_flight = Some(token),
-            Err(e) => self.failed(&format!(
-                "dispatch to cluster {} failed: {e:?}",
-                self.cluster
-            )),
+            Err(e) => self.failed(&e),
         }
     }
 
