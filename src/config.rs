@@ -81,6 +81,9 @@ pub struct PluginConfig {
     /// The Rego policy evaluated after the built-in checks.
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// The audit trail: where events go and how often a quiet stream checkpoints.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// What the filter tells the upstream on allow.
     #[serde(default)]
     pub upstream: UpstreamConfig,
@@ -440,6 +443,7 @@ pub struct Config {
     pub unmatched_route: UnmatchedRoute,
     pub revocation: Option<crate::revocation::Revocation>,
     pub policy: Option<crate::policy::Policy>,
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// How a route matches paths.
@@ -841,6 +845,7 @@ impl PluginConfig {
                 }
             };
         let revocation = self.revocation.and_then(|r| r.validate(&mut problems));
+        self.audit.validate(&mut problems);
         let policy = match &self.policy {
             None => None,
             Some(pc) if problems.is_empty() => match crate::policy::Policy::compile(pc) {
@@ -858,6 +863,7 @@ impl PluginConfig {
         Ok(Config {
             policy,
             revocation,
+            audit: self.audit,
             strip_authorization: self.upstream.strip_authorization,
             registry,
             feed: self.agents.feed,

@@ -4,6 +4,7 @@
 //! thin proxy-wasm adapter, compiled for `wasm32` only. See DESIGN.md for the contracts.
 
 pub mod agents;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod crypto;

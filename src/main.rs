@@ -12,6 +12,7 @@ fn main() {
 mod cli {
     use std::io::{BufRead, Write};
 
+    use agent_iam::audit::EventContext;
     use agent_iam::config::{BackendChoice, Config};
     use agent_iam::crypto::PureRust;
     use agent_iam::dev::{self, DevKeys, Recipe};
@@ -31,11 +32,17 @@ usage:
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
       [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
-      [--no-filter]                      Envoy bootstrap YAML
+      [--no-filter] [--audit-access-log FILE]
+                                          Envoy bootstrap YAML (the access log writes
+                                          every audit event to FILE)
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
       token recipes (JSON lines) on stdin -> one token per line
+  agent-iam audit verify [--unordered] [--continued] [--now UNIX_SECONDS] FILE...
+                                          check the audit chains in FILE(s) (log files,
+                                          collector batches or access logs); exit 1 on
+                                          a removed, reordered, modified or truncated event
   agent-iam reasons                       the stable reason codes (Markdown table)
   agent-iam version";
 
@@ -52,6 +59,7 @@ usage:
             ["dev", "keys", rest @ ..] => dev_keys(rest),
             ["dev", "config", rest @ ..] => dev_config(rest),
             ["dev", "mint", rest @ ..] => dev_mint(rest),
+            ["audit", "verify", rest @ ..] => audit_verify(rest),
             ["reasons"] => {
                 print!("{}", agent_iam::reason::markdown_table());
                 Ok(0)
@@ -95,6 +103,7 @@ usage:
                     "--admin",
                     "--upstream",
                     "--control-plane",
+                    "--audit-access-log",
                     "--input",
                     "--data",
                     "--entrypoint",
@@ -172,7 +181,30 @@ usage:
                 continue;
             }
             let v = match request_from_line(&line) {
-                Ok(req) => engine.evaluate(&req, now as f64).to_json(),
+                Ok(req) => {
+                    let started = std::time::Instant::now();
+                    let d = engine.evaluate(&req, now as f64);
+                    let request_id = req
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == "x-request-id")
+                        .map(|(_, v)| v.as_str());
+                    let ctx = EventContext {
+                        now: now as f64,
+                        latency_us: started.elapsed().as_micros() as u64,
+                        request_id,
+                    };
+                    let mut out = d.to_json();
+                    // The decision's own event (after the stream's `start` on the first line).
+                    let audit = engine
+                        .audit(&d, &ctx)
+                        .pop()
+                        .map(|l| serde_json::from_str::<Value>(l.json()).unwrap_or(Value::Null));
+                    if let (Some(obj), Some(a)) = (out.as_object_mut(), audit) {
+                        obj.insert("audit".into(), a);
+                    }
+                    out
+                }
                 Err(e) => {
                     failed = true;
                     json!({"error": format!("line {}: {e}", n + 1)})
@@ -181,6 +213,51 @@ usage:
             writeln!(out, "{v}").map_err(|e| e.to_string())?;
         }
         Ok(i32::from(failed))
+    }
+
+    fn audit_verify(args: &[&str]) -> Result<i32, String> {
+        use agent_iam::audit::{verify, VerifyOptions};
+        let mut opts = VerifyOptions::default();
+        let mut files = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match *a {
+                "--unordered" => opts.unordered = true,
+                "--continued" => opts.continued = true,
+                "--now" => {
+                    let n = it.next().ok_or("--now needs a value")?;
+                    opts.now = Some(
+                        n.parse()
+                            .map_err(|_| format!("--now: `{n}` is not UNIX seconds"))?,
+                    );
+                }
+                f if f.starts_with("--") => {
+                    return Err(format!("unexpected argument `{f}`\n{USAGE}"))
+                }
+                f => files.push(f),
+            }
+        }
+        if files.is_empty() {
+            return Err(format!("audit verify needs at least one FILE\n{USAGE}"));
+        }
+        let mut inputs = Vec::new();
+        for f in files {
+            let bytes = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
+            inputs.push((f.to_owned(), String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        let report = verify(&inputs, opts);
+        for p in &report.problems {
+            println!("FAIL {p}");
+        }
+        println!(
+            "{}: {} event(s) ({} decision(s)) in {} stream(s); {} other line(s) skipped",
+            if report.ok() { "ok" } else { "TAMPERED" },
+            report.events,
+            report.decisions,
+            report.streams,
+            report.skipped
+        );
+        Ok(i32::from(!report.ok()))
     }
 
     fn request_from_line(line: &str) -> Result<Request, String> {
@@ -217,6 +294,9 @@ usage:
                         .ok_or_else(|| format!("header `{name}` must be a string"))?;
                     if name.eq_ignore_ascii_case("authorization") {
                         req.authorization.push(value.as_bytes().to_vec());
+                    } else {
+                        req.headers
+                            .push((name.to_ascii_lowercase(), value.to_owned()));
                     }
                 }
             }
@@ -250,6 +330,7 @@ usage:
             direct_response: args.contains(&"--direct-response"),
             no_filter: args.contains(&"--no-filter"),
             control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
+            audit_access_log: flag(args, "--audit-access-log")?.map(str::to_owned),
         };
         print!("{}", envoy_bootstrap(&plugin, &o));
         Ok(0)

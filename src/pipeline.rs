@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
+use crate::audit::{AuditLine, AuditStream, EventContext};
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
@@ -51,6 +52,11 @@ impl DecisionIds {
         DecisionIds::new(seed)
     }
 
+    /// The worker's random prefix (also its audit stream id).
+    pub fn prefix(&self) -> u64 {
+        self.prefix
+    }
+
     pub fn next_id(&mut self) -> String {
         self.counter = self.counter.wrapping_add(1);
         format!("{:016x}{:016x}", self.prefix, self.counter)
@@ -64,6 +70,8 @@ pub struct Decision {
     /// `None` on allow.
     pub reason: Option<Reason>,
     pub token: Option<VerifiedToken>,
+    /// SHA-256 of a presented bearer token that did not verify (for the audit trail).
+    pub presented: Option<crate::cache::TokenHash>,
     /// Agent checks and scopes (present once the agent checks ran).
     pub agent: Option<AgentContext>,
     /// The matched route's name.
@@ -90,6 +98,7 @@ impl Decision {
             decision_id,
             reason: Some(reason),
             token: None,
+            presented: None,
             agent: None,
             route: None,
             scope_hint: Vec::new(),
@@ -236,6 +245,8 @@ pub struct Engine {
     kid_miss: Option<usize>,
     /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
     registry_fresh_at: Option<f64>,
+    /// This worker's audit chain.
+    audit: AuditStream,
 }
 
 /// Longest request line fields kept in decisions (they end up in logs).
@@ -253,7 +264,13 @@ impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
         let cache = VerifiedCache::new(config.cache_entries);
         let registry = config.registry.clone();
+        let audit = AuditStream::new(
+            ids.prefix(),
+            config.audit.checkpoint_s,
+            config.policy.as_ref().map(|p| p.revision.clone()),
+        );
         Engine {
+            audit,
             config,
             backend,
             cache,
@@ -266,6 +283,21 @@ impl Engine {
             kid_miss: None,
             registry_fresh_at: None,
         }
+    }
+
+    /// The audit event(s) for a decision this engine made (see [`AuditStream::decision`]).
+    pub fn audit(&mut self, d: &Decision, ctx: &EventContext<'_>) -> Vec<AuditLine> {
+        self.audit.decision(d, ctx)
+    }
+
+    /// This worker's audit chain (checkpoints, stream id).
+    pub fn audit_stream(&mut self) -> &mut AuditStream {
+        &mut self.audit
+    }
+
+    /// A decision id for a deny decided outside [`Engine::evaluate`] (host failures).
+    pub fn next_decision_id(&mut self) -> String {
+        self.ids.next_id()
     }
 
     /// Replaces the registry (a new feed version) and records when it was confirmed.
@@ -385,7 +417,9 @@ impl Engine {
     }
 
     fn decide(&mut self, req: &Request, now: f64, d: &mut Decision) -> Result<(), Denial> {
-        let token = self.authenticate(req, now)?;
+        let token = self
+            .authenticate(req, now)
+            .inspect_err(|_| d.presented = presented_hash(req))?;
         let token = d.token.insert(token);
         if self.registry_stale(now) {
             return Err(Reason::AgentRegistryStale.into());
@@ -496,6 +530,16 @@ fn remote_issuer_of(token: &str, cfg: &Config) -> Option<usize> {
     cfg.issuers
         .iter()
         .position(|i| i.issuer == iss && i.remote.is_some())
+}
+
+/// SHA-256 of the bearer token a request presented (the same hash a verified token gets).
+fn presented_hash(req: &Request) -> Option<crate::cache::TokenHash> {
+    use sha2::Digest;
+    let [one] = req.authorization.as_slice() else {
+        return None;
+    };
+    let token = bearer_token(std::str::from_utf8(one).ok()?).ok()?;
+    Some(sha2::Sha256::digest(token.as_bytes()).into())
 }
 
 /// `Bearer <token>` (RFC 6750 §2.1): scheme case-insensitive, one space, no other whitespace.

@@ -21,6 +21,11 @@ Shared Signals transmitter (RFC 8936 poll delivery):
   POST /admin/ssf/push     {"sets": [compact SET...]}: queue SETs for every session
   POST /admin/ssf/fail     {"mode": "none" | "500"}: simulate a transmitter outage
 
+Audit collector (the filter's `audit.collector`):
+  POST /audit              a batch of events (newline-delimited JSON), stored in order
+  GET  /admin/audit        every stored event line, as newline-delimited JSON
+  POST /admin/audit/fail   {"mode": "none" | "503" | "hang"}: refuse batches, or never answer
+
 Usage: python control_plane.py --port PORT --registry FILE"""
 
 import argparse
@@ -42,7 +47,8 @@ def _jti(compact):
 STATE = {"doc": b"{}", "fail": "none", "requests": 0,
          # SSF: every pushed SET (jti, set, pushed_at); per session: acknowledged jtis.
          "sets": [], "sessions": {}, "ssf_fail": "none", "ssf_polls": 0, "acked": [],
-         "retain_s": 900, "jwks": b'{"keys": []}', "jwks_fail": "none", "jwks_requests": 0}
+         "retain_s": 900, "jwks": b'{"keys": []}', "jwks_fail": "none", "jwks_requests": 0,
+         "audit": [], "audit_fail": "none", "audit_batches": 0, "audit_refused": 0}
 LOCK = threading.Lock()
 
 
@@ -66,8 +72,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with LOCK:
                 stats = {"registry_requests": STATE["requests"], "ssf_polls": STATE["ssf_polls"],
                          "acked": STATE["acked"], "sessions": len(STATE["sessions"]),
-                         "jwks_requests": STATE["jwks_requests"]}
+                         "jwks_requests": STATE["jwks_requests"],
+                         "audit_events": len(STATE["audit"]), "audit_batches": STATE["audit_batches"],
+                         "audit_refused": STATE["audit_refused"]}
             return self._send(200, json.dumps(stats).encode())
+        if self.path == "/admin/audit":
+            with LOCK:
+                text = "".join(line + "\n" for line in STATE["audit"])
+            return self._send(200, text.encode(), "application/x-ndjson")
         if self.path == "/jwks.json":
             with LOCK:
                 STATE["jwks_requests"] += 1
@@ -103,6 +115,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path == "/ssf/poll":
             return self._ssf_poll()
+        if self.path == "/audit":
+            return self._audit()
+        if self.path == "/admin/audit/fail":
+            mode = json.loads(self._body())["mode"]
+            with LOCK:
+                STATE["audit_fail"] = mode
+            return self._send(204)
         if self.path == "/admin/ssf/push":
             sets = json.loads(self._body())["sets"]
             now = time.time()
@@ -125,6 +144,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         mode = json.loads(self._body())["mode"]
         with LOCK:
             STATE["fail"] = mode
+        self._send(204)
+
+    def _audit(self):
+        body = self._body()
+        with LOCK:
+            mode = STATE["audit_fail"]
+            if mode == "none":
+                STATE["audit_batches"] += 1
+                STATE["audit"].extend(line for line in body.decode().split("\n") if line)
+            else:
+                STATE["audit_refused"] += 1
+        if mode == "hang":
+            time.sleep(30)  # longer than any configured timeout: the filter gives up first
+            return
+        if mode != "none":
+            return self._send(503, b'{"error":"simulated outage"}')
         self._send(204)
 
     def _ssf_poll(self):

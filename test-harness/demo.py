@@ -124,7 +124,7 @@ def main():
             r = client.request(path, headers=headers, method=method, body=b"{}" if method == "POST" else None)
             show(n, title, method, path, headers, r)
         client.close()
-        envoy.wait_for_log("agent-iam decision", timeout=2)
+        envoy.wait_for_log("agent-iam audit", timeout=2)
         print("\nDecision log lines (Envoy log, one per request; repeats folded):")
         keep = ("decision", "status", "reason", "agent", "principal", "chain", "route")
         lines = [json.dumps({**{k: d[k] for k in keep}, "scopes": d["scopes"]["effective"]})

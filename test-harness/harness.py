@@ -25,6 +25,22 @@ PLUGIN = ROOT / "envoy" / "plugin.json"
 KEYS = ROOT / "test-harness" / "keys" / "demo-private.json"
 OUT = ROOT / "test-harness" / "out"
 READY_TIMEOUT_S = 30
+AUDIT_PREFIX = "agent-iam audit "
+AUDIT_SCHEMA = ROOT / "schemas" / "audit-event.schema.json"
+
+
+def audit_schema_errors(events):
+    """Schema violations of `events` (an empty list when every event is valid)."""
+    import jsonschema
+    validator = jsonschema.Draft202012Validator(json.loads(AUDIT_SCHEMA.read_text()))
+    return [f"{e.get('kind')} seq {e.get('seq')}: {err.message}"
+            for e in events for err in validator.iter_errors(e)]
+
+
+def audit_verify(*args):
+    """`agent-iam audit verify ARGS...` -> (exit code, output)."""
+    p = subprocess.run([str(CLI), "audit", "verify", *map(str, args)], capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
 
 
 def free_port():
@@ -94,9 +110,11 @@ class Upstream:
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
-               no_filter=False, control_plane=18081):
+               no_filter=False, control_plane=18081, audit_access_log=None):
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
+    if audit_access_log:
+        args += ["--audit-access-log", audit_access_log]
     if direct_response:
         args.append("--direct-response")
     if no_filter:
@@ -178,6 +196,13 @@ class ControlPlane:
 
     def jwks_fail(self, mode):
         assert self._call("POST", "/admin/jwks/fail", {"mode": mode})[0] == 204
+
+    def audit_text(self):
+        """Every event the audit collector received, one JSON text per line, in order."""
+        return self._call("GET", "/admin/audit")[1].decode()
+
+    def audit_fail(self, mode):
+        assert self._call("POST", "/admin/audit/fail", {"mode": mode})[0] == 204
 
 
 SSF_ISSUER = "https://ssf.agent-iam.test"
@@ -277,13 +302,17 @@ class Envoy:
         except OSError:
             return ""
 
-    def decision_lines(self):
+    def audit_events(self):
+        """Every audit event this Envoy logged (`agent-iam audit {json}` lines), in order."""
         out = []
         for line in self.log().splitlines():
-            marker = "agent-iam decision "
-            if marker in line:
-                out.append(json.loads(line.split(marker, 1)[1]))
+            if AUDIT_PREFIX in line:
+                out.append(json.loads(line.split(AUDIT_PREFIX, 1)[1]))
         return out
+
+    def decision_lines(self):
+        """The decision events among them."""
+        return [e for e in self.audit_events() if e["kind"] == "decision"]
 
     def wait_for_log(self, needle, timeout=5.0):
         deadline = time.monotonic() + timeout
@@ -378,7 +407,8 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 
 @contextlib.contextmanager
-def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None):
+def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
+          audit_access_log=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json)."""
@@ -393,7 +423,7 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
                 json.dump(plugin_json, f)
             path = Path(tmp)
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
-                               control_plane=cp.port)
+                               control_plane=cp.port, audit_access_log=audit_access_log)
         with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
             envoy.upstream = up

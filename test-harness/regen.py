@@ -19,11 +19,13 @@ def main():
     (ROOT / "agent_iam.meta.json").write_text(cli("generate", "kong-meta"))
     (ROOT / "envoy" / "plugin.json").write_text(cli("policy", "render", "--config", "envoy/plugin.base.json", "policies"))
     (ROOT / "envoy" / "envoy.yaml").write_text(cli("generate", "envoy", "--config", "envoy/plugin.json"))
+    (ROOT / "envoy" / "envoy.audit-log.yaml").write_text(cli(
+        "generate", "envoy", "--config", "envoy/plugin.json", "--audit-access-log", "/tmp/agent-iam-audit.log"))
     readme = (ROOT / "README.md").read_text()
     start = readme.index("| reason | status | `error` | meaning |")
     end = readme.index("\n\n", start) + 1
     (ROOT / "README.md").write_text(readme[:start] + cli("reasons") + readme[end:])
-    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml and the README reason table")
+    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml and the README reason table")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_narrow_mode_and_strip_authorization():
         assert "authorization" not in seen
         # Narrowed away: the write route now lacks its scope.
         assert c.request("/tickets/7", token=token, method="POST", body=b"{}").status == 403
-        envoy.wait_for_log("agent-iam decision")
+        envoy.wait_for_log("agent-iam audit")
         line = envoy.decision_lines()[0]
         assert line["scopes"] == {"requested": ["tickets:read", "tickets:write"], "effective": ["tickets:read"]}
         c.close()

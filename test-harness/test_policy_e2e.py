@@ -29,7 +29,7 @@ def test_policy_deny_carries_the_policy_reason(envoy, client):
     assert (body["reason"], body["policy_reason"]) == ("policy.denied", "tenant.mismatch")
     assert envoy.wait_for_log(body["decision_id"])
     [line] = [d for d in envoy.decision_lines() if d["decision_id"] == body["decision_id"]]
-    assert line["policy"]["reason"] == "tenant.mismatch" and len(line["policy"]["revision"]) == 12
+    assert line["policy_reason"] == "tenant.mismatch" and len(line["policy"]["revision"]) == 12
 
 
 def test_client_cannot_smuggle_policy_visible_headers_into_identity(client):
@@ -60,7 +60,7 @@ def test_hot_reload_to_a_new_policy_without_restart(dynamic):
     [token] = harness.mint([TENANT_ACME])
     assert c.request("/tickets/1", token=token).status == 200
     pid = dynamic.envoy.proc.pid
-    old_rev = dynamic.envoy.decision_lines()[-1]["policy"]["revision"] if dynamic.envoy.wait_for_log("agent-iam decision") else None
+    old_rev = dynamic.envoy.decision_lines()[-1]["policy"]["revision"] if dynamic.envoy.wait_for_log("agent-iam audit") else None
 
     folder = copy_policies()
     with open(f"{folder}/agent_iam/maintenance.rego", "w") as f:
@@ -74,7 +74,7 @@ def test_hot_reload_to_a_new_policy_without_restart(dynamic):
     assert dynamic.envoy.proc.pid == pid and dynamic.envoy.proc.poll() is None
     dynamic.envoy.wait_for_log("maintenance")
     [new_rev] = {d["policy"]["revision"] for d in dynamic.envoy.decision_lines()
-                 if d["policy"]["reason"] == "maintenance.ticket_locked"}
+                 if d["policy_reason"] == "maintenance.ticket_locked"}
     assert new_rev != old_rev
     c.close()
 

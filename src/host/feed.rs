@@ -20,6 +20,7 @@ pub(super) struct Feed {
     lease_key: String,
     in_flight: Option<u32>,
     failures: Failures,
+    age_gauge: Option<u32>,
 }
 
 impl Feed {
@@ -32,6 +33,11 @@ impl Feed {
             cfg,
             in_flight: None,
             failures: Failures::new("registry feed", "the last good registry"),
+            age_gauge: hostcalls::define_metric(
+                proxy_wasm::types::MetricType::Gauge,
+                "agent_iam.registry.feed_age_ms",
+            )
+            .ok(),
         }
     }
 
@@ -41,6 +47,17 @@ impl Feed {
 
     /// On every tick: poll if this VM holds the lease and nothing is in flight.
     pub fn on_tick(&mut self, now_ms: u64) {
+        if let (Some(g), Ok((Some(head), _))) =
+            (self.age_gauge, hostcalls::get_shared_data(&self.head_key))
+        {
+            let text = String::from_utf8_lossy(&head);
+            if let Some(fresh) = text
+                .split_once('\n')
+                .and_then(|(_, f)| f.parse::<u64>().ok())
+            {
+                let _ = hostcalls::record_metric(g, now_ms.saturating_sub(fresh));
+            }
+        }
         if self.in_flight.is_some()
             || !take_lease(&self.lease_key, self.cfg.poll_interval_ms, now_ms)
         {

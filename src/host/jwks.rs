@@ -75,6 +75,12 @@ impl JwksFeed {
         Some((v.parse().ok()?, f.parse().ok()?))
     }
 
+    /// How long ago the published key set was fetched (`None` before the first fetch).
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.head()
+            .map(|(_, fetched)| now_ms.saturating_sub(fetched))
+    }
+
     pub fn on_tick(&mut self, now_ms: u64) {
         if self.in_flight.is_some() {
             return;

@@ -8,24 +8,27 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use crate::audit::EventContext;
 use crate::config::{BackendChoice, Config};
 use crate::crypto::{ForeignCall, HostCrypto, PureRust, SignatureBackend};
 use crate::keys::Alg;
 use crate::pipeline::{Decision, DecisionIds, Engine, Request};
 use crate::reason::Reason;
 
+mod audit;
 mod feed;
 mod jwks;
 mod revocation;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
+use audit::Audit;
 use feed::Feed;
 use jwks::JwksFeed;
 use revocation::RevocationFeed;
@@ -35,7 +38,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("agent-iam: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None, revocation: None, jwks: Vec::new() }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, feed: None, revocation: None, jwks: Vec::new(), audit: None, jwks_age_gauge: None }) });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -71,12 +74,16 @@ fn host_is_envoy() -> bool {
 type SharedFeed = Rc<RefCell<Feed>>;
 type SharedRevocation = Rc<RefCell<RevocationFeed>>;
 type SharedJwks = Rc<RefCell<JwksFeed>>;
+type SharedAudit = Rc<RefCell<Audit>>;
 
 struct Root {
+    audit: Option<SharedAudit>,
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
     revocation: Option<SharedRevocation>,
     jwks: Vec<SharedJwks>,
+    /// `agent_iam.jwks.age_ms`: the oldest remote key set's age.
+    jwks_age_gauge: Option<u32>,
 }
 
 impl Context for Root {
@@ -90,6 +97,13 @@ impl Context for Root {
         let Some(now_ms) = now_seconds().map(|n| (n * 1000.0) as u64) else {
             return;
         };
+        if let Some(a) = self.audit.as_ref() {
+            if let Ok(mut a) = a.try_borrow_mut() {
+                if a.on_response(token_id, now_ms) {
+                    return;
+                }
+            }
+        }
         if let (Some(rev), Some(engine)) = (self.revocation.as_ref(), self.engine.as_ref()) {
             if let (Ok(mut r), Ok(e)) = (rev.try_borrow_mut(), engine.try_borrow()) {
                 if let Some(t) = e.config.revocation.as_ref() {
@@ -204,7 +218,16 @@ impl RootContext for Root {
                             .map(|u| Rc::new(RefCell::new(JwksFeed::new(i, iss, u))))
                     })
                     .collect();
-                let mut period: Option<std::time::Duration> = None;
+                let audit = Audit::new(&engine.config.audit);
+                let mut period = Some(audit.tick_period(engine.config.audit.checkpoint_s));
+                if !self.jwks.is_empty() {
+                    self.jwks_age_gauge = hostcalls::define_metric(
+                        proxy_wasm::types::MetricType::Gauge,
+                        "agent_iam.jwks.age_ms",
+                    )
+                    .ok();
+                }
+                self.audit = Some(Rc::new(RefCell::new(audit)));
                 for j in &self.jwks {
                     if let Ok(mut j) = j.try_borrow_mut() {
                         j.sync(&mut engine);
@@ -263,20 +286,31 @@ impl RootContext for Root {
                 f.on_tick(now_ms);
             }
         }
+        if let (Some(a), Some(e)) = (self.audit.as_ref(), self.engine.as_ref()) {
+            if let (Ok(mut a), Ok(mut e)) = (a.try_borrow_mut(), e.try_borrow_mut()) {
+                a.on_tick(&mut e, now_ms);
+            }
+        }
         if let Some(rev) = self.revocation.as_ref() {
             if let Ok(mut r) = rev.try_borrow_mut() {
                 r.on_tick(now_ms);
             }
         }
+        let mut jwks_age = None;
         for j in &self.jwks {
             if let Ok(mut j) = j.try_borrow_mut() {
                 j.on_tick(now_ms);
+                jwks_age = jwks_age.max(j.age_ms(now_ms));
             }
+        }
+        if let (Some(g), Some(age)) = (self.jwks_age_gauge, jwks_age) {
+            let _ = hostcalls::record_metric(g, age);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
+            audit: self.audit.clone(),
             engine: self.engine.clone(),
             feed: self.feed.clone(),
             revocation: self.revocation.clone(),
@@ -290,6 +324,7 @@ impl RootContext for Root {
 }
 
 struct Http {
+    audit: Option<SharedAudit>,
     engine: Option<Rc<RefCell<Engine>>>,
     feed: Option<SharedFeed>,
     revocation: Option<SharedRevocation>,
@@ -365,36 +400,67 @@ impl Http {
         Ok(req)
     }
 
-    fn apply(&self, engine: &Engine, d: &Decision) -> Action {
-        // Whatever the verdict, no client-supplied identity header survives.
-        for name in engine.config.headers.all() {
-            if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-                return deny(Reason::InternalError, &d.decision_id);
-            }
+    /// Sets the identity headers: no client-supplied copy survives, and on allow the
+    /// filter's own are added. A host failure turns the decision into an internal-error deny.
+    fn headers(&self, engine: &Engine, d: &mut Decision) {
+        let mut ok = engine
+            .config
+            .headers
+            .all()
+            .iter()
+            .all(|name| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok());
+        if ok && d.allowed() {
+            ok = !(engine.config.strip_authorization
+                && hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
+                    .is_err())
+                && d.upstream_headers(&engine.config.headers)
+                    .iter()
+                    .all(|(name, value)| {
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                            .is_ok()
+                    });
         }
-        log(
-            LogLevel::Info,
-            &format!("agent-iam decision {}", d.to_json()),
-        );
-        if !d.allowed() {
-            return send_deny(d);
+        if !ok {
+            d.reason = Some(Reason::InternalError);
+            d.policy_status = None;
         }
-        if engine.config.strip_authorization
-            && hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization").is_err()
-        {
-            return deny(Reason::InternalError, &d.decision_id);
+    }
+
+    /// Audits the decision (events, metrics), then answers: continue or the deny response.
+    fn finish(&self, engine: &mut Engine, d: &Decision, started: Instant, now: f64) -> Action {
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let request_id = header("x-request-id")
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let ctx = EventContext {
+            now,
+            latency_us,
+            request_id: request_id.as_deref(),
+        };
+        let lines = engine.audit(d, &ctx);
+        if let Some(mut a) = self.audit.as_ref().and_then(|a| a.try_borrow_mut().ok()) {
+            a.count(d, latency_us);
+            a.emit_request(lines);
         }
-        for (name, value) in d.upstream_headers(&engine.config.headers) {
-            if hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value)).is_err() {
-                return deny(Reason::InternalError, &d.decision_id);
-            }
+        if d.allowed() {
+            Action::Continue
+        } else {
+            send_deny(d)
         }
-        Action::Continue
+    }
+
+    /// A deny decided outside the pipeline (host failures), audited like any other.
+    fn host_failure(&self, engine: &mut Engine, started: Instant, now: f64) -> Action {
+        let mut d = Decision::denied(engine.next_decision_id(), Reason::InternalError);
+        self.headers(engine, &mut d);
+        self.finish(engine, &d, started, now)
     }
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let started = Instant::now();
         let Some(engine) = self.engine.as_ref() else {
             return deny(Reason::InternalError, "unconfigured");
         };
@@ -405,11 +471,18 @@ impl HttpContext for Http {
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return deny(Reason::InternalError, "busy");
         };
-        let Ok(req) = self.request(engine.wants_headers()) else {
-            return deny(Reason::InternalError, "host-headers");
-        };
+        // Without the host clock the event's time is the last one this worker saw.
         let Some(now) = now_seconds() else {
-            return deny(Reason::InternalError, "host-clock");
+            log(LogLevel::Error, "agent-iam: cannot read the host clock");
+            let last = engine.audit_stream().last_event_at();
+            return self.host_failure(&mut engine, started, last);
+        };
+        let Ok(req) = self.request(engine.wants_headers()) else {
+            log(
+                LogLevel::Error,
+                "agent-iam: cannot read the request headers",
+            );
+            return self.host_failure(&mut engine, started, now);
         };
         if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
             feed.sync(&mut engine);
@@ -426,7 +499,11 @@ impl HttpContext for Http {
         if let Some(action) = test_hooks::bench(&mut engine, &req, now) {
             return action;
         }
-        let d = engine.evaluate(&req, now);
+        #[cfg(feature = "test-hooks")]
+        if let Some(action) = test_hooks::audit_bench(&mut engine, &req, now) {
+            return action;
+        }
+        let mut d = engine.evaluate(&req, now);
         if let Some(i) = engine.take_kid_miss() {
             if let Some(j) = self
                 .jwks
@@ -436,6 +513,7 @@ impl HttpContext for Http {
                 j.want_refetch((now * 1000.0) as u64);
             }
         }
-        self.apply(&engine, &d)
+        self.headers(&engine, &mut d);
+        self.finish(&mut engine, &d, started, now)
     }
 }

@@ -90,3 +90,63 @@ pub(super) fn bench(
     let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
     Some(Action::Pause)
 }
+
+/// `x-agent-iam-test-audit-bench: N;<build|log|filter_state|queue|metrics>` → decides this
+/// request once, then builds (serialises + chains) its audit event N times and emits each
+/// the given way, answering `ns_per_event=<n>`: the cost of one event per output.
+pub(super) fn audit_bench(
+    engine: &mut crate::pipeline::Engine,
+    req: &crate::pipeline::Request,
+    now: f64,
+) -> Option<Action> {
+    use proxy_wasm::types::{LogLevel, MetricType};
+    let raw =
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-audit-bench")
+            .ok()??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (n, mode) = text.split_once(';')?;
+    let n: u32 = n.trim().parse::<u32>().ok()?.clamp(1, 1_000_000);
+    let d = engine.evaluate(req, now);
+    let ctx = crate::audit::EventContext {
+        now,
+        latency_us: 17,
+        request_id: Some("0f6ad5c3-4c43-4a8c-9d4e-0d6f1f3e9a11"),
+    };
+    let counter = hostcalls::define_metric(MetricType::Counter, "agent_iam.bench.counter").ok()?;
+    let histogram =
+        hostcalls::define_metric(MetricType::Histogram, "agent_iam.bench.histogram").ok()?;
+    let mut queue = std::collections::VecDeque::new();
+    let mut bytes = 0usize;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        for line in engine.audit(&d, &ctx) {
+            bytes = line.json().len();
+            match mode {
+                "log" => {
+                    let _ = hostcalls::log(LogLevel::Info, line.log_line());
+                }
+                "filter_state" => {
+                    let _ = hostcalls::set_property(
+                        vec!["agent_iam.audit"],
+                        Some(line.json().as_bytes()),
+                    );
+                }
+                "queue" => {
+                    if queue.len() >= 10_000 {
+                        queue.pop_front();
+                    }
+                    queue.push_back(line);
+                }
+                "metrics" => {
+                    let _ = hostcalls::increment_metric(counter, 1);
+                    let _ = hostcalls::record_metric(histogram, 17);
+                }
+                _ => {}
+            }
+        }
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(n);
+    let body = format!("ns_per_event={ns} mode={mode} bytes={bytes}");
+    let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
+    Some(Action::Pause)
+}

@@ -1,0 +1,1000 @@
+//! The audit trail: one JSON event per decision, chained per worker so that a removed,
+//! reordered or edited event is detectable (`agent-iam audit verify`).
+//!
+//! Every event carries the stream id of the worker that wrote it, a sequence number and
+//! `prev`, the SHA-256 of the exact JSON text of the stream's previous event. A stream
+//! begins with a `start` event (sequence 1, `prev` all zeros) and carries a `checkpoint`
+//! at least every `checkpoint_s` seconds while it lives, so a verifier can tell a stream
+//! whose tail was cut off from one that is simply quiet. The host decides where events go
+//! (log line, filter state, collector); this module only builds and checks them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::Decision;
+use crate::reason::Reason;
+
+/// Prefix of every audit log line; what follows it on the line is the event's JSON text.
+pub const LOG_PREFIX: &str = "agent-iam audit ";
+
+/// Version of the event format (`v`).
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The `audit` section of the plugin configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write each event as a log line `agent-iam audit {json}` through the host (default true).
+    #[serde(default = "yes")]
+    pub log: bool,
+    /// Put each event in the request's filter state (`wasm.agent_iam.audit`) for the host's
+    /// access logs (default false).
+    #[serde(default)]
+    pub filter_state: bool,
+    /// Longest quiet time of a stream before it writes a checkpoint (1..=3600 s; default 60).
+    #[serde(default = "default_checkpoint_s")]
+    pub checkpoint_s: u64,
+    /// Batch events to an HTTP collector (an Envoy cluster).
+    #[serde(default)]
+    pub collector: Option<CollectorConfig>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            log: true,
+            filter_state: false,
+            checkpoint_s: default_checkpoint_s(),
+            collector: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_checkpoint_s() -> u64 {
+    60
+}
+
+/// Where and how to send batches of events.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Envoy cluster of the collector.
+    pub cluster: String,
+    /// Path that receives `POST`ed batches (newline-delimited JSON).
+    pub path: String,
+    /// `:authority` (defaults to the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Events per batch (1..=1000; default 100); a full batch is sent at once.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: u64,
+    /// A partial batch waits at most this long (10..=60000 ms; default 1000).
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Events kept per worker while the collector is slow or down (1..=1000000; default
+    /// 10000); beyond it the oldest are dropped and counted.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u64,
+    /// Per-batch timeout (10..=60000 ms; default 2000).
+    #[serde(default = "default_collector_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest wait between retries; the wait doubles from 100 ms after each failure
+    /// (100..=600000 ms; default 30000).
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_batch_max() -> u64 {
+    100
+}
+fn default_flush_ms() -> u64 {
+    1000
+}
+fn default_max_queue() -> u64 {
+    10_000
+}
+fn default_collector_timeout_ms() -> u64 {
+    2000
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+
+impl AuditConfig {
+    /// Checks value ranges, naming each problem's JSON path.
+    pub fn validate(&self, problems: &mut Vec<crate::config::Problem>) {
+        let mut bad = |path: &str, message: String| {
+            problems.push(crate::config::Problem {
+                path: format!("$.audit.{path}"),
+                message,
+            })
+        };
+        if !(1..=3600).contains(&self.checkpoint_s) {
+            bad(
+                "checkpoint_s",
+                format!("{} is outside 1..=3600", self.checkpoint_s),
+            );
+        }
+        let Some(c) = &self.collector else {
+            if !self.log && !self.filter_state {
+                bad(
+                    "log",
+                    "every audit output is off: enable `log`, `filter_state` or `collector`".into(),
+                );
+            }
+            return;
+        };
+        if c.cluster.is_empty() {
+            bad("collector.cluster", "must name an Envoy cluster".into());
+        }
+        if !c.path.starts_with('/') {
+            bad(
+                "collector.path",
+                format!("\"{}\" must start with `/`", c.path),
+            );
+        }
+        let ranges: [(&str, u64, u64, u64); 5] = [
+            ("batch_max", c.batch_max, 1, 1000),
+            ("flush_interval_ms", c.flush_interval_ms, 10, 60_000),
+            ("max_queue", c.max_queue, 1, 1_000_000),
+            ("timeout_ms", c.timeout_ms, 10, 60_000),
+            ("backoff_max_ms", c.backoff_max_ms, 100, 600_000),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                bad(
+                    &format!("collector.{name}"),
+                    format!("{v} is outside {lo}..={hi}"),
+                );
+            }
+        }
+    }
+}
+
+/// What the host knows about a request besides the decision.
+#[derive(Debug, Clone, Copy)]
+pub struct EventContext<'a> {
+    /// When the request was decided (UNIX seconds).
+    pub now: f64,
+    /// The filter's own time for the request, in microseconds.
+    pub latency_us: u64,
+    /// Host request id (`x-request-id`), if any.
+    pub request_id: Option<&'a str>,
+}
+
+/// One worker's chain of events.
+#[derive(Debug, Clone)]
+pub struct AuditStream {
+    id: String,
+    link: Link,
+    checkpoint_s: u64,
+    policy_revision: Option<String>,
+    decisions: u64,
+}
+
+/// The running end of a chain.
+#[derive(Debug, Clone)]
+struct Link {
+    seq: u64,
+    prev: [u8; 32],
+    /// Time of the last event written (UNIX seconds).
+    last_event_at: f64,
+}
+
+/// A serialised event: the log line `agent-iam audit {json}`; [`AuditLine::json`] is the
+/// event itself (what the chain hashes and what collectors and access logs receive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLine(String);
+
+impl AuditLine {
+    /// The whole log line, with [`LOG_PREFIX`].
+    pub fn log_line(&self) -> &str {
+        &self.0
+    }
+
+    /// The event's JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get(LOG_PREFIX.len()..).unwrap_or_default()
+    }
+}
+
+impl AuditStream {
+    /// A new stream; `id` is the worker's random 64-bit stream id.
+    pub fn new(id: u64, checkpoint_s: u64, policy_revision: Option<String>) -> Self {
+        AuditStream {
+            id: format!("{id:016x}"),
+            link: Link {
+                seq: 0,
+                prev: [0; 32],
+                last_event_at: 0.0,
+            },
+            checkpoint_s,
+            policy_revision,
+            decisions: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Time of the last event written (UNIX seconds; 0 before the first).
+    pub fn last_event_at(&self) -> f64 {
+        self.link.last_event_at
+    }
+
+    /// Events written so far.
+    pub fn seq(&self) -> u64 {
+        self.link.seq
+    }
+
+    /// Whether the stream has begun (its `start` event is written).
+    pub fn started(&self) -> bool {
+        self.link.seq > 0
+    }
+
+    /// The event(s) for one decision: the stream's `start` event first if this is its
+    /// first decision.
+    pub fn decision(&mut self, d: &Decision, ctx: &EventContext<'_>) -> Vec<AuditLine> {
+        let mut out = Vec::with_capacity(1);
+        if !self.started() {
+            out.push(self.start(ctx.now));
+        }
+        self.decisions = self.decisions.saturating_add(1);
+        let time = rfc3339_micros(ctx.now);
+        let t = d.token.as_ref();
+        let a = d.agent.as_ref();
+        let token = match t {
+            Some(t) => Some(TokenPart {
+                iss: Some(&t.issuer),
+                jti: t.jti.as_deref(),
+                exp: Some(t.exp),
+                kid: Some(&t.kid),
+                alg: Some(t.alg.as_str()),
+                sha256: Hex(&t.sha256),
+                cached: Some(t.cached),
+            }),
+            None => d.presented.as_ref().map(|h| TokenPart {
+                iss: None,
+                jti: None,
+                exp: None,
+                kid: None,
+                alg: None,
+                sha256: Hex(h),
+                cached: None,
+            }),
+        };
+        let empty: &[String] = &[];
+        let prev = hex::encode(self.link.prev);
+        let seq = self.link.seq.saturating_add(1);
+        let ev = DecisionEvent {
+            v: FORMAT_VERSION,
+            kind: "decision",
+            stream: &self.id,
+            seq,
+            prev: &prev,
+            time: &time,
+            decision_id: &d.decision_id,
+            decision: if d.allowed() { "allow" } else { "deny" },
+            status: d.status(),
+            reason: d.reason.map(Reason::as_str),
+            policy_reason: d.policy_reason.as_deref(),
+            agent: t.map(|t| t.agent.as_str()),
+            principal: t.map(|t| t.subject.as_str()),
+            owner: a.and_then(|a| a.owner.as_deref()),
+            chain: Chain(t.map_or(&[], |t| t.chain.as_slice())),
+            token,
+            scopes: Scopes {
+                requested: t.map_or(empty, |t| t.scopes.as_slice()),
+                effective: a.map_or(empty, |a| a.effective.as_slice()),
+            },
+            route: d.route.as_deref(),
+            request: RequestPart {
+                method: &d.method,
+                host: &d.host,
+                path: &d.path,
+                id: ctx.request_id.map(clip_id),
+            },
+            policy: d
+                .policy_revision
+                .as_deref()
+                .map(|revision| PolicyPart { revision }),
+            latency_us: ctx.latency_us,
+        };
+        out.push(self.link.seal(&ev, ctx.now));
+        out
+    }
+
+    /// A checkpoint, if the stream has begun and has been quiet for `checkpoint_s`
+    /// (`dropped`: events this worker could not deliver, for the verifier's report).
+    pub fn checkpoint_due(&mut self, now: f64, dropped: u64) -> Option<AuditLine> {
+        if !self.started() || now - self.link.last_event_at < self.checkpoint_s as f64 {
+            return None;
+        }
+        Some(self.checkpoint(now, dropped))
+    }
+
+    /// A checkpoint now.
+    pub fn checkpoint(&mut self, now: f64, dropped: u64) -> AuditLine {
+        let time = rfc3339_micros(now);
+        let prev = hex::encode(self.link.prev);
+        let ev = CheckpointEvent {
+            v: FORMAT_VERSION,
+            kind: "checkpoint",
+            stream: &self.id,
+            seq: self.link.seq.saturating_add(1),
+            prev: &prev,
+            time: &time,
+            decisions: self.decisions,
+            dropped,
+            checkpoint_s: self.checkpoint_s,
+        };
+        self.link.seal(&ev, now)
+    }
+
+    fn start(&mut self, now: f64) -> AuditLine {
+        let time = rfc3339_micros(now);
+        let prev = hex::encode(self.link.prev);
+        let ev = StartEvent {
+            v: FORMAT_VERSION,
+            kind: "start",
+            stream: &self.id,
+            seq: self.link.seq.saturating_add(1),
+            prev: &prev,
+            time: &time,
+            version: crate::VERSION,
+            checkpoint_s: self.checkpoint_s,
+            policy: self
+                .policy_revision
+                .as_deref()
+                .map(|revision| PolicyPart { revision }),
+        };
+        self.link.seal(&ev, now)
+    }
+}
+
+impl Link {
+    /// Serialises `ev` after the log prefix and advances the chain over its JSON text.
+    fn seal<T: Serialize>(&mut self, ev: &T, now: f64) -> AuditLine {
+        let mut buf = Vec::with_capacity(768);
+        buf.extend_from_slice(LOG_PREFIX.as_bytes());
+        // Serialising these plain structs cannot fail; if it ever did, the event would
+        // still be valid JSON naming the failure (and chained like any other).
+        if serde_json::to_writer(&mut buf, ev).is_err() {
+            buf.truncate(LOG_PREFIX.len());
+            buf.extend_from_slice(br#"{"kind":"error"}"#);
+        }
+        self.prev = Sha256::digest(buf.get(LOG_PREFIX.len()..).unwrap_or_default()).into();
+        self.seq = self.seq.saturating_add(1);
+        self.last_event_at = now;
+        // serde_json writes UTF-8 only.
+        AuditLine(String::from_utf8(buf).unwrap_or_default())
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionEvent<'a> {
+    v: u8,
+    kind: &'static str,
+    stream: &'a str,
+    seq: u64,
+    prev: &'a str,
+    time: &'a str,
+    decision_id: &'a str,
+    decision: &'static str,
+    status: u16,
+    reason: Option<&'static str>,
+    policy_reason: Option<&'a str>,
+    agent: Option<&'a str>,
+    principal: Option<&'a str>,
+    owner: Option<&'a str>,
+    chain: Chain<'a>,
+    token: Option<TokenPart<'a>>,
+    scopes: Scopes<'a>,
+    route: Option<&'a str>,
+    request: RequestPart<'a>,
+    policy: Option<PolicyPart<'a>>,
+    latency_us: u64,
+}
+
+#[derive(Serialize)]
+struct StartEvent<'a> {
+    v: u8,
+    kind: &'static str,
+    stream: &'a str,
+    seq: u64,
+    prev: &'a str,
+    time: &'a str,
+    version: &'static str,
+    checkpoint_s: u64,
+    policy: Option<PolicyPart<'a>>,
+}
+
+#[derive(Serialize)]
+struct CheckpointEvent<'a> {
+    v: u8,
+    kind: &'static str,
+    stream: &'a str,
+    seq: u64,
+    prev: &'a str,
+    time: &'a str,
+    decisions: u64,
+    dropped: u64,
+    checkpoint_s: u64,
+}
+
+#[derive(Serialize)]
+struct TokenPart<'a> {
+    iss: Option<&'a str>,
+    jti: Option<&'a str>,
+    #[serde(serialize_with = "numeric_date")]
+    exp: Option<f64>,
+    kid: Option<&'a str>,
+    alg: Option<&'a str>,
+    sha256: Hex<'a>,
+    /// Whether the signature check was answered by the verified-token cache.
+    cached: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Scopes<'a> {
+    requested: &'a [String],
+    effective: &'a [String],
+}
+
+#[derive(Serialize)]
+struct RequestPart<'a> {
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct PolicyPart<'a> {
+    revision: &'a str,
+}
+
+/// The actors' `sub`s, newest first.
+struct Chain<'a>(&'a [crate::token::Actor]);
+
+impl Serialize for Chain<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| a.sub.as_str()))
+    }
+}
+
+struct Hex<'a>(&'a [u8; 32]);
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = [0u8; 64];
+        match hex::encode_to_slice(self.0, &mut out) {
+            Ok(()) => s.serialize_str(std::str::from_utf8(&out).unwrap_or_default()),
+            Err(_) => s.serialize_none(),
+        }
+    }
+}
+
+/// Request ids come from the client (or the host); keep at most 128 bytes of one.
+fn clip_id(s: &str) -> &str {
+    let mut end = s.len().min(128);
+    while !s.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// NumericDate: an integer when it is one.
+fn numeric_date<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(*v as i64),
+        Some(v) => s.serialize_f64(*v),
+        None => s.serialize_none(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for UNIX seconds (UTC); times before 1970 clamp to it.
+pub fn rfc3339_micros(secs: f64) -> String {
+    let micros = if secs.is_finite() && secs > 0.0 {
+        (secs * 1e6).round() as u64
+    } else {
+        0
+    };
+    let (s, us) = (micros / 1_000_000, micros % 1_000_000);
+    let (days, rem) = (s / 86_400, s % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{us:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses what [`rfc3339_micros`] writes back to UNIX seconds.
+pub fn parse_rfc3339_micros(t: &str) -> Option<f64> {
+    let b = t.as_bytes();
+    if b.len() != 27 || b.get(26) != Some(&b'Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { t.get(r)?.parse().ok() };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    let days = days_from_civil(y, m, d);
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + us as f64 / 1e6)
+}
+
+// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// How `verify` reads its input.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Sort each stream by sequence number first (access logs write events when requests
+    /// end, not in decision order). Removal and edits are still detected; order is not.
+    pub unordered: bool,
+    /// The input continues streams begun elsewhere (rotated logs): a stream may begin
+    /// after sequence 1.
+    pub continued: bool,
+    /// Reference time for truncation (UNIX seconds); default: the newest event's time.
+    pub now: Option<f64>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub streams: usize,
+    pub events: usize,
+    pub decisions: usize,
+    /// Lines that carried no event (other log lines).
+    pub skipped: usize,
+    /// Problems in the order found; empty means the trail is intact.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Seen {
+    at: String,
+    seq: u64,
+    prev: String,
+    hash: String,
+    time: f64,
+    checkpoint_s: Option<u64>,
+    dropped: Option<u64>,
+}
+
+/// The event JSON on a line: after [`LOG_PREFIX`] (log files), or the whole line when it
+/// is a JSON object (collector batches, access logs). `None` for other lines.
+pub fn event_text(line: &str) -> Option<&str> {
+    if let Some((_, rest)) = line.split_once(LOG_PREFIX) {
+        return Some(rest.trim_end_matches(['\r', '\n']));
+    }
+    let t = line.trim_end_matches(['\r', '\n']);
+    t.starts_with('{').then_some(t)
+}
+
+/// Checks the chains in `inputs` (name, text): every stream starts at sequence 1 (unless
+/// `continued`), has no gap, no reordering, no duplicate, every `prev` matches the previous
+/// event's hash, and no stream stops without a checkpoint long before the newest event.
+pub fn verify(inputs: &[(String, String)], opts: VerifyOptions) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut streams: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
+    let mut newest = f64::MIN;
+    for (name, text) in inputs {
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{name}:{}", n + 1);
+            let Some(json) = event_text(line) else {
+                report.skipped += 1;
+                continue;
+            };
+            let v: serde_json::Value = match serde_json::from_str(json) {
+                Ok(v) => v,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("{at}: not a JSON event ({e}): modified or corrupt"));
+                    continue;
+                }
+            };
+            let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
+            let (Some(stream), Some(seq), Some(prev), Some(kind), Some(time)) = (
+                field("stream"),
+                v.get("seq").and_then(serde_json::Value::as_u64),
+                field("prev"),
+                field("kind"),
+                field("time").and_then(parse_rfc3339_micros),
+            ) else {
+                report.problems.push(format!(
+                    "{at}: an event without stream, seq, prev, kind and time: modified or corrupt"
+                ));
+                continue;
+            };
+            newest = newest.max(time);
+            report.events += 1;
+            if kind == "decision" {
+                report.decisions += 1;
+            }
+            streams.entry(stream.to_owned()).or_default().push(Seen {
+                at,
+                seq,
+                prev: prev.to_owned(),
+                hash: hex::encode(Sha256::digest(json.as_bytes())),
+                time,
+                checkpoint_s: v.get("checkpoint_s").and_then(serde_json::Value::as_u64),
+                dropped: v.get("dropped").and_then(serde_json::Value::as_u64),
+            });
+        }
+    }
+    report.streams = streams.len();
+    if report.events == 0 && report.problems.is_empty() {
+        report
+            .problems
+            .push("no audit events found in the input".into());
+    }
+    let now = opts.now.unwrap_or(newest);
+    for (id, mut events) in streams {
+        if opts.unordered {
+            events.sort_by_key(|e| e.seq);
+        }
+        check_stream(&id, &events, opts, now, &mut report.problems);
+    }
+    report
+}
+
+fn check_stream(id: &str, events: &[Seen], opts: VerifyOptions, now: f64, out: &mut Vec<String>) {
+    let zero = "0".repeat(64);
+    let Some(first) = events.first() else {
+        return;
+    };
+    if !opts.continued && (first.seq != 1 || first.prev != zero) {
+        out.push(format!(
+            "stream {id}: begins at seq {} ({}): events 1..{} are missing (removed), or pass --continued for rotated logs",
+            first.seq,
+            first.at,
+            first.seq.saturating_sub(1)
+        ));
+    }
+    let present: std::collections::HashSet<u64> = events.iter().map(|e| e.seq).collect();
+    let mut checkpoint_s = first.checkpoint_s;
+    let mut dropped = first.dropped.unwrap_or(0);
+    for pair in events.windows(2) {
+        let [a, b] = pair else { continue };
+        checkpoint_s = b.checkpoint_s.or(checkpoint_s);
+        if b.seq == a.seq {
+            out.push(format!(
+                "stream {id}: seq {} appears twice ({} and {}): duplicated or replayed",
+                b.seq, a.at, b.at
+            ));
+        } else if b.seq < a.seq {
+            out.push(format!(
+                "stream {id}: seq {} ({}) comes after seq {} ({}): reordered",
+                b.seq, b.at, a.seq, a.at
+            ));
+        } else if b.seq > a.seq.saturating_add(1) && present.contains(&(a.seq + 1)) {
+            out.push(format!(
+                "stream {id}: seq {} ({}) comes before seq {}: reordered",
+                b.seq,
+                b.at,
+                a.seq + 1
+            ));
+        } else if b.seq > a.seq.saturating_add(1) {
+            let why = match b.dropped {
+                Some(d) if d > dropped => {
+                    format!(" (the worker reports {} event(s) dropped)", d - dropped)
+                }
+                _ => String::new(),
+            };
+            out.push(format!(
+                "stream {id}: seq {}..{} missing between {} and {}: removed{why}",
+                a.seq + 1,
+                b.seq - 1,
+                a.at,
+                b.at
+            ));
+        } else if b.prev != a.hash {
+            out.push(format!(
+                "stream {id}: seq {} ({}) does not match the hash recorded by seq {} ({}): modified",
+                a.seq, a.at, b.seq, b.at
+            ));
+        }
+        dropped = b.dropped.unwrap_or(dropped);
+    }
+    if let (Some(last), Some(cs)) = (events.last(), checkpoint_s) {
+        // A live stream writes a checkpoint at least every `checkpoint_s`; allow two
+        // periods for ticks and delivery.
+        let quiet = now - last.time;
+        if quiet > 2.0 * cs as f64 + 1.0 {
+            out.push(format!(
+                "stream {id}: ends at seq {} ({}, {:.0} s before the newest event) without a later checkpoint (every {cs} s): truncated, or the worker stopped",
+                last.seq, last.at, quiet
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trips() {
+        for s in [
+            0.0,
+            1.5,
+            951_782_400.25,
+            1_800_000_000.123_456,
+            4_102_444_800.0,
+        ] {
+            let t = rfc3339_micros(s);
+            assert_eq!(t.len(), 27, "{t}");
+            assert!((parse_rfc3339_micros(&t).unwrap() - s).abs() < 1e-6, "{t}");
+        }
+        assert_eq!(rfc3339_micros(951_782_400.0), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(rfc3339_micros(-5.0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(parse_rfc3339_micros("2000-02-29T00:00:00Z"), None);
+    }
+
+    use crate::pipeline::{Decision, DecisionIds, Engine, Request};
+    use serde_json::{json, Value};
+
+    fn ctx(now: f64) -> EventContext<'static> {
+        EventContext {
+            now,
+            latency_us: 12,
+            request_id: Some("req-1"),
+        }
+    }
+
+    /// A stream of `n` decisions (allowed and denied, hostile request fields) and a
+    /// checkpoint, as the lines a log file would hold.
+    fn trail(n: usize) -> Vec<String> {
+        use crate::crypto::PureRust;
+        use crate::dev::{mint, DevKeys, Recipe};
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let cfg =
+            crate::config::Config::from_json(&std::fs::read("envoy/plugin.json").unwrap()).unwrap();
+        let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(0xabc));
+        let now = 1_800_000_000.5;
+        engine.start_feed_clock(now);
+        let recipe: Recipe = serde_json::from_value(
+            json!({"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}, "scope": "tickets:read"}}),
+        )
+        .unwrap();
+        let token = mint(&keys, &recipe, now as i64).unwrap();
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let auth = if i % 3 == 2 {
+                "Bearer not.a.token".to_owned()
+            } else {
+                format!("Bearer {token}")
+            };
+            let req = Request {
+                method: "GET".into(),
+                path: format!("/tickets/{i}\"\n\u{0}\u{202e}<script>"),
+                host: "api\"x".into(),
+                authorization: vec![auth.into_bytes()],
+                headers: vec![],
+            };
+            let d = engine.evaluate(&req, now + i as f64);
+            for l in engine.audit(&d, &ctx(now + i as f64)) {
+                lines.push(format!(
+                    "[2026][info][wasm] wasm log agent_iam: {}",
+                    l.log_line()
+                ));
+            }
+        }
+        let cp = engine.audit_stream().checkpoint(now + n as f64, 0);
+        lines.push(cp.log_line().to_owned());
+        lines
+    }
+
+    fn check(lines: &[String], opts: VerifyOptions) -> VerifyReport {
+        verify(&[("audit.log".into(), lines.join("\n"))], opts)
+    }
+
+    #[test]
+    fn events_carry_the_decision_and_the_chain_verifies() {
+        let lines = trail(6);
+        assert_eq!(lines.len(), 8, "start + 6 decisions + checkpoint");
+        let events: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(event_text(l).unwrap()).unwrap())
+            .collect();
+        assert_eq!(events[0]["kind"], "start");
+        assert_eq!(events[0]["seq"], 1);
+        assert_eq!(events[0]["prev"], "0".repeat(64));
+        let allow = &events[1];
+        assert_eq!(allow["kind"], "decision");
+        assert_eq!(allow["decision"], "allow", "{allow}");
+        assert_eq!(allow["agent"], "agent:planner");
+        assert_eq!(allow["principal"], "user:alice");
+        assert_eq!(allow["chain"], json!(["agent:planner"]));
+        assert_eq!(allow["scopes"]["effective"], json!(["tickets:read"]));
+        assert_eq!(allow["token"]["iss"], "https://idp.agent-iam.test");
+        assert_eq!(allow["token"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(
+            allow["request"]["path"],
+            "/tickets/0\"\n\u{0}\u{202e}<script>"
+        );
+        assert_eq!(allow["request"]["id"], "req-1");
+        assert_eq!(allow["latency_us"], 12);
+        assert_eq!(allow["stream"], "0000000000000abc");
+        assert!(allow["decision_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("0000000000000abc"));
+        let deny = &events[3];
+        assert_eq!(deny["decision"], "deny");
+        assert_eq!(deny["status"], 401);
+        assert!(deny["token"]["iss"].is_null());
+        assert_eq!(deny["token"]["sha256"].as_str().unwrap().len(), 64);
+        // Never the token itself.
+        assert!(!lines.iter().any(|l| l.contains("eyJ")));
+        // One event per line, whatever the request held.
+        assert!(lines.iter().all(|l| !l.contains('\n')));
+        let last = events.last().unwrap();
+        assert_eq!(last["kind"], "checkpoint");
+        assert_eq!(last["decisions"], 6);
+
+        let r = check(&lines, VerifyOptions::default());
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!((r.events, r.decisions, r.streams), (8, 6, 1));
+    }
+
+    #[test]
+    fn removal_reordering_edits_and_truncation_are_detected() {
+        let lines = trail(6);
+        let opts = VerifyOptions::default();
+        let first = |r: VerifyReport| r.problems.first().cloned().unwrap_or_default();
+
+        let mut removed = lines.clone();
+        removed.remove(3);
+        assert!(first(check(&removed, opts)).contains("seq 4..4 missing"));
+
+        let mut reordered = lines.clone();
+        reordered.swap(2, 3);
+        assert!(first(check(&reordered, opts)).contains("reordered"));
+        // Sorting (access logs) forgives the order, never an edit.
+        assert!(check(
+            &reordered,
+            VerifyOptions {
+                unordered: true,
+                ..opts
+            }
+        )
+        .ok());
+
+        let mut edited = lines.clone();
+        edited[2] = edited[2].replace("\"status\":200", "\"status\":201");
+        assert_ne!(edited[2], lines[2]);
+        let p = first(check(&edited, opts));
+        assert!(p.contains("seq 3") && p.contains("modified"), "{p}");
+
+        let mut renamed = lines.clone();
+        renamed[2] = renamed[2].replace("user:alice", "user:bob__");
+        assert!(first(check(&renamed, opts)).contains("modified"));
+
+        let mut broken = lines.clone();
+        let len = broken[4].len();
+        broken[4].truncate(len - 5);
+        assert!(first(check(&broken, opts)).contains("not a JSON event"));
+
+        let mut duplicated = lines.clone();
+        duplicated.insert(3, lines[2].clone());
+        assert!(first(check(&duplicated, opts)).contains("twice"));
+
+        let headless = lines[2..].to_vec();
+        assert!(first(check(&headless, opts)).contains("begins at seq 3"));
+        assert!(check(
+            &headless,
+            VerifyOptions {
+                continued: true,
+                ..opts
+            }
+        )
+        .ok());
+
+        // Cut after the third decision: the stream is quiet long before "now".
+        let cut = lines[..4].to_vec();
+        let now = 1_800_000_000.5 + 600.0;
+        let p = first(check(
+            &cut,
+            VerifyOptions {
+                now: Some(now),
+                ..opts
+            },
+        ));
+        assert!(p.contains("truncated"), "{p}");
+        assert!(check(
+            &lines,
+            VerifyOptions {
+                now: Some(1_800_000_000.5 + 60.0),
+                ..opts
+            }
+        )
+        .ok());
+
+        assert!(first(check(&[], opts)).contains("no audit events"));
+    }
+
+    #[test]
+    fn checkpoints_come_when_a_stream_is_quiet() {
+        let mut s = AuditStream::new(1, 10, None);
+        assert!(s.checkpoint_due(100.0, 0).is_none(), "not started");
+        let d = Decision::denied("id".into(), Reason::TokenMissing);
+        assert_eq!(s.decision(&d, &ctx(100.0)).len(), 2);
+        assert_eq!(s.decision(&d, &ctx(101.0)).len(), 1);
+        assert!(s.checkpoint_due(105.0, 0).is_none());
+        let cp = s.checkpoint_due(111.5, 3).unwrap();
+        let v: Value = serde_json::from_str(cp.json()).unwrap();
+        assert_eq!(
+            (v["seq"].as_u64(), v["dropped"].as_u64()),
+            (Some(4), Some(3))
+        );
+        assert!(s.checkpoint_due(115.0, 3).is_none());
+    }
+
+    #[test]
+    fn audit_config_is_checked() {
+        let mut p = Vec::new();
+        let c: AuditConfig =
+            serde_json::from_value(json!({"log": false, "checkpoint_s": 0})).unwrap();
+        c.validate(&mut p);
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["$.audit.checkpoint_s", "$.audit.log"]);
+        let mut p = Vec::new();
+        let c: AuditConfig = serde_json::from_value(
+            json!({"collector": {"cluster": "", "path": "x", "batch_max": 0, "max_queue": 0}}),
+        )
+        .unwrap();
+        c.validate(&mut p);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(serde_json::from_value::<AuditConfig>(json!({"colector": {}})).is_err());
+    }
+
+    #[test]
+    fn event_text_finds_log_lines_and_bare_json() {
+        assert_eq!(
+            event_text("[info] wasm log x: agent-iam audit {\"a\":1}"),
+            Some("{\"a\":1}")
+        );
+        assert_eq!(event_text("{\"a\":1}\r\n"), Some("{\"a\":1}"));
+        assert_eq!(event_text("[info] something else"), None);
+        assert_eq!(event_text("-"), None);
+    }
+}
