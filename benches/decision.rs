@@ -131,5 +131,31 @@ fn revocation(c: &mut Criterion) {
     );
 }
 
-criterion_group!(decision, benches, revocation);
+/// One audit event for a decided request (serialise + chain), and the chain hash alone.
+fn audit(c: &mut Criterion) {
+    use agent_iam::audit::{ChainHash, EventContext};
+    use blake2::Digest;
+    let mut e = engine(Some(""));
+    let req = request();
+    let d = e.evaluate(&req, 1_800_000_000.0);
+    let ctx = EventContext {
+        now: 1_800_000_000.25,
+        latency_us: 17,
+        request_id: Some("0f6ad5c3-4c43-4a8c-9d4e-0d6f1f3e9a11"),
+    };
+    let line = e.audit(&d, &ctx).pop().unwrap();
+    let text = line.json().to_owned();
+    println!("audit event: {} bytes", text.len());
+    c.bench_function("audit/event (serialise + BLAKE2b-256 chain)", |b| {
+        b.iter(|| e.audit(&d, &ctx))
+    });
+    c.bench_function("audit/hash only (BLAKE2b-256)", |b| {
+        b.iter(|| ChainHash::digest(text.as_bytes()))
+    });
+    c.bench_function("audit/hash only (SHA-256, for comparison)", |b| {
+        b.iter(|| sha2::Sha256::digest(text.as_bytes()))
+    });
+}
+
+criterion_group!(decision, benches, revocation, audit);
 criterion_main!(decision);

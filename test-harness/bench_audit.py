@@ -25,7 +25,7 @@ import statistics
 
 import harness
 
-MODES = ["build", "log", "filter_state", "queue", "metrics"]
+MODES = ["build", "log", "filter_state", "queue", "metrics", "sha256", "sha512", "blake2b", "blake2s"]
 
 
 def main():

@@ -4,8 +4,9 @@ Starts an echo upstream, the local control plane (agent registry feed, Shared Si
 transmitter) and a real Envoy with the release filter (envoy/plugin.json plus a revocation
 feed); mints short-lived demo tokens; sends requests; retires an agent through the control
 plane and pulls another agent's access mid-run with a RISC account-disabled event while
-Envoy runs; shows each response and the filter's decision log lines. The scenario grows as
-features land."""
+Envoy runs; shows each response; then prints the audit trail the filter sent to the
+collector (who acted for whom, what was allowed or refused and why) and verifies its
+integrity with `agent-iam audit verify`, once as delivered and once with one event edited."""
 
 import json
 import sys
@@ -91,12 +92,62 @@ def disable_build_bot(envoy, client, token):
           "without waiting for its token to expire")
 
 
+def events(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def print_trail(trail, logged):
+    """The audit trail as a security team reads it, then its integrity check."""
+    evs = events(trail)
+    decisions = [e for e in evs if e["kind"] == "decision"]
+    print(f"\nAudit trail at the collector: {len(evs)} events ({len(decisions)} decisions, "
+          f"{logged} logged by Envoy; repeats folded)")
+    print(f"  {'time (UTC)':<15} {'outcome':<7} {'who (agent for principal, via chain)':<58} {'what':<18} why / authority")
+    rows = []
+    for e in decisions:
+        who = "-" if e["agent"] is None else (
+            e["agent"] if e["principal"] == e["agent"] else f"{e['agent']} for {e['principal']}")
+        if len(e["chain"]) > 1:
+            who += " via " + " <- ".join(e["chain"][1:])
+        what = f"{e['request']['method']} {e['request']['path']}"
+        if e["decision"] == "allow":
+            why = f"scopes {' '.join(e['scopes']['effective'])}; {e['token']['alg']} token of {e['token']['iss']}"
+        else:
+            why = e["reason"] + (f" ({e['policy_reason']})" if e["policy_reason"] else "")
+        rows.append((e["time"][11:23], e["decision"], who, what, why))
+    i = 0
+    while i < len(rows):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][1:] == rows[i][1:]:
+            j += 1
+        t, outcome, who, what, why = rows[i]
+        fold = f"  (x{j - i + 1})" if j > i else ""
+        print(f"  {t:<15} {outcome:<7} {who:<58} {what:<18} {why}{fold}")
+        i = j + 1
+    path = harness.OUT / "demo-audit.ndjson"
+    path.write_text(trail)
+    code, out = harness.audit_verify(path)
+    print(f"\n$ agent-iam audit verify {path.relative_to(harness.ROOT)}\n  " + out.strip().replace("\n", "\n  "))
+    lines = trail.splitlines()
+    k = next(i for i, line in enumerate(lines) if '"decision":"deny"' in line)
+    lines[k] = lines[k].replace('"decision":"deny"', '"decision":"allow"', 1)
+    forged = harness.OUT / "demo-audit-edited.ndjson"
+    forged.write_text("\n".join(lines) + "\n")
+    code2, out2 = harness.audit_verify(forged)
+    print(f"\n$ agent-iam audit verify {forged.relative_to(harness.ROOT)}   # one deny edited into an allow\n  "
+          + out2.strip().replace("\n", "\n  ") + f"\n  (exit {code2})")
+    if code != 0 or code2 == 0:
+        raise SystemExit("audit verification did not behave")
+
+
 def main():
     recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
     minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
     token_t = minted.pop()
     tokens = iter(minted)
     plugin = harness.with_revocation(json.loads(harness.PLUGIN.read_text()), interval_ms=1000, max_staleness_s=30)
+    plugin["audit"] = {"log": True, "collector": {"cluster": "agent_iam_control_plane", "path": "/audit",
+                                                  "flush_interval_ms": 200}}
     with harness.stack(name="demo", plugin_json=plugin) as envoy:
         harness.wait_revocation_fresh(envoy)
         print(f"Envoy {envoy.ready_after_s:.2f}s to ready on 127.0.0.1:{envoy.listen_port} "
@@ -124,18 +175,13 @@ def main():
             r = client.request(path, headers=headers, method=method, body=b"{}" if method == "POST" else None)
             show(n, title, method, path, headers, r)
         client.close()
-        envoy.wait_for_log("agent-iam audit", timeout=2)
-        print("\nDecision log lines (Envoy log, one per request; repeats folded):")
-        keep = ("decision", "status", "reason", "agent", "principal", "chain", "route")
-        lines = [json.dumps({**{k: d[k] for k in keep}, "scopes": d["scopes"]["effective"]})
-                 for d in envoy.decision_lines()]
-        i = 0
-        while i < len(lines):
-            j = i
-            while j + 1 < len(lines) and lines[j + 1] == lines[i]:
-                j += 1
-            print("  " + lines[i] + (f"  (×{j - i + 1})" if j > i else ""))
-            i = j + 1
+        logged = len(envoy.decision_lines())
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and \
+                sum(1 for e in events(envoy.control_plane.audit_text()) if e["kind"] == "decision") < logged:
+            time.sleep(0.05)
+        trail = envoy.control_plane.audit_text()
+    print_trail(trail, logged)
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     return 0
 

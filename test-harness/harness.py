@@ -39,7 +39,8 @@ def audit_schema_errors(events):
 
 def audit_verify(*args):
     """`agent-iam audit verify ARGS...` -> (exit code, output)."""
-    p = subprocess.run([str(CLI), "audit", "verify", *map(str, args)], capture_output=True, text=True)
+    args = [a.relative_to(ROOT) if isinstance(a, Path) and a.is_relative_to(ROOT) else a for a in args]
+    p = subprocess.run([str(CLI), "audit", "verify", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
     return p.returncode, p.stdout + p.stderr
 
 

@@ -75,7 +75,7 @@ def write(tmp_path, name, lines):
 
 
 def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collector(tmp_path):
-    plugin = audit_plugin(collector=collector())
+    plugin = audit_plugin(log=True, collector=collector())
     with harness.stack(plugin_json=plugin, name="audit-collector", concurrency=2) as envoy:
         client = harness.Client(envoy.listen_port)
         ids = mixed_requests(client, n_rounds=3)
@@ -199,6 +199,8 @@ def test_collector_outage_queues_up_to_the_bound_and_counts_drops(tmp_path):
         assert code == 0, out
         # Nothing was lost silently: the log line says how many, the counter agrees.
         assert f"({dropped} in total on this worker)" in envoy.log() or "dropped the" in envoy.log()
+        # With a collector, events are not also logged unless `log: true` says so.
+        assert envoy.audit_events() == []
 
 
 def test_access_log_example_writes_every_event_to_its_own_file(tmp_path):

@@ -87,7 +87,7 @@ pub(super) struct Audit {
 impl Audit {
     pub fn new(cfg: &AuditConfig) -> Audit {
         let a = Audit {
-            log: cfg.log,
+            log: cfg.log_lines(),
             filter_state: cfg.filter_state,
             log_visible: log_level_visible(),
             pending_fs: Vec::new(),
