@@ -4,6 +4,7 @@ access log; the chain verifies and any removed, reordered, edited or cut-off eve
 reported by `agent-iam audit verify`; a collector outage queues events up to the bound and
 counts what it drops; the decision metrics are on /stats."""
 
+import hashlib
 import json
 import time
 
@@ -102,6 +103,13 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
         assert by_id[ids[8]]["policy_reason"] == "tenant.mismatch"
         assert by_id[ids[3]]["token"]["sha256"] and by_id[ids[3]]["token"]["iss"] is None
         assert by_id[ids[9]]["request"]["path"].startswith('/tickets/"\\')
+
+        # The chain is checkable without our CLI (docs/AUDIT.md): BLAKE2b-256 of each line.
+        prev = {}
+        for line in cp.audit_text().splitlines():
+            e = json.loads(line)
+            assert e["prev"] == prev.get(e["stream"], "0" * 64)
+            prev[e["stream"]] = hashlib.blake2b(line.encode(), digest_size=32).hexdigest()
 
         # The collector's file and Envoy's own log both verify, with the same events.
         code, out = harness.audit_verify(write(tmp_path, "collector.ndjson", cp.audit_text().splitlines()))
