@@ -332,8 +332,19 @@ impl AuditStream {
         Some(self.checkpoint(now, dropped))
     }
 
+    /// The stream's last event when the host shuts the worker down (`final`: the verifier
+    /// knows the stream ended on purpose); `None` if it never began.
+    pub fn finish(&mut self, now: f64, dropped: u64) -> Option<AuditLine> {
+        self.started()
+            .then(|| self.checkpoint_event(now, dropped, true))
+    }
+
     /// A checkpoint now.
     pub fn checkpoint(&mut self, now: f64, dropped: u64) -> AuditLine {
+        self.checkpoint_event(now, dropped, false)
+    }
+
+    fn checkpoint_event(&mut self, now: f64, dropped: u64, last: bool) -> AuditLine {
         let time = rfc3339_micros(now);
         let prev = self.link.prev;
         let ev = CheckpointEvent {
@@ -346,6 +357,7 @@ impl AuditStream {
             decisions: self.decisions,
             dropped,
             checkpoint_s: self.checkpoint_s,
+            last,
         };
         self.link.seal(&ev, now)
     }
@@ -436,6 +448,9 @@ struct CheckpointEvent<'a> {
     decisions: u64,
     dropped: u64,
     checkpoint_s: u64,
+    /// The worker is shutting down: nothing follows.
+    #[serde(rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    last: bool,
 }
 
 #[derive(Serialize)]
@@ -614,6 +629,7 @@ struct Seen {
     time: f64,
     checkpoint_s: Option<u64>,
     dropped: Option<u64>,
+    last: bool,
 }
 
 /// The event JSON on a line: after [`LOG_PREFIX`] (log files), or the whole line when it
@@ -675,6 +691,7 @@ pub fn verify(inputs: &[(String, String)], opts: VerifyOptions) -> VerifyReport 
                 time,
                 checkpoint_s: v.get("checkpoint_s").and_then(serde_json::Value::as_u64),
                 dropped: v.get("dropped").and_then(serde_json::Value::as_u64),
+                last: v.get("final") == Some(&serde_json::Value::Bool(true)),
             });
         }
     }
@@ -752,7 +769,7 @@ fn check_stream(id: &str, events: &[Seen], opts: VerifyOptions, now: f64, out: &
         }
         dropped = b.dropped.unwrap_or(dropped);
     }
-    if let (Some(last), Some(cs)) = (events.last(), checkpoint_s) {
+    if let (Some(last), Some(cs)) = (events.last().filter(|e| !e.last), checkpoint_s) {
         // A live stream writes a checkpoint at least every `checkpoint_s`; allow two
         // periods for ticks and delivery.
         let quiet = now - last.time;
@@ -967,6 +984,23 @@ mod tests {
             }
         )
         .ok());
+        // A stream that ended with its final checkpoint is complete however old.
+        let mut s = AuditStream::new(0xabc, 60, None);
+        let d = Decision::denied("x".into(), Reason::TokenMissing);
+        let mut ended: Vec<String> = s
+            .decision(&d, &ctx(now - 600.0))
+            .iter()
+            .map(|l| l.log_line().to_owned())
+            .collect();
+        ended.push(s.finish(now - 590.0, 0).unwrap().log_line().to_owned());
+        let r = check(
+            &ended,
+            VerifyOptions {
+                now: Some(now),
+                ..opts
+            },
+        );
+        assert!(r.ok(), "{:?}", r.problems);
 
         assert!(first(check(&[], opts)).contains("no audit events"));
     }
@@ -986,6 +1020,9 @@ mod tests {
             (Some(4), Some(3))
         );
         assert!(s.checkpoint_due(115.0, 3).is_none());
+        let end = s.finish(116.0, 3).unwrap();
+        assert!(end.json().contains(r#""final":true"#));
+        assert!(AuditStream::new(2, 10, None).finish(1.0, 0).is_none());
     }
 
     #[test]

@@ -93,6 +93,9 @@ def test_idp_outage_keeps_the_last_good_keys():
             time.sleep(0.1)
         assert envoy.control_plane.stats()["jwks_requests"] >= before + 2  # it kept trying
         assert "keeping the last good keys" in envoy.log_path.read_text()
+        # The age gauge shows the keys growing old (> 3 s: every refetch failed).
+        age = int(harness.admin_stats(envoy, "jwks.age_ms")["wasmcustom.agent_iam.jwks.age_ms"])
+        assert age >= 3000, age
 
 
 def test_a_flood_of_unknown_kids_is_rate_limited():

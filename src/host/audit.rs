@@ -192,6 +192,23 @@ impl Audit {
         }
     }
 
+    /// The worker shuts down: the stream's final checkpoint (log line and a last attempt to
+    /// hand the queue to the collector).
+    pub fn on_done(&mut self, engine: &mut Engine, now_ms: u64) {
+        let dropped = self.collector.as_ref().map_or(0, |c| c.dropped_total);
+        if let Some(end) = engine
+            .audit_stream()
+            .finish(now_ms as f64 / 1000.0, dropped)
+        {
+            self.out_of_request(end, false);
+        }
+        if let Some(c) = self.collector.as_mut() {
+            c.last_flush_ms = 0;
+            c.next_attempt_ms = 0;
+            c.flush(now_ms, &self.metrics);
+        }
+    }
+
     /// A collector answer; `false` if `token` is not ours.
     pub fn on_response(&mut self, token: u32, now_ms: u64) -> bool {
         match self.collector.as_mut() {

@@ -87,6 +87,17 @@ struct Root {
 }
 
 impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        if let (Some(a), Some(e), Some(now)) =
+            (self.audit.as_ref(), self.engine.as_ref(), now_seconds())
+        {
+            if let (Ok(mut a), Ok(mut e)) = (a.try_borrow_mut(), e.try_borrow_mut()) {
+                a.on_done(&mut e, (now * 1000.0) as u64);
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
