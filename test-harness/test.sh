@@ -14,6 +14,7 @@ step "clippy (native)";                      cargo clippy --all-targets --locked
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo test";                           cargo test --locked
 step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
+step "fuzz smoke (cargo fuzz, 10 s per target)"; test-harness/fuzz.sh 10
 step "builds";                               test-harness/build.sh --for-tests
 step "end-to-end through Envoy";             AGENT_IAM_CLI="$ROOT/target/debug/agent-iam" python -m pytest -q test-harness
 step "sizes"

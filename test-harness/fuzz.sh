@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Fuzzing with cargo fuzz (libFuzzer) on the parsers and the request pipeline.
+#   test-harness/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 10 s, every target)
+# Targets: token, config, set, registry_feed, request (fuzz/fuzz_targets/). Each run starts
+# from the committed corpus fuzz/corpus/<target> and adds what it finds; a crash leaves its
+# input in fuzz/artifacts/<target>/ and fails the script. Longer runs:
+#   test-harness/fuzz.sh 600                 # 10 minutes per target
+#   test-harness/fuzz.sh 3600 token request  # an hour on two targets
+# Minimise a grown corpus before committing it:  (cd fuzz && cargo +nightly fuzz cmin TARGET)
+# Installs what it needs: the nightly toolchain (minimal profile) and cargo-fuzz.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT/fuzz"
+SECONDS_PER_TARGET="${1:-10}"
+shift || true
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(token config set registry_feed request)
+
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  # Built with the stable toolchain: its locked dependencies predate current nightlies.
+  cargo +stable install cargo-fuzz --version 0.13.1 --locked
+fi
+# No sanitizer: the code under test is safe Rust (unsafe is denied); libFuzzer's coverage
+# guidance and Rust's own checks (overflow, bounds, debug assertions) do the work, and the
+# build is minutes shorter.
+cargo +nightly fuzz build --sanitizer none
+status=0
+for t in "${TARGETS[@]}"; do
+  mkdir -p "corpus/$t"
+  echo "==> fuzz $t for ${SECONDS_PER_TARGET}s ($(ls "corpus/$t" | wc -l) corpus inputs)"
+  if ! cargo +nightly fuzz run --sanitizer none "$t" "corpus/$t" -- \
+      -max_total_time="$SECONDS_PER_TARGET" -max_len=16384 -print_final_stats=1 2>"/tmp/agent-iam-fuzz-$t.log"; then
+    tail -40 "/tmp/agent-iam-fuzz-$t.log"
+    status=1
+  fi
+  grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "/tmp/agent-iam-fuzz-$t.log" | tr '\n' ' '; echo
+done
+exit $status
