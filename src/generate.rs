@@ -19,6 +19,34 @@ pub struct EnvoyOptions {
     /// Write each audit event to this file through Envoy's own access log
     /// (`%FILTER_STATE(wasm.agent_iam.audit:PLAIN)%`); turns on `audit.filter_state`.
     pub audit_access_log: Option<String>,
+    /// `FAIL_CLOSED` (default: a trapped VM denies every later request of its worker) or
+    /// `FAIL_RELOAD` (denies too, then Envoy starts a fresh VM after a backoff).
+    pub failure_policy: FailurePolicy,
+}
+
+/// Envoy's `failure_policy` for the filter: both fail closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    #[default]
+    Closed,
+    Reload,
+}
+
+impl FailurePolicy {
+    pub fn parse(s: &str) -> Option<FailurePolicy> {
+        match s {
+            "closed" => Some(FailurePolicy::Closed),
+            "reload" => Some(FailurePolicy::Reload),
+            _ => None,
+        }
+    }
+
+    fn as_envoy(self) -> &'static str {
+        match self {
+            FailurePolicy::Closed => "FAIL_CLOSED",
+            FailurePolicy::Reload => "FAIL_RELOAD",
+        }
+    }
 }
 
 impl Default for EnvoyOptions {
@@ -32,6 +60,7 @@ impl Default for EnvoyOptions {
             no_filter: false,
             control_plane_port: 18081,
             audit_access_log: None,
+            failure_policy: FailurePolicy::Closed,
         }
     }
 }
@@ -135,7 +164,7 @@ static_resources:
               config:
                 name: agent_iam
                 root_id: agent_iam
-                failure_policy: FAIL_CLOSED
+                failure_policy: {failure_policy}
                 vm_config:
                   vm_id: agent_iam
                   runtime: envoy.wasm.runtime.v8
@@ -163,6 +192,7 @@ static_resources:
         route = route,
         config_block = config_block,
         access_log = access_log,
+        failure_policy = o.failure_policy.as_envoy(),
     ) + &feed_cluster;
     if o.no_filter {
         strip_filter(&text)

@@ -32,7 +32,7 @@ usage:
   agent-iam generate kong-meta            JSON for agent_iam.meta.json (Kong)
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
       [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
-      [--no-filter] [--audit-access-log FILE]
+      [--no-filter] [--audit-access-log FILE] [--failure-policy closed|reload]
                                           Envoy bootstrap YAML (the access log writes
                                           every audit event to FILE)
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
@@ -104,6 +104,7 @@ usage:
                     "--upstream",
                     "--control-plane",
                     "--audit-access-log",
+                    "--failure-policy",
                     "--input",
                     "--data",
                     "--entrypoint",
@@ -314,7 +315,7 @@ usage:
     }
 
     fn generate_envoy(args: &[&str]) -> Result<i32, String> {
-        use agent_iam::generate::{envoy_bootstrap, EnvoyOptions};
+        use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy};
         let path = required(args, "--config")?;
         if let Err(code) = load_config(path)? {
             return Ok(code);
@@ -331,6 +332,12 @@ usage:
             no_filter: args.contains(&"--no-filter"),
             control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
             audit_access_log: flag(args, "--audit-access-log")?.map(str::to_owned),
+            failure_policy: match flag(args, "--failure-policy")? {
+                None => FailurePolicy::Closed,
+                Some(p) => FailurePolicy::parse(p).ok_or_else(|| {
+                    format!("--failure-policy: `{p}` is not `closed` or `reload`")
+                })?,
+            },
         };
         print!("{}", envoy_bootstrap(&plugin, &o));
         Ok(0)

@@ -80,6 +80,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         headers = {}
         for k, v in self.headers.items():
             headers.setdefault(k.lower(), []).append(v)
+        self.server.seen.append(headers)
         body = json.dumps({"method": self.command, "path": self.path, "headers": headers}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -99,6 +100,7 @@ class Upstream:
     def __init__(self):
         self.port = free_port()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Echo)
+        self.server.seen = []  # the headers of every request that reached the upstream
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -111,9 +113,11 @@ class Upstream:
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
-               no_filter=False, control_plane=18081, audit_access_log=None):
+               no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None):
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
+    if failure_policy:
+        args += ["--failure-policy", failure_policy]
     if audit_access_log:
         args += ["--audit-access-log", audit_access_log]
     if direct_response:
@@ -409,7 +413,7 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
-          audit_access_log=None):
+          audit_access_log=None, failure_policy=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json)."""
@@ -424,7 +428,8 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
                 json.dump(plugin_json, f)
             path = Path(tmp)
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
-                               control_plane=cp.port, audit_access_log=audit_access_log)
+                               control_plane=cp.port, audit_access_log=audit_access_log,
+                               failure_policy=failure_policy)
         with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
             envoy.upstream = up

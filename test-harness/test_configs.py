@@ -26,6 +26,14 @@ def test_envoy_config_validates(path):
     assert "agent-iam 0.1.0 configured" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("path", ENVOY_CONFIGS, ids=[p.name for p in ENVOY_CONFIGS])
+def test_every_shipped_envoy_config_fails_closed(path):
+    """Each Wasm filter in a shipped bootstrap says FAIL_CLOSED (a trapped VM denies)."""
+    text = path.read_text()
+    filters = text.count("envoy.filters.http.wasm")
+    assert filters >= 1 and text.count("failure_policy: FAIL_CLOSED") == filters
+
+
 def test_shipped_envoy_yaml_is_generated_from_plugin_json():
     generated = harness.cli("generate", "envoy", "--config", harness.PLUGIN).stdout
     assert (harness.ROOT / "envoy" / "envoy.yaml").read_text() == generated

@@ -16,6 +16,16 @@ use crate::keys::{parse_jwk_with, KeyPolicy};
 use crate::token::{check_signature, parse_compact, select_key};
 
 pub(super) fn handle() -> Option<Action> {
+    // `x-agent-iam-test-panic: 1`: a trap inside the filter (what an unhandled bug would
+    // do), so the tests can show Envoy fails closed and the worker recovers.
+    if let Ok(Some(_)) =
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-panic")
+    {
+        #[allow(clippy::panic)]
+        {
+            panic!("test-hooks: panic requested by x-agent-iam-test-panic");
+        }
+    }
     let raw =
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-vector")
             .ok()??;
