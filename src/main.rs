@@ -33,6 +33,7 @@ usage:
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
       [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
       [--no-filter] [--audit-access-log FILE] [--failure-policy closed|reload]
+      [--header-guard]
                                           Envoy bootstrap YAML (the access log writes
                                           every audit event to FILE)
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
@@ -87,7 +88,7 @@ usage:
         let mut it = args.iter();
         let mut found = None;
         while let Some(a) = it.next() {
-            if *a == "--direct-response" || *a == "--no-filter" {
+            if *a == "--direct-response" || *a == "--no-filter" || *a == "--header-guard" {
                 continue;
             }
             if *a == name {
@@ -332,6 +333,7 @@ usage:
             no_filter: args.contains(&"--no-filter"),
             control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
             audit_access_log: flag(args, "--audit-access-log")?.map(str::to_owned),
+            header_guard: args.contains(&"--header-guard"),
             failure_policy: match flag(args, "--failure-policy")? {
                 None => FailurePolicy::Closed,
                 Some(p) => FailurePolicy::parse(p).ok_or_else(|| {

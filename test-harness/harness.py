@@ -113,11 +113,14 @@ class Upstream:
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
-               no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None):
+               no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
+               header_guard=False):
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
     if failure_policy:
         args += ["--failure-policy", failure_policy]
+    if header_guard:
+        args.append("--header-guard")
     if audit_access_log:
         args += ["--audit-access-log", audit_access_log]
     if direct_response:
@@ -413,7 +416,7 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
-          audit_access_log=None, failure_policy=None):
+          audit_access_log=None, failure_policy=None, header_guard=False):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json)."""
@@ -429,7 +432,7 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
             path = Path(tmp)
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
                                control_plane=cp.port, audit_access_log=audit_access_log,
-                               failure_policy=failure_policy)
+                               failure_policy=failure_policy, header_guard=header_guard)
         with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
             envoy.upstream = up

@@ -55,6 +55,17 @@ def test_fail_reload_denies_then_a_fresh_vm_serves():
 
 
 def test_no_request_can_smuggle_an_identity_header(envoy, client):
+    check_smuggling(envoy, client)
+
+
+def test_with_envoys_header_mutation_filter_in_front_as_a_second_line_of_defence():
+    with harness.stack(name="header-guard", header_guard=True) as envoy:
+        client = harness.Client(envoy.listen_port)
+        check_smuggling(envoy, client)
+        client.close()
+
+
+def check_smuggling(envoy, client):
     [token] = harness.mint([{"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}}}])
     forged = {
         "X-AGENT-ID": "agent:admin",                 # case variant
