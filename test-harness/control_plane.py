@@ -3,14 +3,15 @@ registry feed and lets tests change it while Envoy runs.
 
   GET  /registry.json      the current registry document {"version", "agents"}
   PUT  /registry.json      replace it (body: the new document)
-  POST /admin/fail         {"mode": "none" | "500" | "garbage"}: simulate a broken feed
+  POST /admin/fail         {"mode": "none" | "500" | "garbage" | "slow"}: simulate a broken feed
+                           ("slow": answer after SLOW_S seconds, longer than any test timeout)
   GET  /admin/stats        {"registry_requests": N, "ssf_polls": N, "acked": [jti...], ...}
   GET  /healthz            200
 
 Identity provider keys (issuers[].jwks_uri):
   GET  /jwks.json          the current JWKS (from --jwks, then PUT)
   PUT  /jwks.json          replace it (key rotation)
-  POST /admin/jwks/fail    {"mode": "none" | "500"}: simulate an IdP outage
+  POST /admin/jwks/fail    {"mode": "none" | "500" | "garbage" | "slow"}: simulate an IdP outage
 
 Shared Signals transmitter (RFC 8936 poll delivery):
   POST /ssf/poll           {"ack": [jti...], "maxEvents": N, "returnImmediately": true}
@@ -19,7 +20,7 @@ Shared Signals transmitter (RFC 8936 poll delivery):
                            `x-agent-iam-session`); a new session (a restarted Envoy) gets
                            every SET pushed in the last `--retain-s` seconds.
   POST /admin/ssf/push     {"sets": [compact SET...]}: queue SETs for every session
-  POST /admin/ssf/fail     {"mode": "none" | "500"}: simulate a transmitter outage
+  POST /admin/ssf/fail     {"mode": "none" | "500" | "garbage" | "slow"}: simulate a transmitter outage
 
 Audit collector (the filter's `audit.collector`):
   POST /audit              a batch of events (newline-delimited JSON), stored in order
@@ -34,6 +35,8 @@ import http.server
 import json
 import threading
 import time
+
+SLOW_S = 3
 
 
 def _jti(compact):
@@ -86,6 +89,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 mode, doc = STATE["jwks_fail"], STATE["jwks"]
             if mode == "500":
                 return self._send(500, b'{"error":"simulated outage"}')
+            if mode == "garbage":
+                return self._send(200, b'{"keys": [{"kty": "EC", "crv": "P-256", "x": 1}], "extra": [[[[')
+            if mode == "slow":
+                time.sleep(SLOW_S)
             return self._send(200, doc, "application/jwk-set+json")
         if self.path == "/registry.json":
             with LOCK:
@@ -95,6 +102,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(500, b'{"error":"simulated outage"}')
             if mode == "garbage":
                 return self._send(200, b'{"version": "broken", "agents": [{"id": 1}]}')
+            if mode == "slow":
+                time.sleep(SLOW_S)
             return self._send(200, doc)
         self._send(404)
 
@@ -167,14 +176,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         session = self.headers.get("x-agent-iam-session", "")
         with LOCK:
             STATE["ssf_polls"] += 1
-            if STATE["ssf_fail"] == "500":
+            mode = STATE["ssf_fail"]
+            if mode == "500":
                 return self._send(500, b'{"error":"simulated outage"}')
+            if mode == "garbage":
+                return self._send(200, b'{"sets": ["not", "an", "object"], "moreAvailable": 7}')
             acked = STATE["sessions"].setdefault(session, set())
             for j in req.get("ack", []):
                 acked.add(j)
                 STATE["acked"].append(j)
             horizon = time.time() - STATE["retain_s"]
             pending = [(j, s) for j, s, at in STATE["sets"] if j not in acked and at >= horizon]
+        if mode == "slow":
+            time.sleep(SLOW_S)
         limit = int(req.get("maxEvents", 100))
         body = {"sets": dict(pending[:limit]), "moreAvailable": len(pending) > limit}
         self._send(200, json.dumps(body).encode())
