@@ -19,7 +19,6 @@ Usage: python test-harness/bench_audit.py [--iterations 1000] [--rounds 15]
 (after test-harness/build.sh --for-tests)."""
 
 import argparse
-import json
 import re
 import statistics
 
@@ -35,15 +34,7 @@ def main():
     args = ap.parse_args()
     [token] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": {
         "sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}}])
-    plugin = json.loads(harness.PLUGIN.read_text())
-    plugin["max_token_lifetime_s"] = 3600
-    plugin["agents"].pop("feed", None)
-    harness.OUT.mkdir(parents=True, exist_ok=True)
-    path = harness.OUT / "bench-audit.json"
-    path.write_text(json.dumps(plugin))
-    listen, admin = harness.free_port(), harness.free_port()
-    yaml_text = harness.envoy_yaml(plugin=path, wasm=harness.HOOKS_WASM, listen=listen, admin=admin,
-                                   upstream=1, direct_response=True)
+    yaml_text, listen = harness.bench_envoy_yaml("bench-audit", wasm=harness.HOOKS_WASM)
     samples = {m: [] for m in MODES}
     size = 0
     with harness.Envoy(yaml_text, name="bench-audit", log_level="info"):

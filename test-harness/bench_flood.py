@@ -13,7 +13,6 @@ Usage: python test-harness/bench_flood.py [--duration 10] [--flooders 2]
 (after test-harness/build.sh). Not part of the test suite: timings belong in benchmarks."""
 
 import argparse
-import json
 import statistics
 import multiprocessing
 import time
@@ -70,14 +69,7 @@ def main():
     # Forged: valid shape and kid, signature of another token (refused at signature check).
     forged_base = harness.mint([{"alg": "ES256", "exp": 3600, "claims": {"jti": f"f-{i}"}}
                                 for i in range(200)])
-    plugin = json.loads(harness.PLUGIN.read_text())
-    plugin["max_token_lifetime_s"] = 3600
-    plugin["agents"].pop("feed", None)
-    harness.OUT.mkdir(parents=True, exist_ok=True)
-    path = harness.OUT / "bench-flood.json"
-    path.write_text(json.dumps(plugin))
-    port, admin = harness.free_port(), harness.free_port()
-    yaml_text = harness.envoy_yaml(plugin=path, listen=port, admin=admin, upstream=1, direct_response=True)
+    yaml_text, port = harness.bench_envoy_yaml("bench-flood")
     with harness.Envoy(yaml_text, name="flood", concurrency=2, log_level="warning") as envoy:
         pid = envoy.proc.pid
         valid_phase(port, token, 1)  # warm-up

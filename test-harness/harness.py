@@ -130,6 +130,20 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
     return cli(*args).stdout
 
 
+def bench_envoy_yaml(name, wasm=WASM):
+    """For benchmarks: the shipped plugin without the registry feed and with hour-long
+    tokens allowed, Envoy answering 200 itself after the filter. -> (yaml, listen port)."""
+    plugin = json.loads(PLUGIN.read_text())
+    plugin["max_token_lifetime_s"] = 3600
+    plugin["agents"].pop("feed", None)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(plugin))
+    listen, admin = free_port(), free_port()
+    return envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=1,
+                      direct_response=True), listen
+
+
 class ControlPlane:
     """The local control plane process (test-harness/control_plane.py) serving the registry feed."""
 
