@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the decision path (native): the shipped default policy alone,
-//! and the whole pipeline for a cached ES256 token with and without the policy.
+//! Criterion benchmarks of the decision path (native): token parse + verify per algorithm,
+//! cache hit, delegation check, revocation check, the shipped policy, the whole pipeline
+//! for a cached ES256 token with and without the policy, and one audit event.
 //! Run: cargo bench --bench decision
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // benchmark code
 
@@ -157,5 +158,65 @@ fn audit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(decision, benches, revocation, audit);
+/// Token parse + verify per algorithm (pure Rust, no cache: the cold path), a cache hit,
+/// and the delegation check of a two-actor chain against the shipped registry.
+fn tokens(c: &mut Criterion) {
+    use agent_iam::agents::{authorize, AgentRules};
+    use agent_iam::cache::VerifiedCache;
+    use agent_iam::token::verify_token;
+    let keys: Value = serde_json::from_str(
+        &std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap(),
+    )
+    .unwrap();
+    let keys = DevKeys::from_private_json(&keys).unwrap();
+    let cfg = Config::from_json(plugin().to_string().as_bytes()).unwrap();
+    let now = 1_800_000_000;
+    let chain = json!({"sub": "user:alice",
+        "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}});
+    for alg in ["ES256", "EdDSA", "RS256"] {
+        let recipe: Recipe =
+            serde_json::from_value(json!({"alg": alg, "claims": chain.clone()})).unwrap();
+        let token = mint(&keys, &recipe, now).unwrap();
+        assert!(verify_token(&token, &cfg, &PureRust, None, now as f64).is_ok());
+        c.bench_function(
+            &format!("token: parse + verify {alg} (pure Rust, cold)"),
+            |b| b.iter(|| verify_token(&token, &cfg, &PureRust, None, now as f64)),
+        );
+        if alg == "ES256" {
+            let mut cache = VerifiedCache::new(1024);
+            c.bench_function(
+                "token: ES256 cache hit (parse + claims, no signature)",
+                |b| b.iter(|| verify_token(&token, &cfg, &PureRust, Some(&mut cache), now as f64)),
+            );
+            let t = verify_token(&token, &cfg, &PureRust, None, now as f64).unwrap();
+            let rules = AgentRules {
+                allow_unregistered_subjects: cfg.allow_unregistered_subjects,
+                ceiling: cfg.ceiling,
+            };
+            assert!(authorize(
+                &t.subject,
+                &t.chain,
+                &t.scopes,
+                &cfg.registry,
+                rules,
+                now as f64
+            )
+            .is_ok());
+            c.bench_function("delegation: two-actor chain against the registry", |b| {
+                b.iter(|| {
+                    authorize(
+                        &t.subject,
+                        &t.chain,
+                        &t.scopes,
+                        &cfg.registry,
+                        rules,
+                        now as f64,
+                    )
+                })
+            });
+        }
+    }
+}
+
+criterion_group!(decision, benches, revocation, audit, tokens);
 criterion_main!(decision);
