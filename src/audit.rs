@@ -323,6 +323,30 @@ impl AuditStream {
         out
     }
 
+    /// The event(s) for a revocation SET the worker's feed handled (the stream's `start`
+    /// first if it has not begun): who revoked what, and what the filter did with it.
+    pub fn revocation(&mut self, set: &SetOutcome, now: f64) -> Vec<AuditLine> {
+        let mut out = Vec::with_capacity(1);
+        if !self.started() {
+            out.push(self.start(now));
+        }
+        let time = rfc3339_micros(now);
+        let prev = self.link.prev;
+        let ev = RevocationEvent {
+            v: FORMAT_VERSION,
+            kind: "revocation",
+            stream: &self.id,
+            seq: self.link.seq.saturating_add(1),
+            prev: Hex(&prev),
+            time: &time,
+            jti: &set.jti,
+            outcome: set.outcome.as_str(),
+            detail: &set.detail,
+        };
+        out.push(self.link.seal(&ev, now));
+        out
+    }
+
     /// A checkpoint, if the stream has begun and has been quiet for `checkpoint_s`
     /// (`dropped`: events this worker could not deliver, for the verifier's report).
     pub fn checkpoint_due(&mut self, now: f64, dropped: u64) -> Option<AuditLine> {
@@ -435,6 +459,49 @@ struct StartEvent<'a> {
     version: &'static str,
     checkpoint_s: u64,
     policy: Option<PolicyPart<'a>>,
+}
+
+/// What the revocation feed did with one SET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// The SET's `jti` (its key in the poll response).
+    pub jti: String,
+    pub outcome: SetVerdict,
+    /// The effects applied, or why the SET was refused.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetVerdict {
+    /// Verified and applied (and acknowledged).
+    Applied,
+    /// Verified, already applied before (acknowledged again).
+    Replay,
+    /// Refused: neither applied nor acknowledged.
+    Refused,
+}
+
+impl SetVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetVerdict::Applied => "applied",
+            SetVerdict::Replay => "replay",
+            SetVerdict::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RevocationEvent<'a> {
+    v: u8,
+    kind: &'static str,
+    stream: &'a str,
+    seq: u64,
+    prev: Hex<'a>,
+    time: &'a str,
+    jti: &'a str,
+    outcome: &'static str,
+    detail: &'a str,
 }
 
 #[derive(Serialize)]
@@ -1023,6 +1090,24 @@ mod tests {
         let end = s.finish(116.0, 3).unwrap();
         assert!(end.json().contains(r#""final":true"#));
         assert!(AuditStream::new(2, 10, None).finish(1.0, 0).is_none());
+    }
+
+    #[test]
+    fn revocation_outcomes_are_chained_events() {
+        let mut s = AuditStream::new(3, 60, None);
+        let refused = SetOutcome {
+            jti: "set-1".into(),
+            outcome: SetVerdict::Refused,
+            detail: "signature does not verify".into(),
+        };
+        let lines = s.revocation(&refused, 10.0);
+        assert_eq!(lines.len(), 2, "start first");
+        let v: Value = serde_json::from_str(lines[1].json()).unwrap();
+        assert_eq!(v["kind"], "revocation");
+        assert_eq!(v["outcome"], "refused");
+        assert_eq!(v["jti"], "set-1");
+        let text: Vec<String> = lines.iter().map(|l| l.log_line().to_owned()).collect();
+        assert!(check(&text, VerifyOptions::default()).ok());
     }
 
     #[test]

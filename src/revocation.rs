@@ -144,6 +144,20 @@ pub enum Effect {
     },
 }
 
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Effect::SubjectRevoked { subject, at } => {
+                write!(f, "tokens of {subject} issued at or before {at} revoked")
+            }
+            Effect::AgentDisabled { agent } => write!(f, "{agent} disabled"),
+            Effect::AgentEnabled { agent } => write!(f, "{agent} enabled"),
+            Effect::TokenRevoked { jti } => write!(f, "token jti {jti} revoked"),
+            Effect::Ignored { event } => write!(f, "event {event} not acted on"),
+        }
+    }
+}
+
 /// A SET that verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedSet {

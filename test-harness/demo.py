@@ -101,10 +101,13 @@ def print_trail(trail, logged):
     evs = events(trail)
     decisions = [e for e in evs if e["kind"] == "decision"]
     print(f"\nAudit trail at the collector: {len(evs)} events ({len(decisions)} decisions, "
-          f"{logged} logged by Envoy; repeats folded)")
+          f"{logged} logged by Envoy, revocations, stream starts; repeats folded)")
     print(f"  {'time (UTC)':<15} {'outcome':<7} {'who (agent for principal, via chain)':<58} {'what':<18} why / authority")
     rows = []
-    for e in decisions:
+    for e in sorted((e for e in evs if e["kind"] in ("decision", "revocation")), key=lambda e: e["time"]):
+        if e["kind"] == "revocation":
+            rows.append((e["time"][11:23], e["outcome"], "(Shared Signals feed)", f"SET {e['jti']}", e["detail"]))
+            continue
         who = "-" if e["agent"] is None else (
             e["agent"] if e["principal"] == e["agent"] else f"{e['agent']} for {e['principal']}")
         if len(e["chain"]) > 1:

@@ -122,6 +122,12 @@ def test_bad_sets_are_neither_applied_nor_acknowledged_unknown_events_are_acknow
         for jti, why in (("set-bad-sig", "signature does not verify"), ("set-bad-aud", "aud does not name"),
                          ("set-bad-typ", "typ must be secevent+jwt")):
             assert f'SET "{jti}" refused ({why}' in log, jti
+        # The audit stream records each refusal once, and what was acknowledged.
+        events = [e for e in envoy.audit_events() if e["kind"] == "revocation"]
+        refused = [e["jti"] for e in events if e["outcome"] == "refused"]
+        assert sorted(refused) == ["set-bad-aud", "set-bad-sig", "set-bad-typ"], events
+        assert any(e["jti"] == "set-unknown" and e["outcome"] == "applied" for e in events), events
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
 
 
 def test_feed_outage_beyond_staleness_denies_then_recovers():

@@ -152,6 +152,12 @@ impl Audit {
         }
     }
 
+    /// An event outside any request (revocation outcomes): log, collector, and the next
+    /// request's filter state.
+    pub fn emit_out_of_request(&mut self, line: AuditLine) {
+        self.out_of_request(line, true);
+    }
+
     /// Log line and collector queue (and, for events outside a request, the next
     /// request's filter state).
     fn out_of_request(&mut self, line: AuditLine, pending: bool) {

@@ -116,12 +116,35 @@ impl Context for Root {
             }
         }
         if let (Some(rev), Some(engine)) = (self.revocation.as_ref(), self.engine.as_ref()) {
-            if let (Ok(mut r), Ok(e)) = (rev.try_borrow_mut(), engine.try_borrow()) {
-                if let Some(t) = e.config.revocation.as_ref() {
-                    if r.on_response(token_id, body_size, now_ms, e.backend(), &t.transmitter) {
-                        return;
+            let outcomes = match (rev.try_borrow_mut(), engine.try_borrow()) {
+                (Ok(mut r), Ok(e)) => match e.config.revocation.as_ref() {
+                    Some(t)
+                        if r.on_response(
+                            token_id,
+                            body_size,
+                            now_ms,
+                            e.backend(),
+                            &t.transmitter,
+                        ) =>
+                    {
+                        Some(std::mem::take(&mut r.outcomes))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(outcomes) = outcomes {
+                // Every SET the feed applied or refused goes to the audit stream.
+                if let (Some(a), Ok(mut e)) = (self.audit.as_ref(), engine.try_borrow_mut()) {
+                    if let Ok(mut a) = a.try_borrow_mut() {
+                        for o in &outcomes {
+                            for line in e.audit_stream().revocation(o, now_ms as f64 / 1000.0) {
+                                a.emit_out_of_request(line);
+                            }
+                        }
                     }
                 }
+                return;
             }
         }
         for j in &self.jwks {

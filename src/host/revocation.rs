@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
+
+use crate::audit::{SetOutcome, SetVerdict};
 use serde::{Deserialize, Serialize};
 
 use super::feed::{call_body, dispatch, take_lease, Failures};
@@ -55,6 +57,10 @@ pub(super) struct RevocationFeed {
     polls_ok: Option<u32>,
     poll_failures: Option<u32>,
     sets_refused: Option<u32>,
+    /// What this VM's last poll did with each SET, for the audit stream (taken by the root).
+    pub outcomes: Vec<SetOutcome>,
+    /// Refused SETs already audited: the transmitter redelivers them every poll.
+    refusals_audited: std::collections::HashSet<String>,
 }
 
 impl RevocationFeed {
@@ -86,6 +92,18 @@ impl RevocationFeed {
             polls_ok: counter("agent_iam.revocation.polls_ok"),
             poll_failures: counter("agent_iam.revocation.poll_failures"),
             sets_refused: counter("agent_iam.revocation.sets_refused"),
+            outcomes: Vec::new(),
+            refusals_audited: std::collections::HashSet::new(),
+        }
+    }
+
+    /// A refusal goes to the audit stream once per SET (bounded memory).
+    fn audit_refusal(&mut self, o: SetOutcome) {
+        if self.refusals_audited.len() >= 1000 {
+            self.refusals_audited.clear();
+        }
+        if self.refusals_audited.insert(o.jti.clone()) {
+            self.outcomes.push(o);
         }
     }
 
@@ -201,31 +219,51 @@ impl RevocationFeed {
         let mut acks = Vec::new();
         let mut changed = false;
         for (key, set) in &sets {
+            let outcome = |verdict, detail: String| SetOutcome {
+                jti: key.clone(),
+                outcome: verdict,
+                detail,
+            };
             match verify_set(set, transmitter, backend, now, self.skew_s) {
-                Ok(v) if v.jti != *key => log(
-                    LogLevel::Warn,
-                    &format!(
-                        "agent-iam: revocation feed: SET under key {key:?} carries jti {:?}; not applied, not acknowledged",
-                        v.jti
-                    ),
-                ),
+                Ok(v) if v.jti != *key => {
+                    let why = format!("carries jti {:?} under key {key:?}", v.jti);
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "agent-iam: revocation feed: SET {why}; not applied, not acknowledged"
+                        ),
+                    );
+                    count(self.sets_refused);
+                    self.audit_refusal(outcome(SetVerdict::Refused, why));
+                }
                 Ok(v) => {
+                    let effects: Vec<String> = v.effects.iter().map(ToString::to_string).collect();
                     match doc.state.apply(&v, now, self.horizon_s) {
                         Applied::Applied => {
                             changed = true;
                             log(
                                 LogLevel::Info,
-                                &format!("agent-iam: revocation applied: SET {} {:?}", v.jti, v.effects),
+                                &format!(
+                                    "agent-iam: revocation applied: SET {} {:?}",
+                                    v.jti, v.effects
+                                ),
                             );
+                            self.outcomes
+                                .push(outcome(SetVerdict::Applied, effects.join("; ")));
                         }
-                        Applied::Replay => log(
-                            LogLevel::Info,
-                            &format!("agent-iam: revocation feed: SET {} already applied (acknowledged again)", v.jti),
-                        ),
+                        Applied::Replay => {
+                            log(
+                                LogLevel::Info,
+                                &format!("agent-iam: revocation feed: SET {} already applied (acknowledged again)", v.jti),
+                            );
+                            self.outcomes
+                                .push(outcome(SetVerdict::Replay, effects.join("; ")));
+                        }
                     }
                     acks.push(v.jti);
                 }
                 Err(e) => {
+                    self.audit_refusal(outcome(SetVerdict::Refused, e.to_string()));
                     count(self.sets_refused);
                     log(
                         LogLevel::Warn,
