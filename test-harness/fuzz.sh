@@ -2,11 +2,13 @@
 # Fuzzing with cargo fuzz (libFuzzer) on the parsers and the request pipeline.
 #   test-harness/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 10 s, every target)
 # Targets: token, config, set, registry_feed, request (fuzz/fuzz_targets/). Each run starts
-# from the committed corpus fuzz/corpus/<target> and adds what it finds; a crash leaves its
+# from the committed corpus fuzz/corpus/<target> (read only) and writes what it finds to
+# fuzz/new-corpus/<target> (not tracked); a crash or a hang (> 10 s per input) leaves its
 # input in fuzz/artifacts/<target>/ and fails the script. Longer runs:
 #   test-harness/fuzz.sh 600                 # 10 minutes per target
 #   test-harness/fuzz.sh 3600 token request  # an hour on two targets
-# Minimise a grown corpus before committing it:  (cd fuzz && cargo +nightly fuzz cmin TARGET)
+# Fold what a long run found into the committed corpus, minimised:
+#   (cd fuzz && cp new-corpus/T/* corpus/T/ && cargo +nightly fuzz cmin --sanitizer none T corpus/T)
 # Installs what it needs: the nightly toolchain (minimal profile) and cargo-fuzz.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,10 +29,11 @@ fi
 cargo +nightly fuzz build --sanitizer none
 status=0
 for t in "${TARGETS[@]}"; do
-  mkdir -p "corpus/$t"
+  mkdir -p "corpus/$t" "new-corpus/$t"
   echo "==> fuzz $t for ${SECONDS_PER_TARGET}s ($(ls "corpus/$t" | wc -l) corpus inputs)"
-  if ! cargo +nightly fuzz run --sanitizer none "$t" "corpus/$t" -- \
-      -max_total_time="$SECONDS_PER_TARGET" -max_len=16384 -print_final_stats=1 2>"/tmp/agent-iam-fuzz-$t.log"; then
+  if ! cargo +nightly fuzz run --sanitizer none "$t" "new-corpus/$t" "corpus/$t" -- \
+      -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -max_len=16384 -print_final_stats=1 \
+      2>"/tmp/agent-iam-fuzz-$t.log"; then
     tail -40 "/tmp/agent-iam-fuzz-$t.log"
     status=1
   fi
