@@ -232,18 +232,9 @@ impl AuditStream {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Time of the last event written (UNIX seconds; 0 before the first).
     pub fn last_event_at(&self) -> f64 {
         self.link.last_event_at
-    }
-
-    /// Events written so far.
-    pub fn seq(&self) -> u64 {
-        self.link.seq
     }
 
     /// Whether the stream has begun (its `start` event is written).
