@@ -281,7 +281,7 @@ def registry_doc(plugin, version="1"):
 class Envoy:
     """A real Envoy process. Use as a context manager; the log is dumped on failure."""
 
-    def __init__(self, yaml_text, name="envoy", concurrency=1, log_level="info"):
+    def __init__(self, yaml_text, name="envoy", concurrency=1, log_level="info", cpus=None):
         OUT.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUT))
@@ -290,6 +290,7 @@ class Envoy:
         self.log_path = self.dir / "envoy.log"
         self.concurrency = concurrency
         self.log_level = log_level
+        self.cpus = cpus  # e.g. "0": pin Envoy (benchmarks keep it off the load generator's core)
         self.proc = None
         self.admin_port = None
         for line in yaml_text.splitlines():
@@ -299,8 +300,9 @@ class Envoy:
     def start(self):
         self._log = open(self.log_path, "w")
         self.started = time.monotonic()
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self.proc = subprocess.Popen(
-            ["envoy", "-c", str(self.config), "--concurrency", str(self.concurrency),
+            pin + ["envoy", "-c", str(self.config), "--concurrency", str(self.concurrency),
              "--disable-hot-restart", "-l", self.log_level],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + READY_TIMEOUT_S

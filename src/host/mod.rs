@@ -484,6 +484,84 @@ impl Http {
         }
     }
 
+    /// TEST-ONLY: `x-agent-iam-test-stages: N` runs each stage of this callback N times
+    /// and answers `<stage>=<ns per run>` lines: where a request's time inside the filter
+    /// goes (the rest of the filter's cost is Envoy calling into the VM).
+    #[cfg(feature = "test-hooks")]
+    fn stage_bench(&self, engine: &mut Engine, req: &Request, now: f64) -> Option<Action> {
+        let raw = header("x-agent-iam-test-stages").ok()??;
+        let n: u32 = String::from_utf8_lossy(&raw).trim().parse().ok()?;
+        let n = n.clamp(1, 100_000);
+        let mut body = String::new();
+        let mut lap = |name: &str, t: Instant| {
+            let ns = t.elapsed().as_nanos() / u128::from(n);
+            body.push_str(&format!("{name}={ns}\n"));
+        };
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = now_seconds();
+            let _ = Instant::now();
+        }
+        lap("clock", t);
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = self.request(engine.wants_headers());
+        }
+        lap("read_request", t);
+        let t = Instant::now();
+        for _ in 0..n {
+            if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
+                feed.sync(engine);
+            }
+            if let Some(rev) = self.revocation.as_ref().and_then(|r| r.try_borrow().ok()) {
+                rev.sync(engine);
+            }
+            for j in &self.jwks {
+                if let Ok(mut j) = j.try_borrow_mut() {
+                    j.sync(engine);
+                }
+            }
+        }
+        lap("sync_feeds", t);
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = engine.evaluate(req, now);
+        }
+        lap("evaluate", t);
+        let mut d = engine.evaluate(req, now);
+        let t = Instant::now();
+        for _ in 0..n {
+            self.headers(engine, &mut d);
+        }
+        lap("identity_headers", t);
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = header("x-request-id");
+        }
+        lap("request_id", t);
+        let ctx = EventContext {
+            now,
+            latency_us: 1,
+            request_id: None,
+        };
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = engine.audit(&d, &ctx);
+        }
+        lap("audit_build", t);
+        let t = Instant::now();
+        for _ in 0..n {
+            let lines = engine.audit(&d, &ctx);
+            if let Some(mut a) = self.audit.as_ref().and_then(|a| a.try_borrow_mut().ok()) {
+                a.count(&d, 1);
+                a.emit_request(lines);
+            }
+        }
+        lap("audit_build_emit_count", t);
+        let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
+        Some(Action::Pause)
+    }
+
     /// A deny decided outside the pipeline (host failures), audited like any other.
     fn host_failure(&self, engine: &mut Engine, started: Instant, now: f64) -> Action {
         let mut d = Decision::denied(engine.next_decision_id(), Reason::InternalError);
@@ -531,6 +609,10 @@ impl HttpContext for Http {
         }
         #[cfg(feature = "test-hooks")]
         if let Some(action) = test_hooks::bench(&mut engine, &req, now) {
+            return action;
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(action) = self.stage_bench(&mut engine, &req, now) {
             return action;
         }
         #[cfg(feature = "test-hooks")]

@@ -26,6 +26,12 @@ pub(super) fn handle() -> Option<Action> {
             panic!("test-hooks: panic requested by x-agent-iam-test-panic");
         }
     }
+    // `x-agent-iam-test-noop: 1`: continue at once (the cost of the filter's plumbing alone).
+    if let Ok(Some(_)) =
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-noop")
+    {
+        return Some(Action::Continue);
+    }
     let raw =
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-vector")
             .ok()??;
