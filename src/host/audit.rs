@@ -51,6 +51,8 @@ struct Metrics {
     send_failures: Option<u32>,
     queue_depth: Option<u32>,
     log_hidden: Option<u32>,
+    /// This VM's linear memory in bytes (every VM sets it on its tick: the last one wins).
+    memory: Option<u32>,
 }
 
 impl Metrics {
@@ -69,6 +71,7 @@ impl Metrics {
             send_failures: counter("agent_iam.audit.send_failures"),
             queue_depth: gauge("agent_iam.audit.queue_depth"),
             log_hidden: counter("agent_iam.audit.log_hidden"),
+            memory: gauge("agent_iam.memory_bytes"),
         }
     }
 }
@@ -183,6 +186,10 @@ impl Audit {
     /// Checkpoints, collector flushes, drop reports, the log-level check.
     pub fn on_tick(&mut self, engine: &mut Engine, now_ms: u64) {
         self.log_visible = log_level_visible();
+        if let Some(g) = self.metrics.memory {
+            let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65_536);
+            let _ = hostcalls::record_metric(g, u64::try_from(bytes).unwrap_or(u64::MAX));
+        }
         let dropped = self.collector.as_ref().map_or(0, |c| c.dropped_total);
         if let Some(cp) = engine
             .audit_stream()

@@ -1,0 +1,62 @@
+"""Where a request's time goes inside Envoy (test-hook build, never shipped).
+
+1. Envoy CPU per request (user + system from /proc, wrk -c16 from the other core, median
+   of 3 rounds) for: bare Envoy; our filter continuing at once (`x-agent-iam-test-noop`:
+   the Wasm plumbing — stream context, callbacks into V8 — plus one header read); our
+   filter with a cached token and no policy.
+2. Inside our callback, each stage run N times in one request (`x-agent-iam-test-stages`):
+   clock, reading the request, feed syncs, the decision, identity headers, the audit event
+   (build; build + emit + metrics), ns per run.
+
+Usage: python test-harness/bench_stages.py (after test-harness/build.sh --for-tests)."""
+import statistics
+
+import bench
+import bench_compare as bc
+import harness
+import loadgen
+
+
+def main():
+    envoy_cpus, client_cpus = loadgen.split_cores()
+    [es] = harness.mint([{"alg": "ES256", "exp": 3600}])
+    [chain] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": bc.CHAIN2}])
+    harness.WASM = harness.ROOT / "target" / "agent_iam_test_hooks.wasm"
+    bc.OUT.mkdir(parents=True, exist_ok=True)
+    bare = bc.Mode("bare", filters=[])
+    token = bc.Mode("token cached", plugin=bc.token_only("host"), token=es)
+    full = bc.Mode("full cached", plugin=bc.full_pipeline(), token=chain, audit_log=True)
+    with harness.Envoy(bc.bootstrap([m.listener() for m in (bare, token, full)]), name="stages",
+                       log_level="warning", cpus=envoy_cpus) as envoy:
+        runs = [("bare Envoy", bare.port, {}),
+                ("filter, continue at once", token.port, {"x-agent-iam-test-noop": "1"}),
+                ("filter, cached token, no policy", token.port, {"authorization": f"Bearer {es}"}),
+                ("filter, full pipeline, cached", full.port, {"authorization": f"Bearer {chain}"})]
+        cpu = {}
+        for _ in range(3):
+            for name, port, headers in runs:
+                before = bench.cpu_seconds(envoy.proc.pid)
+                out = loadgen.wrk(f"http://127.0.0.1:{port}/tickets/1", 4, 16, headers=headers,
+                                  cpus=client_cpus)
+                cpu.setdefault(name, []).append(
+                    (bench.cpu_seconds(envoy.proc.pid) - before) / out["requests"] * 1e6)
+        print("| Envoy CPU per request | µs |\n|---|---|")
+        for name, values in cpu.items():
+            print(f"| {name} | {statistics.median(values):.0f} |")
+        print("\n| stage, inside the callback (ns per run) | cached token, no policy | full pipeline |")
+        print("|---|---|---|")
+        stages = {}
+        for mode in (token, full):
+            c = harness.Client(mode.port)
+            for _ in range(3):  # warm
+                r = c.request("/tickets/1", token=mode.token,
+                              headers={"x-agent-iam-test-stages": "2000"})
+            for line in r.body.decode().split():
+                k, v = line.split("=")
+                stages.setdefault(k, []).append(int(v))
+        for k, (a, b) in stages.items():
+            print(f"| {k} | {a:,} | {b:,} |")
+
+
+if __name__ == "__main__":
+    main()
