@@ -24,6 +24,7 @@ import statistics
 import threading
 import time
 
+import bench_compare
 import harness
 import loadgen
 
@@ -36,13 +37,21 @@ def main():
     ap.add_argument("--flooders", type=int, default=2, help="flooding connections (closed loop)")
     ap.add_argument("--rate", type=int, default=500, help="valid requests per second")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--native", action="store_true",
+                    help="flood Envoy's native jwt_authn + RBAC instead of agent-iam")
     ap.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
     args = ap.parse_args()
     envoy_cpus, client_cpus = loadgen.split_cores()
     [token] = harness.mint([{"alg": "ES256", "exp": 3600}])
     [forged_base] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": {"jti": "forged"}}])
     os.environ["FLOOD_HEADER_PAYLOAD"] = forged_base.rsplit(".", 1)[0]
-    yaml_text, port = harness.bench_envoy_yaml("bench-flood")
+    if args.native:
+        # The same flood against Envoy's own jwt_authn + RBAC: the bound a CPU-saturating
+        # flood puts on any verifier that must check each forged signature.
+        mode = bench_compare.Mode("native", filters=bench_compare.native_filters(False))
+        yaml_text, port = bench_compare.bootstrap([mode.listener()]), mode.port
+    else:
+        yaml_text, port = harness.bench_envoy_yaml("bench-flood")
     url = f"http://127.0.0.1:{port}/tickets/1"
     auth = {"authorization": f"Bearer {token}"}
     duration = int(args.duration)
@@ -69,7 +78,7 @@ def main():
             t.join()
             floods.append(flood)
             rss.append(loadgen.rss_kb(pid))
-        refused = harness.admin_stats(envoy, r"agent_iam\.denied\.token\.signature")
+        refused = harness.admin_stats(envoy, r"agent_iam\.denied\.token\.signature|jwt_authn\.denied")
     for phase in quiet + loud:
         errors = {k: v for k, v in phase["errors"].items() if k != "aborted due to deadline"}
         if set(phase["statuses"]) != {"200"} or errors:
