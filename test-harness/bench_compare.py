@@ -84,7 +84,7 @@ def padding_module(rules):
     for i in range(rules):
         lines += [f"deny contains \"bench rule {i}\" if {{",
                   f"\tinput.request.path == \"/bench/blocked/{i}\"",
-                  f"\tinput.request.method == \"DELETE\"", "}", ""]
+                  "\tinput.request.method == \"DELETE\"", "}", ""]
     return "\n".join(lines)
 
 
@@ -237,6 +237,7 @@ def main():
         Mode("full cached", plugin=full_pipeline(), token=chain_token, audit_log=True),
         Mode("full cold", plugin=full_pipeline(), tokens=rot_chain, audit_log=True),
     ]
+    vm_start = vm_start_s(chain_token, log)
     yaml_text = bootstrap([m.listener() for m in modes])
     log(f"Envoy on core {envoy_cpus}, load generators on {client_cpus}; {len(modes)} listeners")
     with harness.Envoy(yaml_text, name="bench-compare", concurrency=1, log_level="warning",
@@ -264,7 +265,7 @@ def main():
         "command": " ".join(["test-harness/bench.sh", *sys.argv[1:]]),
         "machine": machine(),
         "rounds": args.rounds, "duration_s": args.duration, "fixed_rate": rate,
-        "envoy_start_s": start_s, "envoy_rss_mb": rss_mb, "audit_events_written": audited,
+        "envoy_start_s": start_s, "vm_start_s": vm_start, "envoy_rss_mb": rss_mb, "audit_events_written": audited,
         "wasm_bytes": harness.WASM.stat().st_size,
         "modes": [{"name": m.name, "max_rps": m.max_rps, "latency": m.latency,
                    "cold": bool(m.tokens)} for m in modes],
@@ -275,6 +276,20 @@ def main():
         results["scale"] = scale(args, es_token, chain_token, envoy_cpus, client_cpus, log)
         results["elapsed_s"] = time.time() - started
         write(results)
+
+
+def vm_start_s(chain_token, log, runs=3):
+    """Envoy start to ready with one full-pipeline listener (V8 compiling the module on
+    every core, then every VM's on_configure), median of `runs`. Unpinned: V8 compiles on
+    background threads (pinned to one core it takes ~2.5x as long)."""
+    times = []
+    for _ in range(runs):
+        mode = Mode("start", plugin=full_pipeline(), token=chain_token)
+        with harness.Envoy(bootstrap([mode.listener()]), name="bench-start", concurrency=1,
+                           log_level="warning") as envoy:
+            times.append(envoy.ready_after_s)
+    log(f"VM start: {', '.join(f'{t:.2f}' for t in times)} s")
+    return statistics.median(times)
 
 
 def scale(args, es_token, chain_token, envoy_cpus, client_cpus, log):
@@ -427,7 +442,13 @@ def target_rows(med, modes, results):
         out.append(f"| {label} | {value:.2f}× | {'yes' if value >= goal else 'no'} |")
     eddsa_us = 1e6 / med["cold EdDSA pure"]
     out.append(f"| cold EdDSA (pure Rust) ≤ 150 µs per request | {eddsa_us:.0f} µs "
-               f"(1 / its req/s, whole request) | {'yes' if eddsa_us <= 150 else 'no'} |")
+               f"(1 / its req/s: the whole request, Envoy included) | "
+               f"{'yes' if eddsa_us <= 150 else 'no'} |")
+    mem = results.get("scale", {}).get("memory")
+    if mem:
+        held = mem["with_10000_cached_mb"]
+        out.append(f"| linear memory per worker ≤ 10 MB with 10,000 cached tokens | "
+                   f"{held:.1f} MB | {'yes' if held <= 10 else 'no'} |")
     full_p99, bare_p99 = latency(modes["full cached"], "p99_us"), latency(modes["bare"], "p99_us")
     if full_p99 is not None:
         added = full_p99 - bare_p99
@@ -438,9 +459,10 @@ def target_rows(med, modes, results):
                    "sustain the rate | no |")
     size = results["wasm_bytes"]
     out.append(f"| `.wasm` ≤ 2.5 MB | {size:,} B | {'yes' if size <= 2_500_000 else 'no'} |")
-    out.append(f"| VM start ≤ 1.2 s | Envoy ready after {results['envoy_start_s']:.1f} s "
-               f"(all {len(modes) - 3} Wasm listeners share one VM) | "
-               f"{'yes' if results['envoy_start_s'] <= 1.2 else 'no'} |")
+    start = results.get("vm_start_s", results["envoy_start_s"])
+    out.append(f"| VM start ≤ 1.2 s | Envoy ready {start:.2f} s after start with one "
+               f"full-pipeline listener (median of 3, all cores; {results['envoy_start_s']:.1f} s "
+               f"pinned to one core with all {len(modes) - 3} agent-iam listeners) | {'yes' if start <= 1.2 else 'no'} |")
     return "\n".join(out)
 
 
