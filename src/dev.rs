@@ -201,7 +201,11 @@ pub fn mint(keys: &DevKeys, recipe: &Recipe, now: i64) -> Result<String, String>
     if let Some(nbf) = recipe.nbf {
         claims.insert("nbf".into(), json!(now.saturating_add(nbf)));
     }
-    claims.insert("jti".into(), json!(format!("jti-{now}-{}", rand_u32())));
+    // 64 random bits: minting 100,000 tokens at once must not repeat a jti.
+    claims.insert(
+        "jti".into(),
+        json!(format!("jti-{now}-{:016x}", rand_u64())),
+    );
     claims.insert("scope".into(), json!("tickets:read"));
     merge(&mut claims, &recipe.claims);
     if let Some(depth) = recipe.nest {
@@ -282,10 +286,10 @@ fn merge(into: &mut Map<String, Value>, over: &Map<String, Value>) {
     }
 }
 
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
     let _ = getrandom::getrandom(&mut b);
-    u32::from_le_bytes(b)
+    u64::from_le_bytes(b)
 }
 
 /// A plugin configuration trusting `keys` for the demo issuer.
