@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+import bench
 import harness
 import loadgen
 
@@ -156,7 +157,7 @@ class Mode:
         self.vm_id = "m" + "".join(c if c.isalnum() else "_" for c in name)
         self.access_log = OUT / f"{self.vm_id}.audit.jsonl" if audit_log else None
         self.filters = filters if filters is not None else [wasm_filter(plugin, self.vm_id)]
-        self.max_rps, self.latency = [], []
+        self.max_rps, self.latency, self.cpu_us = [], [], []
 
     def listener(self):
         return listener(self.vm_id, self.port, self.filters, self.access_log)
@@ -192,11 +193,17 @@ def mint_file(name, recipe, count):
 
 
 def run_rounds(envoy, modes, rounds, duration, cpus, log):
+    """Saturation rounds; besides req/s, Envoy's CPU time per request (user + system of
+    Envoy and its threads over the run, from /proc): steadier than req/s on a VM whose
+    loopback wake-ups vary, and free of the load generator's share."""
     for r in range(rounds):
         for m in modes:
+            before = bench.cpu_seconds(envoy.proc.pid)
             res = m.saturate(duration, cpus)
+            cpu_us = (bench.cpu_seconds(envoy.proc.pid) - before) / max(res["requests"], 1) * 1e6
             m.max_rps.append(res["rps"])
-            log(f"  round {r + 1} {m.name:28} {res['rps']:9.0f} req/s")
+            m.cpu_us.append(cpu_us)
+            log(f"  round {r + 1} {m.name:28} {res['rps']:9.0f} req/s {cpu_us:7.1f} us CPU/req")
 
 
 def main():
@@ -267,7 +274,7 @@ def main():
         "rounds": args.rounds, "duration_s": args.duration, "fixed_rate": rate,
         "envoy_start_s": start_s, "vm_start_s": vm_start, "envoy_rss_mb": rss_mb, "audit_events_written": audited,
         "wasm_bytes": harness.WASM.stat().st_size,
-        "modes": [{"name": m.name, "max_rps": m.max_rps, "latency": m.latency,
+        "modes": [{"name": m.name, "max_rps": m.max_rps, "cpu_us": m.cpu_us, "latency": m.latency,
                    "cold": bool(m.tokens)} for m in modes],
     }
     results["elapsed_s"] = time.time() - started
@@ -302,6 +309,7 @@ def scale(args, es_token, chain_token, envoy_cpus, client_cpus, log):
                            concurrency=workers, log_level="warning") as envoy:
             run_rounds(envoy, modes, args.rounds, args.duration, None, log)
         out[f"workers={workers}"] = {m.name: statistics.median(m.max_rps) for m in modes}
+        out[f"workers={workers} CPU µs/req"] = {m.name: statistics.median(m.cpu_us) for m in modes}
     # Distinct tokens in rotation (cache holds 1,024): hit rate falls.
     modes = []
     for n in (10, 1000, 100000):
@@ -324,6 +332,7 @@ def scale(args, es_token, chain_token, envoy_cpus, client_cpus, log):
             m.saturate(1, client_cpus)
         run_rounds(envoy, modes, args.rounds, args.duration, client_cpus, log)
     out.update({m.name: statistics.median(m.max_rps) for m in modes})
+    out["CPU µs/req"] = {m.name: statistics.median(m.cpu_us) for m in modes}
     out["memory"] = memory(args, envoy_cpus, client_cpus, log)
     return out
 
@@ -380,8 +389,8 @@ def write(results):
     modes = {m["name"]: m for m in results["modes"]}
     med = {n: statistics.median(m["max_rps"]) for n, m in modes.items()}
     bare = med["bare"]
-    lines = [f"| mode | req/s (median of {results['rounds']}) | × bare | p50 µs | p99 µs | added p99 µs |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| mode | req/s (median of {results['rounds']}) | × bare | Envoy CPU µs/req | "
+             "p50 µs | p99 µs | added p99 µs |", "|---|---|---|---|---|---|---|"]
     bare_p99 = latency(modes["bare"], "p99_us")
     for name, m in modes.items():
         p50, p99 = latency(m, "p50_us"), latency(m, "p99_us")
@@ -391,7 +400,9 @@ def write(results):
             lat = "— | — | — (cold: rotating tokens, maximum below the rate)"
         else:
             lat = "— | — | — (maximum below the rate)"
-        lines.append(f"| {name} | {med[name]:,.0f} | {med[name] / bare:.2f} | {lat} |")
+        cpu = statistics.median(m["cpu_us"]) if m.get("cpu_us") else None
+        cpu_text = f"{cpu:,.0f}" if cpu is not None else "—"
+        lines.append(f"| {name} | {med[name]:,.0f} | {med[name] / bare:.2f} | {cpu_text} | {lat} |")
     table = "\n".join(lines)
     targets = target_rows(med, modes, results)
     scale_md = ""
@@ -401,7 +412,11 @@ def write(results):
             "| scale | req/s |", "|---|---|",
             *[f"| {k} | " + (", ".join(f"{n} {v:,.0f}" for n, v in s[k].items())
                              if isinstance(s[k], dict) else f"{s[k]:,.0f}") + " |"
-              for k in s if k != "memory"]])
+              for k in s if k not in ("memory", "CPU µs/req") and "CPU" not in k]])
+        cpu = s.get("CPU µs/req")
+        if cpu:
+            scale_md += ("\n\n| scale (one pinned Envoy) | Envoy CPU µs/req |\n|---|---|\n"
+                         + "\n".join(f"| {k} | {v:,.0f} |" for k, v in cpu.items()))
         if "memory" in s:
             scale_md += (f"\n\nLinear memory of the worker's VM (`agent_iam.memory_bytes`): "
                          f"{s['memory']['before_mb']:.1f} MB after warm-up, "
