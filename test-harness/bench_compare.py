@@ -417,6 +417,9 @@ def write(results):
         if cpu:
             scale_md += ("\n\n| scale (one pinned Envoy) | Envoy CPU µs/req |\n|---|---|\n"
                          + "\n".join(f"| {k} | {v:,.0f} |" for k, v in cpu.items()))
+            (docs / "benchmarks-scale.svg").write_text(bar_chart(
+                "Envoy CPU per request (µs), full pipeline", cpu))
+            scale_md += "\n\n![Envoy CPU per request across the scale rows](benchmarks-scale.svg)"
         if "memory" in s:
             scale_md += (f"\n\nLinear memory of the worker's VM (`agent_iam.memory_bytes`): "
                          f"{s['memory']['before_mb']:.1f} MB after warm-up, "
@@ -433,6 +436,26 @@ def write(results):
         elapsed=results["elapsed_s"] / 60)
     (docs / "BENCHMARKS.md").write_text(text)
     print(text)
+
+
+def bar_chart(title, values):
+    """A small horizontal bar chart as SVG (no plotting library needed)."""
+    rows = list(values.items())
+    width, label_w, bar_h, gap, top = 640, 140, 18, 6, 30
+    height = top + len(rows) * (bar_h + gap) + 10
+    peak = max((v for _, v in rows), default=1) or 1
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="8" y="18" font-weight="bold">{title}</text>']
+    for i, (name, v) in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        w = (width - label_w - 70) * v / peak
+        out.append(f'<text x="8" y="{y + 13}">{name}</text>')
+        out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#4a7ebb"/>')
+        out.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 13}">{v:,.0f}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 def latency(mode, key):
