@@ -12,51 +12,23 @@ Envoy and its threads, from /proc): that figure is stable, and the policy's cost
 difference of two such figures.
 
 Usage: python test-harness/bench.py [--duration 10] [--connections 16]"""
-import os
 
 import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 
 import harness
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of `pid` and all its descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                text = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            fields = text.rsplit(")", 1)[1].split()
-            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    family, grew = {pid}, True
-    while grew:
-        new = {p for p, (ppid, _) in stats.items() if ppid in family} - family
-        family |= new
-        grew = bool(new)
-    return sum(stats[p][1] for p in family if p in stats) / ticks
+import loadgen
 
 
 def wrk(port, token, duration, connections, pid=None):
-    before = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-H", f"authorization: Bearer {token}",
-         f"http://127.0.0.1:{port}/tickets/bench"], capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - before if pid else 0.0
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = re.search(r"Latency\s+([\d.]+\w+)", out).group(1)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
-    return rps, lat, cpu / total * 1e6
+    before = loadgen.cpu_seconds(pid) if pid else 0.0
+    out = loadgen.wrk(f"http://127.0.0.1:{port}/tickets/bench", duration, connections,
+                      headers={"authorization": f"Bearer {token}"})
+    cpu = loadgen.cpu_seconds(pid) - before if pid else 0.0
+    return out["rps"], out["latency"], cpu / out["requests"] * 1e6
 
 
 def run_bare(duration, connections):

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 
-import bench
 import harness
 import loadgen
 
@@ -198,9 +197,9 @@ def run_rounds(envoy, modes, rounds, duration, cpus, log):
     loopback wake-ups vary, and free of the load generator's share."""
     for r in range(rounds):
         for m in modes:
-            before = bench.cpu_seconds(envoy.proc.pid)
+            before = loadgen.cpu_seconds(envoy.proc.pid)
             res = m.saturate(duration, cpus)
-            cpu_us = (bench.cpu_seconds(envoy.proc.pid) - before) / max(res["requests"], 1) * 1e6
+            cpu_us = (loadgen.cpu_seconds(envoy.proc.pid) - before) / max(res["requests"], 1) * 1e6
             m.max_rps.append(res["rps"])
             m.cpu_us.append(cpu_us)
             log(f"  round {r + 1} {m.name:28} {res['rps']:9.0f} req/s {cpu_us:7.1f} us CPU/req")

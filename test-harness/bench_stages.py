@@ -12,7 +12,6 @@
 Usage: python test-harness/bench_stages.py (after test-harness/build.sh --for-tests)."""
 import statistics
 
-import bench
 import bench_compare as bc
 import harness
 import loadgen
@@ -36,11 +35,11 @@ def main():
         cpu = {}
         for _ in range(3):
             for name, port, headers in runs:
-                before = bench.cpu_seconds(envoy.proc.pid)
+                before = loadgen.cpu_seconds(envoy.proc.pid)
                 out = loadgen.wrk(f"http://127.0.0.1:{port}/tickets/1", 4, 16, headers=headers,
                                   cpus=client_cpus)
                 cpu.setdefault(name, []).append(
-                    (bench.cpu_seconds(envoy.proc.pid) - before) / out["requests"] * 1e6)
+                    (loadgen.cpu_seconds(envoy.proc.pid) - before) / out["requests"] * 1e6)
         print("| Envoy CPU per request | µs |\n|---|---|")
         for name, values in cpu.items():
             print(f"| {name} | {statistics.median(values):.0f} |")

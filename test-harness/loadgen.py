@@ -42,7 +42,7 @@ def _headers(headers):
 
 
 def wrk(url, duration, connections, headers=None, lua=None, cpus=None, expect=None):
-    """Saturation run. -> {rps, requests, non2xx}. `expect` 2xx (default) or "any"."""
+    """Saturation run. -> {rps, requests, non2xx, latency (mean, as wrk prints it)}. `expect` 2xx (default) or "any"."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", *_headers(headers)]
     if lua:
         cmd += ["-s", str(lua)]
@@ -53,6 +53,7 @@ def wrk(url, duration, connections, headers=None, lua=None, cpus=None, expect=No
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "latency": re.search(r"Latency\s+([\d.]+\w+)", out).group(1),
     }
     if expect != "any" and result["non2xx"]:
         raise SystemExit(f"wrk saw {result['non2xx']} non-2xx responses from {url}:\n{out}")
@@ -75,6 +76,26 @@ def oha_rate(url, rate, duration, connections=4, headers=None, cpus=None, correc
         "statuses": doc.get("statusCodeDistribution", {}),
         "errors": doc.get("errorDistribution", {}),
     }
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of `pid` and all its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = text.rsplit(")", 1)[1].split()
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    family, grew = {pid}, True
+    while grew:
+        new = {p for p, (ppid, _) in stats.items() if ppid in family} - family
+        family |= new
+        grew = bool(new)
+    return sum(stats[p][1] for p in family if p in stats) / ticks
 
 
 def rss_kb(pid):
