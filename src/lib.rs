@@ -1,7 +1,8 @@
 //! agent-iam: the identity layer for autonomous AI agents, as one proxy-wasm filter.
 //!
 //! The core (everything but `host`) is host-agnostic and tested natively; `host` is the
-//! thin proxy-wasm adapter, compiled for `wasm32` only. See DESIGN.md for the contracts.
+//! thin proxy-wasm adapter, compiled for `wasm32-wasip1` only. `playground` serves the
+//! browser build of the same core. See DESIGN.md for the contracts.
 
 pub mod agents;
 pub mod audit;
@@ -17,12 +18,17 @@ pub mod revocation;
 pub mod schema;
 pub mod token;
 
-#[cfg(not(target_arch = "wasm32"))]
+// Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
+#[cfg(not(all(target_arch = "wasm32", target_os = "wasi")))]
 pub mod dev;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
+#[cfg(not(all(target_arch = "wasm32", target_os = "wasi")))]
+pub mod playground;
 
-#[cfg(target_arch = "wasm32")]
+// The proxy-wasm adapter: only in the filter. The playground's browser build
+// (wasm32-unknown-unknown) has no proxy-wasm host.
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;
 
 /// Version stamped into the start-up log line.

@@ -17,6 +17,7 @@ mod cli {
     use agent_iam::crypto::PureRust;
     use agent_iam::dev::{self, DevKeys, Recipe};
     use agent_iam::pipeline::{DecisionIds, Engine, Request};
+    use agent_iam::policy::PolicyFiles;
     use serde_json::{json, Value};
 
     const USAGE: &str = "\
@@ -44,6 +45,12 @@ usage:
                                           check the audit chains in FILE(s) (log files,
                                           collector batches or access logs); exit 1 on
                                           a removed, reordered, modified or truncated event
+  agent-iam playground [--config PLUGIN.json] [--keys FILE] [--listen PORT]
+      [--site DIR] [--now UNIX_SECONDS] [DIR]
+                                          serve the policy playground on 127.0.0.1
+                                          (defaults: envoy/plugin.base.json, the demo
+                                          keys, port 8181, target/playground/site,
+                                          policies)
   agent-iam reasons                       the stable reason codes (Markdown table)
   agent-iam version";
 
@@ -61,6 +68,7 @@ usage:
             ["dev", "config", rest @ ..] => dev_config(rest),
             ["dev", "mint", rest @ ..] => dev_mint(rest),
             ["audit", "verify", rest @ ..] => audit_verify(rest),
+            ["playground", rest @ ..] => playground(rest),
             ["reasons"] => {
                 print!("{}", agent_iam::reason::markdown_table());
                 Ok(0)
@@ -109,6 +117,7 @@ usage:
                     "--input",
                     "--data",
                     "--entrypoint",
+                    "--site",
                 ]
                 .contains(a)
             {
@@ -186,15 +195,10 @@ usage:
                 Ok(req) => {
                     let started = std::time::Instant::now();
                     let d = engine.evaluate(&req, now as f64);
-                    let request_id = req
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == "x-request-id")
-                        .map(|(_, v)| v.as_str());
                     let ctx = EventContext {
                         now: now as f64,
                         latency_us: started.elapsed().as_micros() as u64,
-                        request_id,
+                        request_id: req.request_id(),
                     };
                     let mut out = d.to_json();
                     // The decision's own event (after the stream's `start` on the first line).
@@ -264,46 +268,7 @@ usage:
 
     fn request_from_line(line: &str) -> Result<Request, String> {
         let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-        let obj = v.as_object().ok_or("expected a JSON object")?;
-        for k in obj.keys() {
-            if !["method", "path", "host", "headers"].contains(&k.as_str()) {
-                return Err(format!("unknown member `{k}`"));
-            }
-        }
-        let s = |name: &str, default: &str| -> Result<String, String> {
-            match obj.get(name) {
-                None => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(format!("`{name}` must be a string")),
-            }
-        };
-        let mut req = Request {
-            method: s("method", "GET")?,
-            path: s("path", "/")?,
-            host: s("host", "")?,
-            ..Request::default()
-        };
-        if let Some(h) = obj.get("headers") {
-            let h = h.as_object().ok_or("`headers` must be an object")?;
-            for (name, value) in h {
-                let values: Vec<&Value> = match value {
-                    Value::Array(a) => a.iter().collect(),
-                    other => vec![other],
-                };
-                for value in values {
-                    let value = value
-                        .as_str()
-                        .ok_or_else(|| format!("header `{name}` must be a string"))?;
-                    if name.eq_ignore_ascii_case("authorization") {
-                        req.authorization.push(value.as_bytes().to_vec());
-                    } else {
-                        req.headers
-                            .push((name.to_ascii_lowercase(), value.to_owned()));
-                    }
-                }
-            }
-        }
-        Ok(req)
+        Request::from_json(&v)
     }
 
     fn port(args: &[&str], name: &str, default: u16) -> Result<u16, String> {
@@ -367,30 +332,10 @@ usage:
         Ok((dir.unwrap_or("policies"), flags))
     }
 
-    struct PolicyDir {
-        modules: std::collections::BTreeMap<String, String>,
-        data: Option<Value>,
-    }
-
-    fn merge(into: &mut Value, from: Value) {
-        match (into, from) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (k, v) in b {
-                    match a.get_mut(&k) {
-                        Some(existing) => merge(existing, v),
-                        None => {
-                            a.insert(k, v);
-                        }
-                    }
-                }
-            }
-            (slot, v) => *slot = v,
-        }
-    }
-
-    fn load_policy_dir(dir: &str, with_tests: bool) -> Result<PolicyDir, String> {
+    /// A policy directory's files (path relative to `dir`, `/`-separated → text).
+    fn read_policy_dir(dir: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
         let root = std::path::Path::new(dir);
-        let mut files = Vec::new();
+        let mut paths = Vec::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(d) = stack.pop() {
             for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
@@ -398,42 +343,39 @@ usage:
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    files.push(path);
+                    paths.push(path);
                 }
             }
         }
-        files.sort();
-        let mut modules = std::collections::BTreeMap::new();
-        let mut data: Option<Value> = None;
-        for path in files {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
+        let mut files = std::collections::BTreeMap::new();
+        for path in paths {
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego")) {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                modules.insert(rel, text);
-            } else if name == "data.json" {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let v: Value =
-                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-                match &mut data {
-                    None => data = Some(v),
-                    Some(d) => merge(d, v),
-                }
+            if !(name.ends_with(".rego") || name == "data.json") {
+                continue;
             }
+            let rel: Vec<String> = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.insert(rel.join("/"), text);
         }
-        if modules.is_empty() {
+        Ok(files)
+    }
+
+    fn load_policy_dir(dir: &str, with_tests: bool) -> Result<PolicyFiles, String> {
+        let files = read_policy_dir(dir)?;
+        let pd = PolicyFiles::from_files(&files, with_tests).map_err(|e| format!("{dir}/{e}"))?;
+        if pd.modules.is_empty() {
             return Err(format!("{dir}: no .rego files"));
         }
-        Ok(PolicyDir { modules, data })
+        Ok(pd)
     }
 
     fn report(problems: &[agent_iam::config::Problem]) -> i32 {
@@ -494,7 +436,7 @@ usage:
             .map_err(|e| format!("{extra}: {e}"))?;
             match &mut data {
                 None => data = Some(v),
-                Some(d) => merge(d, v),
+                Some(d) => agent_iam::policy::merge_json(d, v),
             }
         }
         let cfg = agent_iam::policy::PolicyConfig {
@@ -553,24 +495,8 @@ usage:
         let pd = load_policy_dir(dir, false)?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let mut plugin: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-        let obj = plugin
-            .as_object_mut()
-            .ok_or_else(|| format!("{path}: not a JSON object"))?;
-        let mut policy = match obj.get("policy") {
-            Some(Value::Object(p)) => p.clone(),
-            None => serde_json::Map::new(),
-            Some(_) => return Err(format!("{path}: `policy` must be an object")),
-        };
-        policy.insert("modules".into(), json!(pd.modules));
-        match pd.data {
-            Some(d) => {
-                policy.insert("data".into(), d);
-            }
-            None => {
-                policy.remove("data");
-            }
-        }
-        obj.insert("policy".into(), Value::Object(policy));
+        agent_iam::policy::render_into(&mut plugin, &pd.modules, pd.data)
+            .map_err(|e| format!("{path}: {e}"))?;
         let rendered = serde_json::to_string_pretty(&plugin).map_err(|e| e.to_string())?;
         if let Err(e) = Config::from_json(rendered.as_bytes()) {
             eprintln!("{e}");
@@ -578,6 +504,128 @@ usage:
         }
         println!("{rendered}");
         Ok(0)
+    }
+
+    /// The playground's first request and token recipe (the demo's two-hop delegation).
+    const PLAYGROUND_REQUEST: &str =
+        "{\"method\": \"GET\", \"path\": \"/tickets/42\", \"host\": \"api.agent-iam.test\"}";
+    const PLAYGROUND_RECIPE: &str = "{\"alg\": \"ES256\", \"claims\": {\"sub\": \"user:alice\", \"act\": {\"sub\": \"agent:tool-search\", \"act\": {\"sub\": \"agent:planner\"}}}}";
+
+    /// Serves the playground page and its defaults on 127.0.0.1 until interrupted.
+    fn playground(args: &[&str]) -> Result<i32, String> {
+        let (dir, flags) = positional_dir(args)?;
+        let args = flags.as_slice();
+        let config_path = flag(args, "--config")?.unwrap_or("envoy/plugin.base.json");
+        let keys_path = flag(args, "--keys")?.unwrap_or("test-harness/keys/demo-private.json");
+        let site =
+            std::path::PathBuf::from(flag(args, "--site")?.unwrap_or("target/playground/site"));
+        let listen = port(args, "--listen", 8181)?;
+        let config =
+            std::fs::read_to_string(config_path).map_err(|e| format!("{config_path}: {e}"))?;
+        let keys: Value = serde_json::from_str(
+            &std::fs::read_to_string(keys_path).map_err(|e| format!("{keys_path}: {e}"))?,
+        )
+        .map_err(|e| format!("{keys_path}: {e}"))?;
+        DevKeys::from_private_json(&keys).map_err(|e| format!("{keys_path}: {e}"))?;
+        let files = read_policy_dir(dir)?;
+        if !site.join("index.html").is_file()
+            || !site.join("agent_iam_playground_bg.wasm").is_file()
+        {
+            return Err(format!(
+                "{}: the page is not built; run ./test-harness/playground.sh (it builds and starts it)",
+                site.display()
+            ));
+        }
+        let mut defaults = json!({
+            "config": config,
+            "policy_files": files,
+            "keys": keys,
+            "recipe": PLAYGROUND_RECIPE,
+            "request": PLAYGROUND_REQUEST,
+        });
+        if flag(args, "--now")?.is_some() {
+            if let Some(obj) = defaults.as_object_mut() {
+                obj.insert("now".into(), json!(now_flag(args)?));
+            }
+        }
+        let defaults = defaults.to_string();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", listen))
+            .map_err(|e| format!("127.0.0.1:{listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("agent-iam playground: http://{addr}/  (policies from {dir}, config {config_path}; Ctrl-C stops it)");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let site = std::sync::Arc::new(site);
+        let defaults = std::sync::Arc::new(defaults);
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (site, defaults) = (site.clone(), defaults.clone());
+            std::thread::spawn(move || serve_one(stream, &site, &defaults));
+        }
+        Ok(0)
+    }
+
+    /// Answers one HTTP/1.1 request: `GET /` (the page), `/defaults.json`, or a file of
+    /// the site directory by its plain name; nothing else.
+    fn serve_one(mut stream: std::net::TcpStream, site: &std::path::Path, defaults: &str) {
+        use std::io::Read;
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let mut words = head.lines().next().unwrap_or_default().split(' ');
+        let (method, target) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        let path = target.split('?').next().unwrap_or_default();
+        let name = path.strip_prefix('/').unwrap_or_default();
+        let name = if name.is_empty() { "index.html" } else { name };
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            && !name.starts_with('.');
+        let (status, kind, body): (&str, &str, Vec<u8>) = if method != "GET" && method != "HEAD" {
+            (
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET only\n".to_vec(),
+            )
+        } else if name == "defaults.json" {
+            ("200 OK", "application/json", defaults.as_bytes().to_vec())
+        } else if !plain {
+            ("404 Not Found", "text/plain", b"not found\n".to_vec())
+        } else {
+            match std::fs::read(site.join(name)) {
+                Ok(bytes) => ("200 OK", content_type(name), bytes),
+                _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+            }
+        };
+        let header = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(header.as_bytes());
+        if method != "HEAD" {
+            let _ = stream.write_all(&body);
+        }
+    }
+
+    fn content_type(name: &str) -> &'static str {
+        match name.rsplit('.').next() {
+            Some("html") => "text/html; charset=utf-8",
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("wasm") => "application/wasm",
+            Some("json") => "application/json",
+            Some("png") => "image/png",
+            _ => "application/octet-stream",
+        }
     }
 
     fn print_json(v: &Value) -> Result<i32, String> {

@@ -27,6 +27,62 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
 }
 
+impl Request {
+    /// A request as `agent-iam check` and the playground read it: a JSON object with
+    /// optional `method` (default GET), `path` (default /), `host` and `headers` (name →
+    /// string or array of strings). `authorization` values go to [`Request::authorization`].
+    pub fn from_json(v: &Value) -> Result<Request, String> {
+        let obj = v.as_object().ok_or("expected a JSON object")?;
+        for k in obj.keys() {
+            if !["method", "path", "host", "headers"].contains(&k.as_str()) {
+                return Err(format!("unknown member `{k}`"));
+            }
+        }
+        let s = |name: &str, default: &str| -> Result<String, String> {
+            match obj.get(name) {
+                None => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(format!("`{name}` must be a string")),
+            }
+        };
+        let mut req = Request {
+            method: s("method", "GET")?,
+            path: s("path", "/")?,
+            host: s("host", "")?,
+            ..Request::default()
+        };
+        if let Some(h) = obj.get("headers") {
+            let h = h.as_object().ok_or("`headers` must be an object")?;
+            for (name, value) in h {
+                let values: Vec<&Value> = match value {
+                    Value::Array(a) => a.iter().collect(),
+                    other => vec![other],
+                };
+                for value in values {
+                    let value = value
+                        .as_str()
+                        .ok_or_else(|| format!("header `{name}` must be a string"))?;
+                    if name.eq_ignore_ascii_case("authorization") {
+                        req.authorization.push(value.as_bytes().to_vec());
+                    } else {
+                        req.headers
+                            .push((name.to_ascii_lowercase(), value.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(req)
+    }
+
+    /// The request's `x-request-id`, if it has one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "x-request-id")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Unique decision ids per worker: a random 64-bit worker prefix and a counter.
 #[derive(Debug, Clone)]
 pub struct DecisionIds {

@@ -106,7 +106,7 @@ impl Rvm {
         vm.set_data(data.clone()).map_err(|e| format!("{e}"))?;
         vm.set_strict_builtin_errors(true);
         vm.set_max_instructions(max_instructions);
-        vm.set_execution_timer_config(Some(timer));
+        vm.set_execution_timer_config(WALL_CLOCK.then_some(timer));
         Ok(vm)
     }
 
@@ -201,6 +201,11 @@ pub fn revision(cfg: &PolicyConfig) -> String {
     hex::encode(h.finalize()).chars().take(12).collect()
 }
 
+/// Whether the target has a monotonic clock for `max_eval_ms`. The browser build
+/// (wasm32-unknown-unknown) has none: `std::time::Instant` would trap there, so the
+/// playground bounds policies by `max_instructions` alone.
+const WALL_CLOCK: bool = !cfg!(all(target_arch = "wasm32", target_os = "unknown"));
+
 fn timer(max_eval_ms: u64) -> ExecutionTimerConfig {
     ExecutionTimerConfig {
         limit: Duration::from_millis(max_eval_ms),
@@ -262,11 +267,14 @@ pub fn engine_for(
 ) -> Result<Engine, Vec<Problem>> {
     let mut engine = Engine::new();
     engine.set_strict_builtin_errors(true);
-    let timer = timer(max_eval_ms);
-    engine.set_execution_timer_config(timer);
-    // Compiled policies evaluate on fresh engines that only see the process-wide fallback.
-    // One configuration per VM (per process for the CLI): setting it globally is exact.
-    set_fallback_execution_timer_config(Some(timer));
+    if WALL_CLOCK {
+        let timer = timer(max_eval_ms);
+        engine.set_execution_timer_config(timer);
+        // Compiled policies evaluate on fresh engines that only see the process-wide
+        // fallback. One configuration per VM (per process for the CLI): setting it
+        // globally is exact.
+        set_fallback_execution_timer_config(Some(timer));
+    }
     let mut problems = Vec::new();
     for (name, text) in modules {
         let path = format!("$.policy.modules[\"{name}\"]");
@@ -409,6 +417,93 @@ impl Policy {
             }
         }
     }
+}
+
+/// A policy directory's contents: its Rego modules and its data document.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFiles {
+    pub modules: BTreeMap<String, String>,
+    pub data: Option<serde_json::Value>,
+}
+
+impl PolicyFiles {
+    /// From a policy directory's files (relative path → text): every `.rego` module
+    /// (`*_test.rego` only `with_tests`) and every `data.json`, merged in path order.
+    /// Other files are ignored. Errors name the file (and line, for JSON).
+    pub fn from_files(
+        files: &BTreeMap<String, String>,
+        with_tests: bool,
+    ) -> Result<PolicyFiles, String> {
+        let mut out = PolicyFiles::default();
+        for (path, text) in files {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if name.ends_with(".rego") && (with_tests || !name.ends_with("_test.rego")) {
+                out.modules.insert(path.clone(), text.clone());
+            } else if name == "data.json" {
+                let v: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| format!("{path}: {e}"))?;
+                match &mut out.data {
+                    None => out.data = Some(v),
+                    Some(d) => merge_json(d, v),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Deep-merges `from` into `into`: objects member by member, anything else replaces
+/// (several `data.json` files make one policy data document).
+pub fn merge_json(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) => merge_json(existing, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Puts `modules` and `data` into a plugin configuration's `policy` (what `agent-iam
+/// policy render` and the playground do); the other `policy` members are kept.
+pub fn render_into(
+    plugin: &mut serde_json::Value,
+    modules: &BTreeMap<String, String>,
+    data: Option<serde_json::Value>,
+) -> Result<(), String> {
+    let obj = plugin
+        .as_object_mut()
+        .ok_or("the plugin configuration is not a JSON object")?;
+    let mut policy = match obj.get("policy") {
+        Some(serde_json::Value::Object(p)) => p.clone(),
+        None => serde_json::Map::new(),
+        Some(_) => return Err("`policy` must be an object".into()),
+    };
+    policy.insert(
+        "modules".into(),
+        serde_json::Value::Object(
+            modules
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    match data {
+        Some(d) => {
+            policy.insert("data".into(), d);
+        }
+        None => {
+            policy.remove("data");
+        }
+    }
+    obj.insert("policy".into(), serde_json::Value::Object(policy));
+    Ok(())
 }
 
 /// Namespaces of OPA's builtins. A call into one of them must resolve to a builtin that this

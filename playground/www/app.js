@@ -1,0 +1,209 @@
+// The playground page: editors in, drawings out. Every answer (decision, chain, audit
+// event, tests, token display, demo tokens) comes from the Rust core in the wasm module;
+// this file only moves text between the editors and the module and draws the results.
+import init, * as core from "./agent_iam_playground.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { files: {}, current: null, keys: null };
+
+function call(fn, ...args) {
+  try {
+    return JSON.parse(fn(...args));
+  } catch (e) {
+    // A trap in the module: show it rather than a stale result.
+    return { ok: false, errors: [{ panel: "page", message: `internal error: ${e}` }] };
+  }
+}
+
+function pretty(v) {
+  return JSON.stringify(v, null, 2);
+}
+
+function saveCurrentFile() {
+  if (state.current !== null) state.files[state.current] = $("policy-text").value;
+}
+
+function selectFile(name, line) {
+  saveCurrentFile();
+  state.current = name;
+  $("policy-file").value = name;
+  $("policy-text").value = state.files[name] ?? "";
+  if (line) focusLine($("policy-text"), line);
+}
+
+function focusLine(textarea, line) {
+  const lines = textarea.value.split("\n");
+  const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+  const end = start + (lines[line - 1] ?? "").length;
+  textarea.focus();
+  textarea.setSelectionRange(start, end);
+  const lh = parseFloat(getComputedStyle(textarea).lineHeight) || 16;
+  textarea.scrollTop = Math.max(0, (line - 3) * lh);
+}
+
+function showErrors(errors) {
+  const list = $("errors");
+  list.replaceChildren();
+  for (const p of document.querySelectorAll(".panel.has-error")) p.classList.remove("has-error");
+  $("errors-panel").hidden = errors.length === 0;
+  for (const e of errors) {
+    const li = document.createElement("li");
+    const where = [e.panel, e.file, e.line ? `line ${e.line}${e.column ? `:${e.column}` : ""}` : null, e.path]
+      .filter(Boolean).join(" · ");
+    li.innerHTML = "<code></code> ";
+    li.querySelector("code").textContent = where;
+    li.append(e.message);
+    li.dataset.panel = e.panel;
+    li.onclick = () => {
+      if (e.file && state.files[e.file] !== undefined) selectFile(e.file, e.line);
+      else if (e.line && $(e.panel)) focusLine($(e.panel), e.line);
+    };
+    list.append(li);
+    $(`panel-${e.panel}`)?.classList.add("has-error");
+  }
+}
+
+function drawChain(nodes) {
+  const box = $("chain");
+  box.replaceChildren();
+  if (!nodes || nodes.length === 0) {
+    box.textContent = "— (no verified token)";
+    return;
+  }
+  const w = 170, h = 46, gap = 44;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const width = nodes.length * w + (nodes.length - 1) * gap + 4;
+  svg.setAttribute("viewBox", `0 0 ${width} ${h + 8}`);
+  svg.setAttribute("width", width);
+  svg.innerHTML = `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#5d6679"/></marker></defs>`;
+  nodes.forEach((n, i) => {
+    const x = 2 + i * (w + gap);
+    const g = document.createElementNS(ns, "g");
+    g.setAttribute("class", `node ${n.role}`);
+    g.setAttribute("data-id", n.id);
+    const fill = n.role === "principal" ? "#e8eefc" : n.role === "agent" ? "#e7f6ec" : "#f3f4f6";
+    g.innerHTML = `<rect x="${x}" y="4" width="${w}" height="${h}" rx="6" fill="${fill}" stroke="#9aa3b5"/>` +
+      `<text x="${x + w / 2}" y="21" text-anchor="middle" font-size="10" fill="#5d6679"></text>` +
+      `<text x="${x + w / 2}" y="38" text-anchor="middle" font-size="12" font-family="ui-monospace, monospace"></text>`;
+    const [role, id] = g.querySelectorAll("text");
+    role.textContent = n.for_itself ? "agent (for itself)" : n.role;
+    id.textContent = n.id.length > 24 ? n.id.slice(0, 23) + "…" : n.id;
+    svg.append(g);
+    if (i > 0) {
+      const line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", x - gap + 2); line.setAttribute("x2", x - 2);
+      line.setAttribute("y1", 4 + h / 2); line.setAttribute("y2", 4 + h / 2);
+      line.setAttribute("stroke", "#5d6679"); line.setAttribute("marker-end", "url(#arrow)");
+      svg.append(line);
+    }
+  });
+  box.append(svg);
+}
+
+function showDecision(r) {
+  const d = r.ok ? r.decision : null;
+  $("verdict").textContent = d ? d.decision.toUpperCase() : "—";
+  $("verdict").className = `verdict ${d ? d.decision : ""}`;
+  $("reason").textContent = d ? (d.reason ?? "— (allowed)") : "—";
+  $("status").textContent = d ? String(d.status) : "—";
+  $("scopes").textContent = d ? (d.scopes.effective.join(" ") || "—") : "—";
+  $("policy").textContent = d && d.policy ? `revision ${d.policy.revision}${d.policy.reason ? ` · ${d.policy.reason}` : ""}` : "—";
+  $("response").textContent = r.ok ? pretty(r.response) : "";
+  $("audit").textContent = r.ok ? pretty(r.audit) : "";
+  drawChain(r.ok ? r.chain : []);
+  const notes = $("notes");
+  notes.replaceChildren();
+  for (const n of r.notes ?? []) {
+    const li = document.createElement("li");
+    li.textContent = n;
+    notes.append(li);
+  }
+}
+
+function evaluate() {
+  saveCurrentFile();
+  const inputs = {
+    config: $("config").value,
+    policy_files: state.files,
+    request: $("request").value,
+    token: $("token").value,
+    now: Number($("now").value),
+  };
+  const r = call(core.evaluate, JSON.stringify(inputs));
+  showErrors(r.ok ? [] : r.errors);
+  showDecision(r);
+  document.body.dataset.evaluated = String(Number(document.body.dataset.evaluated ?? 0) + 1);
+}
+
+function runTests() {
+  saveCurrentFile();
+  const r = call(core.policy_tests, JSON.stringify(state.files));
+  const body = $("tests").tBodies[0];
+  body.replaceChildren();
+  if (!r.ok) {
+    showErrors(r.errors);
+    $("tests-summary").textContent = "(did not run)";
+    return;
+  }
+  showErrors([]);
+  for (const t of r.results) {
+    const tr = body.insertRow();
+    const res = tr.insertCell();
+    res.className = t.result;
+    res.textContent = t.result.toUpperCase();
+    tr.insertCell().textContent = t.test + (t.message ? ` — ${t.message}` : "");
+  }
+  $("tests-summary").textContent = `${r.passed} passed, ${r.failed} failed`;
+}
+
+function decodeToken() {
+  const t = $("token").value.trim();
+  if (!t) {
+    $("token-decoded").textContent = "";
+    return;
+  }
+  const r = call(core.decode_token, t);
+  $("token-decoded").textContent = r.ok
+    ? `header ${pretty(r.header)}\nclaims (not verified here) ${pretty(r.claims)}`
+    : r.errors.map((e) => e.message).join("\n");
+}
+
+function mint() {
+  const r = call(core.mint, JSON.stringify(state.keys), $("recipe").value, Number($("now").value));
+  if (!r.ok) {
+    showErrors(r.errors);
+    return;
+  }
+  showErrors([]);
+  $("token").value = r.token;
+  decodeToken();
+}
+
+async function main() {
+  await init();
+  $("version").textContent = `agent-iam ${core.version()}`;
+  const defaults = await (await fetch("defaults.json")).json();
+  $("config").value = defaults.config;
+  $("request").value = defaults.request;
+  $("recipe").value = defaults.recipe;
+  $("now").value = defaults.now ?? Math.floor(Date.now() / 1000);
+  state.files = defaults.policy_files;
+  state.keys = defaults.keys;
+  const select = $("policy-file");
+  for (const name of Object.keys(state.files)) select.add(new Option(name, name));
+  selectFile(Object.keys(state.files).find((n) => n.endsWith("authz.rego")) ?? Object.keys(state.files)[0]);
+  select.onchange = () => selectFile(select.value);
+  $("evaluate").onclick = evaluate;
+  $("run-tests").onclick = runTests;
+  $("mint").onclick = mint;
+  $("token").oninput = decodeToken;
+  mint();
+  evaluate();
+  runTests();
+  document.body.dataset.ready = "1";
+}
+
+main().catch((e) => {
+  showErrors([{ panel: "page", message: `could not start: ${e}` }]);
+});

@@ -1,0 +1,319 @@
+//! The policy playground's answers. The browser page (`playground/`, compiled with
+//! wasm-bindgen) only edits text and draws what these functions return: the decision, the
+//! delegation chain, the audit event, policy test results, token display and demo tokens
+//! all come from the same core the gateway runs. Inputs and outputs are JSON documents so
+//! that the JavaScript side needs no knowledge of our types.
+//!
+//! What differs from the gateway, and says so in `notes`: feeds are not polled (the inline
+//! registry decides, revocation state is empty and fresh), remote JWKS are not fetched,
+//! signatures are checked with the pure-Rust backend (same verdicts on every Wycheproof
+//! vector), and the browser has no clock for `policy.max_eval_ms` (the instruction limit
+//! still applies).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::audit::EventContext;
+use crate::config::{Config, Problem};
+use crate::crypto::PureRust;
+use crate::dev::{DevKeys, Recipe};
+use crate::pipeline::{Decision, DecisionIds, Engine, Request};
+use crate::policy::{render_into, run_tests, PolicyFiles};
+use crate::revocation::RevocationState;
+
+/// Deepest JSON the playground's own documents may nest (the config has its own limit).
+const MAX_DEPTH: usize = 64;
+
+/// What the page sends to [`evaluate`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    /// The plugin configuration's text (its `policy.modules` and `policy.data` come from
+    /// `policy_files`).
+    pub config: String,
+    /// A policy directory's files: path → text (`*.rego`, `data.json`).
+    #[serde(default)]
+    pub policy_files: BTreeMap<String, String>,
+    /// The request's text: `{"method", "path", "host", "headers"}`, as `agent-iam check`.
+    pub request: String,
+    /// A bearer token sent as `authorization` unless the request has one.
+    #[serde(default)]
+    pub token: String,
+    /// Decision time, UNIX seconds.
+    pub now: f64,
+}
+
+/// An error the page shows next to the editor it belongs to.
+fn error(panel: &str, message: impl Into<String>) -> Value {
+    let message = message.into();
+    let (line, column) = line_col(&message);
+    json!({"panel": panel, "message": message, "line": line, "column": column})
+}
+
+/// `line N column M` as serde_json reports it.
+fn line_col(message: &str) -> (Option<u64>, Option<u64>) {
+    let number_after = |word: &str| {
+        message.rfind(word).and_then(|i| {
+            let rest = message.get(i + word.len()..)?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+    };
+    (number_after("line "), number_after("column "))
+}
+
+/// A configuration problem: its JSON path, and for a Rego module the file, line and
+/// column regorus (or our pre-checks) reported as `file:line:col`.
+fn config_problem(p: &Problem, files: &BTreeMap<String, String>) -> Value {
+    for name in files.keys() {
+        let prefix = format!("$.policy.modules[\"{name}\"]");
+        if p.path != prefix {
+            continue;
+        }
+        let (line, column) = file_position(&p.message, name);
+        return json!({"panel": "policy", "file": name, "line": line, "column": column,
+                      "path": p.path, "message": p.message});
+    }
+    let panel = if p.path.starts_with("$.policy") {
+        "policy"
+    } else {
+        "config"
+    };
+    json!({"panel": panel, "path": p.path, "message": p.message})
+}
+
+/// The first `name:LINE:COL` in `message`.
+fn file_position(message: &str, name: &str) -> (Option<u64>, Option<u64>) {
+    let needle = format!("{name}:");
+    let mut from = 0;
+    while let Some(i) = message.get(from..).and_then(|m| m.find(&needle)) {
+        let start = from + i + needle.len();
+        let rest = message.get(start..).unwrap_or_default();
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().and_then(|s| s.parse::<u64>().ok());
+        let col = parts.next().and_then(|s| {
+            let d: String = s.chars().take_while(char::is_ascii_digit).collect();
+            d.parse::<u64>().ok()
+        });
+        if line.is_some() {
+            return (line, col);
+        }
+        from = start;
+    }
+    (None, None)
+}
+
+fn failed(errors: Vec<Value>, notes: Vec<String>) -> Value {
+    json!({"ok": false, "errors": errors, "notes": notes})
+}
+
+/// The plugin configuration the gateway would load: the config text with the policy
+/// files' modules and data. `Err` holds the page errors.
+fn build_config(inputs: &Inputs, notes: &mut Vec<String>) -> Result<(Config, Value), Vec<Value>> {
+    let mut plugin = crate::json::parse_strict(inputs.config.as_bytes(), MAX_DEPTH)
+        .map_err(|e| vec![error("config", e.to_string())])?;
+    let pf = PolicyFiles::from_files(&inputs.policy_files, false)
+        .map_err(|e| vec![json!({"panel": "policy", "file": e.split(':').next(), "line": line_col(&e).0, "message": e})])?;
+    if pf.modules.is_empty() {
+        notes.push("no Rego modules: the built-in checks decide alone".into());
+    } else {
+        render_into(&mut plugin, &pf.modules, pf.data).map_err(|e| vec![error("config", e)])?;
+    }
+    let config = Config::from_json(plugin.to_string().as_bytes()).map_err(|e| {
+        e.0.iter()
+            .map(|p| config_problem(p, &inputs.policy_files))
+            .collect::<Vec<_>>()
+    })?;
+    if config.issuers.iter().any(|i| i.remote.is_some()) {
+        notes.push(
+            "jwks_uri is not fetched in the playground: put the issuer's keys in `jwks`".into(),
+        );
+    }
+    if config.feed.is_some() {
+        notes.push(
+            "agents.feed is not polled in the playground: the inline agents.registry decides"
+                .into(),
+        );
+    }
+    if config.revocation.is_some() {
+        notes.push("the revocation feed is not polled in the playground: nothing is revoked and the state counts as fresh".into());
+    }
+    Ok((config, plugin))
+}
+
+/// Decides one request as the gateway would: the decision, the response the client and
+/// upstream would see, the delegation chain, the audit event and notes.
+pub fn evaluate(inputs_json: &str) -> Value {
+    let inputs: Inputs = match serde_json::from_str(inputs_json) {
+        Ok(i) => i,
+        Err(e) => return failed(vec![error("page", e.to_string())], Vec::new()),
+    };
+    let mut notes = Vec::new();
+    let (config, _) = match build_config(&inputs, &mut notes) {
+        Ok(c) => c,
+        Err(errors) => return failed(errors, notes),
+    };
+    let mut req = match crate::json::parse_strict(inputs.request.as_bytes(), MAX_DEPTH)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Request::from_json(&v))
+    {
+        Ok(r) => r,
+        Err(e) => return failed(vec![error("request", e)], notes),
+    };
+    let token = inputs.token.trim();
+    if req.authorization.is_empty() && !token.is_empty() {
+        req.authorization
+            .push(format!("Bearer {token}").into_bytes());
+    }
+    if !inputs.now.is_finite() {
+        return failed(vec![error("page", "`now` is not a number")], notes);
+    }
+    let names = config.headers.clone();
+    let revocation = config.revocation.is_some();
+    let mut engine = Engine::new(config, Box::new(PureRust), DecisionIds::from_entropy());
+    engine.start_feed_clock(inputs.now);
+    if revocation {
+        engine.set_revocation(RevocationState::default(), 1, inputs.now);
+    }
+    let d = engine.evaluate(&req, inputs.now);
+    let ctx = EventContext {
+        now: inputs.now,
+        latency_us: 0,
+        request_id: req.request_id(),
+    };
+    let audit = engine
+        .audit(&d, &ctx)
+        .pop()
+        .and_then(|l| serde_json::from_str::<Value>(l.json()).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "ok": true,
+        "decision": d.to_json(),
+        "response": response(&d, &names),
+        "chain": chain(&d),
+        "audit": audit,
+        "notes": notes,
+    })
+}
+
+/// What the client (deny) or the upstream (allow) would see.
+fn response(d: &Decision, names: &crate::config::HeaderNames) -> Value {
+    if d.allowed() {
+        let headers: BTreeMap<String, String> = d.upstream_headers(names).into_iter().collect();
+        json!({"status": d.status(), "upstream_headers": headers})
+    } else {
+        let body: Value = serde_json::from_str(&d.deny_body()).unwrap_or(Value::Null);
+        json!({"status": d.status(), "www_authenticate": d.www_authenticate(), "body": body})
+    }
+}
+
+/// The delegation chain, principal first: who the request is for, then each actor in the
+/// order they delegated, the acting agent last. Without delegation, one agent acting for
+/// itself.
+fn chain(d: &Decision) -> Value {
+    let Some(t) = d.token.as_ref() else {
+        return json!([]);
+    };
+    if t.chain.is_empty() && t.agent == t.subject {
+        return json!([{"role": "agent", "id": t.agent, "for_itself": true}]);
+    }
+    let mut nodes = vec![json!({"role": "principal", "id": t.subject})];
+    let actors: Vec<&str> = t.chain.iter().rev().map(|a| a.sub.as_str()).collect();
+    let last = actors.len().saturating_sub(1);
+    for (i, a) in actors.iter().enumerate() {
+        let role = if i == last { "agent" } else { "actor" };
+        nodes.push(json!({"role": role, "id": a}));
+    }
+    if actors.is_empty() && t.agent != t.subject {
+        nodes.push(json!({"role": "agent", "id": t.agent}));
+    }
+    Value::Array(nodes)
+}
+
+/// Runs every `test_*` rule of the policy files' `*_test.rego` modules.
+pub fn policy_tests(files_json: &str) -> Value {
+    let files: BTreeMap<String, String> = match serde_json::from_str(files_json) {
+        Ok(f) => f,
+        Err(e) => return failed(vec![error("page", e.to_string())], Vec::new()),
+    };
+    let pf = match PolicyFiles::from_files(&files, true) {
+        Ok(p) => p,
+        Err(e) => return failed(vec![error("policy", e)], Vec::new()),
+    };
+    match run_tests(&pf.modules, pf.data.as_ref()) {
+        Ok(results) => {
+            let rows: Vec<Value> = results
+                .iter()
+                .map(|(rule, outcome)| match outcome {
+                    Ok(pass) => {
+                        json!({"test": rule, "result": if *pass { "pass" } else { "fail" }})
+                    }
+                    Err(e) => json!({"test": rule, "result": "error", "message": e}),
+                })
+                .collect();
+            let passed = results.iter().filter(|(_, o)| o == &Ok(true)).count();
+            json!({"ok": true, "results": rows, "passed": passed, "failed": results.len() - passed})
+        }
+        Err(problems) => failed(
+            problems.iter().map(|p| config_problem(p, &files)).collect(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// A token's header and claims for display. Nothing is verified here: [`evaluate`] does.
+pub fn decode_token(token: &str) -> Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let token = token.trim();
+    let token = token.strip_prefix("Bearer ").unwrap_or(token);
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return failed(
+            vec![error(
+                "token",
+                format!("a compact JWS has 3 segments, this has {}", parts.len()),
+            )],
+            Vec::new(),
+        );
+    };
+    let segment = |name: &str, s: &str| -> Result<Value, Value> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| error("token", format!("{name}: {e}")))?;
+        crate::json::parse_strict(&bytes, MAX_DEPTH)
+            .map_err(|e| error("token", format!("{name}: {e}")))
+    };
+    let (h, c) = match (segment("header", header), segment("claims", claims)) {
+        (Ok(h), Ok(c)) => (h, c),
+        (h, c) => {
+            return failed(
+                [h.err(), c.err()].into_iter().flatten().collect(),
+                Vec::new(),
+            )
+        }
+    };
+    let sig_bytes = URL_SAFE_NO_PAD.decode(signature).map(|b| b.len()).ok();
+    json!({"ok": true, "header": h, "claims": c, "signature_bytes": sig_bytes})
+}
+
+/// Mints a demo token from a recipe (`agent-iam dev mint`'s format) with the demo keys.
+pub fn mint(keys_json: &str, recipe_json: &str, now: f64) -> Value {
+    let keys = serde_json::from_str::<Value>(keys_json)
+        .map_err(|e| e.to_string())
+        .and_then(|v| DevKeys::from_private_json(&v));
+    let keys = match keys {
+        Ok(k) => k,
+        Err(e) => return failed(vec![error("page", format!("demo keys: {e}"))], Vec::new()),
+    };
+    let recipe: Recipe = match serde_json::from_str(recipe_json) {
+        Ok(r) => r,
+        Err(e) => return failed(vec![error("recipe", e.to_string())], Vec::new()),
+    };
+    match crate::dev::mint(&keys, &recipe, now as i64) {
+        Ok(token) => json!({"ok": true, "token": token}),
+        Err(e) => failed(vec![error("recipe", e)], Vec::new()),
+    }
+}

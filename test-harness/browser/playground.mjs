@@ -1,0 +1,132 @@
+// Drives the policy playground in Debian's headless Chromium (playwright-core, no browser
+// download) and reports what the page showed, for test_playground_e2e.py to check and to
+// replay through a real Envoy.
+//
+//   node playground.mjs URL OUT_DIR
+//
+// Writes OUT_DIR/playground.json ({"cases": [...]}) and the screenshots playground.png
+// (the default, allowed request: the README's picture), playground-policy-edit.png and
+// playground-errors.png.
+// Exits non-zero when the page cannot be driven; the checks on what it showed are the
+// Python test's.
+import { chromium } from "playwright-core";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+const [url, out] = process.argv.slice(2);
+if (!url || !out) {
+  console.error("usage: node playground.mjs URL OUT_DIR");
+  process.exit(2);
+}
+mkdirSync(out, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  // This machine has no network beyond 127.0.0.1: no background or component traffic.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
+const consoleErrors = [];
+page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+await page.goto(url);
+await page.waitForSelector("body[data-ready='1']", { timeout: 60_000 });
+
+// What the page shows, read from the DOM (not from the module).
+async function shown() {
+  return page.evaluate(() => {
+    const text = (id) => document.getElementById(id).textContent;
+    const parse = (id) => { try { return JSON.parse(text(id)); } catch { return null; } };
+    return {
+      verdict: text("verdict"),
+      reason: text("reason"),
+      status: text("status"),
+      scopes: text("scopes"),
+      policy: text("policy"),
+      chain: [...document.querySelectorAll("#chain g.node")].map((g) => ({
+        role: g.getAttribute("class").replace("node ", ""), id: g.getAttribute("data-id"),
+      })),
+      chain_arrows: document.querySelectorAll("#chain line").length,
+      response: parse("response"),
+      audit: parse("audit"),
+      notes: [...document.querySelectorAll("#notes li")].map((li) => li.textContent),
+      errors: [...document.querySelectorAll("#errors li")].map((li) => li.textContent),
+      error_panels: [...document.querySelectorAll(".panel.has-error")].map((p) => p.id),
+      tests_summary: text("tests-summary"),
+      tests: [...document.querySelectorAll("#tests tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
+    };
+  });
+}
+
+// The inputs the page evaluated, so the test can send the same request through Envoy.
+async function inputs() {
+  await page.evaluate(() => document.getElementById("policy-file").dispatchEvent(new Event("change")));
+  return page.evaluate(() => ({
+    config: document.getElementById("config").value,
+    request: document.getElementById("request").value,
+    token: document.getElementById("token").value,
+    now: Number(document.getElementById("now").value),
+    policy_file_names: [...document.getElementById("policy-file").options].map((o) => o.value),
+  }));
+}
+
+async function policyFiles() {
+  // Read each file through the page's own file switcher.
+  const names = await page.$$eval("#policy-file option", (os) => os.map((o) => o.value));
+  const files = {};
+  for (const n of names) {
+    await page.selectOption("#policy-file", n);
+    files[n] = await page.inputValue("#policy-text");
+  }
+  await page.selectOption("#policy-file", names.find((n) => n.endsWith("/authz.rego")));
+  return files;
+}
+
+async function evaluateCase(name) {
+  const before = await page.getAttribute("body", "data-evaluated");
+  await page.click("#evaluate");
+  await page.waitForFunction((b) => document.body.dataset.evaluated !== b, before);
+  return { name, inputs: { ...(await inputs()), policy_files: await policyFiles() }, shown: await shown() };
+}
+
+const cases = [];
+// 1. The default: alice -> planner -> tool-search reads a ticket (the page evaluates and
+//    runs the policy tests on load; evaluate again to record the inputs).
+cases.push(await evaluateCase("delegated-read"));
+await page.screenshot({ path: join(out, "playground.png"), fullPage: true });
+
+// 2. The same token writes: denied (the route needs tickets:write).
+await page.fill("#request", '{"method": "POST", "path": "/tickets/42", "host": "api.agent-iam.test"}');
+cases.push(await evaluateCase("delegated-write"));
+
+// 3. A policy edit: a new deny rule in authz.rego, then the read again.
+await page.fill("#request", '{"method": "GET", "path": "/tickets/42", "host": "api.agent-iam.test"}');
+await page.selectOption("#policy-file", "agent_iam/authz.rego");
+const authz = await page.inputValue("#policy-text");
+await page.fill("#policy-text", authz + '\ndeny contains "tool_search.paused" if input.agent.id == "agent:tool-search"\n');
+cases.push(await evaluateCase("policy-edit"));
+await page.click("#run-tests");
+await page.waitForFunction(() => document.getElementById("tests-summary").textContent.includes("passed"));
+cases.push({ name: "policy-tests-after-edit", shown: await shown() });
+await page.screenshot({ path: join(out, "playground-policy-edit.png"), fullPage: true });
+
+// 4. A self-acting agent minted with the helper: no delegation.
+await page.fill("#recipe", '{"alg": "EdDSA", "claims": {"sub": "agent:build-bot-7"}}');
+await page.click("#mint");
+cases.push(await evaluateCase("minted-eddsa-self"));
+
+// 5. Errors point at the Rego line and the config's JSON path.
+await page.fill("#policy-text", authz + "\ndeny contains \"x\" if {\n");
+cases.push(await evaluateCase("rego-syntax-error"));
+await page.fill("#policy-text", authz);
+const config = await page.inputValue("#config");
+// An unknown key in the first route (a typo of `required_scopes`).
+await page.fill("#config", config.replace('"required_scopes"', '"required_scope"'));
+cases.push(await evaluateCase("config-error"));
+await page.screenshot({ path: join(out, "playground-errors.png"), fullPage: true });
+
+await browser.close();
+writeFileSync(join(out, "playground.json"), JSON.stringify({ cases, console_errors: consoleErrors }, null, 2));
+console.log(`playground: ${cases.length} cases, screenshots in ${out}`);
