@@ -317,3 +317,214 @@ pub fn mint(keys_json: &str, recipe_json: &str, now: f64) -> Value {
         Err(e) => failed(vec![error("recipe", e)], Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: f64 = 1_790_000_000.0;
+
+    fn keys() -> String {
+        std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap()
+    }
+
+    fn policy_files() -> BTreeMap<String, String> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir("policies/agent_iam").unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(
+                format!("agent_iam/{name}"),
+                std::fs::read_to_string(&path).unwrap(),
+            );
+        }
+        files
+    }
+
+    fn token(recipe: Value) -> String {
+        let minted = mint(&keys(), &recipe.to_string(), NOW);
+        minted["token"].as_str().unwrap().to_owned()
+    }
+
+    fn inputs(
+        config: &str,
+        files: &BTreeMap<String, String>,
+        request: Value,
+        token: &str,
+    ) -> String {
+        json!({"config": config, "policy_files": files, "request": request.to_string(),
+               "token": token, "now": NOW})
+        .to_string()
+    }
+
+    fn base_config() -> String {
+        std::fs::read_to_string("envoy/plugin.base.json").unwrap()
+    }
+
+    #[test]
+    fn delegated_read_is_allowed_with_chain_and_audit() {
+        let t = token(
+            json!({"claims": {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}}),
+        );
+        let get = json!({"method": "GET", "path": "/tickets/42"});
+        let r = evaluate(&inputs(&base_config(), &policy_files(), get, &t));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["decision"]["decision"], "allow");
+        assert_eq!(
+            r["decision"]["scopes"]["effective"],
+            json!(["tickets:read"])
+        );
+        let ids: Vec<&str> = r["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["user:alice", "agent:planner", "agent:tool-search"]);
+        assert_eq!(r["chain"][2]["role"], "agent");
+        assert_eq!(r["audit"]["kind"], "decision");
+        assert_eq!(r["audit"]["decision_id"], r["decision"]["decision_id"]);
+        assert_eq!(
+            r["response"]["upstream_headers"]["x-agent-principal"],
+            "user:alice"
+        );
+        assert!(r["notes"][0].as_str().unwrap().contains("agents.feed"));
+        // The same token may not write: the route needs tickets:write.
+        let post = json!({"method": "POST", "path": "/tickets/42"});
+        let r = evaluate(&inputs(&base_config(), &policy_files(), post, &t));
+        assert_eq!(r["decision"]["reason"], "scope.insufficient");
+        assert_eq!(r["response"]["status"], 403);
+    }
+
+    #[test]
+    fn a_policy_edit_denies_with_its_reason_and_a_new_revision() {
+        let t = token(json!({}));
+        let get = json!({"method": "GET", "path": "/tickets/1"});
+        let before = evaluate(&inputs(&base_config(), &policy_files(), get.clone(), &t));
+        let mut files = policy_files();
+        files.get_mut("agent_iam/authz.rego").unwrap().push_str(
+            "\ndeny contains \"bots.paused\" if startswith(input.agent.id, \"agent:build-bot\")\n",
+        );
+        let after = evaluate(&inputs(&base_config(), &files, get, &t));
+        assert_eq!(before["decision"]["decision"], "allow", "{before}");
+        assert_eq!(after["decision"]["reason"], "policy.denied", "{after}");
+        assert_eq!(after["response"]["body"]["policy_reason"], "bots.paused");
+        assert_ne!(
+            before["decision"]["policy"]["revision"],
+            after["decision"]["policy"]["revision"]
+        );
+        // A self-acting agent is one node.
+        assert_eq!(
+            before["chain"],
+            json!([{"role": "agent", "id": "agent:build-bot-7", "for_itself": true}])
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_editor_line_and_path() {
+        let get = json!({"path": "/tickets/1"});
+        let mut files = policy_files();
+        files
+            .get_mut("agent_iam/tenant.rego")
+            .unwrap()
+            .push_str("\nx := {\n");
+        let r = evaluate(&inputs(&base_config(), &files, get.clone(), ""));
+        assert_eq!(r["ok"], false);
+        let e = &r["errors"][0];
+        assert_eq!(
+            (e["panel"].as_str(), e["file"].as_str()),
+            (Some("policy"), Some("agent_iam/tenant.rego"))
+        );
+        let lines = policy_files()["agent_iam/tenant.rego"].lines().count() as u64;
+        assert!(e["line"].as_u64().unwrap() > lines, "{e}");
+
+        let bad = base_config().replacen("\"max_scopes\"", "\"max_scope\"", 1);
+        let r = evaluate(&inputs(&bad, &policy_files(), get.clone(), ""));
+        let errors = r["errors"].as_array().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["path"] == "$.agents.registry[0].max_scope"),
+            "{r}"
+        );
+        assert!(errors.iter().all(|e| e["panel"] == "config"));
+
+        let r = evaluate(&inputs(
+            "{\n  \"issuers\": [,\n",
+            &policy_files(),
+            get.clone(),
+            "",
+        ));
+        assert_eq!(
+            (
+                r["errors"][0]["panel"].as_str(),
+                r["errors"][0]["line"].as_u64()
+            ),
+            (Some("config"), Some(2)),
+            "{r}"
+        );
+
+        let mut files = policy_files();
+        files.insert("agent_iam/data.json".into(), "{\"x\": }".into());
+        let r = evaluate(&inputs(&base_config(), &files, get, ""));
+        assert_eq!(r["errors"][0]["file"], "agent_iam/data.json", "{r}");
+
+        let r = evaluate(&inputs(
+            &base_config(),
+            &policy_files(),
+            json!({"verb": "GET"}),
+            "",
+        ));
+        assert_eq!(r["errors"][0]["panel"], "request");
+        assert_eq!(evaluate("not json")["errors"][0]["panel"], "page");
+    }
+
+    #[test]
+    fn without_a_token_the_gateway_answers_401() {
+        let r = evaluate(&inputs(
+            &base_config(),
+            &policy_files(),
+            json!({"path": "/tickets/1"}),
+            "",
+        ));
+        assert_eq!(r["decision"]["reason"], "token.missing");
+        assert_eq!(r["response"]["status"], 401);
+        assert_eq!(r["chain"], json!([]));
+    }
+
+    #[test]
+    fn policy_tests_report_each_rule() {
+        let files = serde_json::to_string(&policy_files()).unwrap();
+        let r = policy_tests(&files);
+        assert_eq!(r["failed"], 0, "{r}");
+        assert!(r["passed"].as_u64().unwrap() >= 10);
+        let mut files = policy_files();
+        files.insert(
+            "agent_iam/extra_test.rego".into(),
+            "package agent_iam.extra_test\n\ntest_fails if { 1 == 2 }\n".into(),
+        );
+        let r = policy_tests(&serde_json::to_string(&files).unwrap());
+        assert_eq!(r["failed"], 1);
+        assert!(r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["test"] == "data.agent_iam.extra_test.test_fails" && t["result"] == "fail"));
+    }
+
+    #[test]
+    fn tokens_decode_for_display_and_junk_is_an_error() {
+        let t = token(json!({"alg": "RS256"}));
+        let d = decode_token(&format!("Bearer {t}"));
+        assert_eq!(d["header"]["alg"], "RS256");
+        assert_eq!(d["claims"]["sub"], "agent:build-bot-7");
+        assert_eq!(d["signature_bytes"], 256);
+        assert_eq!(decode_token("a.b")["ok"], false);
+        assert_eq!(decode_token("!!.e30.")["errors"][0]["panel"], "token");
+        assert_eq!(
+            mint(&keys(), "{\"alg\": \"HS512\"}", NOW)["errors"][0]["panel"],
+            "recipe"
+        );
+        assert_eq!(mint("{}", "{}", NOW)["errors"][0]["panel"], "page");
+    }
+}
