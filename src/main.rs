@@ -559,14 +559,21 @@ usage:
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let (site, defaults) = (site.clone(), defaults.clone());
-            std::thread::spawn(move || serve_one(stream, &site, &defaults));
+            let port = addr.port();
+            std::thread::spawn(move || serve_one(stream, &site, &defaults, port));
         }
         Ok(0)
     }
 
-    /// Answers one HTTP/1.1 request: `GET /` (the page), `/defaults.json`, or a file of
-    /// the site directory by its plain name; nothing else.
-    fn serve_one(mut stream: std::net::TcpStream, site: &std::path::Path, defaults: &str) {
+    /// Answers one HTTP/1.1 request for `127.0.0.1:PORT` or `localhost:PORT`: `GET /` (the
+    /// page), `/defaults.json`, or a file of the site directory by its plain name; nothing
+    /// else.
+    fn serve_one(
+        mut stream: std::net::TcpStream,
+        site: &std::path::Path,
+        defaults: &str,
+        port: u16,
+    ) {
         use std::io::Read;
         let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
         let mut head = Vec::new();
@@ -590,7 +597,22 @@ usage:
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
             && !name.starts_with('.');
-        let (status, kind, body): (&str, &str, Vec<u8>) = if method != "GET" && method != "HEAD" {
+        // Only the page's own origin: a foreign `Host` is a DNS-rebinding attempt by some
+        // other web page to read the configuration.
+        let host_ok = head.lines().skip(1).any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("host")
+                    && [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
+                        .contains(&v.trim().to_ascii_lowercase())
+            })
+        });
+        let (status, kind, body): (&str, &str, Vec<u8>) = if !host_ok {
+            (
+                "421 Misdirected Request",
+                "text/plain",
+                b"wrong host\n".to_vec(),
+            )
+        } else if method != "GET" && method != "HEAD" {
             (
                 "405 Method Not Allowed",
                 "text/plain",

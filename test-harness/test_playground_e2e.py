@@ -161,3 +161,27 @@ def test_the_gateway_makes_the_same_decision(page, case):
         assert body["reason"] == shown["reason"]
         assert body.get("policy_reason") == shown["response"]["body"].get("policy_reason")
         assert r.headers["www-authenticate"] == shown["response"]["www_authenticate"]
+
+
+def test_the_server_answers_only_its_own_origin_and_files():
+    server = subprocess.Popen([str(harness.CLI), "playground", "--listen", "0", "--site", str(SITE)],
+                              cwd=harness.ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
+
+        def get(path, host=None, method="GET"):
+            return harness.raw_request(port, f"{method} {path} HTTP/1.1\r\nhost: {host or f'127.0.0.1:{port}'}\r\n\r\n".encode())
+
+        assert get("/").startswith(b"HTTP/1.1 200")
+        wasm = get("/agent_iam_playground_bg.wasm")
+        assert wasm.startswith(b"HTTP/1.1 200") and b"content-type: application/wasm" in wasm
+        defaults = get("/defaults.json", host=f"localhost:{port}")
+        assert defaults.startswith(b"HTTP/1.1 200") and b"content-type: application/json" in defaults
+        # DNS rebinding: another site's name pointed at 127.0.0.1 reads nothing.
+        assert get("/defaults.json", host=f"attacker.example:{port}").startswith(b"HTTP/1.1 421")
+        for path in ("/../Cargo.toml", "/%2e%2e/Cargo.toml", "/.hidden", "/sub/dir.js"):
+            assert get(path).startswith(b"HTTP/1.1 404"), path
+        assert get("/", method="POST").startswith(b"HTTP/1.1 405")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
