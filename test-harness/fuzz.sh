@@ -26,12 +26,17 @@ fi
 # No sanitizer: the code under test is safe Rust (unsafe is denied); libFuzzer's coverage
 # guidance and Rust's own checks (overflow, bounds, debug assertions) do the work, and the
 # build is minutes shorter.
-cargo +nightly fuzz build --sanitizer none
+# Smoke runs (≤ 30 s per target, the test suite's) build `--dev` (opt-level 1 in
+# fuzz/Cargo.toml: a minute shorter to build, corpus replay well inside the time box);
+# longer runs build optimised.
+MODE=--release
+[ "$SECONDS_PER_TARGET" -le 30 ] && MODE=--dev
+cargo +nightly fuzz build "$MODE" --sanitizer none
 status=0
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "new-corpus/$t"
   echo "==> fuzz $t for ${SECONDS_PER_TARGET}s ($(ls "corpus/$t" | wc -l) corpus inputs)"
-  if ! cargo +nightly fuzz run --sanitizer none "$t" "new-corpus/$t" "corpus/$t" -- \
+  if ! cargo +nightly fuzz run "$MODE" --sanitizer none "$t" "new-corpus/$t" "corpus/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -max_len=16384 -print_final_stats=1 \
       2>"/tmp/agent-iam-fuzz-$t.log"; then
     tail -40 "/tmp/agent-iam-fuzz-$t.log"
