@@ -105,6 +105,178 @@ fn file_position(message: &str, name: &str) -> (Option<u64>, Option<u64>) {
     (None, None)
 }
 
+/// One step of a JSON path: an object member or an array index.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `$.a.b[0]["c.d"]` → steps. `None` for anything else.
+fn path_steps(path: &str) -> Option<Vec<Step>> {
+    let mut rest = path.strip_prefix('$')?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("[\"") {
+            let end = r.find("\"]")?;
+            steps.push(Step::Key(r.get(..end)?.to_owned()));
+            rest = r.get(end + 2..)?;
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            steps.push(Step::Index(r.get(..end)?.parse().ok()?));
+            rest = r.get(end + 1..)?;
+        } else if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            steps.push(Step::Key(r.get(..end)?.to_owned()));
+            rest = r.get(end..)?;
+        } else {
+            return None;
+        }
+    }
+    Some(steps)
+}
+
+/// The 1-based line of `path` in the JSON `text`: where its member's key (or its array
+/// element) starts; for a path that names a missing member, the line of the deepest
+/// existing parent. Lets the page jump to a configuration problem.
+fn line_of_path(text: &str, path: &str) -> Option<u64> {
+    let steps = path_steps(path)?;
+    let mut scan = Scan {
+        bytes: text.as_bytes(),
+        pos: 0,
+        line: 1,
+    };
+    scan.ws();
+    let mut best = scan.line;
+    for step in &steps {
+        match scan.find(step) {
+            Some(line) => best = line,
+            None => break,
+        }
+    }
+    Some(best)
+}
+
+/// A forward-only scanner over JSON text that counts lines.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: u64,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        if b == b'\n' {
+            self.line += 1;
+        }
+        Some(b)
+    }
+
+    fn ws(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
+            self.bump();
+        }
+    }
+
+    /// A string at the cursor (escapes kept simple: enough to compare member names).
+    fn string(&mut self) -> Option<String> {
+        if self.bump()? != b'"' {
+            return None;
+        }
+        let mut out = Vec::new();
+        loop {
+            match self.bump()? {
+                b'"' => return String::from_utf8(out).ok(),
+                b'\\' => out.push(self.bump()?),
+                b => out.push(b),
+            }
+        }
+    }
+
+    /// Skips one value at the cursor.
+    fn skip_value(&mut self) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                self.bump();
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.bump();
+                }
+            }
+            _ => {
+                while self
+                    .peek()
+                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+                {
+                    self.bump();
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// With the cursor on an object or array, moves to the value `step` names and returns
+    /// the line where its key (or element) starts.
+    fn find(&mut self, step: &Step) -> Option<u64> {
+        self.ws();
+        let open = self.bump()?;
+        let mut index = 0usize;
+        loop {
+            self.ws();
+            if matches!(self.peek()?, b'}' | b']') {
+                return None;
+            }
+            let line = self.line;
+            let here = match (open, step) {
+                (b'{', Step::Key(k)) => {
+                    let key = self.string()?;
+                    self.ws();
+                    if self.bump()? != b':' {
+                        return None;
+                    }
+                    key == *k
+                }
+                (b'[', Step::Index(i)) => {
+                    index += 1;
+                    index - 1 == *i
+                }
+                _ => return None,
+            };
+            if here {
+                self.ws();
+                return Some(line);
+            }
+            self.skip_value()?;
+            self.ws();
+            if self.peek()? == b',' {
+                self.bump();
+            }
+        }
+    }
+}
+
 fn failed(errors: Vec<Value>, notes: Vec<String>) -> Value {
     json!({"ok": false, "errors": errors, "notes": notes})
 }
@@ -123,7 +295,15 @@ fn build_config(inputs: &Inputs, notes: &mut Vec<String>) -> Result<(Config, Val
     }
     let config = Config::from_json(plugin.to_string().as_bytes()).map_err(|e| {
         e.0.iter()
-            .map(|p| config_problem(p, &inputs.policy_files))
+            .map(|p| {
+                let mut v = config_problem(p, &inputs.policy_files);
+                if let (Some(obj), true) = (v.as_object_mut(), p.path.starts_with("$")) {
+                    if obj.get("panel") == Some(&json!("config")) {
+                        obj.insert("line".into(), json!(line_of_path(&inputs.config, &p.path)));
+                    }
+                }
+                v
+            })
             .collect::<Vec<_>>()
     })?;
     if config.issuers.iter().any(|i| i.remote.is_some()) {
@@ -441,12 +621,12 @@ mod tests {
         let bad = base_config().replacen("\"max_scopes\"", "\"max_scope\"", 1);
         let r = evaluate(&inputs(&bad, &policy_files(), get.clone(), ""));
         let errors = r["errors"].as_array().unwrap();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e["path"] == "$.agents.registry[0].max_scope"),
-            "{r}"
-        );
+        let typo = errors
+            .iter()
+            .find(|e| e["path"] == "$.agents.registry[0].max_scope")
+            .unwrap();
+        let line = bad.split("\"max_scope\"").next().unwrap().lines().count() as u64;
+        assert_eq!(typo["line"].as_u64(), Some(line), "{r}");
         assert!(errors.iter().all(|e| e["panel"] == "config"));
 
         let r = evaluate(&inputs(
@@ -477,6 +657,28 @@ mod tests {
         ));
         assert_eq!(r["errors"][0]["panel"], "request");
         assert_eq!(evaluate("not json")["errors"][0]["panel"], "page");
+    }
+
+    #[test]
+    fn json_paths_map_to_lines() {
+        let text = "{\n  \"a\": 1,\n  \"routes\": [\n    {\"x\": \"}]\\\"\"},\n    {\n      \"required_scope\": []\n    }\n  ],\n  \"m\": {\"k.j\": 2}\n}";
+        assert_eq!(line_of_path(text, "$"), Some(1));
+        assert_eq!(line_of_path(text, "$.a"), Some(2));
+        assert_eq!(line_of_path(text, "$.routes[1]"), Some(5));
+        assert_eq!(line_of_path(text, "$.routes[1].required_scope"), Some(6));
+        assert_eq!(
+            line_of_path(text, "$.routes[1].missing"),
+            Some(5),
+            "deepest parent"
+        );
+        assert_eq!(line_of_path(text, "$.m[\"k.j\"]"), Some(9));
+        assert_eq!(line_of_path(text, "$.routes[7]"), Some(3));
+        assert_eq!(line_of_path(text, "not a path"), None);
+        assert_eq!(
+            line_of_path("{\"a\": [", "$.a[0].b"),
+            Some(1),
+            "truncated text"
+        );
     }
 
     #[test]

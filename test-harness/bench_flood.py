@@ -14,7 +14,12 @@ verification, the most expensive refusal). Envoy's RSS is sampled before, betwee
 after every round. Reports valid p50/p99 per round and their medians (this VM's loopback
 stalls make single runs vary several-fold), the flood's rate and the RSS.
 
+With --flood-rate N the flooders wait between requests (wrk's `delay()`), so the flood is
+bounded at N forged tokens per second: the case of a flood the gateway can absorb, as
+opposed to the closed loop, which saturates the core with signature checks.
+
 Usage: python test-harness/bench_flood.py [--rounds 5] [--duration 5] [--flooders 2] [--rate 500]
+           [--flood-rate N] [--native]
 (after test-harness/bench.sh has installed wrk and oha and built). Not part of the test
 suite: timings belong in benchmarks."""
 
@@ -34,7 +39,10 @@ LUA = harness.ROOT / "test-harness" / "flood.lua"
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5, help="seconds per phase")
-    ap.add_argument("--flooders", type=int, default=2, help="flooding connections (closed loop)")
+    ap.add_argument("--flooders", type=int, default=2, help="flooding connections")
+    ap.add_argument("--flood-rate", type=int, default=0,
+                    help="forged tokens per second at most (each connection waits between "
+                         "requests); 0: closed loop, as fast as Envoy refuses them")
     ap.add_argument("--rate", type=int, default=500, help="valid requests per second")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--native", action="store_true",
@@ -45,6 +53,8 @@ def main():
     [token] = harness.mint([{"alg": "ES256", "exp": 3600}])
     [forged_base] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": {"jti": "forged"}}])
     os.environ["FLOOD_HEADER_PAYLOAD"] = forged_base.rsplit(".", 1)[0]
+    delay_ms = max(1, round(args.flooders * 1000 / args.flood_rate)) if args.flood_rate else 0
+    os.environ["FLOOD_DELAY_MS"] = str(delay_ms)
     if args.native:
         # The same flood against Envoy's own jwt_authn + RBAC: the bound a CPU-saturating
         # flood puts on any verifier that must check each forged signature.
@@ -92,7 +102,9 @@ def main():
 
     print(f"Envoy on core {envoy_cpus or 'any'} (--concurrency {args.concurrency}), load "
           f"generators on {client_cpus or 'any'}; {args.rounds} rounds of {duration} s alone, "
-          f"{duration} s under flood; valid traffic {args.rate} req/s (oha, latency-corrected)")
+          f"{duration} s under flood; valid traffic {args.rate} req/s (oha, latency-corrected); "
+          f"flood: {args.flooders} connections, "
+          + (f"{delay_ms} ms between requests (at most {args.flood_rate}/s)" if delay_ms else "closed loop"))
     print("round  alone p50/p99 us   flood p50/p99 us   forged/s")
     for i, (q, l, f) in enumerate(zip(quiet, loud, floods)):
         print(f"{i + 1:5}  {q['p50_us']:6.0f} {q['p99_us']:8.0f}   {l['p50_us']:6.0f} "

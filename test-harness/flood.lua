@@ -7,6 +7,14 @@ local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 -- 64 bytes are 86 base64url characters whose last one carries 2 data bits (4 zero bits):
 -- only A, Q, g and w keep the encoding canonical, so the token parses and reaches the check.
 local last = { "A", "Q", "g", "w" }
+-- FLOOD_DELAY_MS > 0: each connection waits that long between requests (a flood at a
+-- bounded rate, connections x 1000 / delay per second at most); 0: closed loop.
+local delay_ms = tonumber(os.getenv("FLOOD_DELAY_MS") or "0")
+if delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
+end
 
 function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)

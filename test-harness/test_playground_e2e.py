@@ -116,10 +116,13 @@ def test_errors_point_at_the_rego_line_and_the_config_path(page):
     assert err.startswith("policy · agent_iam/authz.rego · line "), err
     line = int(re.search(r"line (\d+)", err).group(1))
     assert lines < line <= lines + 3, (line, lines)
-    cfg = page["config-error"]["shown"]
+    case = page["config-error"]
+    cfg = case["shown"]
     assert cfg["error_panels"] == ["panel-config"]
     [err] = cfg["errors"]
-    assert err.startswith("config · $.routes[0].required_scope"), err
+    # The JSON path and the line of the config editor it is on.
+    typo_line = 1 + case["inputs"]["config"].split('"required_scope"')[0].count("\n")
+    assert err.startswith(f"config · line {typo_line} · $.routes[0].required_scope"), err
     assert "unknown field" in err
 
 
