@@ -186,6 +186,7 @@ def main():
         trail = envoy.control_plane.audit_text()
     print_trail(trail, logged)
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
+    print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
     return 0
 
 
