@@ -100,6 +100,16 @@ def test_policy_edit_changes_the_decision(page):
     assert s["policy"].split()[1] != page["delegated-read"]["shown"]["policy"].split()[1]
 
 
+def test_a_new_module_adds_its_rule(page):
+    c = page["new-module"]
+    s = c["shown"]
+    assert "agent_iam/paused.rego" in c["inputs"]["policy_files"]
+    # authz.rego is back as shipped: the new module's rule decides.
+    assert "tool_search.paused" not in c["inputs"]["policy_files"]["agent_iam/authz.rego"]
+    assert (s["verdict"], s["reason"]) == ("DENY", "policy.denied")
+    assert s["response"]["body"]["policy_reason"] == "planner.paused"
+
+
 def test_minted_demo_token_for_a_self_acting_agent(page):
     c = page["minted-eddsa-self"]
     s = c["shown"]
@@ -146,7 +156,8 @@ def rendered_plugin(inputs):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("case", ["delegated-read", "delegated-write", "policy-edit", "minted-eddsa-self"])
+@pytest.mark.parametrize("case", ["delegated-read", "delegated-write", "policy-edit", "new-module",
+                                  "minted-eddsa-self"])
 def test_the_gateway_makes_the_same_decision(page, case):
     inputs, shown = page[case]["inputs"], page[case]["shown"]
     request = json.loads(inputs["request"])

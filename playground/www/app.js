@@ -196,6 +196,14 @@ async function main() {
   select.onchange = () => selectFile(select.value);
   $("evaluate").onclick = evaluate;
   $("run-tests").onclick = runTests;
+  $("new-file").onclick = () => {
+    const name = prompt("Path of the new module (`*_test.rego` for tests, data.json for data)", "agent_iam/my_rule.rego");
+    if (!name || state.files[name] !== undefined) return;
+    saveCurrentFile();
+    state.files[name] = name.endsWith(".rego") ? "package agent_iam.authz\n\nimport rego.v1\n\n" : "{}\n";
+    select.add(new Option(name, name));
+    selectFile(name);
+  };
   $("mint").onclick = mint;
   $("token").oninput = decodeToken;
   mint();

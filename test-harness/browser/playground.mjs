@@ -112,12 +112,21 @@ await page.waitForFunction(() => document.getElementById("tests-summary").textCo
 cases.push({ name: "policy-tests-after-edit", shown: await shown() });
 await page.screenshot({ path: join(out, "playground-policy-edit.png"), fullPage: true });
 
-// 4. A self-acting agent minted with the helper: no delegation.
+// 4. A new module (the page's "New module" button) with a rule of its own, authz.rego back
+//    as shipped.
+await page.fill("#policy-text", authz);
+page.once("dialog", (d) => d.accept("agent_iam/paused.rego"));
+await page.click("#new-file");
+await page.fill("#policy-text", await page.inputValue("#policy-text") +
+  'deny contains "planner.paused" if {\n\tsome a in input.chain\n\ta.sub == "agent:planner"\n}\n');
+cases.push(await evaluateCase("new-module"));
+
+// 5. A self-acting agent minted with the helper: no delegation.
 await page.fill("#recipe", '{"alg": "EdDSA", "claims": {"sub": "agent:build-bot-7"}}');
 await page.click("#mint");
 cases.push(await evaluateCase("minted-eddsa-self"));
 
-// 5. Errors point at the Rego line and the config's JSON path.
+// 6. Errors point at the Rego line and the config's JSON path.
 await page.fill("#policy-text", authz + "\ndeny contains \"x\" if {\n");
 cases.push(await evaluateCase("rego-syntax-error"));
 await page.fill("#policy-text", authz);
