@@ -1,6 +1,8 @@
 //! Agents as first-class identities: the registry, lifecycle states, delegation rules and
 //! the privilege ceiling (RFC 8693 `act` chains; delegation only ever narrows).
 
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(not(target_os = "wasi"))]
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -9,7 +11,8 @@ use crate::reason::Reason;
 use crate::token::Actor;
 
 /// One agent in the registry (config `agents.registry[]` or the registry feed).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentRecord {
     /// The agent's identity as it appears in `sub` / `act.sub`: an exact string, or a
@@ -34,7 +37,8 @@ pub struct AgentRecord {
 }
 
 /// Lifecycle state of an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Active,
@@ -133,7 +137,8 @@ impl Registry {
 }
 
 /// What to do when a token asks for more than the chain's ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CeilingMode {
     /// Deny with `delegation.scope_exceeds_ceiling` (least privilege, the default).

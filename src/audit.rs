@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(not(target_os = "wasi"))]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -31,7 +33,8 @@ pub const LOG_PREFIX: &str = "agent-iam audit ";
 pub const FORMAT_VERSION: u8 = 1;
 
 /// The `audit` section of the plugin configuration.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Write each event as a log line `agent-iam audit {json}` through the host. Default:
@@ -67,7 +70,8 @@ fn default_checkpoint_s() -> u64 {
 }
 
 /// Where and how to send batches of events.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
     /// Envoy cluster of the collector.

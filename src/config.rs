@@ -2,6 +2,8 @@
 //! cross-field rules (phase 2). Every problem carries its JSON path; the filter refuses
 //! to start with a configuration it does not fully understand.
 
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(not(target_os = "wasi"))]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,9 +43,13 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The plugin configuration as written by operators (see README "Configuration").
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "agent-iam plugin configuration")]
+#[cfg_attr(
+    not(target_os = "wasi"),
+    schemars(title = "agent-iam plugin configuration")
+)]
 pub struct PluginConfig {
     /// Trusted token issuers. A token's `iss` selects exactly one.
     pub issuers: Vec<IssuerConfig>,
@@ -90,7 +96,8 @@ pub struct PluginConfig {
 }
 
 /// One trusted issuer.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// Exact `iss` value.
@@ -114,7 +121,8 @@ pub struct IssuerConfig {
 }
 
 /// Where to fetch an issuer's JWKS.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksUriConfig {
     /// Envoy cluster of the IdP.
@@ -146,7 +154,8 @@ fn default_jwks_timeout_ms() -> u64 {
 }
 
 /// An inline JSON Web Key Set.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).
@@ -154,7 +163,8 @@ pub struct JwksConfig {
 }
 
 /// Algorithm names accepted in `algorithms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 pub enum AlgName {
     ES256,
     EdDSA,
@@ -172,7 +182,8 @@ impl AlgName {
 }
 
 /// Delegation (RFC 8693 `act` chain) limits.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DelegationConfig {
     /// Most actors in an `act` chain (1..=16).
@@ -193,7 +204,8 @@ impl Default for DelegationConfig {
 }
 
 /// The agent registry: inline records, optionally replaced at run time by a feed.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     /// Registered agents (the initial registry when a feed is configured).
@@ -210,7 +222,8 @@ pub struct AgentsConfig {
 
 /// Where and how often to fetch the registry: `GET path` on an Envoy cluster, answering
 /// `{"version": "...", "agents": [...]}`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Envoy cluster name serving the feed.
@@ -235,7 +248,8 @@ pub struct FeedConfig {
 }
 
 /// Behaviour with a stale registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StaleMode {
     /// Deny with `agent.registry_stale` (fail closed).
@@ -246,7 +260,8 @@ pub enum StaleMode {
 }
 
 /// One route requirement. Exactly one of `prefix` / `exact`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Label used in decisions (defaults to the path).
@@ -267,7 +282,8 @@ pub struct RouteConfig {
 }
 
 /// What to do with a request that matches no route.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UnmatchedRoute {
     /// 403 `route.unmatched`.
@@ -278,7 +294,8 @@ pub enum UnmatchedRoute {
 }
 
 /// Signature backend selection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// Host crypto when the host is positively identified as Envoy, else pure Rust.
@@ -291,7 +308,8 @@ pub enum BackendChoice {
 }
 
 /// Verified-signature cache, one per worker.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Most cached tokens per worker (0 disables the cache, at most 100000).
@@ -308,7 +326,8 @@ impl Default for CacheConfig {
 }
 
 /// Upstream identity context.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Names of the identity headers. Client-sent copies are always removed.
@@ -321,7 +340,8 @@ pub struct UpstreamConfig {
 }
 
 /// Identity header names (lower-case HTTP header names).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderNames {
     /// The acting agent (`act.sub`, or `sub` without delegation).

@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(not(target_os = "wasi"))]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -40,7 +42,8 @@ pub const EVENT_TOKEN_REVOKED: &str = "https://agent-iam.dev/secevent/token-revo
 pub const MAX_SET_BYTES: usize = 16 * 1024;
 
 /// The `revocation` section of the plugin configuration.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevocationConfig {
     /// The SSF transmitter's poll endpoint (RFC 8936), reached through an Envoy cluster.
@@ -61,7 +64,8 @@ fn default_staleness() -> u64 {
 }
 
 /// Where and how to poll.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
     /// Envoy cluster of the transmitter.
@@ -93,7 +97,8 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// The transmitter's identity and keys.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransmitterConfig {
     /// Exact `iss` of every SET.
@@ -105,7 +110,8 @@ pub struct TransmitterConfig {
 }
 
 /// Behaviour with stale revocation state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationStaleMode {
     #[default]

@@ -1,14 +1,13 @@
 //! JSON Schema (draft 4, what Kong's `config_schema` expects) generated from the config
 //! types, so the schema Kong validates with can never drift from what the filter parses.
 
-use serde_json::{json, Map, Value};
-
-use crate::config::PluginConfig;
+use serde_json::{json, Value};
 
 /// `config_schema` for Kong's `<filter>.meta.json`.
+#[cfg(not(target_os = "wasi"))]
 pub fn config_schema_draft4() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let schema = generator.into_root_schema_for::<PluginConfig>();
+    let schema = generator.into_root_schema_for::<crate::config::PluginConfig>();
     let mut v = schema.to_value();
     to_draft4(&mut v);
     if let Value::Object(m) = &mut v {
@@ -20,12 +19,24 @@ pub fn config_schema_draft4() -> Value {
     v
 }
 
+/// The filter's copy: the schema shipped in `agent_iam.meta.json`, which a unit test keeps
+/// equal to the generated one (`shipped_meta_json_is_current`). Generating it would put
+/// schemars and every type's schema code into the `.wasm`.
+#[cfg(target_os = "wasi")]
+pub fn config_schema_draft4() -> Value {
+    serde_json::from_str::<Value>(include_str!("../agent_iam.meta.json"))
+        .ok()
+        .and_then(|mut v| v.get_mut("config_schema").map(Value::take))
+        .unwrap_or(Value::Null)
+}
+
 /// The whole `agent_iam.meta.json` document.
 pub fn kong_meta() -> Value {
     json!({ "config_schema": config_schema_draft4() })
 }
 
 /// Rewrites the draft-07 constructs schemars emits into their draft-04 forms.
+#[cfg(not(target_os = "wasi"))]
 fn to_draft4(v: &mut Value) {
     match v {
         Value::Object(m) => {
@@ -53,7 +64,7 @@ fn to_draft4(v: &mut Value) {
             // `true` schemas (any value) are not draft 4: use `{}`.
             for child in m.values_mut() {
                 if *child == Value::Bool(true) {
-                    *child = Value::Object(Map::new());
+                    *child = Value::Object(serde_json::Map::new());
                 }
                 to_draft4(child);
             }
@@ -61,7 +72,7 @@ fn to_draft4(v: &mut Value) {
         Value::Array(items) => {
             for item in items {
                 if *item == Value::Bool(true) {
-                    *item = Value::Object(Map::new());
+                    *item = Value::Object(serde_json::Map::new());
                 }
                 to_draft4(item);
             }

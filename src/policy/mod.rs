@@ -21,6 +21,8 @@ use regorus::rvm::program::Program;
 use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::utils::limits::{set_fallback_execution_timer_config, ExecutionTimerConfig};
 use regorus::{CompiledPolicy, Engine, Value};
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(not(target_os = "wasi"))]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,7 +35,8 @@ pub mod input;
 pub const DEFAULT_ENTRYPOINT: &str = "data.agent_iam.authz.decision";
 
 /// The `policy` section of the plugin configuration.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Rego modules by file name (`agent-iam policy render` fills this from `policies/`).
