@@ -64,24 +64,24 @@ fn line_col(message: &str) -> (Option<u64>, Option<u64>) {
     (number_after("line "), number_after("column "))
 }
 
-/// A configuration problem: its JSON path, and for a Rego module the file, line and
-/// column regorus (or our pre-checks) reported as `file:line:col`.
-fn config_problem(p: &Problem, files: &BTreeMap<String, String>) -> Value {
-    for name in files.keys() {
-        let prefix = format!("$.policy.modules[\"{name}\"]");
-        if p.path != prefix {
-            continue;
-        }
+/// A configuration problem: its JSON path; for a Rego module the file, line and column
+/// regorus (or our pre-checks) reported as `file:line:col`; for the rest of the
+/// configuration the line of that path in `config_text`, when given.
+fn config_problem(p: &Problem, config_text: Option<&str>) -> Value {
+    if let Some(name) = p
+        .path
+        .strip_prefix("$.policy.modules[\"")
+        .and_then(|r| r.strip_suffix("\"]"))
+    {
         let (line, column) = file_position(&p.message, name);
         return json!({"panel": "policy", "file": name, "line": line, "column": column,
                       "path": p.path, "message": p.message});
     }
-    let panel = if p.path.starts_with("$.policy") {
-        "policy"
-    } else {
-        "config"
-    };
-    json!({"panel": panel, "path": p.path, "message": p.message})
+    if p.path.starts_with("$.policy") {
+        return json!({"panel": "policy", "path": p.path, "message": p.message});
+    }
+    let line = config_text.and_then(|t| line_of_path(t, &p.path));
+    json!({"panel": "config", "path": p.path, "line": line, "message": p.message})
 }
 
 /// The first `name:LINE:COL` in `message`.
@@ -295,15 +295,7 @@ fn build_config(inputs: &Inputs, notes: &mut Vec<String>) -> Result<(Config, Val
     }
     let config = Config::from_json(plugin.to_string().as_bytes()).map_err(|e| {
         e.0.iter()
-            .map(|p| {
-                let mut v = config_problem(p, &inputs.policy_files);
-                if let (Some(obj), true) = (v.as_object_mut(), p.path.starts_with("$")) {
-                    if obj.get("panel") == Some(&json!("config")) {
-                        obj.insert("line".into(), json!(line_of_path(&inputs.config, &p.path)));
-                    }
-                }
-                v
-            })
+            .map(|p| config_problem(p, Some(&inputs.config)))
             .collect::<Vec<_>>()
     })?;
     if config.issuers.iter().any(|i| i.remote.is_some()) {
@@ -437,7 +429,7 @@ pub fn policy_tests(files_json: &str) -> Value {
             json!({"ok": true, "results": rows, "passed": passed, "failed": results.len() - passed})
         }
         Err(problems) => failed(
-            problems.iter().map(|p| config_problem(p, &files)).collect(),
+            problems.iter().map(|p| config_problem(p, None)).collect(),
             Vec::new(),
         ),
     }

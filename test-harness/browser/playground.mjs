@@ -62,13 +62,11 @@ async function shown() {
 
 // The inputs the page evaluated, so the test can send the same request through Envoy.
 async function inputs() {
-  await page.evaluate(() => document.getElementById("policy-file").dispatchEvent(new Event("change")));
   return page.evaluate(() => ({
     config: document.getElementById("config").value,
     request: document.getElementById("request").value,
     token: document.getElementById("token").value,
     now: Number(document.getElementById("now").value),
-    policy_file_names: [...document.getElementById("policy-file").options].map((o) => o.value),
   }));
 }
 
