@@ -9,6 +9,10 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+if ! command -v npm >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 20 ]; then
+  echo "browser-setup: Node.js >= 20 with npm is required (playwright-core 1.65); found: $(node --version 2>/dev/null || echo none)" >&2
+  exit 1
+fi
 if [ ! -d "$ROOT/test-harness/browser/node_modules/playwright-core" ]; then
   (cd "$ROOT/test-harness/browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi
