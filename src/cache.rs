@@ -1,28 +1,96 @@
-//! Per-worker cache of tokens whose signature already verified.
+//! Per-worker cache of tokens whose signature already verified, in two tiers.
 //!
-//! Keyed by SHA-256 of the whole token, bounded (oldest entry evicted first). A hit only
-//! skips the signature check: every claim, including expiry, is checked again on every
-//! request, and an entry past its `exp` is dropped on sight.
+//! * Verified hashes: SHA-256 of the whole token → its `exp`, bounded (oldest entry evicted
+//!   first). A hit only skips the signature check: the token is decoded and every claim
+//!   rule runs again.
+//! * Recent tokens, parsed: the last few hundred verified tokens by their exact text (the
+//!   map's hasher is keyed per process, and a hit compares the whole text), with their
+//!   verified facts. A hit skips decoding, hashing and every rule that cannot change for the
+//!   same text under the same configuration and keys; the clock rules (`exp`, `nbf`, `iat`)
+//!   run again on every request ([`crate::token::check_times`]).
+//!
+//! The engine drops both tiers when an issuer's keys change (a removed key must not keep
+//! its tokens alive); a new configuration builds a new engine.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::token::{check_times, VerifiedToken};
 
 pub type TokenHash = [u8; 32];
 
-/// Bounded FIFO set of verified token hashes with their `exp`.
+/// Most parsed tokens kept (fewer when `cache.max_entries` is smaller): agents reuse a
+/// token for many requests, and a few hundred entries stay well under 1 MB.
+pub const MAX_PARSED: usize = 256;
+
+/// Bounded FIFO set of verified token hashes with their `exp`, plus the parsed tier.
 #[derive(Debug, Default)]
 pub struct VerifiedCache {
     cap: usize,
     entries: HashMap<TokenHash, f64>,
     order: VecDeque<TokenHash>,
+    parsed_cap: usize,
+    parsed: HashMap<Arc<str>, Arc<VerifiedToken>>,
+    parsed_order: VecDeque<Arc<str>>,
 }
 
 impl VerifiedCache {
     pub fn new(cap: usize) -> Self {
+        let parsed_cap = cap.min(MAX_PARSED);
         VerifiedCache {
             cap,
             entries: HashMap::with_capacity(cap.min(4096)),
             order: VecDeque::new(),
+            parsed_cap,
+            parsed: HashMap::with_capacity(parsed_cap),
+            parsed_order: VecDeque::with_capacity(parsed_cap),
         }
+    }
+
+    /// The parsed tier: `token` exactly as verified before, with its clock rules checked
+    /// at `now`. `None` when unknown; an expired entry is dropped and answers its reason.
+    pub fn recent(
+        &mut self,
+        token: &str,
+        now: f64,
+        skew: f64,
+    ) -> Option<Result<Arc<VerifiedToken>, crate::reason::Reason>> {
+        let t = self.parsed.get(token)?;
+        Some(match check_times(t.exp, t.nbf, t.iat, now, skew) {
+            Ok(()) => Ok(Arc::clone(t)),
+            Err(reason) => {
+                if reason == crate::reason::Reason::TokenExpired {
+                    self.parsed.remove(token);
+                }
+                Err(reason)
+            }
+        })
+    }
+
+    /// Remembers a token that just verified, parsed (first in, first out).
+    pub fn remember(&mut self, token: &str, verified: Arc<VerifiedToken>) {
+        if self.parsed_cap == 0 || self.parsed.contains_key(token) {
+            return;
+        }
+        while self.parsed.len() >= self.parsed_cap {
+            match self.parsed_order.pop_front() {
+                Some(old) => {
+                    self.parsed.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.parsed_order.len() >= self.parsed_cap.saturating_mul(2) {
+            self.parsed_order.retain(|k| self.parsed.contains_key(k));
+        }
+        let key: Arc<str> = Arc::from(token);
+        self.parsed_order.push_back(Arc::clone(&key));
+        self.parsed.insert(key, verified);
+    }
+
+    /// Parsed tokens held.
+    pub fn parsed_len(&self) -> usize {
+        self.parsed.len()
     }
 
     /// True when `hash` verified before and its `exp` (plus skew) has not passed.

@@ -1,13 +1,13 @@
 //! Signature checks behind one small interface, with two backends:
 //!
-//! * [`PureRust`]: jwt-compact's algorithms (p256, ed25519-compact, rsa). Runs everywhere:
+//! * [`PureRust`]: jwt-compact's algorithms (p256, rsa) and ed25519-dalek. Runs everywhere:
 //!   the CLI, Kong, the playground, and for EdDSA on every host.
 //! * [`HostCrypto`]: Envoy's BoringSSL through the `verify_signature` foreign function —
 //!   ES256 and RS256 only (Envoy always hashes, Ed25519 needs the raw message). About 10x
 //!   faster than pure Rust inside V8. The proxy-wasm call itself is injected ([`ForeignCall`])
 //!   so everything here is tested natively.
 
-use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaSignature};
+use jwt_compact::alg::{Es256, Rsa, RsaSignature};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 
 use crate::keys::{der_len, der_uint, Alg, KeyMaterial, VerifyKey};
@@ -48,10 +48,11 @@ impl SignatureBackend for PureRust {
                         .is_ok_and(|s| Es256.verify_signature(&s, vk, signing_input))
             }
             KeyMaterial::Ed25519(pk) => {
-                // jwt-compact copies without a length check: check first.
-                sig.len() == 64
-                    && <Ed25519 as Algorithm>::Signature::try_from_slice(sig)
-                        .is_ok_and(|s| Ed25519.verify_signature(&s, pk, signing_input))
+                // RFC 8032 strict: canonical S, no small-order key or R (Wycheproof-tested).
+                <[u8; 64]>::try_from(sig).is_ok_and(|s| {
+                    pk.verify_strict(signing_input, &ed25519_dalek::Signature::from_bytes(&s))
+                        .is_ok()
+                })
             }
             KeyMaterial::Rs256(pk) => {
                 sig.len() == rsa_len(key)

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 /// The demo/test signing keys: one per algorithm.
 pub struct DevKeys {
     pub es256: p256::ecdsa::SigningKey,
-    pub ed25519: ed25519_compact::KeyPair,
+    pub ed25519: ed25519_dalek::SigningKey,
     pub rs256: rsa::RsaPrivateKey,
 }
 
@@ -43,7 +43,7 @@ impl DevKeys {
         let es256 = p256::ecdsa::SigningKey::random(&mut rng);
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
-        let ed25519 = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+        let ed25519 = ed25519_dalek::SigningKey::from_bytes(&seed);
         let rs256 = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
         Ok(DevKeys {
             es256,
@@ -58,7 +58,7 @@ impl DevKeys {
         json!({
             "note": "TEST KEYS ONLY: published on purpose; never trust tokens signed by them",
             "es256": {"kid": KID_ES256, "d": b64(&self.es256.to_bytes())},
-            "ed25519": {"kid": KID_ED25519, "seed": b64(self.ed25519.sk.seed().as_ref())},
+            "ed25519": {"kid": KID_ED25519, "seed": b64(self.ed25519.as_bytes())},
             "rs256": {
                 "kid": KID_RS256,
                 "n": b64(&self.rs256.n().to_bytes_be()),
@@ -75,9 +75,10 @@ impl DevKeys {
         let es256 =
             p256::ecdsa::SigningKey::from_slice(&unb64(es, "d")?).map_err(|e| e.to_string())?;
         let ed = v.get("ed25519").ok_or("missing ed25519")?;
-        let seed =
-            ed25519_compact::Seed::from_slice(&unb64(ed, "seed")?).map_err(|e| e.to_string())?;
-        let ed25519 = ed25519_compact::KeyPair::from_seed(seed);
+        let seed: [u8; 32] = unb64(ed, "seed")?
+            .try_into()
+            .map_err(|_| "`seed` must decode to 32 bytes".to_string())?;
+        let ed25519 = ed25519_dalek::SigningKey::from_bytes(&seed);
         let rs = v.get("rs256").ok_or("missing rs256")?;
         let n = |name: &str| unb64(rs, name).map(|b| BigUint::from_bytes_be(&b));
         let rs256 =
@@ -98,7 +99,7 @@ impl DevKeys {
              "x": b64(point.x().map(|x| x.as_slice()).unwrap_or_default()),
              "y": b64(point.y().map(|y| y.as_slice()).unwrap_or_default())},
             {"kty": "OKP", "crv": "Ed25519", "kid": KID_ED25519, "alg": "EdDSA", "use": "sig",
-             "x": b64(self.ed25519.pk.as_ref())},
+             "x": b64(self.ed25519.verifying_key().as_bytes())},
             {"kty": "RSA", "kid": KID_RS256, "alg": "RS256", "use": "sig",
              "n": b64(&self.rs256.n().to_bytes_be()), "e": b64(&self.rs256.e().to_bytes_be())},
         ]})
@@ -229,7 +230,9 @@ pub fn mint(keys: &DevKeys, recipe: &Recipe, now: i64) -> Result<String, String>
     let msg = signing_input.as_bytes();
     let sig: Vec<u8> = match recipe.alg.as_str() {
         "ES256" => Es256.sign(&keys.es256, msg).as_bytes().into_owned(),
-        "EdDSA" => keys.ed25519.sk.sign(msg, None).as_ref().to_vec(),
+        "EdDSA" => ed25519_dalek::Signer::sign(&keys.ed25519, msg)
+            .to_bytes()
+            .to_vec(),
         "RS256" => Rsa::rs256().sign(&keys.rs256, msg).as_bytes().into_owned(),
         "HS256-pubkey" => Hs256
             .sign(&Hs256Key::new(keys.es256_spki()), msg)

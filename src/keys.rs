@@ -42,7 +42,7 @@ impl Alg {
 #[derive(Clone)]
 pub enum KeyMaterial {
     Es256(p256::ecdsa::VerifyingKey),
-    Ed25519(ed25519_compact::PublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
     Rs256(rsa::RsaPublicKey),
 }
 
@@ -160,8 +160,12 @@ pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String>
                 return Err(format!("unsupported OKP curve \"{crv}\" (only Ed25519)"));
             }
             let x = fixed_b64(obj, "x", 32)?;
-            let pk = ed25519_compact::PublicKey::from_slice(&x)
+            let bytes: [u8; 32] = x
+                .as_slice()
+                .try_into()
                 .map_err(|_| "invalid Ed25519 public key".to_string())?;
+            let pk = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| "invalid Ed25519 public key (not a curve point)".to_string())?;
             let mut der = hex_const(ED25519_SPKI_PREFIX);
             der.extend_from_slice(&x);
             (Alg::EdDsa, KeyMaterial::Ed25519(pk), der)

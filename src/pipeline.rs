@@ -1,6 +1,8 @@
 //! The decision pipeline shared by the Envoy/Kong filter and the CLI:
 //! request view in, [`Decision`] out. Time and randomness are injected.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
@@ -125,7 +127,8 @@ pub struct Decision {
     pub decision_id: String,
     /// `None` on allow.
     pub reason: Option<Reason>,
-    pub token: Option<VerifiedToken>,
+    /// Shared with the worker's cache of recent tokens.
+    pub token: Option<Arc<VerifiedToken>>,
     /// SHA-256 of a presented bearer token that did not verify (for the audit trail).
     pub presented: Option<crate::cache::TokenHash>,
     /// Agent checks and scopes (present once the agent checks ran).
@@ -545,7 +548,7 @@ impl Engine {
         self.config.policy.is_some()
     }
 
-    fn authenticate(&mut self, req: &Request, now: f64) -> Result<VerifiedToken, Reason> {
+    fn authenticate(&mut self, req: &Request, now: f64) -> Result<Arc<VerifiedToken>, Reason> {
         let raw = match req.authorization.as_slice() {
             [] => return Err(Reason::TokenMissing),
             [one] => one,
@@ -559,6 +562,12 @@ impl Engine {
         if !now.is_finite() {
             return Err(Reason::InternalError);
         }
+        if let Some(hit) = self
+            .cache
+            .recent(token, now, self.config.clock_skew_s as f64)
+        {
+            return hit;
+        }
         let out = verify_token(
             token,
             &self.config,
@@ -566,10 +575,25 @@ impl Engine {
             Some(&mut self.cache),
             now,
         );
-        if out.as_ref().err() == Some(&Reason::TokenKid) {
-            self.kid_miss = remote_issuer_of(token, &self.config);
+        match out {
+            Ok(t) => {
+                let t = Arc::new(t);
+                self.cache.remember(
+                    token,
+                    Arc::new(VerifiedToken {
+                        cached: true,
+                        ..(*t).clone()
+                    }),
+                );
+                Ok(t)
+            }
+            Err(reason) => {
+                if reason == Reason::TokenKid {
+                    self.kid_miss = remote_issuer_of(token, &self.config);
+                }
+                Err(reason)
+            }
         }
-        out
     }
 }
 
@@ -695,6 +719,86 @@ mod tests {
             engine.evaluate(&good, now as f64).reason,
             Some(Reason::TokenKid)
         );
+    }
+
+    /// The recent-token tier answers exactly what a full verification answers, at every
+    /// clock reading (forwards and backwards), including the clock-dependent denials;
+    /// only `cached` differs. A one-character change is not a hit.
+    #[test]
+    fn recent_tokens_answer_like_a_fresh_verification() {
+        use crate::crypto::PureRust;
+        use crate::dev::{mint, DevKeys, Recipe};
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        plugin["agents"] = json!({"allow_unregistered_subjects": true});
+        plugin["unmatched_route"] = json!("allow");
+        let text = plugin.to_string();
+        let cfg = || Config::from_json(text.as_bytes()).unwrap();
+        let skew = cfg().clock_skew_s as f64;
+        let engine = || Engine::new(cfg(), Box::new(PureRust), DecisionIds::new(1));
+        let now = 1_800_000_000;
+        let request = |t: &str| Request {
+            method: "GET".into(),
+            path: "/tickets/1".into(),
+            host: "h".into(),
+            authorization: vec![format!("Bearer {t}").into_bytes()],
+            headers: vec![],
+        };
+        let recipes = [
+            json!({"exp": 60}),
+            json!({"exp": 600, "nbf": 100, "claims": {"act": {"sub": "agent:a"}}}),
+            json!({"alg": "EdDSA", "iat": 50, "exp": 120}),
+        ];
+        let times = [
+            0.0,
+            30.0,
+            100.0,
+            140.0,
+            60.0,
+            -50.0,
+            100.0 + skew,
+            700.0,
+            0.0,
+        ];
+        let mut warm = engine();
+        for recipe in recipes {
+            let r: Recipe = serde_json::from_value(recipe).unwrap();
+            let token = mint(&keys, &r, now).unwrap();
+            let req = request(&token);
+            let mut hits = 0;
+            for dt in times {
+                let at = now as f64 + dt;
+                let fresh = engine().evaluate(&req, at);
+                let cached = warm.evaluate(&req, at);
+                assert_eq!(cached.reason, fresh.reason, "{token} at +{dt}");
+                if let (Some(c), Some(f)) = (&cached.token, &fresh.token) {
+                    assert_eq!(
+                        format!(
+                            "{:?}",
+                            VerifiedToken {
+                                cached: false,
+                                ..(**c).clone()
+                            }
+                        ),
+                        format!("{f:?}")
+                    );
+                    hits += usize::from(c.cached);
+                }
+            }
+            assert!(hits > 0, "the tier was exercised");
+            let mut other = token.into_bytes();
+            if let Some(last) = other.last_mut() {
+                *last = if *last == b'A' { b'Q' } else { b'A' };
+            }
+            let other = String::from_utf8(other).unwrap();
+            let d = warm.evaluate(&request(&other), now as f64 + 30.0);
+            assert!(
+                d.token.is_none_or(|t| !t.cached),
+                "not the same text, not a hit"
+            );
+        }
+        assert!(warm.cache.parsed_len() > 0);
     }
 
     #[test]

@@ -145,10 +145,11 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     pub exp: f64,
     pub iat: f64,
+    pub nbf: Option<f64>,
     pub kid: String,
     pub alg: Alg,
     pub sha256: TokenHash,
-    /// Whether the signature check was skipped thanks to the cache.
+    /// Whether the signature check was skipped thanks to the cache (either tier).
     pub cached: bool,
     pub claims: Map<String, Value>,
 }
@@ -213,6 +214,7 @@ pub fn verify_token(
         jti: facts.jti,
         exp: facts.exp,
         iat: facts.iat,
+        nbf: facts.nbf,
         kid: jws.kid.clone(),
         alg: jws.alg,
         sha256,
@@ -236,6 +238,7 @@ struct ClaimFacts {
     jti: Option<String>,
     exp: f64,
     iat: f64,
+    nbf: Option<f64>,
 }
 
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Reason> {
@@ -307,16 +310,7 @@ fn check_claims(
     let (Some(exp), Some(iat)) = (exp, iat) else {
         return Err(Reason::TokenClaimMissing);
     };
-    let skew = cfg.clock_skew_s as f64;
-    if now > exp + skew {
-        return Err(Reason::TokenExpired);
-    }
-    if nbf.is_some_and(|nbf| nbf > now + skew) {
-        return Err(Reason::TokenNotYetValid);
-    }
-    if iat > now + skew {
-        return Err(Reason::TokenIssuedInFuture);
-    }
+    check_times(exp, nbf, iat, now, cfg.clock_skew_s as f64)?;
     if exp < iat || exp - iat > cfg.max_token_lifetime_s as f64 {
         return Err(Reason::TokenLifetime);
     }
@@ -331,7 +325,29 @@ fn check_claims(
         jti,
         exp,
         iat,
+        nbf,
     })
+}
+
+/// The claim rules that depend on the clock, in the order a full verification applies
+/// them (a cached token gets the same answer as a fresh one).
+pub fn check_times(
+    exp: f64,
+    nbf: Option<f64>,
+    iat: f64,
+    now: f64,
+    skew: f64,
+) -> Result<(), Reason> {
+    if now > exp + skew {
+        return Err(Reason::TokenExpired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + skew) {
+        return Err(Reason::TokenNotYetValid);
+    }
+    if iat > now + skew {
+        return Err(Reason::TokenIssuedInFuture);
+    }
+    Ok(())
 }
 
 /// One actor of a delegation chain (RFC 8693 `act`).

@@ -292,6 +292,7 @@ mod tests {
             jti: None,
             exp: 0.0,
             iat: 0.0,
+            nbf: None,
             kid: "k".into(),
             alg: Alg::Es256,
             sha256: [hash; 32],
