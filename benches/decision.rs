@@ -188,7 +188,7 @@ fn tokens(c: &mut Criterion) {
                 "token: ES256 cache hit (parse + claims, no signature)",
                 |b| b.iter(|| verify_token(&token, &cfg, &PureRust, Some(&mut cache), now as f64)),
             );
-            let t = verify_token(&token, &cfg, &PureRust, None, now as f64).unwrap();
+            let (t, _) = verify_token(&token, &cfg, &PureRust, None, now as f64).unwrap();
             cache.remember(&token, std::sync::Arc::new(t.clone()));
             c.bench_function("token: ES256 recent-token hit (clock rules only)", |b| {
                 b.iter(|| cache.recent(&token, now as f64, 30.0))

@@ -265,7 +265,7 @@ impl AuditStream {
                 kid: Some(&t.kid),
                 alg: Some(t.alg.as_str()),
                 sha256: Hex(&t.sha256),
-                cached: Some(t.cached),
+                cached: Some(d.token_cached),
             }),
             None => d.presented.as_ref().map(|h| TokenPart {
                 iss: None,

@@ -149,19 +149,18 @@ pub struct VerifiedToken {
     pub kid: String,
     pub alg: Alg,
     pub sha256: TokenHash,
-    /// Whether the signature check was skipped thanks to the cache (either tier).
-    pub cached: bool,
     pub claims: Map<String, Value>,
 }
 
-/// Full verification of a bearer token at time `now` (UNIX seconds).
+/// Full verification of a bearer token at time `now` (UNIX seconds). With `cache`, a
+/// token whose hash verified before skips the signature check; the `bool` says so.
 pub fn verify_token(
     token: &str,
     cfg: &Config,
     backend: &dyn SignatureBackend,
     cache: Option<&mut VerifiedCache>,
     now: f64,
-) -> Result<VerifiedToken, Reason> {
+) -> Result<(VerifiedToken, bool), Reason> {
     let jws = parse_compact(token, cfg.max_token_bytes)?;
     let max_depth = cfg.max_delegation_depth.saturating_add(CLAIMS_EXTRA_DEPTH);
     let claims = match parse_strict(&jws.payload, max_depth) {
@@ -201,7 +200,7 @@ pub fn verify_token(
             false
         }
     };
-    Ok(VerifiedToken {
+    let verified = VerifiedToken {
         issuer: issuer.issuer.clone(),
         agent: facts
             .chain
@@ -218,9 +217,9 @@ pub fn verify_token(
         kid: jws.kid.clone(),
         alg: jws.alg,
         sha256,
-        cached,
         claims,
-    })
+    };
+    Ok((verified, cached))
 }
 
 fn check_typ(jws: &Jws<'_>, issuer: &Issuer) -> Result<(), Reason> {

@@ -296,7 +296,6 @@ mod tests {
             kid: "k".into(),
             alg: Alg::Es256,
             sha256: [hash; 32],
-            cached: false,
             claims: claims.as_object().unwrap().clone(),
         }
     }
