@@ -5,6 +5,9 @@ One Envoy 1.40 at --concurrency 1, pinned to the first core, with one listener p
 filters' cost); wrk and oha run on the other core(s):
 
   bare                    no filter
+  Wasm floor              the test-hook build of our filter continuing at once
+                          (`x-agent-iam-test-noop`): what loading any proxy-wasm filter in
+                          V8 costs (stream context, callbacks), the floor under every mode below
   jwt_authn+RBAC          native jwt_authn (ES256, local JWKS) + RBAC requiring the scope
                           claim to contain tickets:read (what our route check does)
   jwt_authn+RBAC cached   the same with jwt_authn's token cache (jwt_cache_config)
@@ -88,15 +91,18 @@ def padding_module(rules):
     return "\n".join(lines)
 
 
-def wasm_filter(plugin, name):
+HOOKS_WASM = harness.ROOT / "target" / "agent_iam_test_hooks.wasm"
+
+
+def wasm_filter(plugin, name, wasm=None, vm_id="agent_iam"):
     """Our filter; every listener's filter shares one VM (same vm_id and code), each with its
     own root context (plugin configuration), as on a gateway with per-route settings."""
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
             "name": name, "root_id": "agent_iam", "failure_policy": "FAIL_CLOSED",
-            "vm_config": {"vm_id": "agent_iam", "runtime": "envoy.wasm.runtime.v8",
-                          "code": {"local": {"filename": str(harness.WASM)}}},
+            "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": str(wasm or harness.WASM)}}},
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": json.dumps(plugin)}}}}
 
@@ -150,8 +156,12 @@ def bootstrap(listeners):
 
 
 class Mode:
-    def __init__(self, name, filters=None, plugin=None, tokens=None, token=None, audit_log=False):
+    def __init__(self, name, filters=None, plugin=None, tokens=None, token=None, audit_log=False,
+                 headers=None):
         self.name, self.plugin, self.tokens, self.token = name, plugin, tokens, token
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
         self.port = harness.free_port()
         self.vm_id = "m" + "".join(c if c.isalnum() else "_" for c in name)
         self.access_log = OUT / f"{self.vm_id}.audit.jsonl" if audit_log else None
@@ -169,13 +179,11 @@ class Mode:
             env = {"TOKENS_FILE": str(self.tokens)}
             os.environ.update(env)
             return loadgen.wrk(self.url(), duration, 16, lua=ROTATE, cpus=cpus)
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else None
-        return loadgen.wrk(self.url(), duration, 16, headers=headers, cpus=cpus)
+        return loadgen.wrk(self.url(), duration, 16, headers=self.headers or None, cpus=cpus)
 
     def at_rate(self, rate, duration, cpus):
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else None
-        return loadgen.oha_rate(self.url(), rate, duration, connections=16, headers=headers,
-                                cpus=cpus)
+        return loadgen.oha_rate(self.url(), rate, duration, connections=16,
+                                headers=self.headers or None, cpus=cpus)
 
 
 def mint_file(name, recipe, count):
@@ -232,6 +240,9 @@ def main():
 
     modes = [
         Mode("bare", filters=[]),
+        Mode("Wasm floor", filters=[wasm_filter(token_only("host"), "floor", wasm=HOOKS_WASM,
+                                                vm_id="agent_iam_hooks")],
+             headers={"x-agent-iam-test-noop": "1"}),
         Mode("jwt_authn+RBAC", filters=native_filters(False), token=es_token),
         Mode("jwt_authn+RBAC cached", filters=native_filters(True), token=es_token),
         Mode("token cached", plugin=token_only("host"), token=es_token),
@@ -463,43 +474,75 @@ def latency(mode, key):
 
 
 def target_rows(med, modes, results):
+    """Issue #7's targets against this run; for a miss, what bounds it, from this run's own
+    figures (Envoy CPU per request) where it can be measured here."""
     def ratio(a, b):
         return med[a] / med[b]
 
+    cpu = {n: statistics.median(m["cpu_us"]) for n, m in modes.items() if m.get("cpu_us")}
+    floor = cpu.get("Wasm floor")
+    floor_note = (f"the Wasm floor alone (test-hook build continuing at once) is "
+                  f"{ratio('Wasm floor', 'bare'):.2f}× bare, {floor - cpu['bare']:.0f} µs CPU "
+                  f"over bare" if floor else "")
+    full_work = cpu["full cached"] - (floor or cpu["bare"])
     rows = [
-        ("full pipeline, cached token ≥ 0.5× bare", ratio("full cached", "bare"), 0.5),
+        ("full pipeline, cached token ≥ 0.5× bare", ratio("full cached", "bare"), 0.5,
+         (f"{floor_note}; " if floor_note else "") + f"the full pipeline adds {full_work:.0f} µs over that floor (token, "
+         f"chain, Rego policy, identity headers, audit event: README, *Where a request's "
+         f"time goes*). 0.5× needs the whole request within {2 * cpu['bare']:.0f} µs CPU."),
         ("full pipeline, cached token ≥ 2× jwt_authn+RBAC (no cache)",
-         ratio("full cached", "jwt_authn+RBAC"), 2.0),
+         ratio("full cached", "jwt_authn+RBAC"), 2.0,
+         f"needs ≤ {cpu['jwt_authn+RBAC'] / 2:.0f} µs CPU per request; full cached takes "
+         f"{cpu['full cached']:.0f}, of which the policy evaluation is the largest part "
+         f"(regorus's RVM; token cached without policy: {cpu['token cached']:.0f})."),
         ("full pipeline, cold ES256 (host) ≥ 0.85× jwt_authn+RBAC",
-         ratio("full cold", "jwt_authn+RBAC"), 0.85),
-        ("cold RS256 (host) ≥ 1.0× jwt_authn+RBAC", ratio("cold RS256 host", "jwt_authn+RBAC"), 1.0),
+         ratio("full cold", "jwt_authn+RBAC"), 0.85,
+         f"cold ES256 without policy is {ratio('cold ES256 host', 'jwt_authn+RBAC'):.2f}×: "
+         f"Envoy's `verify_signature` imports the DER key on every call (~90 µs per call "
+         f"inside Envoy, README) where jwt_authn keeps the parsed key; the full pipeline "
+         f"adds its {cpu['full cached'] - cpu['token cached']:.0f} µs on top."),
+        ("cold RS256 (host) ≥ 1.0× jwt_authn+RBAC", ratio("cold RS256 host", "jwt_authn+RBAC"),
+         1.0, ""),
     ]
-    out = ["| target | measured | holds |", "|---|---|---|"]
-    for label, value, goal in rows:
-        out.append(f"| {label} | {value:.2f}× | {'yes' if value >= goal else 'no'} |")
-    eddsa_us = 1e6 / med["cold EdDSA pure"]
-    out.append(f"| cold EdDSA (pure Rust) ≤ 150 µs per request | {eddsa_us:.0f} µs "
-               f"(1 / its req/s: the whole request, Envoy included) | "
-               f"{'yes' if eddsa_us <= 150 else 'no'} |")
+    out = ["| target | measured | holds | what bounds a miss |", "|---|---|---|---|"]
+    for label, value, goal, bound in rows:
+        held = value >= goal
+        out.append(f"| {label} | {value:.2f}× | {'yes' if held else 'no'} | "
+                   f"{'' if held else bound} |")
+    eddsa = cpu["cold EdDSA pure"]
+    eddsa_work = eddsa - cpu["token cached"]
+    out.append(f"| cold EdDSA (pure Rust) ≤ 150 µs per request | {eddsa:.0f} µs Envoy CPU "
+               f"per request ({1e6 / med['cold EdDSA pure']:.0f} µs = 1 / req/s) | "
+               f"{'yes' if eddsa <= 150 else 'no'} | "
+               + ("" if eddsa <= 150 else
+                  f"{eddsa_work:.0f} µs more than a cached token: the Ed25519 verification "
+                  f"(ed25519-dalek, 32-bit field arithmetic: Wasm has no 64×64→128 multiply) "
+                  f"and the token's decoding; the request without it costs "
+                  f"{cpu['token cached']:.0f}.") + " |")
     mem = results.get("scale", {}).get("memory")
     if mem:
         held = mem["with_10000_cached_mb"]
         out.append(f"| linear memory per worker ≤ 10 MB with 10,000 cached tokens | "
-                   f"{held:.1f} MB | {'yes' if held <= 10 else 'no'} |")
+                   f"{held:.1f} MB | {'yes' if held <= 10 else 'no'} | |")
     full_p99, bare_p99 = latency(modes["full cached"], "p99_us"), latency(modes["bare"], "p99_us")
     if full_p99 is not None:
         added = full_p99 - bare_p99
         out.append(f"| added p99 at half of bare's maximum ≤ 150 µs | {added:+,.0f} µs | "
-                   f"{'yes' if added <= 150 else 'no'} |")
+                   f"{'yes' if added <= 150 else 'no'} | |")
     else:
         out.append("| added p99 at half of bare's maximum ≤ 150 µs | full cached cannot "
-                   "sustain the rate | no |")
+                   "sustain the rate | no | its maximum is below half of bare's (the first "
+                   "row) |")
     size = results["wasm_bytes"]
-    out.append(f"| `.wasm` ≤ 2.5 MB | {size:,} B | {'yes' if size <= 2_500_000 else 'no'} |")
+    out.append(f"| `.wasm` ≤ 2.5 MB | {size:,} B | {'yes' if size <= 2_500_000 else 'no'} | "
+               "regorus (parser, compiler, RVM, interpreter) and the builtins the policy "
+               "contract names; without the `time` builtins 3.4 MB (README) |")
     start = results.get("vm_start_s", results["envoy_start_s"])
     out.append(f"| VM start ≤ 1.2 s | Envoy ready {start:.2f} s after start with one "
                f"full-pipeline listener (median of 3, all cores; {results['envoy_start_s']:.1f} s "
-               f"pinned to one core with all {len(modes) - 3} agent-iam listeners) | {'yes' if start <= 1.2 else 'no'} |")
+               f"pinned to one core with all {len(modes) - 3} Wasm listeners, two modules) | "
+               f"{'yes' if start <= 1.2 else 'no'} | V8 compiles the whole module with TurboFan "
+               "before the first request (~1 s per MB of code; Liftoff is off in Envoy) |")
     return "\n".join(out)
 
 
