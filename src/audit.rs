@@ -902,6 +902,7 @@ mod tests {
                 format!("Bearer {token}")
             };
             let req = Request {
+                client: None,
                 method: "GET".into(),
                 path: format!("/tickets/{i}\"\n\u{0}\u{202e}<script>"),
                 host: "api\"x".into(),

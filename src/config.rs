@@ -72,6 +72,10 @@ pub struct PluginConfig {
     /// Per-worker cache of verified signatures.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Per-client budget of failed signature checks against floods of forged tokens
+    /// (absent: no budget). Keyed by the downstream address the host reports.
+    #[serde(default)]
+    pub verify_budget: Option<crate::budget::BudgetConfig>,
     /// The agent registry and its live feed.
     #[serde(default)]
     pub agents: AgentsConfig,
@@ -464,6 +468,7 @@ pub struct Config {
     pub revocation: Option<crate::revocation::Revocation>,
     pub policy: Option<crate::policy::Policy>,
     pub audit: crate::audit::AuditConfig,
+    pub verify_budget: Option<crate::budget::BudgetConfig>,
 }
 
 /// How a route matches paths.
@@ -866,6 +871,9 @@ impl PluginConfig {
             };
         let revocation = self.revocation.and_then(|r| r.validate(&mut problems));
         self.audit.validate(&mut problems);
+        if let Some(b) = &self.verify_budget {
+            b.validate(&mut problems);
+        }
         let policy = match &self.policy {
             None => None,
             Some(pc) if problems.is_empty() => match crate::policy::Policy::compile(pc) {
@@ -884,6 +892,7 @@ impl PluginConfig {
             policy,
             revocation,
             audit: self.audit,
+            verify_budget: self.verify_budget,
             strip_authorization: self.upstream.strip_authorization,
             registry,
             feed: self.agents.feed,

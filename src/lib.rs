@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod crypto;

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
 use crate::audit::{AuditLine, AuditStream, EventContext};
+use crate::budget::VerifyBudget;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
@@ -27,16 +28,20 @@ pub struct Request {
     /// Other request headers (lower-case names), for the policy; filled only when a policy
     /// is configured ([`Engine::wants_headers`]).
     pub headers: Vec<(String, String)>,
+    /// The client's address, for `verify_budget`. `None`: the engine asks its client
+    /// source ([`Engine::set_client_source`]) when a budget needs it.
+    pub client: Option<String>,
 }
 
 impl Request {
     /// A request as `agent-iam check` and the playground read it: a JSON object with
-    /// optional `method` (default GET), `path` (default /), `host` and `headers` (name →
-    /// string or array of strings). `authorization` values go to [`Request::authorization`].
+    /// optional `method` (default GET), `path` (default /), `host`, `client` (its address,
+    /// for `verify_budget`) and `headers` (name → string or array of strings).
+    /// `authorization` values go to [`Request::authorization`].
     pub fn from_json(v: &Value) -> Result<Request, String> {
         let obj = v.as_object().ok_or("expected a JSON object")?;
         for k in obj.keys() {
-            if !["method", "path", "host", "headers"].contains(&k.as_str()) {
+            if !["method", "path", "host", "client", "headers"].contains(&k.as_str()) {
                 return Err(format!("unknown member `{k}`"));
             }
         }
@@ -51,6 +56,10 @@ impl Request {
             method: s("method", "GET")?,
             path: s("path", "/")?,
             host: s("host", "")?,
+            client: obj
+                .contains_key("client")
+                .then(|| s("client", ""))
+                .transpose()?,
             ..Request::default()
         };
         if let Some(h) = obj.get("headers") {
@@ -309,6 +318,10 @@ pub struct Engine {
     registry_fresh_at: Option<f64>,
     /// This worker's audit chain.
     audit: AuditStream,
+    /// Failed signature checks per client (`verify_budget`).
+    budget: Option<VerifyBudget>,
+    /// Where the client's address comes from when a request does not carry it (the host).
+    client_source: Option<fn() -> Option<String>>,
 }
 
 /// Longest request line fields kept in decisions (they end up in logs).
@@ -325,6 +338,7 @@ fn clip(s: &str) -> String {
 impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
         let cache = VerifiedCache::new(config.cache_entries);
+        let budget = config.verify_budget.as_ref().map(VerifyBudget::new);
         let registry = config.registry.clone();
         let audit = AuditStream::new(
             ids.prefix(),
@@ -344,7 +358,15 @@ impl Engine {
             revocation_fresh_at: None,
             kid_miss: None,
             registry_fresh_at: None,
+            budget,
+            client_source: None,
         }
+    }
+
+    /// How the host reports a request's client address (read only when `verify_budget`
+    /// needs it: a token no cache tier answers).
+    pub fn set_client_source(&mut self, source: fn() -> Option<String>) {
+        self.client_source = Some(source);
     }
 
     /// The audit event(s) for a decision this engine made (see [`AuditStream::decision`]).
@@ -577,6 +599,26 @@ impl Engine {
         {
             return hit.map(|t| (t, true));
         }
+        // Over its budget of failed checks, a client gets no more signature checks: only
+        // tokens the hash tier answers (no signature check needed) go on.
+        let client = match &self.budget {
+            None => None,
+            Some(budget) => {
+                let address = req
+                    .client
+                    .clone()
+                    .or_else(|| self.client_source.and_then(|source| source()))
+                    .unwrap_or_default();
+                let key = crate::budget::client_key(&address).to_owned();
+                if budget.exhausted(&key, now) {
+                    let hash = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+                    if !self.cache.hit(&hash, now, self.config.clock_skew_s as f64) {
+                        return Err(Reason::TokenVerifyBudget);
+                    }
+                }
+                Some(key)
+            }
+        };
         let out = verify_token(
             token,
             &self.config,
@@ -593,6 +635,11 @@ impl Engine {
             Err(reason) => {
                 if reason == Reason::TokenKid {
                     self.kid_miss = remote_issuer_of(token, &self.config);
+                }
+                if let (Some(budget), Some(client), Reason::TokenSignature) =
+                    (self.budget.as_mut(), client, reason)
+                {
+                    budget.charge(&client, now);
                 }
                 Err(reason)
             }
@@ -685,6 +732,7 @@ mod tests {
             let r: Recipe = serde_json::from_value(recipe).unwrap();
             let t = mint(&keys, &r, now).unwrap();
             Request {
+                client: None,
                 method: "GET".into(),
                 path: "/tickets/1".into(),
                 host: "h".into(),
@@ -742,6 +790,7 @@ mod tests {
         let engine = || Engine::new(cfg(), Box::new(PureRust), DecisionIds::new(1));
         let now = 1_800_000_000;
         let request = |t: &str| Request {
+            client: None,
             method: "GET".into(),
             path: "/tickets/1".into(),
             host: "h".into(),
@@ -788,6 +837,97 @@ mod tests {
             assert!(d.token.is_none() && !d.token_cached, "not the same text");
         }
         assert!(warm.cache.parsed_len() > 0);
+    }
+
+    /// `verify_budget`: a client's failed signature checks are budgeted; over it, tokens
+    /// no cache answers are refused unverified, cached ones still pass, other clients are
+    /// unaffected, and the budget refills.
+    #[test]
+    fn verify_budget_refuses_unverified_tokens_of_a_spent_client() {
+        use crate::crypto::PureRust;
+        use crate::dev::{mint, DevKeys, Recipe};
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        plugin["agents"] = json!({"allow_unregistered_subjects": true});
+        plugin["unmatched_route"] = json!("allow");
+        plugin["verify_budget"] = json!({"per_client_per_s": 1.0, "burst": 2});
+        let cfg = Config::from_json(plugin.to_string().as_bytes()).unwrap();
+        let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
+        engine.set_client_source(|| Some("10.0.0.9:4711".into()));
+        let now = 1_800_000_000;
+        let token = |jti: &str, forged: bool| {
+            let mut r: Recipe = serde_json::from_value(json!({"claims": {"jti": jti}})).unwrap();
+            if forged {
+                r.tamper = Some("signature".into());
+            }
+            mint(&keys, &r, now).unwrap()
+        };
+        let at = |engine: &mut Engine, t: &str, client: Option<&str>, dt: f64| {
+            let req = Request {
+                client: client.map(str::to_owned),
+                method: "GET".into(),
+                path: "/tickets/1".into(),
+                host: "h".into(),
+                authorization: vec![format!("Bearer {t}").into_bytes()],
+                headers: vec![],
+            };
+            let d = engine.evaluate(&req, now as f64 + dt);
+            (d.reason, d.status())
+        };
+        let early = token("early", false);
+        assert_eq!(at(&mut engine, &early, Some("10.0.0.1:1"), 0.0).0, None);
+        for i in 0..2 {
+            let forged = token(&format!("forged-{i}"), true);
+            let port = format!("10.0.0.1:{}", 1000 + i);
+            let got = at(&mut engine, &forged, Some(&port), 0.0).0;
+            assert_eq!(got, Some(Reason::TokenSignature));
+        }
+        let forged = token("forged-2", true);
+        assert_eq!(
+            at(&mut engine, &forged, Some("10.0.0.1:9"), 0.0),
+            (Some(Reason::TokenVerifyBudget), 429),
+            "the port does not reset the budget"
+        );
+        let fresh = token("fresh", false);
+        assert_eq!(
+            at(&mut engine, &fresh, Some("10.0.0.1:9"), 0.1).0,
+            Some(Reason::TokenVerifyBudget),
+            "an unseen token is not verified either"
+        );
+        assert_eq!(
+            at(&mut engine, &early, Some("10.0.0.1:9"), 0.1).0,
+            None,
+            "cached"
+        );
+        assert_eq!(
+            at(&mut engine, &fresh, Some("10.0.0.2:9"), 0.1).0,
+            None,
+            "other client"
+        );
+        let later = token("later", false);
+        assert_eq!(
+            at(&mut engine, &later, Some("10.0.0.1:9"), 1.1).0,
+            None,
+            "refilled"
+        );
+        // Without an address in the request, the host's source is asked.
+        for i in 0..2 {
+            let forged = token(&format!("src-{i}"), true);
+            assert_eq!(
+                at(&mut engine, &forged, None, 2.0).0,
+                Some(Reason::TokenSignature)
+            );
+        }
+        assert_eq!(
+            at(&mut engine, &token("src-2", false), None, 2.0).0,
+            Some(Reason::TokenVerifyBudget)
+        );
+        assert_eq!(
+            at(&mut engine, &token("src-3", false), Some("10.0.0.9:1"), 2.0).0,
+            Some(Reason::TokenVerifyBudget),
+            "the same client either way"
+        );
     }
 
     #[test]

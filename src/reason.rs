@@ -30,6 +30,9 @@ pub enum Reason {
     TokenTyp,
     /// The signature does not verify.
     TokenSignature,
+    /// The client spent its budget of failed signature checks (`verify_budget`): a token
+    /// no cache can answer is refused without verifying.
+    TokenVerifyBudget,
     /// `iss` missing or not a configured issuer.
     TokenIssuer,
     /// `aud` contains none of the issuer's audiences.
@@ -112,6 +115,7 @@ impl Reason {
         Reason::JwksUnavailable,
         Reason::TokenTyp,
         Reason::TokenSignature,
+        Reason::TokenVerifyBudget,
         Reason::TokenIssuer,
         Reason::TokenAudience,
         Reason::TokenSubject,
@@ -161,6 +165,7 @@ impl Reason {
             Reason::JwksUnavailable => "jwks.unavailable",
             Reason::TokenTyp => "token.typ",
             Reason::TokenSignature => "token.signature",
+            Reason::TokenVerifyBudget => "token.verify_budget",
             Reason::TokenIssuer => "token.issuer",
             Reason::TokenAudience => "token.audience",
             Reason::TokenSubject => "token.subject",
@@ -201,6 +206,7 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::RequestMalformed => 400,
+            Reason::TokenVerifyBudget => 429,
             Reason::InternalError
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
@@ -228,7 +234,8 @@ impl Reason {
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
             | Reason::PolicyError
-            | Reason::PolicyLimit => "temporarily_unavailable",
+            | Reason::PolicyLimit
+            | Reason::TokenVerifyBudget => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
         }
@@ -256,6 +263,7 @@ impl Reason {
             Reason::JwksUnavailable => "the issuer's jwks_uri has not been fetched successfully yet",
             Reason::TokenTyp => "typ missing or not in accepted_types",
             Reason::TokenSignature => "signature does not verify with the key kid selects",
+            Reason::TokenVerifyBudget => "this client spent its budget of failed signature checks (verify_budget): tokens no cache answers are refused unverified",
             Reason::TokenIssuer => "iss missing or not a configured issuer",
             Reason::TokenAudience => "aud has none of the issuer's audiences",
             Reason::TokenSubject => "sub missing or empty",

@@ -130,10 +130,12 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
     return cli(*args).stdout
 
 
-def bench_envoy_yaml(name, wasm=WASM):
+def bench_envoy_yaml(name, wasm=WASM, extra=None):
     """For benchmarks: the shipped plugin without the registry feed and with hour-long
-    tokens allowed, Envoy answering 200 itself after the filter. -> (yaml, listen port)."""
+    tokens allowed (plus `extra` top-level members), Envoy answering 200 itself after the
+    filter. -> (yaml, listen port)."""
     plugin = json.loads(PLUGIN.read_text())
+    plugin.update(extra or {})
     plugin["max_token_lifetime_s"] = 3600
     plugin["agents"].pop("feed", None)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ request (Envoy 1.40 does not restart its VM), with `FAIL_RELOAD` it denies until
 started a fresh VM, then serves again. No request can make the upstream see an identity
 header the filter did not set."""
 
+import json
 import time
 
 import harness
@@ -120,3 +121,40 @@ def test_identity_headers_in_trailers_or_odd_names_never_reach_the_upstream(envo
         assert answer.startswith(b"HTTP/1.1 400") or answer == b"" or \
             (answer.startswith(b"HTTP/1.1 200") and all(h.get("x-agent-id") == ["agent:build-bot-7"]
                                                         for h in marked(envoy.upstream, "odd"))), (name, answer[:120])
+
+
+def test_verify_budget_refuses_a_flooding_client_without_verifying():
+    """`verify_budget`: a client that keeps presenting forged tokens spends its budget of
+    failed signature checks; then its tokens that no cache answers get 429
+    `token.verify_budget` without a signature check (audited like any deny), its cached
+    token keeps working, and the budget refills."""
+    p = json.loads(harness.PLUGIN.read_text())
+    p["verify_budget"] = {"per_client_per_s": 0.5, "burst": 5}
+    with harness.stack(plugin_json=p, name="verify-budget") as envoy:
+        client = harness.Client(envoy.listen_port)
+        [early, fresh] = harness.mint([{"claims": {"jti": f"valid-{i}"}} for i in range(2)])
+        forged = harness.mint([{"tamper": "signature", "claims": {"jti": f"forged-{i}"}}
+                               for i in range(8)])
+        assert client.request("/tickets", token=early).status == 200
+        answers = [client.request("/tickets", token=t) for t in forged]
+        reasons = [r.json()["reason"] for r in answers]
+        # Within 2 s (one refill at 0.5/s) the burst of 5 is all this client gets.
+        assert reasons[:5] == ["token.signature"] * 5, reasons
+        assert set(reasons[6:]) == {"token.verify_budget"}, reasons
+        refused = answers[-1]
+        assert refused.status == 429
+        assert refused.headers["www-authenticate"].startswith(
+            'Bearer error="temporarily_unavailable"')
+        assert client.request("/tickets", token=early).status == 200, "cached: still served"
+        r = client.request("/tickets", token=fresh)
+        assert (r.status, r.json()["reason"]) == (429, "token.verify_budget"), "never verified"
+        assert envoy.wait_for_log(r.json()["decision_id"])
+        [line] = [d for d in envoy.decision_lines() if d["decision_id"] == r.json()["decision_id"]]
+        assert line["reason"] == "token.verify_budget" and line["status"] == 429
+        # The budget refills (0.5 per second): the fresh token verifies.
+        deadline = time.monotonic() + 6
+        while (status := client.request("/tickets", token=fresh).status) == 429:
+            assert time.monotonic() < deadline, "the budget never refilled"
+            time.sleep(0.2)
+        assert status == 200
+        client.close()

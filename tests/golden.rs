@@ -51,6 +51,7 @@ fn golden_cases_native() {
                 .to_owned()
         };
         let req = Request {
+            client: None,
             method: field("method", "GET"),
             path: field("path", "/tickets"),
             host: "api.agent-iam.test".into(),
@@ -100,6 +101,7 @@ fn cache_hit_still_rechecks_expiry() {
     let recipe: Recipe = serde_json::from_str(r#"{"exp":60}"#).unwrap();
     let token = mint(&keys, &recipe, now).unwrap();
     let req = Request {
+        client: None,
         method: "GET".into(),
         path: "/tickets".into(),
         authorization: vec![format!("Bearer {token}").into_bytes()],

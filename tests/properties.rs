@@ -263,7 +263,7 @@ proptest! {
                 (true, 7) => vec![format!("Bearer {}", toks[0]).into_bytes(); 2],
                 (true, i) => vec![format!("Bearer {}", toks[i]).into_bytes()],
             };
-            let req = Request { method, path, host: "api".into(), authorization: auth, headers: vec![] };
+            let req = Request { method, path, host: "api".into(), authorization: auth, headers: vec![], client: None };
             let first = a.evaluate(&req, NOW as f64).to_json();
             prop_assert_eq!(&first, &b.evaluate(&req, NOW as f64).to_json());
             let again = a.evaluate(&req, NOW as f64).to_json();

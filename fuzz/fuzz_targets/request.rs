@@ -26,6 +26,7 @@ fn request(data: &[u8]) -> Request {
     let mut parts = data.split(|b| *b == 0xff);
     let text = |p: Option<&[u8]>| String::from_utf8_lossy(p.unwrap_or_default()).into_owned();
     let mut req = Request {
+        client: None,
         method: text(parts.next()),
         path: text(parts.next()),
         host: text(parts.next()),

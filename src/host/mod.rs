@@ -226,6 +226,7 @@ impl RootContext for Root {
             .and_then(|cfg| self.build(cfg));
         match built {
             Ok(mut engine) => {
+                engine.set_client_source(source_address);
                 self.feed = engine
                     .config
                     .feed
@@ -367,6 +368,14 @@ struct Http {
 
 impl Context for Http {}
 
+/// The downstream peer's address as Envoy reports it (`source.address`, `ip:port`).
+fn source_address() -> Option<String> {
+    match hostcalls::get_property(vec!["source", "address"]) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
 fn now_seconds() -> Option<f64> {
     let t = hostcalls::get_current_time().ok()?;
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
@@ -411,6 +420,7 @@ impl Http {
         let identity = engine.config.headers.all();
         let mut identity_present = [false; 5];
         let mut req = Request {
+            client: None,
             method: String::new(),
             path: String::new(),
             host: String::new(),

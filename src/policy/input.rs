@@ -347,6 +347,7 @@ mod tests {
                 for t in &tokens {
                     for route in [None, Some(&r1), Some(&r2)] {
                         let req = Request {
+                            client: None,
                             method: "GET".into(),
                             path: format!("/a/{round}"),
                             host: "h".into(),
