@@ -12,7 +12,10 @@ FLOODERS connections in a closed loop, every request carrying a fresh forged tok
 header and claims, random signature: no cache can answer it, each costs a full signature
 verification, the most expensive refusal). Envoy's RSS is sampled before, between and
 after every round. Reports valid p50/p99 per round and their medians (this VM's loopback
-stalls make single runs vary several-fold), the flood's rate and the RSS.
+stalls make single runs vary several-fold), the flood's rate, the RSS, and Envoy's CPU per
+refused forged token (a last flood without valid traffic: steadier than p99 on this VM).
+With --budget R the plugin has `verify_budget` (R failed checks per client per second,
+burst 20): past the burst the flood is refused without signature checks.
 
 With --flood-rate N the flooders wait between requests (wrk's `delay()`), so the flood is
 bounded at N forged tokens per second: the case of a flood the gateway can absorb, as
@@ -92,6 +95,11 @@ def main():
             t.join()
             floods.append(flood)
             rss.append(loadgen.rss_kb(pid))
+        # What one refusal costs: Envoy's CPU over a flood without valid traffic.
+        before = loadgen.cpu_seconds(pid)
+        alone = loadgen.wrk(url, duration, args.flooders, lua=LUA, cpus=client_cpus,
+                            expect="any")
+        refusal_us = (loadgen.cpu_seconds(pid) - before) / max(alone["requests"], 1) * 1e6
         refused = harness.admin_stats(
             envoy, r"agent_iam\.denied\.token\.(signature|verify_budget)|jwt_authn\.denied")
     for phase in quiet + loud:
@@ -120,6 +128,8 @@ def main():
     total = sum(f["requests"] for f in floods)
     print(f"median p99: alone {q99:.0f} us, under flood {l99:.0f} us -> {l99 / q99:.2f}x (goal <= 2x)")
     print(f"median p50: alone {q50:.0f} us, under flood {l50:.0f} us -> {l50 / q50:.2f}x")
+    print(f"Envoy CPU per forged token refused (flood alone, {alone['rps']:.0f}/s): "
+          f"{refusal_us:.0f} us")
     print(f"flood: {med(floods, 'rps'):.0f} forged tokens/s over {args.flooders} connections, "
           f"{total} refused ({refused}); Envoy RSS (MB) "
           f"{' -> '.join(str(r // 1024) for r in rss)}")

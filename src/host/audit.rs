@@ -51,7 +51,8 @@ struct Metrics {
     send_failures: Option<u32>,
     queue_depth: Option<u32>,
     log_hidden: Option<u32>,
-    /// This VM's linear memory in bytes (every VM sets it on its tick: the last one wins).
+    /// The largest linear memory among this Envoy's filter VMs, in bytes (each VM raises it
+    /// on its tick; linear memory never shrinks, so the gauge is the busiest worker's).
     memory: Option<u32>,
 }
 
@@ -188,7 +189,11 @@ impl Audit {
         self.log_visible = log_level_visible();
         if let Some(g) = self.metrics.memory {
             let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65_536);
-            let _ = hostcalls::record_metric(g, u64::try_from(bytes).unwrap_or(u64::MAX));
+            let mine = u64::try_from(bytes).unwrap_or(u64::MAX);
+            // Not "last one wins": the main thread's VM decides nothing and stays small.
+            if hostcalls::get_metric(g).map_or(true, |seen| mine > seen) {
+                let _ = hostcalls::record_metric(g, mine);
+            }
         }
         let dropped = self.collector.as_ref().map_or(0, |c| c.dropped_total);
         if let Some(cp) = engine
