@@ -12,7 +12,9 @@
 //! The engine drops both tiers when an issuer's keys change (a removed key must not keep
 //! its tokens alive); a new configuration builds a new engine.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::token::{check_times, VerifiedToken};
@@ -23,27 +25,75 @@ pub type TokenHash = [u8; 32];
 /// token for many requests, and a few hundred entries stay well under 1 MB.
 pub const MAX_PARSED: usize = 256;
 
-/// Bounded FIFO set of verified token hashes with their `exp`, plus the parsed tier.
-#[derive(Debug, Default)]
-pub struct VerifiedCache {
+/// A map of at most `cap` entries that forgets the oldest insertion first (0: holds
+/// nothing). Both tiers are one of these.
+#[derive(Debug)]
+struct Fifo<K, V> {
     cap: usize,
-    entries: HashMap<TokenHash, f64>,
-    order: VecDeque<TokenHash>,
-    parsed_cap: usize,
-    parsed: HashMap<Arc<str>, Arc<VerifiedToken>>,
-    parsed_order: VecDeque<Arc<str>>,
+    map: HashMap<K, V>,
+    /// Insertion order; may hold keys already removed (kept bounded on insert).
+    order: VecDeque<K>,
+}
+
+impl<K: Eq + Hash + Clone, V> Fifo<K, V> {
+    fn new(cap: usize) -> Self {
+        Fifo {
+            cap,
+            map: HashMap::with_capacity(cap.min(4096)),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get(key)
+    }
+
+    fn remove<Q: Eq + Hash + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        self.map.remove(key);
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.cap == 0 || self.map.contains_key(&key) {
+            return;
+        }
+        while self.map.len() >= self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.order.len() >= self.cap.saturating_mul(2) {
+            self.order.retain(|k| self.map.contains_key(k));
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Verified token hashes with their `exp`, and the parsed tier.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    hashes: Fifo<TokenHash, f64>,
+    parsed: Fifo<Arc<str>, Arc<VerifiedToken>>,
 }
 
 impl VerifiedCache {
     pub fn new(cap: usize) -> Self {
-        let parsed_cap = cap.min(MAX_PARSED);
         VerifiedCache {
-            cap,
-            entries: HashMap::with_capacity(cap.min(4096)),
-            order: VecDeque::new(),
-            parsed_cap,
-            parsed: HashMap::with_capacity(parsed_cap),
-            parsed_order: VecDeque::with_capacity(parsed_cap),
+            hashes: Fifo::new(cap),
+            parsed: Fifo::new(cap.min(MAX_PARSED)),
         }
     }
 
@@ -69,23 +119,9 @@ impl VerifiedCache {
 
     /// Remembers a token that just verified, parsed (first in, first out).
     pub fn remember(&mut self, token: &str, verified: Arc<VerifiedToken>) {
-        if self.parsed_cap == 0 || self.parsed.contains_key(token) {
-            return;
+        if self.parsed.get(token).is_none() {
+            self.parsed.insert(Arc::from(token), verified);
         }
-        while self.parsed.len() >= self.parsed_cap {
-            match self.parsed_order.pop_front() {
-                Some(old) => {
-                    self.parsed.remove(&old);
-                }
-                None => break,
-            }
-        }
-        if self.parsed_order.len() >= self.parsed_cap.saturating_mul(2) {
-            self.parsed_order.retain(|k| self.parsed.contains_key(k));
-        }
-        let key: Arc<str> = Arc::from(token);
-        self.parsed_order.push_back(Arc::clone(&key));
-        self.parsed.insert(key, verified);
     }
 
     /// Parsed tokens held.
@@ -95,10 +131,10 @@ impl VerifiedCache {
 
     /// True when `hash` verified before and its `exp` (plus skew) has not passed.
     pub fn hit(&mut self, hash: &TokenHash, now: f64, skew: f64) -> bool {
-        match self.entries.get(hash) {
+        match self.hashes.get(hash) {
             Some(&exp) if now <= exp + skew => true,
             Some(_) => {
-                self.entries.remove(hash);
+                self.hashes.remove(hash);
                 false
             }
             None => false,
@@ -106,31 +142,15 @@ impl VerifiedCache {
     }
 
     pub fn insert(&mut self, hash: TokenHash, exp: f64) {
-        if self.cap == 0 || self.entries.contains_key(&hash) {
-            return;
-        }
-        while self.entries.len() >= self.cap {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.entries.remove(&old);
-                }
-                None => break,
-            }
-        }
-        // `order` may hold hashes already dropped as expired; keep it bounded too.
-        if self.order.len() >= self.cap.saturating_mul(2) {
-            self.order.retain(|h| self.entries.contains_key(h));
-        }
-        self.entries.insert(hash, exp);
-        self.order.push_back(hash);
+        self.hashes.insert(hash, exp);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.hashes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.hashes.len() == 0
     }
 }
 

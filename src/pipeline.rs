@@ -710,35 +710,47 @@ mod tests {
         assert_eq!(ids.next_id().len(), 32);
     }
 
+    /// The demo keys and their plugin configuration, admitting unregistered subjects on
+    /// any route (the engine tests below are about tokens, not agents).
+    fn demo() -> (crate::dev::DevKeys, Value) {
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys =
+            crate::dev::DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        plugin["agents"] = json!({"allow_unregistered_subjects": true});
+        plugin["unmatched_route"] = json!("allow");
+        (keys, plugin)
+    }
+
+    /// `GET /tickets/1` with `token`, from `client`.
+    fn get(token: &str, client: Option<&str>) -> Request {
+        Request {
+            client: client.map(str::to_owned),
+            method: "GET".into(),
+            path: "/tickets/1".into(),
+            host: "h".into(),
+            authorization: vec![format!("Bearer {token}").into_bytes()],
+            headers: vec![],
+        }
+    }
+
     /// `jwks_uri` issuers: `jwks.unavailable` before the first fetch, keys applied at run
     /// time, unknown `kid`s reported for a refetch, and a key removal drops cached
     /// verifications.
     #[test]
     fn remote_jwks_lifecycle_in_the_engine() {
         use crate::crypto::PureRust;
-        use crate::dev::{mint, DevKeys, Recipe};
-        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
-        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
-        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        use crate::dev::{mint, Recipe};
+        let (keys, mut plugin) = demo();
         let jwks = plugin["issuers"][0]["jwks"].take();
         plugin["issuers"][0].as_object_mut().unwrap().remove("jwks");
         plugin["issuers"][0]["jwks_uri"] = json!({"cluster": "idp", "path": "/jwks.json"});
-        plugin["agents"] = json!({"allow_unregistered_subjects": true});
-        plugin["unmatched_route"] = json!("allow");
         let cfg = Config::from_json(plugin.to_string().as_bytes()).unwrap();
         let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
         let now = 1_800_000_000;
         let tok = |recipe: serde_json::Value| {
             let r: Recipe = serde_json::from_value(recipe).unwrap();
-            let t = mint(&keys, &r, now).unwrap();
-            Request {
-                client: None,
-                method: "GET".into(),
-                path: "/tickets/1".into(),
-                host: "h".into(),
-                authorization: vec![format!("Bearer {t}").into_bytes()],
-                headers: vec![],
-            }
+            get(&mint(&keys, &r, now).unwrap(), None)
         };
         let good = tok(json!({}));
         let d = engine.evaluate(&good, now as f64);
@@ -778,25 +790,14 @@ mod tests {
     #[test]
     fn recent_tokens_answer_like_a_fresh_verification() {
         use crate::crypto::PureRust;
-        use crate::dev::{mint, DevKeys, Recipe};
-        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
-        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
-        let mut plugin = crate::dev::demo_plugin_config(&keys);
-        plugin["agents"] = json!({"allow_unregistered_subjects": true});
-        plugin["unmatched_route"] = json!("allow");
+        use crate::dev::{mint, Recipe};
+        let (keys, plugin) = demo();
         let text = plugin.to_string();
         let cfg = || Config::from_json(text.as_bytes()).unwrap();
         let skew = cfg().clock_skew_s as f64;
         let engine = || Engine::new(cfg(), Box::new(PureRust), DecisionIds::new(1));
         let now = 1_800_000_000;
-        let request = |t: &str| Request {
-            client: None,
-            method: "GET".into(),
-            path: "/tickets/1".into(),
-            host: "h".into(),
-            authorization: vec![format!("Bearer {t}").into_bytes()],
-            headers: vec![],
-        };
+        let request = |t: &str| get(t, None);
         let recipes = [
             json!({"exp": 60}),
             json!({"exp": 600, "nbf": 100, "claims": {"act": {"sub": "agent:a"}}}),
@@ -845,12 +846,8 @@ mod tests {
     #[test]
     fn verify_budget_refuses_unverified_tokens_of_a_spent_client() {
         use crate::crypto::PureRust;
-        use crate::dev::{mint, DevKeys, Recipe};
-        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
-        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
-        let mut plugin = crate::dev::demo_plugin_config(&keys);
-        plugin["agents"] = json!({"allow_unregistered_subjects": true});
-        plugin["unmatched_route"] = json!("allow");
+        use crate::dev::{mint, Recipe};
+        let (keys, mut plugin) = demo();
         plugin["verify_budget"] = json!({"per_client_per_s": 1.0, "burst": 2});
         let cfg = Config::from_json(plugin.to_string().as_bytes()).unwrap();
         let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1));
@@ -864,15 +861,7 @@ mod tests {
             mint(&keys, &r, now).unwrap()
         };
         let at = |engine: &mut Engine, t: &str, client: Option<&str>, dt: f64| {
-            let req = Request {
-                client: client.map(str::to_owned),
-                method: "GET".into(),
-                path: "/tickets/1".into(),
-                host: "h".into(),
-                authorization: vec![format!("Bearer {t}").into_bytes()],
-                headers: vec![],
-            };
-            let d = engine.evaluate(&req, now as f64 + dt);
+            let d = engine.evaluate(&get(t, client), now as f64 + dt);
             (d.reason, d.status())
         };
         let early = token("early", false);
