@@ -78,6 +78,14 @@ struct Bucket {
     at: f64,
 }
 
+impl Bucket {
+    /// Checks left at `now`, refilled at `rate` up to `burst` (a clock going back refills
+    /// nothing).
+    fn refilled(self, now: f64, rate: f64, burst: f64) -> f64 {
+        (self.left + (now - self.at).max(0.0) * rate).min(burst)
+    }
+}
+
 /// One worker's budgets, by client address.
 #[derive(Debug)]
 pub struct VerifyBudget {
@@ -97,32 +105,28 @@ impl VerifyBudget {
         }
     }
 
-    fn refilled(&self, b: Bucket, now: f64) -> f64 {
-        let elapsed = (now - b.at).max(0.0);
-        (b.left + elapsed * self.rate).min(self.burst)
-    }
-
     /// Whether `client` has no failed check left at `now`.
     pub fn exhausted(&self, client: &str, now: f64) -> bool {
         self.clients
             .get(client)
-            .is_some_and(|b| self.refilled(*b, now) < 1.0)
+            .is_some_and(|b| b.refilled(now, self.rate, self.burst) < 1.0)
     }
 
     /// Charges one failed signature check to `client`.
     pub fn charge(&mut self, client: &str, now: f64) {
-        if let Some(b) = self.clients.get(client).copied() {
-            let left = (self.refilled(b, now) - 1.0).max(0.0);
-            self.clients
-                .insert(client.to_owned(), Bucket { left, at: now });
+        let (rate, burst) = (self.rate, self.burst);
+        if let Some(b) = self.clients.get_mut(client) {
+            *b = Bucket {
+                left: (b.refilled(now, rate, burst) - 1.0).max(0.0),
+                at: now,
+            };
             return;
         }
         if self.clients.len() >= self.max_clients {
             // Forget the clients whose budget is whole again; if that frees nothing, start
             // over (bounded memory beats remembering an address-rotating flooder).
-            let (rate, burst) = (self.rate, self.burst);
             self.clients
-                .retain(|_, b| b.left + (now - b.at).max(0.0) * rate < burst);
+                .retain(|_, b| b.refilled(now, rate, burst) < burst);
             if self.clients.len() >= self.max_clients {
                 self.clients.clear();
             }
