@@ -52,6 +52,32 @@ pub struct AuditConfig {
     /// Batch events to an HTTP collector (an Envoy cluster).
     #[serde(default)]
     pub collector: Option<CollectorConfig>,
+    /// Who chose the `x-request-id` recorded in each event (`request.id_source`): `client`
+    /// (default: Envoy keeps a client's id unless its HTTP connection manager replaces it)
+    /// or `envoy` (set it only when the connection manager replaces every client's id:
+    /// `use_remote_address: true`, `preserve_external_request_id: false` and no internal
+    /// addresses, as `agent-iam generate envoy` writes).
+    #[serde(default)]
+    pub request_id_from: RequestIdFrom,
+}
+
+/// `audit.request_id_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RequestIdFrom {
+    #[default]
+    Client,
+    Envoy,
+}
+
+impl RequestIdFrom {
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestIdFrom::Client => "client",
+            RequestIdFrom::Envoy => "envoy",
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -61,6 +87,7 @@ impl Default for AuditConfig {
             filter_state: false,
             checkpoint_s: default_checkpoint_s(),
             collector: None,
+            request_id_from: RequestIdFrom::Client,
         }
     }
 }
@@ -192,6 +219,7 @@ pub struct AuditStream {
     checkpoint_s: u64,
     policy_revision: Option<String>,
     decisions: u64,
+    request_id_from: RequestIdFrom,
 }
 
 /// The running end of a chain.
@@ -233,7 +261,14 @@ impl AuditStream {
             checkpoint_s,
             policy_revision,
             decisions: 0,
+            request_id_from: RequestIdFrom::Client,
         }
+    }
+
+    /// Who chooses the request ids this stream records (`audit.request_id_from`).
+    pub fn with_request_id_from(mut self, from: RequestIdFrom) -> Self {
+        self.request_id_from = from;
+        self
     }
 
     /// Time of the last event written (UNIX seconds; 0 before the first).
@@ -306,7 +341,13 @@ impl AuditStream {
                 method: &d.method,
                 host: &d.host,
                 path: &d.path,
+                original: d.original.as_ref().map(|o| OriginalPart {
+                    target: &o.clipped,
+                    bytes: o.bytes,
+                    sha256: Hex(&o.sha256),
+                }),
                 id: ctx.request_id.map(clip_id),
+                id_source: ctx.request_id.map(|_| self.request_id_from.as_str()),
             },
             policy: d
                 .policy_revision
@@ -538,8 +579,22 @@ struct Scopes<'a> {
 struct RequestPart<'a> {
     method: &'a str,
     host: &'a str,
+    /// The canonical target the decision was taken on.
     path: &'a str,
+    /// The client's target, when the filter rewrote or refused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<OriginalPart<'a>>,
     id: Option<&'a str>,
+    id_source: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct OriginalPart<'a> {
+    /// At most 512 bytes, with a trailing `…` when clipped.
+    target: &'a str,
+    /// The whole target's length.
+    bytes: usize,
+    sha256: Hex<'a>,
 }
 
 #[derive(Serialize)]
@@ -904,8 +959,8 @@ mod tests {
             let req = Request {
                 client: None,
                 method: "GET".into(),
-                path: format!("/tickets/{i}\"\n\u{0}\u{202e}<script>"),
-                host: "api\"x".into(),
+                path: format!("/tickets/x/../{i}"),
+                host: "api\"x\n\u{0}\u{202e}<script>".into(),
                 authorization: vec![auth.into_bytes()],
                 headers: vec![],
             };
@@ -946,10 +1001,11 @@ mod tests {
         assert_eq!(allow["scopes"]["effective"], json!(["tickets:read"]));
         assert_eq!(allow["token"]["iss"], "https://idp.agent-iam.test");
         assert_eq!(allow["token"]["sha256"].as_str().unwrap().len(), 64);
-        assert_eq!(
-            allow["request"]["path"],
-            "/tickets/0\"\n\u{0}\u{202e}<script>"
-        );
+        assert_eq!(allow["request"]["path"], "/tickets/0");
+        assert_eq!(allow["request"]["original"]["target"], "/tickets/x/../0");
+        assert_eq!(allow["request"]["original"]["bytes"], 15);
+        assert_eq!(allow["request"]["host"], "api\"x\n\u{0}\u{202e}<script>");
+        assert_eq!(allow["request"]["id_source"], "client");
         assert_eq!(allow["request"]["id"], "req-1");
         assert_eq!(allow["latency_us"], 12);
         assert_eq!(allow["stream"], "0000000000000abc");

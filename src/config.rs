@@ -85,6 +85,10 @@ pub struct PluginConfig {
     /// What happens to a request that matches no route: `deny` (default) or `allow`.
     #[serde(default)]
     pub unmatched_route: UnmatchedRoute,
+    /// How the request target and method are read (see README "The request the filter
+    /// decides on").
+    #[serde(default)]
+    pub request: RequestConfig,
     /// Real-time revocation: the Shared Signals (RFC 8936 poll) feed and its transmitter.
     #[serde(default)]
     pub revocation: Option<crate::revocation::RevocationConfig>,
@@ -285,6 +289,34 @@ pub struct RouteConfig {
     pub required_scopes: Vec<String>,
 }
 
+/// How the filter reads the request line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// A `;` in the path: `reject` (default, 400 `request.target`: servlet containers strip
+    /// `;params` from segments, so `/admin;x` runs `/admin` there) or `allow` (an ordinary
+    /// path character, for upstreams that never strip them).
+    #[serde(default)]
+    pub semicolons: SemicolonMode,
+    /// Methods accepted besides RFC 9110's (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS,
+    /// TRACE), PATCH and those `routes[].methods` name: upper-case tokens (`PROPFIND`).
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// `request.semicolons`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SemicolonMode {
+    /// 400 `request.target`.
+    #[default]
+    Reject,
+    /// An ordinary path character.
+    Allow,
+}
+
 /// What to do with a request that matches no route.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
@@ -330,7 +362,7 @@ impl Default for CacheConfig {
 }
 
 /// Upstream identity context.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -341,6 +373,25 @@ pub struct UpstreamConfig {
     /// the bearer token). Default: keep it.
     #[serde(default)]
     pub strip_authorization: bool,
+    /// Request headers whose names start with this (case-insensitive, `_` read as `-`)
+    /// belong to the filter: every client copy is removed before the decision, and a
+    /// policy may set them. Default `x-agent-`; `""` reserves no prefix.
+    #[serde(default = "default_reserved_prefix")]
+    pub reserved_prefix: String,
+}
+
+fn default_reserved_prefix() -> String {
+    "x-agent-".into()
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            headers: HeaderNames::default(),
+            strip_authorization: false,
+            reserved_prefix: default_reserved_prefix(),
+        }
+    }
 }
 
 /// Identity header names (lower-case HTTP header names).
@@ -465,6 +516,12 @@ pub struct Config {
     pub ceiling: CeilingMode,
     pub routes: Vec<Route>,
     pub unmatched_route: UnmatchedRoute,
+    /// `;` in paths.
+    pub semicolons: crate::target::Semicolons,
+    /// Every method a request may use (RFC 9110's, PATCH, those routes name, `request.methods`).
+    pub methods: Vec<String>,
+    /// `upstream.reserved_prefix`, lower-case, `_` as `-` (empty: none).
+    pub reserved_prefix: String,
     pub revocation: Option<crate::revocation::Revocation>,
     pub policy: Option<crate::policy::Policy>,
     pub audit: crate::audit::AuditConfig,
@@ -488,10 +545,10 @@ pub struct Route {
 }
 
 impl Config {
-    /// The most specific route for `method` and `path`: an exact match first, then the
-    /// longest prefix; declaration order breaks ties.
+    /// The most specific route for `method` and the canonical `path` (no query, see
+    /// [`crate::target`]): an exact match first, then the longest segment-aware prefix;
+    /// declaration order breaks ties.
     pub fn route_for(&self, method: &str, path: &str) -> Option<&Route> {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
         let eligible = |r: &&Route| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
         let exact = self
             .routes
@@ -505,13 +562,41 @@ impl Config {
                     let longer = best.is_none_or(
                         |b| matches!(&b.path, PathMatch::Prefix(bp) if p.len() > bp.len()),
                     );
-                    if path.starts_with(p.as_str()) && longer {
+                    if crate::target::prefix_covers(p, path) && longer {
                         best = Some(r);
                     }
                 }
             }
             best
         })
+    }
+}
+
+/// `name` equals `canonical` (lower-case, `-`), ignoring case and reading `_` as `-`.
+fn header_eq(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len() && header_starts_with(name, canonical)
+}
+
+/// `name` starts with `prefix` (lower-case, `-`), ignoring case and reading `_` as `-`.
+fn header_starts_with(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix.bytes()).all(|(a, b)| {
+            let a = a.to_ascii_lowercase();
+            a == b || (a == b'_' && b == b'-')
+        })
+}
+
+impl Config {
+    /// Whether a request header named `name` is one the filter or its policy may set: an
+    /// identity header, a header the policy declares, or a name under the reserved
+    /// prefix, in any case and with `_` for `-`. Every client copy of these is removed.
+    pub fn is_filter_header(&self, name: &str) -> bool {
+        (!self.reserved_prefix.is_empty() && header_starts_with(name, &self.reserved_prefix))
+            || self.headers.all().iter().any(|h| header_eq(name, h))
+            || self
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.headers.iter().any(|h| header_eq(name, h)))
     }
 }
 
@@ -538,9 +623,27 @@ fn validate_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) -> Vec<R
                 path: p.clone(),
                 message: format!("path \"{text}\" must start with `/`"),
             });
+        } else {
+            // Requests are matched in canonical form: a route written otherwise never matches.
+            match crate::target::canonical(&text, crate::target::Semicolons::Allow) {
+                Ok(t) if t.query.is_none() && t.path == text => {}
+                Ok(t) if t.query.is_none() => problems.push(Problem {
+                    path: p.clone(),
+                    message: format!(
+                        "path \"{text}\" is not in canonical form; write \"{}\"",
+                        t.path
+                    ),
+                }),
+                _ => problems.push(Problem {
+                    path: p.clone(),
+                    message: format!(
+                        "path \"{text}\" is not a canonical path (no query, `%2F`, `\\\\` or control characters)"
+                    ),
+                }),
+            }
         }
         for (j, m) in r.methods.iter().enumerate() {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            if !crate::target::is_method_name(m) {
                 problems.push(Problem {
                     path: format!("{p}.methods[{j}]"),
                     message: format!("\"{m}\" is not an upper-case HTTP method"),
@@ -687,12 +790,14 @@ pub fn normalize_typ(typ: &str) -> String {
     }
 }
 
+/// A header name the filter may set: lower-case letters, digits and `-`. No `_`: CGI and
+/// WSGI upstreams read `x_a` and `x-a` as the same variable.
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl PluginConfig {
@@ -858,6 +963,37 @@ impl PluginConfig {
             }
         }
         let routes = validate_routes(&self.routes, &mut problems);
+        let mut methods: Vec<String> = crate::target::STANDARD_METHODS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect();
+        for (j, m) in self.request.methods.iter().enumerate() {
+            if !crate::target::is_method_name(m) {
+                problems.push(Problem {
+                    path: format!("$.request.methods[{j}]"),
+                    message: format!("\"{m}\" is not an upper-case HTTP method"),
+                });
+            }
+        }
+        for m in routes
+            .iter()
+            .flat_map(|r| r.methods.iter())
+            .chain(&self.request.methods)
+        {
+            if !methods.contains(m) {
+                methods.push(m.clone());
+            }
+        }
+        let reserved_prefix = self.upstream.reserved_prefix.replace('_', "-");
+        if !reserved_prefix.is_empty() && !valid_header_name(&reserved_prefix) {
+            problems.push(Problem {
+                path: "$.upstream.reserved_prefix".into(),
+                message: format!(
+                    "\"{}\" is not a lower-case header name prefix",
+                    self.upstream.reserved_prefix
+                ),
+            });
+        }
         if let Some(feed) = &self.agents.feed {
             validate_feed(feed, &mut problems);
         }
@@ -900,6 +1036,12 @@ impl PluginConfig {
             ceiling: self.delegation.on_scope_exceeds_ceiling,
             routes,
             unmatched_route: self.unmatched_route,
+            semicolons: match self.request.semicolons {
+                SemicolonMode::Reject => crate::target::Semicolons::Reject,
+                SemicolonMode::Allow => crate::target::Semicolons::Allow,
+            },
+            methods,
+            reserved_prefix,
             issuers,
             clock_skew_s: self.clock_skew_s,
             max_token_lifetime_s: self.max_token_lifetime_s,

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod reason;
 pub mod revocation;
 pub mod schema;
+pub mod target;
 pub mod token;
 
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.

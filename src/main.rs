@@ -447,6 +447,7 @@ usage:
                 .to_owned(),
             max_eval_ms: 1000,
             max_instructions: 10_000_000,
+            headers: Vec::new(),
         };
         let policy = match agent_iam::policy::Policy::compile(&cfg) {
             Ok(p) => p,

@@ -11,9 +11,11 @@ use crate::budget::VerifyBudget;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
-use crate::policy::{input::InputBuilder, Verdict};
+use crate::policy::input::{repeated_header, InputBuilder, RequestView};
+use crate::policy::Verdict;
 use crate::reason::Reason;
 use crate::revocation::{RevocationStaleMode, RevocationState};
+use crate::target::Target;
 use crate::token::{verify_token, VerifiedToken};
 
 /// What the pipeline needs from a request. Header values are raw bytes: hosts may hand
@@ -157,8 +159,36 @@ pub struct Decision {
     /// Headers the policy adds upstream on allow.
     pub policy_headers: Vec<(String, String)>,
     pub method: String,
+    /// The canonical target (path and query) the decision was taken on, clipped to
+    /// [`MAX_FIELD`] bytes with a trailing `…` when longer; empty when it was refused.
     pub path: String,
     pub host: String,
+    /// The target as the client sent it, when it differs from the canonical one.
+    pub original: Option<OriginalTarget>,
+    /// The canonical target the upstream must receive, when it differs from `:path`.
+    pub rewrite: Option<String>,
+}
+
+/// A client's target that the filter rewrote or refused, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalTarget {
+    /// The first [`MAX_FIELD`] bytes, with a trailing `…` when longer.
+    pub clipped: String,
+    /// Its whole length in bytes.
+    pub bytes: usize,
+    /// SHA-256 of the whole target.
+    pub sha256: [u8; 32],
+}
+
+impl OriginalTarget {
+    fn of(raw: &str) -> OriginalTarget {
+        use sha2::Digest;
+        OriginalTarget {
+            clipped: clip_marked(raw),
+            bytes: raw.len(),
+            sha256: sha2::Sha256::digest(raw.as_bytes()).into(),
+        }
+    }
 }
 
 impl Decision {
@@ -180,6 +210,8 @@ impl Decision {
             method: String::new(),
             path: String::new(),
             host: String::new(),
+            original: None,
+            rewrite: None,
         }
     }
 
@@ -335,6 +367,15 @@ fn clip(s: &str) -> String {
     s.get(..end).unwrap_or_default().to_owned()
 }
 
+/// [`clip`], with a trailing `…` when something was cut off.
+fn clip_marked(s: &str) -> String {
+    let mut out = clip(s);
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
         let cache = VerifiedCache::new(config.cache_entries);
@@ -344,7 +385,8 @@ impl Engine {
             ids.prefix(),
             config.audit.checkpoint_s,
             config.policy.as_ref().map(|p| p.revision.clone()),
-        );
+        )
+        .with_request_id_from(config.audit.request_id_from);
         Engine {
             audit,
             config,
@@ -491,16 +533,43 @@ impl Engine {
         d.reason = None;
         d.policy_revision = self.config.policy.as_ref().map(|p| p.revision.clone());
         d.method = clip(&req.method);
-        d.path = clip(&req.path);
         d.host = clip(&req.host);
-        if let Err(denial) = self.decide(req, now, &mut d) {
+        let target = self.request_line(req, &mut d);
+        let outcome = target.and_then(|t| self.decide(req, &t, now, &mut d));
+        if let Err(denial) = outcome {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;
         }
         d
     }
 
-    fn decide(&mut self, req: &Request, now: f64, d: &mut Decision) -> Result<(), Denial> {
+    /// The method and the canonical target (recorded in `d`), or the request-line denial.
+    fn request_line(&self, req: &Request, d: &mut Decision) -> Result<Target, Denial> {
+        let target = crate::target::canonical(&req.path, self.config.semicolons);
+        match &target {
+            Ok(t) => {
+                let canonical = t.to_target();
+                d.path = clip_marked(&canonical);
+                if canonical != req.path {
+                    d.original = Some(OriginalTarget::of(&req.path));
+                    d.rewrite = Some(canonical);
+                }
+            }
+            Err(_) => d.original = Some(OriginalTarget::of(&req.path)),
+        }
+        if !self.config.methods.contains(&req.method) {
+            return Err(Reason::RequestMethod.into());
+        }
+        Ok(target?)
+    }
+
+    fn decide(
+        &mut self,
+        req: &Request,
+        target: &Target,
+        now: f64,
+        d: &mut Decision,
+    ) -> Result<(), Denial> {
         let (token, cached) = self
             .authenticate(req, now)
             .inspect_err(|_| d.presented = presented_hash(req))?;
@@ -523,7 +592,7 @@ impl Engine {
         )?;
         let agent = d.agent.insert(agent);
         self.check_revocation(req, token, now)?;
-        let route = self.config.route_for(&req.method, &req.path);
+        let route = self.config.route_for(&req.method, &target.path);
         d.route = route.map(|r| r.name.clone());
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
@@ -548,11 +617,27 @@ impl Engine {
         let Some(policy) = self.config.policy.as_ref() else {
             return Ok(());
         };
+        if repeated_header(&req.headers).is_some() {
+            return Err(Reason::RequestHeaderRepeated.into());
+        }
+        let config = &self.config;
+        let hidden = |name: &str| config.is_filter_header(name);
+        let view = RequestView {
+            req,
+            target,
+            hidden: &hidden,
+        };
         let input = self
             .inputs
-            .build(req, now, token, agent, route, &self.registry);
+            .build(&view, now, token, agent, route, &self.registry);
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {
+                if let Some((name, _)) = headers.iter().find(|(k, _)| !config.is_filter_header(k)) {
+                    d.policy_reason = Some(clip(&format!(
+                        "decision.headers: `{name}` is neither in policy.headers nor under upstream.reserved_prefix"
+                    )));
+                    return Err(Reason::PolicyError.into());
+                }
                 d.policy_headers = headers;
                 Ok(())
             }

@@ -10,6 +10,13 @@ use serde::Serialize;
 pub enum Reason {
     /// The request itself is unusable (several Authorization headers, non-UTF-8, ...).
     RequestMalformed,
+    /// The request target is not one canonical origin-form path the upstream would
+    /// execute the same way (absolute-form, `%2F`, `\\`, NUL, `;`, fragment, bad escapes).
+    RequestTarget,
+    /// The method is not an upper-case token the configuration knows.
+    RequestMethod,
+    /// A header a policy may read was sent more than once.
+    RequestHeaderRepeated,
     /// No `Authorization` header.
     TokenMissing,
     /// `Authorization` is not `Bearer <token>`.
@@ -63,6 +70,11 @@ pub enum Reason {
     DelegationActorUnknown,
     /// An earlier actor in the chain is suspended, retired or expired.
     DelegationActorInactive,
+    /// The principal (`sub`) of a delegated token is a registered agent that is
+    /// suspended, retired or expired.
+    DelegationPrincipalInactive,
+    /// An actor's `act.iss` is not a configured issuer.
+    DelegationActorIssuer,
     /// An actor may not act for this principal (`may_act_for`).
     DelegationPrincipalNotAllowed,
     /// An earlier actor may not delegate to the next one (`may_delegate_to`).
@@ -105,6 +117,9 @@ impl Reason {
     /// Every reason, in documentation order.
     pub const ALL: &'static [Reason] = &[
         Reason::RequestMalformed,
+        Reason::RequestTarget,
+        Reason::RequestMethod,
+        Reason::RequestHeaderRepeated,
         Reason::TokenMissing,
         Reason::TokenScheme,
         Reason::TokenTooLarge,
@@ -131,6 +146,8 @@ impl Reason {
         Reason::DelegationMayAct,
         Reason::DelegationActorUnknown,
         Reason::DelegationActorInactive,
+        Reason::DelegationPrincipalInactive,
+        Reason::DelegationActorIssuer,
         Reason::DelegationPrincipalNotAllowed,
         Reason::DelegationNotPermitted,
         Reason::DelegationScopeExceedsCeiling,
@@ -155,6 +172,9 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RequestMalformed => "request.malformed",
+            Reason::RequestTarget => "request.target",
+            Reason::RequestMethod => "request.method",
+            Reason::RequestHeaderRepeated => "request.header_repeated",
             Reason::TokenMissing => "token.missing",
             Reason::TokenScheme => "token.scheme",
             Reason::TokenTooLarge => "token.too_large",
@@ -181,6 +201,8 @@ impl Reason {
             Reason::DelegationMayAct => "delegation.may_act",
             Reason::DelegationActorUnknown => "delegation.actor_unknown",
             Reason::DelegationActorInactive => "delegation.actor_inactive",
+            Reason::DelegationPrincipalInactive => "delegation.principal_inactive",
+            Reason::DelegationActorIssuer => "delegation.actor_issuer",
             Reason::DelegationPrincipalNotAllowed => "delegation.principal_not_allowed",
             Reason::DelegationNotPermitted => "delegation.not_permitted",
             Reason::DelegationScopeExceedsCeiling => "delegation.scope_exceeds_ceiling",
@@ -205,7 +227,10 @@ impl Reason {
     /// HTTP status for this reason.
     pub fn status(self) -> u16 {
         match self {
-            Reason::RequestMalformed => 400,
+            Reason::RequestMalformed
+            | Reason::RequestTarget
+            | Reason::RequestMethod
+            | Reason::RequestHeaderRepeated => 400,
             Reason::TokenVerifyBudget => 429,
             Reason::InternalError
             | Reason::JwksUnavailable
@@ -215,6 +240,7 @@ impl Reason {
             | Reason::PolicyLimit => 503,
             Reason::DelegationActorUnknown
             | Reason::DelegationActorInactive
+            | Reason::DelegationPrincipalInactive
             | Reason::DelegationPrincipalNotAllowed
             | Reason::DelegationNotPermitted
             | Reason::DelegationScopeExceedsCeiling
@@ -228,7 +254,10 @@ impl Reason {
     /// The `error` member of the JSON body and of `WWW-Authenticate`.
     pub fn error_code(self) -> &'static str {
         match self {
-            Reason::RequestMalformed => "invalid_request",
+            Reason::RequestMalformed
+            | Reason::RequestTarget
+            | Reason::RequestMethod
+            | Reason::RequestHeaderRepeated => "invalid_request",
             Reason::InternalError
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
@@ -247,6 +276,9 @@ impl Reason {
             Reason::RequestMalformed => {
                 "request unusable: several Authorization headers or non-UTF-8 header value"
             }
+            Reason::RequestTarget => "the target is not one canonical origin-form path: absolute-form, fragment, %2F, \\, NUL or control escapes, raw bytes outside RFC 3986, `;` (unless allowed)",
+            Reason::RequestMethod => "the method is not an upper-case token the configuration knows (RFC 9110 methods and those routes name)",
+            Reason::RequestHeaderRepeated => "a header was sent more than once where a policy may read it (only list-valued headers may repeat)",
             Reason::TokenMissing => "no Authorization header",
             Reason::TokenScheme => "Authorization is not `Bearer <token>`",
             Reason::TokenTooLarge => "token longer than max_token_bytes",
@@ -279,6 +311,8 @@ impl Reason {
             Reason::DelegationMayAct => "top-level may_act does not name the current actor (sub, and iss if given)",
             Reason::DelegationActorUnknown => "an earlier actor in the chain is not in the registry",
             Reason::DelegationActorInactive => "an earlier actor in the chain is suspended, retired or expired",
+            Reason::DelegationPrincipalInactive => "the principal (sub) of a delegated token is a registered agent that is suspended, retired or expired",
+            Reason::DelegationActorIssuer => "an actor's act.iss is not a configured issuer",
             Reason::DelegationPrincipalNotAllowed => "an actor's may_act_for does not cover the principal (sub)",
             Reason::DelegationNotPermitted => "an earlier actor's may_delegate_to does not cover the next actor",
             Reason::DelegationScopeExceedsCeiling => "token scope exceeds the chain's ceiling (max_scopes of every actor)",

@@ -41,7 +41,7 @@ fn inputs() -> Vec<Value> {
     let mut out = Vec::new();
     for method in ["GET", "POST", "DELETE"] {
         for path in [
-            "/tenants/acme/tickets?x=1",
+            "/tenants/acme/tickets",
             "/tenants/globex",
             "/tenants",
             "/",
@@ -59,12 +59,16 @@ fn inputs() -> Vec<Value> {
                                 token["tenant"] = t.clone();
                             }
                             let now = 1_800_000_000i64 - 1_800_000_000 % 86_400 + hour * 3600;
+                            let segments: Vec<&str> = match path.strip_prefix('/') {
+                                Some("") | None => vec![],
+                                Some(rest) => rest.split('/').collect(),
+                            };
                             out.push(json!({
                                 "subject": {"id": "user:alice"},
                                 "agent": {"id": "agent:a", "registered": true, "record": null},
                                 "chain": chain,
                                 "token": token,
-                                "request": {"method": method, "path": path, "host": "api", "headers": {}},
+                                "request": {"method": method, "path": path, "segments": segments, "query": null, "host": "api", "headers": {}},
                                 "route": null,
                                 "scopes": {"requested": [], "effective": []},
                                 "time": {"now": now as f64, "now_ns": now * 1_000_000_000},

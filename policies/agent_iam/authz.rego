@@ -13,8 +13,9 @@ decision := {"allow": false, "reason": sort(deny)[0], "status": 403} if {
 	is_string(input.token.tenant)
 } else := {"allow": true, "headers": {}}
 
-# Helpers shared by the modules.
-path := split(input.request.path, "?")[0]
+# Helpers shared by the modules. `input.request.path` is the canonical path without the
+# query (`input.request.query` holds it): what the upstream executes.
+path := input.request.path
 
 write_methods := {"POST", "PUT", "PATCH", "DELETE"}
 

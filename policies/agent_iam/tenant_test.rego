@@ -4,20 +4,32 @@ import rego.v1
 
 import data.agent_iam.authz
 
-req(path, tenant) := {"chain": [], "token": {"tenant": tenant}, "request": {"method": "GET", "path": path, "headers": {}}}
+req(segments, token) := {"chain": [], "token": token, "request": {"method": "GET", "path": concat("/", array.concat([""], segments)), "segments": segments, "headers": {}}}
 
 test_own_tenant_is_allowed if {
-	not "tenant.mismatch" in authz.deny with input as req("/tenants/acme/tickets", "acme")
+	not "tenant.mismatch" in authz.deny with input as req(["tenants", "acme", "tickets"], {"tenant": "acme"})
 }
 
 test_other_tenant_is_denied if {
-	"tenant.mismatch" in authz.deny with input as req("/tenants/globex/tickets", "acme")
+	"tenant.mismatch" in authz.deny with input as req(["tenants", "globex", "tickets"], {"tenant": "acme"})
 }
 
 test_missing_tenant_claim_is_denied if {
-	"tenant.mismatch" in authz.deny with input as {"chain": [], "token": {}, "request": {"method": "GET", "path": "/tenants/acme", "headers": {}}}
+	"tenant.mismatch" in authz.deny with input as req(["tenants", "acme"], {})
+}
+
+test_empty_tenant_claim_is_denied if {
+	"tenant.mismatch" in authz.deny with input as req(["tenants", ""], {"tenant": ""})
+}
+
+test_tenants_root_is_denied if {
+	"tenant.mismatch" in authz.deny with input as req(["tenants"], {"tenant": "acme"})
+}
+
+test_non_string_tenant_is_denied if {
+	"tenant.mismatch" in authz.deny with input as req(["tenants", "1"], {"tenant": 1})
 }
 
 test_other_paths_are_unaffected if {
-	not "tenant.mismatch" in authz.deny with input as req("/tickets/1", "acme")
+	not "tenant.mismatch" in authz.deny with input as req(["tickets", "1"], {"tenant": "acme"})
 }

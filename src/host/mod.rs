@@ -410,15 +410,14 @@ fn send_deny(d: &Decision) -> Action {
 struct Incoming {
     req: Request,
     request_id: Option<String>,
-    /// Which configured identity headers the client sent (only those need removing).
-    identity_present: [bool; 5],
+    /// Client-sent headers the filter or its policy may set (names as sent): all removed.
+    strip: Vec<String>,
 }
 
 impl Http {
     fn request(&self, engine: &Engine) -> Result<Incoming, ()> {
         let all = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| ())?;
-        let identity = engine.config.headers.all();
-        let mut identity_present = [false; 5];
+        let mut strip = Vec::new();
         let mut req = Request {
             client: None,
             method: String::new(),
@@ -447,10 +446,12 @@ impl Http {
                         None => authorization = Some(value),
                     }
                 }
-                _ => {
-                    for (present, id) in identity_present.iter_mut().zip(identity) {
-                        *present |= name.eq_ignore_ascii_case(id);
+                _ if engine.config.is_filter_header(&name) => {
+                    if !strip.contains(&name) {
+                        strip.push(name);
                     }
+                }
+                _ => {
                     if request_id.is_none() && name.eq_ignore_ascii_case("x-request-id") {
                         request_id = Some(text());
                     }
@@ -465,27 +466,25 @@ impl Http {
         Ok(Incoming {
             req,
             request_id,
-            identity_present,
+            strip,
         })
     }
 
-    /// Sets the identity headers: no client-supplied copy survives, and on allow the
-    /// filter's own are added. A host failure turns the decision into an internal-error deny.
-    fn headers(&self, engine: &Engine, d: &mut Decision, present: [bool; 5]) {
-        let mut ok = engine
-            .config
-            .headers
-            .all()
+    /// Removes every client copy of the filter's headers (allow and deny alike); on allow,
+    /// sends the canonical target upstream and adds the filter's own headers. A host
+    /// failure turns the decision into an internal-error deny.
+    fn headers(&self, engine: &Engine, d: &mut Decision, strip: &[String]) {
+        let mut ok = strip
             .iter()
-            .zip(present)
-            .filter(|(_, sent)| *sent)
-            .all(|(name, _)| {
-                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok()
-            });
+            .all(|name| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok());
         if ok && d.allowed() {
             ok = !(engine.config.strip_authorization
                 && hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
                     .is_err())
+                && d.rewrite.as_ref().is_none_or(|target| {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(target))
+                        .is_ok()
+                })
                 && d.upstream_headers(&engine.config.headers)
                     .iter()
                     .all(|(name, value)| {
@@ -548,10 +547,10 @@ impl Http {
         }
         lap("clock", t);
         let t = Instant::now();
-        let mut present = [true; 5];
+        let mut strip = Vec::new();
         for _ in 0..n {
             if let Ok(i) = self.request(engine) {
-                present = i.identity_present;
+                strip = i.strip;
             }
         }
         lap("read_request", t);
@@ -606,7 +605,7 @@ impl Http {
         let mut d = engine.evaluate(req, now);
         let t = Instant::now();
         for _ in 0..n {
-            self.headers(engine, &mut d, present);
+            self.headers(engine, &mut d, &strip);
         }
         lap("identity_headers", t);
         let ctx = EventContext {
@@ -636,7 +635,14 @@ impl Http {
     /// The identity headers are all removed: which ones the client sent is unknown here.
     fn host_failure(&self, engine: &mut Engine, started: Instant, now: f64) -> Action {
         let mut d = Decision::denied(engine.next_decision_id(), Reason::InternalError);
-        self.headers(engine, &mut d, [true; 5]);
+        let identity: Vec<String> = engine
+            .config
+            .headers
+            .all()
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect();
+        self.headers(engine, &mut d, &identity);
         self.finish(engine, &d, started, now, None)
     }
 }
@@ -670,7 +676,7 @@ impl HttpContext for Http {
         let Incoming {
             req,
             request_id,
-            identity_present,
+            strip,
         } = incoming;
         if let Some(feed) = self.feed.as_ref().and_then(|f| f.try_borrow().ok()) {
             feed.sync(&mut engine);
@@ -705,7 +711,7 @@ impl HttpContext for Http {
                 j.want_refetch((now * 1000.0) as u64);
             }
         }
-        self.headers(&engine, &mut d, identity_present);
+        self.headers(&engine, &mut d, &strip);
         self.finish(&mut engine, &d, started, now, request_id)
     }
 }

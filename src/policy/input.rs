@@ -8,6 +8,7 @@ use crate::cache::TokenHash;
 use crate::config::Route;
 use crate::pipeline::Request;
 use crate::policy::{object, opt_str, strings, to_rego_object};
+use crate::target::Target;
 use crate::token::VerifiedToken;
 
 fn record_value(r: &AgentRecord) -> regorus::Value {
@@ -101,30 +102,85 @@ fn route_value(route: Option<&Route>) -> regorus::Value {
     })
 }
 
-fn headers_value(req: &Request) -> regorus::Value {
+/// Headers that may be sent more than once: RFC 9110 list-valued fields (and `cookie`,
+/// RFC 6265 §5.4), whose copies mean one value joined with `, ` (`; ` for `cookie`).
+/// Any other repeated header is refused before a policy sees it (`request.header_repeated`):
+/// upstreams disagree on which copy they read.
+pub const LIST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "baggage",
+    "cache-control",
+    "cookie",
+    "forwarded",
+    "if-match",
+    "if-none-match",
+    "te",
+    "tracestate",
+    "via",
+    "x-forwarded-for",
+];
+
+/// The first header (lower-case name) sent more than once that is not list-valued.
+pub fn repeated_header(headers: &[(String, String)]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
+    headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| !seen.insert(*k) && !LIST_HEADERS.contains(k))
+}
+
+/// What `input.request` is built from.
+pub struct RequestView<'a> {
+    pub req: &'a Request,
+    /// The canonical target (`input.request.path`, `segments`, `query`).
+    pub target: &'a Target,
+    /// Header names the policy never sees: the filter's own (removed from the request).
+    pub hidden: &'a dyn Fn(&str) -> bool,
+}
+
+fn headers_value(view: &RequestView<'_>) -> regorus::Value {
     use regorus::Value as V;
-    V::from(
-        req.headers
-            .iter()
-            .filter(|(k, _)| k != "authorization")
-            .map(|(k, v)| (V::from(k.as_str()), V::from(v.as_str())))
-            .collect::<BTreeMap<_, _>>(),
-    )
+    let mut out: BTreeMap<V, V> = BTreeMap::new();
+    let mut joined: BTreeMap<&str, String> = BTreeMap::new();
+    for (k, v) in &view.req.headers {
+        if k == "authorization" || (view.hidden)(k) {
+            continue;
+        }
+        match joined.get_mut(k.as_str()) {
+            Some(all) => {
+                all.push_str(if k == "cookie" { "; " } else { ", " });
+                all.push_str(v);
+            }
+            None => {
+                joined.insert(k.as_str(), v.clone());
+            }
+        }
+    }
+    for (k, v) in joined {
+        out.insert(V::from(k), V::from(v.as_str()));
+    }
+    V::from(out)
 }
 
 fn assemble(
     id: Identity,
-    req: &Request,
+    view: &RequestView<'_>,
     now: f64,
     route: regorus::Value,
     keys: &Keys,
 ) -> regorus::Value {
     use regorus::Value as V;
+    let t = view.target;
     let request = V::from(BTreeMap::from([
-        (keys.method.clone(), V::from(req.method.as_str())),
-        (keys.path.clone(), V::from(req.path.as_str())),
-        (keys.host.clone(), V::from(req.host.as_str())),
-        (keys.headers.clone(), headers_value(req)),
+        (keys.method.clone(), V::from(view.req.method.as_str())),
+        (keys.path.clone(), V::from(t.path.as_str())),
+        (keys.segments.clone(), strings(t.segments())),
+        (keys.query.clone(), opt_str(t.query.as_deref())),
+        (keys.host.clone(), V::from(view.req.host.as_str())),
+        (keys.headers.clone(), headers_value(view)),
     ]));
     let time = V::from(BTreeMap::from([
         (keys.now.clone(), V::from(now)),
@@ -154,6 +210,8 @@ struct Keys {
     time: regorus::Value,
     method: regorus::Value,
     path: regorus::Value,
+    segments: regorus::Value,
+    query: regorus::Value,
     host: regorus::Value,
     headers: regorus::Value,
     now: regorus::Value,
@@ -174,6 +232,8 @@ impl Keys {
             time: k("time"),
             method: k("method"),
             path: k("path"),
+            segments: k("segments"),
+            query: k("query"),
             host: k("host"),
             headers: k("headers"),
             now: k("now"),
@@ -213,7 +273,7 @@ impl InputBuilder {
 
     pub fn build(
         &mut self,
-        req: &Request,
+        view: &RequestView<'_>,
         now: f64,
         token: &VerifiedToken,
         agent: &AgentContext,
@@ -244,7 +304,7 @@ impl InputBuilder {
                 }
             },
         };
-        assemble(id, req, now, route, &self.keys)
+        assemble(id, view, now, route, &self.keys)
     }
 }
 
@@ -257,7 +317,7 @@ mod tests {
 
     /// The `input` document built from scratch: the reference the cached builder must equal.
     fn policy_input(
-        req: &Request,
+        req: &RequestView<'_>,
         now: f64,
         token: &VerifiedToken,
         agent: &AgentContext,
@@ -355,19 +415,83 @@ mod tests {
                             headers: vec![
                                 ("authorization".into(), "x".into()),
                                 ("x-n".into(), round.to_string()),
+                                ("x-agent-tenant".into(), "forged".into()),
                             ],
                         };
                         let now = 1000.5 + f64::from(round);
-                        let fresh = policy_input(&req, now, t, &agent, route, &reg);
-                        let cached = b.build(&req, now, t, &agent, route, &reg);
+                        let target =
+                            crate::target::canonical(&req.path, crate::target::Semicolons::Reject)
+                                .unwrap();
+                        let view = RequestView {
+                            req: &req,
+                            target: &target,
+                            hidden: &|k| k.starts_with("x-agent-"),
+                        };
+                        let fresh = policy_input(&view, now, t, &agent, route, &reg);
+                        let cached = b.build(&view, now, t, &agent, route, &reg);
                         assert_eq!(fresh, cached);
                         assert_eq!(
                             fresh["request"]["headers"]["authorization"],
                             regorus::Value::Undefined
                         );
+                        assert_eq!(
+                            fresh["request"]["headers"]["x-agent-tenant"],
+                            regorus::Value::Undefined
+                        );
+                        assert_eq!(
+                            fresh["request"]["segments"],
+                            strings(["a", round.to_string().as_str()])
+                        );
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn repeated_headers_are_found_unless_list_valued() {
+        assert_eq!(repeated_header(&h(&[("x-a", "1"), ("x-b", "2")])), None);
+        assert_eq!(
+            repeated_header(&h(&[("x-a", "1"), ("accept", "a"), ("x-a", "2")])),
+            Some("x-a")
+        );
+        assert_eq!(
+            repeated_header(&h(&[("accept", "a"), ("accept", "b"), ("cookie", "c")])),
+            None
+        );
+    }
+
+    #[test]
+    fn list_valued_copies_are_joined() {
+        let req = Request {
+            headers: h(&[
+                ("accept", "a"),
+                ("cookie", "x=1"),
+                ("accept", "b"),
+                ("cookie", "y=2"),
+            ]),
+            ..Request::default()
+        };
+        let target = crate::target::canonical("/", crate::target::Semicolons::Reject).unwrap();
+        let view = RequestView {
+            req: &req,
+            target: &target,
+            hidden: &|_| false,
+        };
+        let v = headers_value(&view);
+        assert_eq!(v["accept"], regorus::Value::from("a, b"));
+        assert_eq!(v["cookie"], regorus::Value::from("x=1; y=2"));
     }
 }

@@ -56,6 +56,11 @@ pub struct PolicyConfig {
     /// policy executes a few hundred.
     #[serde(default = "default_max_instructions")]
     pub max_instructions: u64,
+    /// Upstream headers the policy may set besides those under `upstream.reserved_prefix`
+    /// (lower-case names). Every client copy of them is removed from every request; a
+    /// decision that sets any other header is a `policy.error`.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 fn default_entrypoint() -> String {
@@ -148,6 +153,8 @@ pub struct Policy {
     /// Short hash of modules, data and entrypoint: goes into every decision.
     pub revision: String,
     pub entrypoint: String,
+    /// `policy.headers`: names the policy may set besides the reserved prefix.
+    pub headers: Vec<String>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -344,6 +351,14 @@ impl Policy {
                 ),
             ));
         }
+        for (j, h) in cfg.headers.iter().enumerate() {
+            if !is_header_name(h) || RESERVED_HEADERS.contains(&h.as_str()) {
+                problems.push(problem(
+                    &format!("$.policy.headers[{j}]"),
+                    format!("\"{h}\" is not a header name a policy may set (lower-case letters, digits and `-`; not a hop-by-hop, routing or credential header)"),
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -373,6 +388,7 @@ impl Policy {
             rvm_unavailable,
             revision: revision(cfg),
             entrypoint: cfg.entrypoint.clone(),
+            headers: cfg.headers.clone(),
         })
     }
 
@@ -615,11 +631,12 @@ fn first_line(s: &str) -> String {
         .collect()
 }
 
+/// No `_`: CGI and WSGI upstreams read `x_a` and `x-a` as the same variable.
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Headers a policy may never set: hop-by-hop, routing and credentials.
@@ -875,6 +892,7 @@ mod tests {
             entrypoint: DEFAULT_ENTRYPOINT.into(),
             max_eval_ms: 20,
             max_instructions: default_max_instructions(),
+            headers: Vec::new(),
         }
     }
 
