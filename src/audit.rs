@@ -53,10 +53,9 @@ pub struct AuditConfig {
     #[serde(default)]
     pub collector: Option<CollectorConfig>,
     /// Who chose the `x-request-id` recorded in each event (`request.id_source`): `client`
-    /// (default: Envoy keeps a client's id unless its HTTP connection manager replaces it)
-    /// or `envoy` (set it only when the connection manager replaces every client's id:
-    /// `use_remote_address: true`, `preserve_external_request_id: false` and no internal
-    /// addresses, as `agent-iam generate envoy` writes).
+    /// (default: Envoy keeps the id of a request from an internal address, loopback and
+    /// RFC 1918 by default, and of any request when `use_remote_address` is off) or
+    /// `envoy` (only when the connection manager replaces every client's id).
     #[serde(default)]
     pub request_id_from: RequestIdFrom,
 }

@@ -34,9 +34,10 @@ usage:
   agent-iam generate envoy --config PLUGIN.json [--wasm PATH] [--listen PORT]
       [--admin PORT] [--upstream PORT] [--control-plane PORT] [--direct-response]
       [--no-filter] [--audit-access-log FILE] [--failure-policy closed|reload]
-      [--header-guard]
+      [--header-guard] [--raw-hcm]
                                           Envoy bootstrap YAML (the access log writes
-                                          every audit event to FILE)
+                                          every audit event to FILE; --raw-hcm leaves out
+                                          path normalisation and header hygiene: tests only)
   agent-iam dev keys --private FILE       new demo keys (test only); public JWKS on stdout
   agent-iam dev config --keys FILE        demo plugin configuration for those keys
   agent-iam dev mint --keys FILE [--now UNIX_SECONDS]
@@ -96,7 +97,11 @@ usage:
         let mut it = args.iter();
         let mut found = None;
         while let Some(a) = it.next() {
-            if *a == "--direct-response" || *a == "--no-filter" || *a == "--header-guard" {
+            if *a == "--direct-response"
+                || *a == "--no-filter"
+                || *a == "--header-guard"
+                || *a == "--raw-hcm"
+            {
                 continue;
             }
             if *a == name {
@@ -299,6 +304,7 @@ usage:
             control_plane_port: port(args, "--control-plane", d.control_plane_port)?,
             audit_access_log: flag(args, "--audit-access-log")?.map(str::to_owned),
             header_guard: args.contains(&"--header-guard"),
+            raw_hcm: args.contains(&"--raw-hcm"),
             failure_policy: match flag(args, "--failure-policy")? {
                 None => FailurePolicy::Closed,
                 Some(p) => FailurePolicy::parse(p).ok_or_else(|| {

@@ -533,9 +533,10 @@ impl Engine {
         d.reason = None;
         d.policy_revision = self.config.policy.as_ref().map(|p| p.revision.clone());
         d.method = clip(&req.method);
-        d.host = clip(&req.host);
+        let host = crate::target::canonical_host(&req.host);
+        d.host = clip(&host);
         let target = self.request_line(req, &mut d);
-        let outcome = target.and_then(|t| self.decide(req, &t, now, &mut d));
+        let outcome = target.and_then(|t| self.decide(req, &t, &host, now, &mut d));
         if let Err(denial) = outcome {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;
@@ -567,6 +568,7 @@ impl Engine {
         &mut self,
         req: &Request,
         target: &Target,
+        host: &str,
         now: f64,
         d: &mut Decision,
     ) -> Result<(), Denial> {
@@ -625,6 +627,7 @@ impl Engine {
         let view = RequestView {
             req,
             target,
+            host,
             hidden: &hidden,
         };
         let input = self

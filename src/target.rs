@@ -176,6 +176,28 @@ pub fn canonical(raw: &str, semicolons: Semicolons) -> Result<Target, Reason> {
     })
 }
 
+/// The canonical `:authority`: host names are case-insensitive (RFC 3986 §3.2.2) and a
+/// trailing `.` names the same host, so `API.Example.` and `api.example` are one host for
+/// policies and the audit trail (Envoy's own domain matching ignores case too).
+pub fn canonical_host(raw: &str) -> String {
+    let lower = raw.to_ascii_lowercase();
+    let (name, port) = match lower.rsplit_once(':') {
+        Some((n, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (n.ends_with(']') || !n.contains(':')) =>
+        {
+            (n, Some(p))
+        }
+        _ => (lower.as_str(), None),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name.to_owned(),
+    }
+}
+
 /// The methods every configuration knows (RFC 9110 §9 and RFC 5789 `PATCH`).
 pub const STANDARD_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -305,6 +327,18 @@ mod tests {
         assert!(prefix_covers("/tickets/", "/tickets/1"));
         assert!(!prefix_covers("/tickets/", "/tickets"));
         assert!(prefix_covers("/", "/anything"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(canonical_host("API.Example.TEST"), "api.example.test");
+        assert_eq!(
+            canonical_host("api.example.test.:8443"),
+            "api.example.test:8443"
+        );
+        assert_eq!(canonical_host("[::1]:80"), "[::1]:80");
+        assert_eq!(canonical_host("[::1]"), "[::1]");
+        assert_eq!(canonical_host(""), "");
     }
 
     #[test]

@@ -8,11 +8,13 @@ import http.server
 import json
 import os
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import wsgiref.simple_server
 
 import yaml
 from pathlib import Path
@@ -560,3 +562,161 @@ def wait_revocation_fresh(envoy, timeout=10):
             return
         time.sleep(0.05)
     raise RuntimeError("the revocation feed never answered")
+
+
+# ---- Request integrity: what the upstream executes ------------------------------------
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class _ThreadingWsgiServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class WsgiApp:
+    """A stdlib WSGI application (wsgiref, as CGI-style frameworks see a request) on
+    127.0.0.1 that records what it *executed*: the method as frameworks such as Django and
+    Flask dispatch on it (upper-cased), PATH_INFO (percent-decoded, what routing matches),
+    the query, and every HTTP_* variable (where `x-agent-id` and `x_agent_id` collide)."""
+
+    def __init__(self):
+        self.executed = []
+        self.port = free_port()
+        self.server = wsgiref.simple_server.make_server("127.0.0.1", self.port, self._app,
+                                                        server_class=_ThreadingWsgiServer,
+                                                        handler_class=_QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _app(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
+        record = {
+            "raw_method": environ["REQUEST_METHOD"],
+            "method": environ["REQUEST_METHOD"].upper(),
+            "path": environ.get("PATH_INFO", ""),
+            "query": environ.get("QUERY_STRING", ""),
+            "env": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
+        }
+        self.executed.append(record)
+        body = json.dumps(record).encode()
+        start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
+        return [body]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def normalizing_hop_yaml(listen, admin, upstream):
+    """A second Envoy in front of the app, normalising as Istio sidecars do by default
+    (`normalize_path`, `merge_slashes`) and passing everything else through."""
+    return f"""admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: hop
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: hop
+          normalize_path: true
+          merge_slashes: true
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: app}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"""
+
+
+@contextlib.contextmanager
+def hop_stack(plugin_json, raw_hcm=True, name="integrity"):
+    """client -> Envoy with the filter -> a normalising Envoy hop -> a WSGI app that records
+    what it executed. `raw_hcm`: the first Envoy does no normalisation or header hygiene of
+    its own (the filter's defences alone); False: the bootstrap `generate envoy` ships.
+    Yields the filter's Envoy with `.app` (the WsgiApp) and `.listen_port`."""
+    with WsgiApp() as app, ControlPlane(registry_doc(plugin_json)) as cp:
+        hop_listen, hop_admin = free_port(), free_port()
+        with Envoy(normalizing_hop_yaml(hop_listen, hop_admin, app.port), name=f"{name}-hop"):
+            OUT.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".json", dir=OUT)
+            with os.fdopen(fd, "w") as f:
+                json.dump(plugin_json, f)
+            listen, admin = free_port(), free_port()
+            args = ["generate", "envoy", "--config", tmp, "--wasm", WASM, "--listen", listen, "--admin", admin,
+                    "--upstream", hop_listen, "--control-plane", cp.port]
+            if raw_hcm:
+                args.append("--raw-hcm")
+            with Envoy(cli(*args).stdout, name=name) as envoy:
+                envoy.listen_port = listen
+                envoy.app = app
+                envoy.control_plane = cp
+                yield envoy
+
+
+class H2:
+    """A minimal HTTP/2 (prior knowledge, h2c) client that sends pseudo-headers exactly as
+    given: a lower-case `:method`, a `:path` no HTTP/1 client would send."""
+
+    def __init__(self, port):
+        import h2.config
+        import h2.connection
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                                                         validate_outbound_headers=False,
+                                                                         normalize_outbound_headers=False))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def request(self, method, path, headers=(), token=None):
+        import h2.events
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "http"), (":authority", "api")]
+        if token:
+            hdrs.append(("authorization", f"Bearer {token}"))
+        hdrs += list(headers)
+        self.conn.send_headers(sid, [(k.encode(), v.encode()) for k, v in hdrs], end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        status, body, done = None, b"", False
+        while not done:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            for ev in self.conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    status = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    body += ev.data
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == sid:
+                    done = True
+            self.sock.sendall(self.conn.data_to_send())
+        return Response(status, {}, body)
+
+    def close(self):
+        self.sock.close()

@@ -23,6 +23,10 @@ def collector(**over):
     return c
 
 
+# A target Envoy passes and the filter refuses (request.target): audited as sent, hashed.
+HOSTILE = '/tickets/1;jsessionid=x%22%3C'
+
+
 def mixed_requests(client, n_rounds=1):
     """Requests of every outcome; returns the decision id of each, in order."""
     [good, chain, expired, forged, tenant] = harness.mint([
@@ -32,7 +36,6 @@ def mixed_requests(client, n_rounds=1):
         {"alg": "EdDSA", "tamper": "signature"},
         {"alg": "ES256", "claims": {"tenant": "acme"}},
     ])
-    hostile = '/tickets/"\\<x>%00{}'
     cases = [
         ("/tickets", {"authorization": f"Bearer {good}"}, 200),
         ("/tickets/1", {"authorization": f"Bearer {chain}", "x-request-id": 'id"with\\quote'}, 200),
@@ -43,7 +46,7 @@ def mixed_requests(client, n_rounds=1):
         ("/tickets", {"authorization": "Bearer " + "x" * 9000}, 401),
         ("/mail/send", {"authorization": f"Bearer {good}"}, 403),
         ("/tenants/other/x", {"authorization": f"Bearer {tenant}"}, 403),
-        (hostile, {"authorization": f"Bearer {good}"}, 200),
+        (HOSTILE, {"authorization": f"Bearer {good}"}, 400),
     ]
     ids = []
     for _ in range(n_rounds):
@@ -95,14 +98,22 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
         assert allowed["decision"] == "allow" and allowed["principal"] == "user:alice"
         assert allowed["agent"] == "agent:planner" and allowed["chain"] == ["agent:planner"]
         assert allowed["token"]["alg"] == "RS256" and allowed["token"]["iss"] == "https://idp.agent-iam.test"
-        assert allowed["request"]["id"] == 'id"with\\quote' and allowed["route"] == "tickets-read"
+        # The recorded request id is the one the upstream received (the shipped bootstrap
+        # lets Envoy replace a client's malformed id), and says who chose it.
+        [upstream_saw] = [h for h in envoy.upstream.server.seen if h.get("x-agent-decision-id") == [ids[1]]]
+        assert allowed["request"]["id"] == upstream_saw["x-request-id"][0] and allowed["route"] == "tickets-read"
+        assert allowed["request"]["id_source"] == "client"
         assert allowed["policy"]["revision"] and allowed["latency_us"] >= 0
         assert [by_id[i]["reason"] for i in ids[2:9]] == [
             "token.expired", "token.signature", "token.missing", "token.scheme", "token.too_large",
             "scope.insufficient", "policy.denied"]
         assert by_id[ids[8]]["policy_reason"] == "tenant.mismatch"
         assert by_id[ids[3]]["token"]["sha256"] and by_id[ids[3]]["token"]["iss"] is None
-        assert by_id[ids[9]]["request"]["path"].startswith('/tickets/"\\')
+        # A target the filter refuses is recorded as the client sent it, escaped, and hashed.
+        refused = by_id[ids[9]]
+        assert refused["reason"] == "request.target" and refused["request"]["path"] == ""
+        assert refused["request"]["original"]["target"] == HOSTILE
+        assert refused["request"]["original"]["sha256"] == hashlib.sha256(HOSTILE.encode()).hexdigest()
 
         # The chain is checkable without our CLI (docs/AUDIT.md): BLAKE2b-256 of each line.
         prev = {}
@@ -125,8 +136,9 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
         assert good.split(".")[2] not in cp.audit_text()
 
         stats = harness.admin_stats(envoy, "agent_iam")
-        assert int(stats["wasmcustom.agent_iam.decisions.allow"]) == 9
-        assert int(stats["wasmcustom.agent_iam.decisions.deny"]) == 21
+        assert int(stats["wasmcustom.agent_iam.decisions.allow"]) == 6
+        assert int(stats["wasmcustom.agent_iam.decisions.deny"]) == 24
+        assert int(stats["wasmcustom.agent_iam.denied.request.target"]) == 3
         assert int(stats["wasmcustom.agent_iam.denied.token.expired"]) == 3
         assert int(stats["wasmcustom.agent_iam.audit.delivered"]) == len(at_collector)
         assert int(stats["wasmcustom.agent_iam.audit.dropped"]) == 0

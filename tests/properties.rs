@@ -272,3 +272,96 @@ proptest! {
         }
     }
 }
+
+/// A request line an attacker might send: path segments mixing dot segments, escapes,
+/// empty segments and separators; a method in any case; headers including the filter's
+/// own names in other spellings and repeated copies.
+fn hostile_request() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
+    let segment = prop::sample::select(vec![
+        "tickets", "mail", "send", "tenants", "acme", "globex", "status", "ticketsX", "..", ".",
+        "", "%2e%2e", "%2E", ".%2e", "%2f", "%5c", ";x", "%7e1", "%41", "a%3Ab", "%00", "\\",
+    ]);
+    let path = (
+        prop::collection::vec(segment, 0..6),
+        prop::option::of(prop::sample::select(vec!["q=1", "a=/../b", "x=%2F", ""])),
+        any::<bool>(),
+    )
+        .prop_map(|(segs, query, absolute)| {
+            let mut p = if absolute {
+                "http://api".to_owned()
+            } else {
+                String::new()
+            };
+            p.push('/');
+            p.push_str(&segs.join("/"));
+            if let Some(q) = query {
+                p.push('?');
+                p.push_str(q);
+            }
+            p
+        });
+    let method = prop::sample::select(vec![
+        "GET", "get", "POST", "post", "DELETE", "HEAD", "Head", "PROPFIND", "PATCH",
+    ]);
+    let header = prop::sample::select(vec![
+        ("x-agent-tenant", "acme"),
+        ("x_agent_tenant", "acme"),
+        ("X_Agent_Scopes", "admin"),
+        ("x-task", "a"),
+        ("x-task", "b"),
+        ("accept", "a"),
+        ("accept", "b"),
+        ("user-agent", "p"),
+    ]);
+    (
+        path,
+        method.prop_map(str::to_owned),
+        prop::collection::vec(
+            header.prop_map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())),
+            0..4,
+        ),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Differential: whenever the pipeline allows, the target it sends upstream is the
+    /// canonical form of what the client sent, the route is the one that canonical path
+    /// matches, and deciding on the canonical request (upper-case method, canonical path)
+    /// gives the same answer. A request the pipeline refuses for its target or method is
+    /// one the canonicaliser or the method list rejects.
+    #[test]
+    fn decisions_hold_for_the_target_the_upstream_receives((path, method, headers) in hostile_request(), which in 0usize..6) {
+        use agent_iam::target::{canonical, Semicolons};
+        let cfg = config();
+        let mut engine = Engine::new(config(), Box::new(PureRust), DecisionIds::new(3));
+        engine.start_feed_clock(NOW as f64);
+        let auth = vec![format!("Bearer {}", tokens()[which]).into_bytes()];
+        let req = Request { method: method.clone(), path: path.clone(), host: "api".into(), authorization: auth, headers, client: None };
+        let d = engine.evaluate(&req, NOW as f64);
+        let target = canonical(&path, Semicolons::Reject);
+        let reason = d.reason.map(|r| r.as_str());
+        if !cfg.methods.contains(&method) {
+            prop_assert_eq!(reason, Some("request.method"));
+        } else if target.is_err() {
+            prop_assert_eq!(reason, Some("request.target"));
+        }
+        if let Ok(t) = &target {
+            prop_assert_eq!(&d.path, &t.to_target());
+            prop_assert_eq!(d.rewrite.is_some(), t.to_target() != path);
+        }
+        if d.allowed() {
+            let t = target.unwrap();
+            let expected = cfg.route_for(&method, &t.path).map(|r| r.name.clone());
+            prop_assert_eq!(&d.route, &expected);
+            prop_assert!(method.bytes().all(|b| b.is_ascii_uppercase()));
+            let upstream = Request { path: d.rewrite.clone().unwrap_or(path.clone()), ..req.clone() };
+            let again = engine.evaluate(&upstream, NOW as f64);
+            prop_assert_eq!(again.reason, d.reason);
+            prop_assert_eq!(&again.route, &d.route);
+            prop_assert_eq!(&again.path, &d.path);
+            prop_assert!(again.rewrite.is_none());
+        }
+    }
+}

@@ -137,6 +137,8 @@ pub struct RequestView<'a> {
     pub req: &'a Request,
     /// The canonical target (`input.request.path`, `segments`, `query`).
     pub target: &'a Target,
+    /// The canonical host (lower case, no trailing `.`).
+    pub host: &'a str,
     /// Header names the policy never sees: the filter's own (removed from the request).
     pub hidden: &'a dyn Fn(&str) -> bool,
 }
@@ -179,7 +181,7 @@ fn assemble(
         (keys.path.clone(), V::from(t.path.as_str())),
         (keys.segments.clone(), strings(t.segments())),
         (keys.query.clone(), opt_str(t.query.as_deref())),
-        (keys.host.clone(), V::from(view.req.host.as_str())),
+        (keys.host.clone(), V::from(view.host)),
         (keys.headers.clone(), headers_value(view)),
     ]));
     let time = V::from(BTreeMap::from([
@@ -425,6 +427,7 @@ mod tests {
                         let view = RequestView {
                             req: &req,
                             target: &target,
+                            host: "h",
                             hidden: &|k| k.starts_with("x-agent-"),
                         };
                         let fresh = policy_input(&view, now, t, &agent, route, &reg);
@@ -488,6 +491,7 @@ mod header_tests {
         let view = RequestView {
             req: &req,
             target: &target,
+            host: "",
             hidden: &|_| false,
         };
         let v = headers_value(&view);
