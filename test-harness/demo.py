@@ -37,6 +37,8 @@ STEPS = [
     ("a token that expired two minutes ago", "GET", "/tickets/42", {"iat": -420, "exp": -120}, {}),
     ("alg none: the oldest JWT attack", "GET", "/tickets/42", {"alg": "none", "tamper": "empty_signature"}, {}),
     ("HS256 signed with the issuer's public key as the HMAC secret", "GET", "/tickets/42", {"alg": "HS256-pubkey"}, {}),
+    ("build-bot-7 (tickets:write) walks from a tickets route to /mail/send with `..`",
+     "POST", "/tickets/../mail/send", {"claims": {"scope": "tickets:read tickets:write"}}, {}),
     ("RETIRE", None, None, None, None),
     ("alice -> planner again, after the security team retired agent:planner",
      "GET", "/tickets/42", {"claims": ALICE_PLANNER}, {}),
