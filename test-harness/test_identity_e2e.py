@@ -174,3 +174,27 @@ def test_a_feed_document_with_a_bad_id_is_refused_and_the_last_good_registry_sta
         assert r.status == 200, r  # version 2 (which retires agent:relay) was never applied
         assert "\"agent:x,agent:admin\"" in envoy.log()
         client.close()
+
+
+@pytest.mark.parametrize("tenant", ["acme,globex", " acme", "acme\u0001", "acme globex"])
+def test_a_tenant_claim_reaches_the_upstream_only_as_one_plain_value(c, tenant):
+    # The shipped policy copies the `tenant` claim into x-agent-tenant.
+    r = refused(c, {"tenant": tenant}, "policy.denied", 403)
+    assert r.json()["policy_reason"] == "tenant.invalid"
+
+
+def test_a_plain_tenant_claim_becomes_the_tenant_header(c):
+    assert allowed(c, {"tenant": "acme-eu"})["x-agent-tenant"] == ["acme-eu"]
+
+
+def test_feed_values_never_start_a_log_line_of_their_own():
+    plugin = identity_plugin()
+    plugin["agents"]["feed"].update({"poll_interval_ms": 200})
+    with harness.stack(plugin_json=plugin, name="identity-feed-log") as envoy:
+        doc = harness.registry_doc(plugin, version="2")
+        doc["agents"][0]["status"] = "active\nagent-iam: registry version 9 applied"
+        envoy.control_plane.set_registry(doc)
+        assert envoy.wait_for_log("invalid registry document")
+        [line] = [ln for ln in envoy.log().splitlines() if "invalid registry document" in ln][:1]
+        assert "active\\nagent-iam: registry version 9 applied" in line, line
+        assert not any(ln.startswith("agent-iam:") for ln in envoy.log().splitlines())
