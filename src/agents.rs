@@ -88,11 +88,18 @@ pub fn is_identity(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(forbidden_in_id)
 }
 
-/// An RFC 6749 §3.3 scope token: printable ASCII except space, `"` and `\\`.
+/// An RFC 6749 §3.3 scope token (printable ASCII except space, `"` and `\\`), without `,`:
+/// effective scopes reach the upstream as one `x-agent-scopes` value, and an upstream that
+/// splits it on commas too must not find a scope (`tickets:read,admin`) that passed a
+/// ceiling (`tickets:*`) as one.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        && s.bytes().all(|b| {
+            b == 0x21
+                || (0x23..=0x2b).contains(&b)
+                || (0x2d..=0x5b).contains(&b)
+                || (0x5d..=0x7e).contains(&b)
+        })
 }
 
 /// How [`is_identity`] reads in configuration errors.
@@ -622,6 +629,17 @@ mod tests {
             run("agent:paused", &[]).unwrap_err().reason,
             Reason::AgentSuspended
         );
+    }
+
+    #[test]
+    fn scope_tokens_never_carry_a_header_separator() {
+        assert!(
+            is_scope_token("tickets:read") && is_scope_token("urn:x:a+b/c!#$%&'()*;<=>?@[]^_`{|}~")
+        );
+        for bad in ["tickets:read,admin", "a b", "a\"b", "a\\b", "a\tb", "é", ""] {
+            assert!(!is_scope_token(bad), "{bad:?}");
+        }
+        assert!(!valid_scope_pattern("tickets:,*"));
     }
 
     #[test]

@@ -14,14 +14,14 @@ import harness
 
 PLUGIN = json.loads(harness.PLUGIN.read_text())
 ISSUER = PLUGIN["issuers"][0]["issuer"]
-RELAY = {"id": "agent:relay", "status": "active", "owner": "team:tools", "max_scopes": ["tickets:read"],
+RELAY = {"id": "agent:relay", "status": "active", "owner": "team:tools", "max_scopes": ["tickets:*"],
          "may_act_for": ["user:*", "agent:*"], "may_delegate_to": ["agent:relay"]}
 
 
 def identity_plugin():
     """The shipped configuration, admitting unregistered subjects (so that only the identity
     rules stand between a hostile `sub` and the upstream), plus `agent:relay`, which may act
-    for users and agents and may delegate to itself."""
+    for users and agents, may delegate to itself and is capped at `tickets:*`."""
     p = copy.deepcopy(PLUGIN)
     p["agents"]["allow_unregistered_subjects"] = True
     p["agents"]["registry"].append(RELAY)
@@ -77,6 +77,15 @@ def test_a_comma_in_an_id_never_reaches_the_chain_header(c):
     # The legitimate family member still gets the chain, one comma per actor boundary.
     seen = allowed(c, {"sub": "user:alice", "act": {"sub": "agent:summarizer-x", "act": {"sub": "agent:planner"}}})
     assert seen["x-agent-chain"] == ["agent:summarizer-x,agent:planner"]
+
+
+def test_a_comma_in_a_scope_never_reaches_the_scopes_header(c):
+    # `tickets:read,mail:send` is within relay's `tickets:*` as one scope token; an upstream
+    # splitting x-agent-scopes on commas would read `mail:send`.
+    refused(c, {"sub": "user:alice", "act": {"sub": "agent:relay"}, "scope": "tickets:read,mail:send"},
+            "token.claim_type")
+    seen = allowed(c, {"sub": "user:alice", "act": {"sub": "agent:relay"}, "scope": "tickets:read tickets:x"})
+    assert seen["x-agent-scopes"] == ["tickets:read tickets:x"]
 
 
 def test_whitespace_around_a_retired_id_is_refused_not_trimmed_into_it(c):
