@@ -46,23 +46,74 @@ pub enum AgentStatus {
     Retired,
 }
 
-/// `value` matches `pattern`: equal, or `pattern` ends in `*` and `value` starts with the rest.
+/// `value` matches `pattern`: equal, or `pattern` ends in `*` and `value` is the rest
+/// followed by at least one character (`agent:summarizer-*` does not match
+/// `agent:summarizer-`).
 pub fn matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => value.starts_with(prefix),
+        Some(prefix) => value.len() > prefix.len() && value.starts_with(prefix),
         None => pattern == value,
     }
 }
 
-/// An RFC 6749 §3.3 scope token: printable ASCII except space, `"` and `\\`.
-pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+/// Longest identity value (`sub`, `act.sub`, registry ids and owners), in bytes.
+/// OpenID Connect caps `sub` at 255 ASCII characters; SPIFFE ids in practice fit too.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Characters an identity value never contains: the separators of the identity headers
+/// (`,` in `x-agent-chain`, space in `x-agent-scopes`), any Unicode whitespace, control
+/// and invisible formatting characters (zero-width and bidirectional marks), `"` and `\`
+/// (quoting in headers and logs), and `*` (so that a value never reads as a pattern).
+fn forbidden_in_id(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, ',' | '"' | '\\' | '*')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
 }
 
-fn valid_pattern(p: &str) -> bool {
-    !p.is_empty() && !p.trim_end_matches('*').contains('*') && p.matches('*').count() <= 1
+/// An identity value as it may reach the identity headers and the audit trail: 1 to
+/// [`MAX_ID_BYTES`] bytes, none of them [`forbidden_in_id`]. Checked where identities
+/// enter: the token (`sub`, every `act.sub`) and the registry (ids, patterns, owners).
+pub fn is_identity(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(forbidden_in_id)
+}
+
+/// An RFC 6749 §3.3 scope token (printable ASCII except space, `"` and `\\`), without `,`:
+/// effective scopes reach the upstream as one `x-agent-scopes` value, and an upstream that
+/// splits it on commas too must not find a scope (`tickets:read,admin`) that passed a
+/// ceiling (`tickets:*`) as one.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b == 0x21
+                || (0x23..=0x2b).contains(&b)
+                || (0x2d..=0x5b).contains(&b)
+                || (0x5d..=0x7e).contains(&b)
+        })
+}
+
+/// How [`is_identity`] reads in configuration errors.
+const ID_RULE: &str = "1 to 256 bytes without whitespace, control or invisible characters, `,`, `\"`, `\\` or `*`; a pattern may end in one `*`";
+
+/// An identity pattern: `*` (anyone), an identity value, or an identity value followed by
+/// one `*` (a prefix; it matches only longer values).
+fn valid_id_pattern(p: &str) -> bool {
+    p == "*" || is_identity(p.strip_suffix('*').unwrap_or(p))
+}
+
+/// A scope pattern: a scope token, with at most one `*`, at its end.
+fn valid_scope_pattern(p: &str) -> bool {
+    is_scope_token(p) && !p.trim_end_matches('*').contains('*') && p.matches('*').count() <= 1
 }
 
 /// A validated registry.
@@ -83,28 +134,42 @@ impl Registry {
         let mut bad = |path: String, message: String| problems.push(Problem { path, message });
         for (i, r) in records.iter().enumerate() {
             let p = format!("{base}[{i}]");
-            if !valid_pattern(&r.id) {
+            // Values are quoted with `{:?}`: a control character never reaches a log line raw.
+            if !valid_id_pattern(&r.id) {
                 bad(
                     format!("{p}.id"),
-                    format!("\"{}\" is not an id or a prefix ending in `*`", r.id),
+                    format!(
+                        "{:?} is not an id or a prefix ending in `*` ({ID_RULE})",
+                        r.id
+                    ),
                 );
             }
             if records.iter().take(i).any(|o| o.id == r.id) {
+                bad(format!("{p}.id"), format!("duplicate agent id {:?}", r.id));
+            }
+            if let Some(owner) = r.owner.as_deref().filter(|o| !is_identity(o)) {
                 bad(
-                    format!("{p}.id"),
-                    format!("duplicate agent id \"{}\"", r.id),
+                    format!("{p}.owner"),
+                    format!("{owner:?} is not an identity ({ID_RULE})"),
                 );
             }
+            for (j, pat) in r.max_scopes.iter().enumerate() {
+                if !valid_scope_pattern(pat) {
+                    bad(
+                        format!("{p}.max_scopes[{j}]"),
+                        format!("{pat:?} is not a scope or a prefix ending in `*`"),
+                    );
+                }
+            }
             for (field, list) in [
-                ("max_scopes", &r.max_scopes),
                 ("may_act_for", &r.may_act_for),
                 ("may_delegate_to", &r.may_delegate_to),
             ] {
                 for (j, pat) in list.iter().enumerate() {
-                    if !valid_pattern(pat) || !is_scope_token(pat) {
+                    if !valid_id_pattern(pat) {
                         bad(
                             format!("{p}.{field}[{j}]"),
-                            format!("\"{pat}\" is not a value or a prefix ending in `*`"),
+                            format!("{pat:?} is not an id or a prefix ending in `*` ({ID_RULE})"),
                         );
                     }
                 }
@@ -181,7 +246,18 @@ pub struct AgentRules {
     pub ceiling: CeilingMode,
 }
 
-fn lifecycle(rec: &AgentRecord, now: f64, current: bool) -> Result<(), Reason> {
+/// Which identity of the token a registry record stands for (it picks the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The acting agent: `act.sub`, or `sub` without delegation.
+    Acting,
+    /// An earlier actor of the chain.
+    EarlierActor,
+    /// The principal (`sub`) of a delegated token.
+    Principal,
+}
+
+fn lifecycle(rec: &AgentRecord, now: f64, role: Role) -> Result<(), Reason> {
     let expired = rec.not_after.is_some_and(|t| now > t as f64);
     let problem = match rec.status {
         AgentStatus::Suspended => Some(Reason::AgentSuspended),
@@ -189,11 +265,13 @@ fn lifecycle(rec: &AgentRecord, now: f64, current: bool) -> Result<(), Reason> {
         AgentStatus::Active if expired => Some(Reason::AgentExpired),
         AgentStatus::Active => None,
     };
-    match problem {
-        None => Ok(()),
-        Some(r) if current => Err(r),
+    match (problem, role) {
+        (None, _) => Ok(()),
+        (Some(r), Role::Acting) => Err(r),
         // An earlier actor that is no longer active breaks the chain.
-        Some(_) => Err(Reason::DelegationActorInactive),
+        (Some(_), Role::EarlierActor) => Err(Reason::DelegationActorInactive),
+        // Nobody acts for an agent that may not act itself.
+        (Some(_), Role::Principal) => Err(Reason::DelegationPrincipalInactive),
     }
 }
 
@@ -219,17 +297,22 @@ pub fn authorize(
         }
         return Err(Reason::AgentUnknown.into());
     };
-    lifecycle(current, now, true)?;
+    lifecycle(current, now, Role::Acting)?;
 
     let mut records = vec![current];
     for actor in chain.iter().skip(1) {
         let rec = registry
             .lookup(&actor.sub)
             .ok_or(Reason::DelegationActorUnknown)?;
-        lifecycle(rec, now, false)?;
+        lifecycle(rec, now, Role::EarlierActor)?;
         records.push(rec);
     }
     if !chain.is_empty() {
+        // A principal that is a registered agent must be active too (an unregistered
+        // principal, e.g. a human, has no lifecycle here).
+        if let Some(rec) = registry.lookup(principal) {
+            lifecycle(rec, now, Role::Principal)?;
+        }
         for rec in &records {
             if !rec.may_act_for.iter().any(|p| matches(p, principal)) {
                 return Err(Reason::DelegationPrincipalNotAllowed.into());
@@ -443,6 +526,180 @@ mod tests {
     }
 
     #[test]
+    fn prefix_patterns_need_a_non_empty_suffix() {
+        assert!(matches("agent:summarizer-*", "agent:summarizer-x"));
+        assert!(!matches("agent:summarizer-*", "agent:summarizer-"));
+        assert!(!matches("agent:summarizer-*", "agent:summarizer"));
+        assert!(matches("*", "x") && !matches("*", ""));
+        assert!(!matches("tickets:*", "tickets:"));
+        let r = registry();
+        assert!(r.lookup("agent:tool-").is_none());
+        assert_eq!(
+            run("agent:tool-", &[], &[], DENY).unwrap_err().reason,
+            Reason::AgentUnknown
+        );
+        // Delegation patterns too: `agent:tool-*` in may_delegate_to does not cover `agent:tool-`.
+        let mut records = vec![rec(
+            "agent:planner",
+            AgentStatus::Active,
+            &["*"],
+            &["user:*"],
+            &["agent:tool-*"],
+        )];
+        records.push(rec(
+            "agent:tool-",
+            AgentStatus::Active,
+            &["*"],
+            &["user:*"],
+            &[],
+        ));
+        let reg = Registry::new("1".into(), records, "$").unwrap();
+        let got = authorize(
+            "user:alice",
+            &chain(&["agent:tool-", "agent:planner"]),
+            &[],
+            &reg,
+            DENY,
+            1000.0,
+        );
+        assert_eq!(got.unwrap_err().reason, Reason::DelegationNotPermitted);
+    }
+
+    /// A delegated token's principal that is a registered agent must be active: nobody
+    /// acts for a suspended, retired or expired agent. The acting agent's and earlier
+    /// actors' reasons come first.
+    #[test]
+    fn principal_lifecycle_is_enforced() {
+        use AgentStatus::*;
+        let mut old = rec("agent:old", Active, &["*"], &[], &[]);
+        old.not_after = Some(100);
+        let records = vec![
+            rec(
+                "agent:relay",
+                Active,
+                &["*"],
+                &["agent:*", "user:*"],
+                &["agent:relay-2"],
+            ),
+            rec("agent:relay-2", Active, &["*"], &["agent:*", "user:*"], &[]),
+            rec("agent:paused", Suspended, &["*"], &[], &[]),
+            rec(
+                "agent:gone",
+                Retired,
+                &["*"],
+                &["agent:*"],
+                &["agent:relay"],
+            ),
+            rec("agent:active", Active, &["*"], &[], &[]),
+            old,
+        ];
+        let reg = Registry::new("1".into(), records, "$").unwrap();
+        let run = |principal: &str, c: &[&str]| {
+            authorize(principal, &chain(c), &[], &reg, DENY, 1000.0).map(|_| ())
+        };
+        for principal in ["agent:paused", "agent:gone", "agent:old"] {
+            assert_eq!(
+                run(principal, &["agent:relay"]).unwrap_err().reason,
+                Reason::DelegationPrincipalInactive,
+                "{principal}"
+            );
+            assert_eq!(
+                run(principal, &["agent:relay-2", "agent:relay"])
+                    .unwrap_err()
+                    .reason,
+                Reason::DelegationPrincipalInactive,
+                "{principal}"
+            );
+        }
+        assert_eq!(run("agent:active", &["agent:relay"]), Ok(()));
+        assert_eq!(run("user:alice", &["agent:relay"]), Ok(()));
+        // The acting agent's reason, then an earlier actor's, come first.
+        assert_eq!(
+            run("agent:paused", &["agent:gone"]).unwrap_err().reason,
+            Reason::AgentRetired
+        );
+        assert_eq!(
+            run("agent:paused", &["agent:relay", "agent:gone"])
+                .unwrap_err()
+                .reason,
+            Reason::DelegationActorInactive
+        );
+        // Without delegation the principal is the acting agent: its own reasons.
+        assert_eq!(
+            run("agent:paused", &[]).unwrap_err().reason,
+            Reason::AgentSuspended
+        );
+    }
+
+    #[test]
+    fn scope_tokens_never_carry_a_header_separator() {
+        assert!(
+            is_scope_token("tickets:read") && is_scope_token("urn:x:a+b/c!#$%&'()*;<=>?@[]^_`{|}~")
+        );
+        for bad in ["tickets:read,admin", "a b", "a\"b", "a\\b", "a\tb", "é", ""] {
+            assert!(!is_scope_token(bad), "{bad:?}");
+        }
+        assert!(!valid_scope_pattern("tickets:,*"));
+    }
+
+    #[test]
+    fn registry_identities_are_validated() {
+        use AgentStatus::*;
+        let hostile = [
+            "agent:summarizer-x,agent:admin",
+            " agent:a",
+            "agent:a ",
+            "agent:\u{1}a",
+            "agent:\u{a0}a",
+            "agent:\u{200b}a",
+            "agent:\"a",
+            "agent:\\a",
+            "agent:a**",
+            "agent:*a",
+            "",
+        ];
+        for bad in hostile {
+            for (field, r) in [
+                ("id", rec(bad, Active, &[], &[], &[])),
+                ("may_act_for[0]", rec("agent:a", Active, &[], &[bad], &[])),
+                (
+                    "may_delegate_to[0]",
+                    rec("agent:a", Active, &[], &[], &[bad]),
+                ),
+                ("owner", {
+                    let mut r = rec("agent:a", Active, &[], &[], &[]);
+                    r.owner = Some(bad.into());
+                    r
+                }),
+            ] {
+                let e = Registry::new("1".into(), vec![r], "$.agents.registry").unwrap_err();
+                let want = format!("$.agents.registry[0].{field}");
+                assert!(e.iter().any(|p| p.path == want), "{bad:?} {field}: {e:?}");
+                // The offending value is quoted with escapes, never written raw.
+                assert!(e.iter().all(|p| !p.message.contains('\u{1}')), "{e:?}");
+            }
+        }
+        let long = format!("agent:{}", "x".repeat(MAX_ID_BYTES));
+        assert!(Registry::new("1".into(), vec![rec(&long, Active, &[], &[], &[])], "$").is_err());
+        let good = Registry::new(
+            "1".into(),
+            vec![
+                rec(
+                    "agent:summarizer-*",
+                    Active,
+                    &["tickets:*"],
+                    &["user:*"],
+                    &["*"],
+                ),
+                rec("*", Active, &[], &[], &[]),
+                rec("agent:josé", Active, &[], &["spiffe://acme/ns/*"], &[]),
+            ],
+            "$",
+        );
+        assert!(good.is_ok(), "{good:?}");
+    }
+
+    #[test]
     fn ceiling_denies_or_narrows() {
         let c = ["agent:tool-search", "agent:planner"];
         let d = run("user:alice", &c, &["tickets:read", "tickets:write"], DENY).unwrap_err();
@@ -538,6 +795,20 @@ pub fn parse_feed(bytes: &[u8]) -> Result<Registry, Vec<Problem>> {
 #[cfg(test)]
 mod feed_tests {
     use super::*;
+
+    #[test]
+    fn feed_identities_are_validated() {
+        let e = parse_feed(
+            br#"{"version": "2", "agents": [{"id": "agent:x,agent:admin", "status": "active", "max_scopes": []}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e[0].path, "$.agents[0].id", "{e:?}");
+        let e = parse_feed(
+            br#"{"version": "2", "agents": [{"id": "agent:a", "status": "active", "max_scopes": [], "may_act_for": ["user:\u0000*"]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e[0].path, "$.agents[0].may_act_for[0]", "{e:?}");
+    }
 
     #[test]
     fn feed_documents_are_strict() {

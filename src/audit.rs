@@ -29,6 +29,26 @@ use crate::reason::Reason;
 /// Prefix of every audit log line; what follows it on the line is the event's JSON text.
 pub const LOG_PREFIX: &str = "agent-iam audit ";
 
+/// `msg` as one log line: control characters and Unicode line separators escaped the way
+/// Rust writes them (`\n`, `\u{1}`), so that a value a message quotes (a feed document's,
+/// an IdP's, a peer's) can never start a line of its own in the host's log. Audit events
+/// are JSON and contain none, so their lines are unchanged.
+pub fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+    let breaks = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !msg.chars().any(breaks) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len().saturating_add(16));
+    for c in msg.chars() {
+        if breaks(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Version of the event format (`v`).
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -1177,6 +1197,26 @@ mod tests {
         c.validate(&mut p);
         assert_eq!(p.len(), 4, "{p:?}");
         assert!(serde_json::from_value::<AuditConfig>(json!({"colector": {}})).is_err());
+    }
+
+    #[test]
+    fn log_messages_stay_on_one_line() {
+        assert!(matches!(
+            one_line("agent-iam: ok é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let forged = "version 2\nagent-iam audit {\"kind\":\"decision\"}\r\u{1}\u{2028}x";
+        let got = one_line(forged);
+        assert_eq!(
+            got,
+            "version 2\\nagent-iam audit {\"kind\":\"decision\"}\\r\\u{1}\\u{2028}x"
+        );
+        assert_eq!(got.lines().count(), 1);
+        let mut stream = AuditStream::new(1, 60, None);
+        let d = Decision::denied("d".into(), Reason::TokenMissing);
+        for line in stream.decision(&d, &ctx(1.0)) {
+            assert_eq!(one_line(line.log_line()), line.log_line());
+        }
     }
 
     #[test]

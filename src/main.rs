@@ -22,8 +22,10 @@ mod cli {
 
     const USAGE: &str = "\
 usage:
-  agent-iam check --config PLUGIN.json [--now UNIX_SECONDS]
+  agent-iam check --config PLUGIN.json [--now UNIX_SECONDS] [--audit FILE]
       JSON lines {\"method\",\"path\",\"host\",\"headers\"} on stdin -> one decision per line
+      (--audit: FILE gets the audit events exactly as the filter writes them, one stream
+      from its start to its final checkpoint, for `agent-iam audit verify`)
   agent-iam validate --config PLUGIN.json
   agent-iam policy test [DIR]              run every test_* rule in DIR/**/*_test.rego (default: policies)
   agent-iam policy eval --input FILE [--data FILE] [--entrypoint RULE] [DIR]
@@ -123,6 +125,7 @@ usage:
                     "--data",
                     "--entrypoint",
                     "--site",
+                    "--audit",
                 ]
                 .contains(a)
             {
@@ -188,6 +191,15 @@ usage:
         }
         let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::from_entropy());
         engine.start_feed_clock(now as f64);
+        let mut audit_file = match flag(args, "--audit")? {
+            Some(p) => Some((
+                p,
+                std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|e| format!("--audit {p}: {e}"))?,
+                ),
+            )),
+            None => None,
+        };
         let stdin = std::io::stdin();
         let mut out = std::io::stdout().lock();
         let mut failed = false;
@@ -196,7 +208,7 @@ usage:
             if line.trim().is_empty() {
                 continue;
             }
-            let v = match request_from_line(&line) {
+            let text = match request_from_line(&line) {
                 Ok(req) => {
                     let started = std::time::Instant::now();
                     let d = engine.evaluate(&req, now as f64);
@@ -205,25 +217,43 @@ usage:
                         latency_us: started.elapsed().as_micros() as u64,
                         request_id: req.request_id(),
                     };
-                    let mut out = d.to_json();
-                    // The decision's own event (after the stream's `start` on the first line).
-                    let audit = engine
-                        .audit(&d, &ctx)
-                        .pop()
-                        .map(|l| serde_json::from_str::<Value>(l.json()).unwrap_or(Value::Null));
-                    if let (Some(obj), Some(a)) = (out.as_object_mut(), audit) {
-                        obj.insert("audit".into(), a);
+                    // The stream's `start` event comes before the first decision's event.
+                    let events = engine.audit(&d, &ctx);
+                    if let Some((p, f)) = audit_file.as_mut() {
+                        for e in &events {
+                            writeln!(f, "{}", e.json()).map_err(|e| format!("--audit {p}: {e}"))?;
+                        }
                     }
-                    out
+                    with_audit(d.to_json().to_string(), events.last().map(|e| e.json()))
                 }
                 Err(e) => {
                     failed = true;
-                    json!({"error": format!("line {}: {e}", n + 1)})
+                    json!({"error": format!("line {}: {e}", n + 1)}).to_string()
                 }
             };
-            writeln!(out, "{v}").map_err(|e| e.to_string())?;
+            writeln!(out, "{text}").map_err(|e| e.to_string())?;
+        }
+        if let Some((p, mut f)) = audit_file {
+            // The filter ends a worker's stream with a final checkpoint.
+            if let Some(last) = engine.audit_stream().finish(now as f64, 0) {
+                writeln!(f, "{}", last.json()).map_err(|e| format!("--audit {p}: {e}"))?;
+            }
+            f.flush().map_err(|e| format!("--audit {p}: {e}"))?;
         }
         Ok(i32::from(failed))
+    }
+
+    /// A decision's JSON text with its audit event as the member `audit`, byte for byte
+    /// as the filter writes it (re-serialising it would reorder its members, and the
+    /// audit chain hashes the exact text).
+    fn with_audit(mut decision: String, event: Option<&str>) -> String {
+        if let (Some(event), true) = (event, decision.ends_with('}') && decision.len() > 2) {
+            decision.pop();
+            decision.push_str(",\"audit\":");
+            decision.push_str(event);
+            decision.push('}');
+        }
+        decision
     }
 
     fn audit_verify(args: &[&str]) -> Result<i32, String> {
@@ -592,6 +622,7 @@ usage:
             }
         }
         let head = String::from_utf8_lossy(&head);
+        let host = single_host(&head);
         let mut words = head.lines().next().unwrap_or_default().split(' ');
         let (method, target) = (
             words.next().unwrap_or_default(),
@@ -606,14 +637,17 @@ usage:
             && !name.starts_with('.');
         // Only the page's own origin: a foreign `Host` is a DNS-rebinding attempt by some
         // other web page to read the configuration.
-        let host_ok = head.lines().skip(1).any(|l| {
-            l.split_once(':').is_some_and(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("host")
-                    && [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
-                        .contains(&v.trim().to_ascii_lowercase())
-            })
+        let host_ok = host.is_ok_and(|h| {
+            [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
+                .contains(&h.to_ascii_lowercase())
         });
-        let (status, kind, body): (&str, &str, Vec<u8>) = if !host_ok {
+        let (status, kind, body): (&str, &str, Vec<u8>) = if let Err(why) = host {
+            (
+                "400 Bad Request",
+                "text/plain",
+                format!("{why}\n").into_bytes(),
+            )
+        } else if !host_ok {
             (
                 "421 Misdirected Request",
                 "text/plain",
@@ -643,6 +677,31 @@ usage:
         if method != "HEAD" {
             let _ = stream.write_all(&body);
         }
+    }
+
+    /// The one `Host` of a request head (RFC 9112 §3.2: a request without one, or with
+    /// more than one, is answered 400; so is a header line a server could read in two
+    /// ways: a folded line, or whitespace before the colon, §5.1–5.2).
+    pub(super) fn single_host(head: &str) -> Result<&str, &'static str> {
+        let mut host = None;
+        for line in head.split("\r\n").skip(1) {
+            if line.is_empty() {
+                break;
+            }
+            if line.starts_with([' ', '\t']) || line.contains(['\r', '\n']) {
+                return Err("malformed header line");
+            }
+            let (name, value) = line.split_once(':').ok_or("malformed header line")?;
+            if name.is_empty() || name.contains([' ', '\t']) {
+                return Err("malformed header line");
+            }
+            if name.eq_ignore_ascii_case("host")
+                && host.replace(value.trim_matches([' ', '\t'])).is_some()
+            {
+                return Err("more than one Host header");
+            }
+        }
+        host.ok_or("no Host header")
     }
 
     fn content_type(name: &str) -> &'static str {
@@ -701,5 +760,36 @@ usage:
             writeln!(out, "{token}").map_err(|e| e.to_string())?;
         }
         Ok(0)
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::cli::single_host;
+
+    #[test]
+    fn the_playground_reads_exactly_one_host() {
+        let head = |headers: &str| format!("GET / HTTP/1.1\r\n{headers}\r\n\r\nbody: x\r\n");
+        assert_eq!(
+            single_host(&head("Host: 127.0.0.1:8181")),
+            Ok("127.0.0.1:8181")
+        );
+        assert_eq!(
+            single_host(&head("x-a: 1\r\nhOsT:localhost:1  ")),
+            Ok("localhost:1")
+        );
+        for bad in [
+            "host: attacker.example:8181\r\nhost: 127.0.0.1:8181",
+            "host: 127.0.0.1:8181\r\nHost: attacker.example:8181",
+            "x-a: 1\r\n host: 127.0.0.1:8181",
+            "host : 127.0.0.1:8181",
+            "x-a: 1\r\nhost: a\nhost: 127.0.0.1:8181",
+            "no colon",
+            "x-a: 1",
+        ] {
+            assert!(single_host(&head(bad)).is_err(), "{bad:?}");
+        }
+        // A `Host` after the head (in the body) is not a header.
+        assert_eq!(single_host(&head("x-a: 1")), Err("no Host header"));
     }
 }

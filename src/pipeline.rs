@@ -275,6 +275,9 @@ impl Decision {
             (names.decision_id.clone(), self.decision_id.clone()),
         ];
         if !t.chain.is_empty() {
+            // `x-agent-chain`: the actors' `sub`s, current first, joined by `,` without
+            // spaces. Unambiguous: identity values never contain `,` or whitespace
+            // (`agents::is_identity`, checked when the token is verified).
             let subs: Vec<&str> = t.chain.iter().map(|a| a.sub.as_str()).collect();
             out.push((names.chain.clone(), subs.join(",")));
         }

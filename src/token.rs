@@ -12,6 +12,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::agents::is_identity;
 use crate::cache::{TokenHash, VerifiedCache};
 use crate::config::{normalize_typ, Config, Issuer};
 use crate::crypto::SignatureBackend;
@@ -21,8 +22,10 @@ use crate::reason::Reason;
 
 /// Nesting allowed in a JOSE header.
 const HEADER_MAX_DEPTH: usize = 4;
-/// Nesting allowed in claims beyond the delegation chain.
-const CLAIMS_EXTRA_DEPTH: usize = 8;
+/// Nesting allowed in the claims: serde_json's own recursion limit, so that custom claims
+/// (`authorization_details` can be deep) nest as deep as any JSON parser allows. The `act`
+/// chain keeps its own cap (`delegation.max_depth`) and the token its size cap.
+pub const CLAIMS_MAX_DEPTH: usize = 127;
 
 /// Header members that let a token choose its own key or change processing rules.
 const FORBIDDEN_HEADER: &[&str] = &[
@@ -162,8 +165,7 @@ pub fn verify_token(
     now: f64,
 ) -> Result<(VerifiedToken, bool), Reason> {
     let jws = parse_compact(token, cfg.max_token_bytes)?;
-    let max_depth = cfg.max_delegation_depth.saturating_add(CLAIMS_EXTRA_DEPTH);
-    let claims = match parse_strict(&jws.payload, max_depth) {
+    let claims = match parse_strict(&jws.payload, CLAIMS_MAX_DEPTH) {
         Ok(Value::Object(m)) => m,
         _ => return Err(Reason::TokenMalformed),
     };
@@ -266,9 +268,11 @@ fn check_claims(
     cfg: &Config,
     now: f64,
 ) -> Result<ClaimFacts, Reason> {
+    // `sub` reaches the identity headers and the audit trail: it must be an identity value
+    // (no separator, whitespace or control character; see `agents::is_identity`).
     let subject = match claims.get("sub") {
         None => return Err(Reason::TokenSubject),
-        Some(Value::String(s)) if s.is_empty() => return Err(Reason::TokenSubject),
+        Some(Value::String(s)) if !is_identity(s) => return Err(Reason::TokenSubject),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(Reason::TokenClaimType),
     };
@@ -299,7 +303,8 @@ fn check_claims(
     if !scopes.iter().all(|s| crate::agents::is_scope_token(s)) {
         return Err(Reason::TokenClaimType);
     }
-    let chain = actor_chain(claims.get("act"), cfg.max_delegation_depth)?;
+    let trusted = |iss: &str| cfg.issuers.iter().any(|i| i.issuer == iss);
+    let chain = actor_chain(claims.get("act"), cfg.max_delegation_depth, &trusted)?;
     let token_iss = claims
         .get("iss")
         .and_then(Value::as_str)
@@ -357,15 +362,22 @@ pub struct Actor {
 }
 
 /// Walks `act` (RFC 8693 §4.1): the current actor first, then earlier ones. Every level
-/// is an object with a non-empty string `sub` and an optional string `iss`; no actor may
-/// appear twice. Nested `may_act` inside `act` is informational and ignored.
-fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<Actor>, Reason> {
+/// is an object with a string `sub` that is an identity value (`agents::is_identity`) and
+/// an optional non-empty string `iss` that must name a configured issuer (`trusted`). No
+/// actor may appear twice: actors are keyed by `sub` alone, as the registry keys them, so
+/// the same `sub` under another (or no) `iss` is a cycle. Nested `may_act` inside `act`
+/// is informational and ignored.
+fn actor_chain(
+    act: Option<&Value>,
+    max_depth: usize,
+    trusted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Actor>, Reason> {
     let mut chain: Vec<Actor> = Vec::new();
     let mut cur = act;
     while let Some(v) = cur {
         let obj = v.as_object().ok_or(Reason::DelegationMalformed)?;
         let sub = match obj.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::String(s)) if is_identity(s) => s.clone(),
             _ => return Err(Reason::DelegationMalformed),
         };
         let iss = match obj.get("iss") {
@@ -373,14 +385,13 @@ fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<Actor>, Reas
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             Some(_) => return Err(Reason::DelegationMalformed),
         };
-        let actor = Actor { sub, iss };
-        if chain
-            .iter()
-            .any(|a| a.sub == actor.sub && a.iss == actor.iss)
-        {
+        if iss.as_deref().is_some_and(|i| !trusted(i)) {
+            return Err(Reason::DelegationActorIssuer);
+        }
+        if chain.iter().any(|a| a.sub == sub) {
             return Err(Reason::DelegationCycle);
         }
-        chain.push(actor);
+        chain.push(Actor { sub, iss });
         if chain.len() > max_depth {
             return Err(Reason::DelegationDepth);
         }
@@ -389,7 +400,10 @@ fn actor_chain(act: Option<&Value>, max_depth: usize) -> Result<Vec<Actor>, Reas
     Ok(chain)
 }
 
-/// A top-level `may_act` (RFC 8693 §4.4) must name the current actor.
+/// A top-level `may_act` (RFC 8693 §4.4) must name the current actor: the same `sub`
+/// and, when `may_act` gives an `iss`, the actor's issuer (its `act.iss`, else the
+/// token's). This is never looser than the registry's keying by `sub`: an `iss` in
+/// `may_act` can only refuse more.
 fn check_may_act(
     may_act: Option<&Value>,
     current: Option<&Actor>,
@@ -409,5 +423,248 @@ fn check_may_act(
         Ok(())
     } else {
         Err(Reason::DelegationMayAct)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PureRust;
+    use crate::dev::{mint, DevKeys, Recipe};
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+    const PARTNER: &str = "https://partner.agent-iam.test";
+
+    /// The demo keys, and a configuration trusting the demo issuer and a second one.
+    fn setup() -> (DevKeys, Config) {
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys = DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin = crate::dev::demo_plugin_config(&keys);
+        let mut partner = plugin["issuers"][0].clone();
+        partner["issuer"] = json!(PARTNER);
+        plugin["issuers"].as_array_mut().unwrap().push(partner);
+        let cfg = Config::from_json(plugin.to_string().as_bytes()).unwrap();
+        (keys, cfg)
+    }
+
+    fn verify(recipe: Value) -> Result<VerifiedToken, Reason> {
+        let (keys, cfg) = setup();
+        let r: Recipe = serde_json::from_value(recipe).unwrap();
+        let token = mint(&keys, &r, NOW).unwrap();
+        verify_token(&token, &cfg, &PureRust, None, NOW as f64).map(|(t, _)| t)
+    }
+
+    fn with_claims(claims: Value) -> Result<VerifiedToken, Reason> {
+        verify(json!({ "claims": claims }))
+    }
+
+    /// Values that must never become an identity: header separators, whitespace that
+    /// Envoy trims or that splits a value, control and invisible characters, quoting,
+    /// pattern syntax, and anything over the length cap.
+    fn hostile_ids() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "agent:summarizer-x,agent:admin",
+            " agent:legacy-bot",
+            "agent:legacy-bot ",
+            "agent:legacy-bot\t",
+            "agent: admin",
+            "agent:\u{1}x",
+            "agent:x\r\nx-agent-id: admin",
+            "agent:x\u{7f}",
+            "agent:x\u{85}",
+            "agent:\u{a0}x",
+            "agent:\u{2003}x",
+            "agent:\u{3000}x",
+            "agent:\u{200b}x",
+            "agent:\u{202e}x",
+            "agent:\u{feff}x",
+            "agent:\"x",
+            "agent:\\x",
+            "agent:*",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(format!("agent:{}", "x".repeat(crate::agents::MAX_ID_BYTES)));
+        v
+    }
+
+    #[test]
+    fn sub_must_be_an_identity_value() {
+        for bad in hostile_ids() {
+            let got = with_claims(json!({ "sub": bad })).map(|t| t.subject);
+            assert_eq!(got, Err(Reason::TokenSubject), "{bad:?}");
+        }
+        let longest = "x".repeat(crate::agents::MAX_ID_BYTES);
+        for good in [
+            "user:alice",
+            "agent:summarizer-3",
+            "spiffe://acme/ns/a",
+            "José",
+            longest.as_str(),
+        ] {
+            assert_eq!(with_claims(json!({ "sub": good })).unwrap().subject, good);
+        }
+        assert_eq!(
+            with_claims(json!({"sub": 7})).unwrap_err(),
+            Reason::TokenClaimType
+        );
+    }
+
+    #[test]
+    fn every_actor_must_be_an_identity_value() {
+        for bad in hostile_ids() {
+            let current = with_claims(json!({"sub": "user:alice", "act": {"sub": bad}}));
+            assert_eq!(current.unwrap_err(), Reason::DelegationMalformed, "{bad:?}");
+            let earlier =
+                json!({"sub": "user:alice", "act": {"sub": "agent:a", "act": {"sub": bad}}});
+            assert_eq!(
+                with_claims(earlier).unwrap_err(),
+                Reason::DelegationMalformed,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn actor_issuers_must_be_configured() {
+        let act = |outer: Value, inner: Value| {
+            with_claims(
+                json!({"sub": "user:alice", "act": {"sub": "agent:a", "iss": outer,
+                "act": {"sub": "agent:b", "iss": inner}}}),
+            )
+        };
+        let ok = act(json!(DEMO_ISSUER), json!(PARTNER)).unwrap();
+        assert_eq!(ok.chain[1].iss.as_deref(), Some(PARTNER));
+        for (outer, inner) in [
+            (json!("https://evil.test"), json!(DEMO_ISSUER)),
+            (json!(DEMO_ISSUER), json!("https://evil.test")),
+            (json!(format!("{DEMO_ISSUER}/")), json!(PARTNER)),
+            (json!("HTTPS://IDP.AGENT-IAM.TEST"), json!(PARTNER)),
+        ] {
+            assert_eq!(
+                act(outer, inner).unwrap_err(),
+                Reason::DelegationActorIssuer
+            );
+        }
+        assert_eq!(
+            act(json!(""), json!(PARTNER)).unwrap_err(),
+            Reason::DelegationMalformed
+        );
+        assert_eq!(
+            act(json!(1), json!(PARTNER)).unwrap_err(),
+            Reason::DelegationMalformed
+        );
+    }
+
+    const DEMO_ISSUER: &str = crate::dev::DEMO_ISSUER;
+
+    /// Actors are keyed by `sub`, as the registry keys them: an `iss` variant of the same
+    /// `sub` is the same actor.
+    #[test]
+    fn cycles_are_keyed_by_sub() {
+        let chain = |inner_iss: Option<&str>, outer_iss: Option<&str>| {
+            let mut inner = json!({"sub": "agent:relay"});
+            if let Some(i) = inner_iss {
+                inner["iss"] = json!(i);
+            }
+            let mut outer = json!({"sub": "agent:relay", "act": inner});
+            if let Some(i) = outer_iss {
+                outer["iss"] = json!(i);
+            }
+            with_claims(json!({"sub": "user:alice", "act": outer})).map(|t| t.chain.len())
+        };
+        for (a, b) in [
+            (None, None),
+            (Some(DEMO_ISSUER), None),
+            (None, Some(DEMO_ISSUER)),
+            (Some(PARTNER), Some(DEMO_ISSUER)),
+        ] {
+            assert_eq!(chain(a, b), Err(Reason::DelegationCycle), "{a:?} {b:?}");
+        }
+        let deep = json!({"sub": "user:alice", "act": {"sub": "agent:a", "act": {"sub": "agent:b",
+            "act": {"sub": "agent:a", "iss": PARTNER}}}});
+        assert_eq!(with_claims(deep).unwrap_err(), Reason::DelegationCycle);
+    }
+
+    /// `may_act` names the current actor by `sub`; an `iss` in it must be the actor's.
+    #[test]
+    fn may_act_is_never_looser_than_the_registry() {
+        let run = |act: Value, may_act: Value| {
+            with_claims(json!({"sub": "user:alice", "act": act, "may_act": may_act})).map(|_| ())
+        };
+        let planner = json!({"sub": "agent:planner"});
+        let partner_planner = json!({"sub": "agent:planner", "iss": PARTNER});
+        assert_eq!(
+            run(planner.clone(), json!({"sub": "agent:planner"})),
+            Ok(())
+        );
+        assert_eq!(
+            run(
+                planner.clone(),
+                json!({"sub": "agent:planner", "iss": DEMO_ISSUER})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            run(partner_planner.clone(), json!({"sub": "agent:planner"})),
+            Ok(())
+        );
+        assert_eq!(
+            run(
+                partner_planner.clone(),
+                json!({"sub": "agent:planner", "iss": PARTNER})
+            ),
+            Ok(())
+        );
+        for (act, may_act) in [
+            (
+                planner.clone(),
+                json!({"sub": "agent:planner", "iss": PARTNER}),
+            ),
+            (
+                partner_planner,
+                json!({"sub": "agent:planner", "iss": DEMO_ISSUER}),
+            ),
+            (planner.clone(), json!({"sub": "agent:planner,agent:admin"})),
+            (planner.clone(), json!({"sub": "agent:planner "})),
+            (planner.clone(), json!({"iss": DEMO_ISSUER})),
+            (planner, json!("agent:planner")),
+        ] {
+            assert_eq!(run(act, may_act), Err(Reason::DelegationMayAct));
+        }
+    }
+
+    /// Custom claims nest as deep as serde_json parses; the JOSE header and the `act`
+    /// chain keep their own caps.
+    #[test]
+    fn claim_nesting_follows_the_token_rules() {
+        for depth in [20, CLAIMS_MAX_DEPTH - 1] {
+            // The claims object itself is one level.
+            assert!(verify(json!({ "nest": depth })).is_ok(), "{depth}");
+        }
+        let details =
+            json!([{"type": "payment", "locations": [[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]}]);
+        assert!(with_claims(json!({ "authorization_details": details })).is_ok());
+        assert_eq!(
+            verify(json!({ "nest": CLAIMS_MAX_DEPTH })).unwrap_err(),
+            Reason::TokenMalformed
+        );
+        assert_eq!(
+            verify(json!({ "nest": 200 })).unwrap_err(),
+            Reason::TokenMalformed
+        );
+        let deep_header = json!({"header": {"x": {"a": {"b": {"c": {}}}}}});
+        assert_eq!(verify(deep_header).unwrap_err(), Reason::TokenMalformed);
+        let mut act = json!({"sub": "agent:a0"});
+        for i in 1..6 {
+            act = json!({"sub": format!("agent:a{i}"), "act": act});
+        }
+        assert_eq!(
+            with_claims(json!({"sub": "user:alice", "act": act})).unwrap_err(),
+            Reason::DelegationDepth
+        );
     }
 }

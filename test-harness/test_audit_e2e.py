@@ -254,3 +254,57 @@ def test_shipped_access_log_example_is_generated_from_the_plugin():
     assert shipped == harness.cli("generate", "envoy", "--config", harness.PLUGIN,
                                   "--audit-access-log", "/tmp/agent-iam-audit.log").stdout
     assert "%FILTER_STATE(wasm.agent_iam.audit:PLAIN)%" in shipped
+
+
+def key_order(v):
+    """The members of every object in `v`, in the order written (values left out)."""
+    if isinstance(v, dict):
+        return [(k, key_order(x)) for k, x in v.items()]
+    if isinstance(v, list):
+        return [key_order(x) for x in v]
+    return None
+
+
+def test_check_writes_the_audit_lines_the_filter_writes_and_they_verify(tmp_path):
+    now = int(time.time())
+    [chain, forged] = harness.mint([
+        {"claims": {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}},
+        {"tamper": "signature"},
+    ], now=now)
+    requests = [
+        ("GET", "/tickets/42", {"authorization": f"Bearer {chain}", "x-request-id": "req-1"}),
+        ("POST", "/tickets/42", {"authorization": f"Bearer {chain}", "x-request-id": "req-2"}),
+        ("GET", "/tickets/42", {"authorization": f"Bearer {forged}", "x-request-id": "req-3"}),
+        ("GET", "/tickets/42", {"x-request-id": "req-4"}),
+    ]
+    stdin = "".join(json.dumps({"method": m, "path": p, "host": "api.agent-iam.test", "headers": h}) + "\n"
+                    for m, p, h in requests)
+    trail = tmp_path / "check-audit.ndjson"
+    out = harness.cli("check", "--config", harness.PLUGIN, "--now", now, "--audit", trail, stdin=stdin).stdout
+    code, report = harness.audit_verify(trail)
+    assert code == 0, report
+    assert "ok: 6 event(s) (4 decision(s)) in 1 stream(s)" in report, report
+    events = events_of(trail.read_text())
+    assert [e["kind"] for e in events] == ["start"] + ["decision"] * 4 + ["checkpoint"]
+    assert events[-1]["final"] is True and harness.audit_schema_errors(events) == []
+    # Each output line's `audit` member is that event's text, byte for byte.
+    texts = trail.read_text().splitlines()
+    for line, text in zip(out.splitlines(), texts[1:5]):
+        assert line.endswith(',"audit":' + text + "}"), line
+    # Editing one event is detected as in any other trail.
+    edited = write(tmp_path, "edited.ndjson", [texts[0], texts[1].replace('"allow"', '"deny"'), *texts[2:]])
+    assert harness.audit_verify(edited)[0] == 1
+
+    # The filter in Envoy writes the same events, member for member and in the same order.
+    with harness.stack(name="audit-check") as envoy:
+        client = harness.Client(envoy.listen_port)
+        for method, path, headers in requests:
+            client.request(path, method=method, headers=headers, body=b"{}" if method == "POST" else None)
+        client.close()
+        wait_until(lambda: len(envoy.decision_lines()) >= 4, what="4 decisions in the log")
+        logged = envoy.decision_lines()
+    for mine, theirs in zip(events[1:5], logged):
+        assert key_order(mine) == key_order(theirs)
+        for k in ("decision", "status", "reason", "agent", "principal", "chain", "scopes", "route"):
+            assert mine[k] == theirs[k], k
+        assert mine["request"]["id"] == theirs["request"]["id"]

@@ -201,3 +201,31 @@ def test_the_server_answers_only_its_own_origin_and_files():
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_server_judges_the_one_host_a_request_has(tmp_path):
+    # The server needs only the page's two files to start.
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "agent_iam_playground_bg.wasm").write_bytes(b"\0asm")
+    server = subprocess.Popen([str(harness.CLI), "playground", "--listen", "0", "--site", str(tmp_path)],
+                              cwd=harness.ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
+        own, foreign = f"127.0.0.1:{port}", f"attacker.example:{port}"
+
+        def get(*header_lines):
+            head = "".join(f"{h}\r\n" for h in header_lines)
+            return harness.raw_request(port, f"GET /defaults.json HTTP/1.1\r\n{head}\r\n".encode())
+
+        assert get(f"Host: {own}").startswith(b"HTTP/1.1 200")
+        assert get(f"Host: {foreign}").startswith(b"HTTP/1.1 421")
+        # A second Host line never decides: a request with two is refused (RFC 9112 §3.2),
+        # whichever comes first, and so are lines another parser could read as a Host.
+        for lines in ([f"Host: {foreign}", f"Host: {own}"], [f"Host: {own}", f"host: {foreign}"],
+                      [f"Host: {foreign}", f" Host: {own}"], [f"Host : {own}"], ["x-a: 1"]):
+            r = get(*lines)
+            assert r.startswith(b"HTTP/1.1 400"), (lines, r[:80])
+            assert b"config" not in r
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

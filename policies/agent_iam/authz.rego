@@ -10,7 +10,7 @@ import rego.v1
 decision := {"allow": false, "reason": sort(deny)[0], "status": 403} if {
 	count(deny) > 0
 } else := {"allow": true, "headers": {"x-agent-tenant": input.token.tenant}} if {
-	is_string(input.token.tenant)
+	valid_tenant(input.token.tenant)
 } else := {"allow": true, "headers": {}}
 
 # Helpers shared by the modules. `input.request.path` is the canonical path without the

@@ -33,3 +33,19 @@ test_non_string_tenant_is_denied if {
 test_other_paths_are_unaffected if {
 	not "tenant.mismatch" in authz.deny with input as req(["tickets", "1"], {"tenant": "acme"})
 }
+
+test_a_tenant_that_is_not_one_plain_value_is_denied_everywhere if {
+	every t in ["acme,globex", " acme", "acme ", "ac me", "acme\u0001", "\"acme\"", "", "-acme", 1, null, ["acme"]] {
+		"tenant.invalid" in authz.deny with input as req(["tickets", "1"], {"tenant": t})
+	}
+}
+
+test_plain_tenants_are_valid if {
+	every t in ["acme", "acme-eu.1", "org:acme_2"] {
+		not "tenant.invalid" in authz.deny with input as req(["tenants", t], {"tenant": t})
+	}
+}
+
+test_no_tenant_claim_is_not_invalid if {
+	not "tenant.invalid" in authz.deny with input as req(["tickets", "1"], {})
+}

@@ -42,7 +42,8 @@ proxy_wasm::main! {{
 }}
 
 fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
+    // One message, one line: values from feeds and peers never start a line of their own.
+    let _ = hostcalls::log(level, &crate::audit::one_line(msg));
 }
 
 /// `verify_signature` through the host.
