@@ -73,9 +73,9 @@ pub struct AuditConfig {
     #[serde(default)]
     pub collector: Option<CollectorConfig>,
     /// Who chose the `x-request-id` recorded in each event (`request.id_source`): `client`
-    /// (default: Envoy keeps the id of a request from an internal address, loopback and
-    /// RFC 1918 by default, and of any request when `use_remote_address` is off) or
-    /// `envoy` (only when the connection manager replaces every client's id).
+    /// (default: Envoy keeps a client's id for requests from internal addresses, and for
+    /// every request when `use_remote_address` is off) or `envoy` (only when the connection
+    /// manager replaces every client's id, as `agent-iam generate envoy` writes it).
     #[serde(default)]
     pub request_id_from: RequestIdFrom,
 }

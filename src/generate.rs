@@ -87,6 +87,19 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
             }
         }
     }
+    // The generated connection manager replaces every client's `x-request-id` (no address
+    // counts as internal, `preserve_external_request_id` is off): the audit trail says so.
+    if !o.raw_hcm {
+        if let Some(obj) = plugin_config.as_object_mut() {
+            let audit = obj
+                .entry("audit")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = audit.as_object_mut() {
+                a.entry("request_id_from")
+                    .or_insert_with(|| Value::String("envoy".into()));
+            }
+        }
+    }
     let plugin_config = &plugin_config;
     let pretty = serde_json::to_string_pretty(plugin_config).unwrap_or_default();
     let indent = " ".repeat(20);
@@ -187,7 +200,8 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
     // have to change ambiguously), refuses escaped slashes and underscores in header names
     // (CGI/WSGI upstreams read `x_agent_id` as `x-agent-id`), and takes the client address
     // from the connection, never from a client's X-Forwarded-For (behind N trusted proxies,
-    // set `xff_num_trusted_hops: N`).
+    // set `xff_num_trusted_hops: N`). Envoy 1.40 counts no address as internal unless
+    // `internal_address_config` names it, so it replaces every client's `x-request-id`.
     let hygiene = if o.raw_hcm {
         String::new()
     } else {
@@ -196,6 +210,7 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
           path_with_escaped_slashes_action: REJECT_REQUEST
           use_remote_address: true
           xff_num_trusted_hops: 0
+          preserve_external_request_id: false
           common_http_protocol_options:
             headers_with_underscores_action: REJECT_REQUEST
 "#

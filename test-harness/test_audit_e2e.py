@@ -98,11 +98,11 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
         assert allowed["decision"] == "allow" and allowed["principal"] == "user:alice"
         assert allowed["agent"] == "agent:planner" and allowed["chain"] == ["agent:planner"]
         assert allowed["token"]["alg"] == "RS256" and allowed["token"]["iss"] == "https://idp.agent-iam.test"
-        # The recorded request id is the one the upstream received (the shipped bootstrap
-        # lets Envoy replace a client's malformed id), and says who chose it.
+        # The recorded request id is the one the upstream received: the shipped bootstrap's
+        # Envoy replaces a client's id with its own, and the event says so.
         [upstream_saw] = [h for h in envoy.upstream.server.seen if h.get("x-agent-decision-id") == [ids[1]]]
         assert allowed["request"]["id"] == upstream_saw["x-request-id"][0] and allowed["route"] == "tickets-read"
-        assert allowed["request"]["id_source"] == "client"
+        assert allowed["request"]["id_source"] == "envoy"
         assert allowed["policy"]["revision"] and allowed["latency_us"] >= 0
         assert [by_id[i]["reason"] for i in ids[2:9]] == [
             "token.expired", "token.signature", "token.missing", "token.scheme", "token.too_large",
@@ -303,8 +303,12 @@ def test_check_writes_the_audit_lines_the_filter_writes_and_they_verify(tmp_path
         client.close()
         wait_until(lambda: len(envoy.decision_lines()) >= 4, what="4 decisions in the log")
         logged = envoy.decision_lines()
-    for mine, theirs in zip(events[1:5], logged):
+    for (_, _, sent), mine, theirs in zip(requests, events[1:5], logged):
         assert key_order(mine) == key_order(theirs)
         for k in ("decision", "status", "reason", "agent", "principal", "chain", "scopes", "route"):
             assert mine[k] == theirs[k], k
-        assert mine["request"]["id"] == theirs["request"]["id"]
+        # The CLI records the id the request carried; the shipped bootstrap's Envoy replaces
+        # a client's id with its own, and the filter says whose it is.
+        assert (mine["request"]["id"], mine["request"]["id_source"]) == (sent["x-request-id"], "client")
+        assert theirs["request"]["id"] not in ("req-1", "req-2", "req-3", "req-4")
+        assert theirs["request"]["id_source"] == "envoy"

@@ -34,7 +34,13 @@ def shipped():
 def token(**claims):
     base = {"sub": "agent:build-bot-7", "scope": "tickets:read tickets:write"}
     base.update(claims)
-    return harness.mint([{"claims": {k: v for k, v in base.items()}}])[0]
+    return harness.mint([{"claims": base}])[0]
+
+
+@pytest.fixture(scope="module")
+def write_token():
+    """build-bot-7 with tickets:read and tickets:write (minted when the module's tests run)."""
+    return token()
 
 
 def send_raw(envoy, request_line, headers=b""):
@@ -56,9 +62,6 @@ def executed_after(envoy, before):
     return envoy.app.executed[before:]
 
 
-WRITE = token()
-
-
 # ---- 1. Request target ---------------------------------------------------------------
 
 TRAVERSALS = [
@@ -74,10 +77,10 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("target", TRAVERSALS, ids=[t.decode() for t in TRAVERSALS])
-def test_traversal_to_another_route_is_decided_on_the_route_it_reaches(raw, target):
+def test_traversal_to_another_route_is_decided_on_the_route_it_reaches(raw, target, write_token):
     """A tickets-write token may not reach POST /mail/send (mail:send) by any spelling."""
     before = len(raw.app.executed)
-    status, body = send_raw(raw, b"POST " + target + b" HTTP/1.1", f"authorization: Bearer {WRITE}\r\ncontent-length: 0\r\n".encode())
+    status, body = send_raw(raw, b"POST " + target + b" HTTP/1.1", f"authorization: Bearer {write_token}\r\ncontent-length: 0\r\n".encode())
     assert status == 403, body
     d = decision(raw, json.loads(body)["decision_id"])
     assert d["reason"] == "scope.insufficient" and d["route"] == "mail-send", d
@@ -97,9 +100,9 @@ AMBIGUOUS = [
 
 
 @pytest.mark.parametrize("target", AMBIGUOUS, ids=[t.decode() for t in AMBIGUOUS])
-def test_ambiguous_targets_are_refused_before_the_upstream(raw, target):
+def test_ambiguous_targets_are_refused_before_the_upstream(raw, target, write_token):
     before = len(raw.app.executed)
-    status, body = send_raw(raw, b"POST " + target + b" HTTP/1.1", f"authorization: Bearer {WRITE}\r\ncontent-length: 0\r\n".encode())
+    status, body = send_raw(raw, b"POST " + target + b" HTTP/1.1", f"authorization: Bearer {write_token}\r\ncontent-length: 0\r\n".encode())
     assert status == 400, body
     did = json.loads(body)["decision_id"]
     d = decision(raw, did)
@@ -108,17 +111,17 @@ def test_ambiguous_targets_are_refused_before_the_upstream(raw, target):
     assert executed_after(raw, before) == []
 
 
-def test_backslash_never_reaches_the_upstream(raw):
+def test_backslash_never_reaches_the_upstream(raw, write_token):
     """Envoy's own HTTP/1 parser may refuse a raw `\\` first; either way nothing runs."""
     before = len(raw.app.executed)
-    status, _ = send_raw(raw, b"POST /tickets\\..\\mail/send HTTP/1.1", f"authorization: Bearer {WRITE}\r\ncontent-length: 0\r\n".encode())
+    status, _ = send_raw(raw, b"POST /tickets\\..\\mail/send HTTP/1.1", f"authorization: Bearer {write_token}\r\ncontent-length: 0\r\n".encode())
     assert status == 400
     assert executed_after(raw, before) == []
 
 
-def test_an_allowed_request_reaches_the_upstream_in_canonical_form(raw):
+def test_an_allowed_request_reaches_the_upstream_in_canonical_form(raw, write_token):
     before = len(raw.app.executed)
-    status, body = send_raw(raw, b"GET /tickets/a/../%7E42//x?q=%2F.. HTTP/1.1", f"authorization: Bearer {WRITE}\r\n".encode())
+    status, body = send_raw(raw, b"GET /tickets/a/../%7E42//x?q=%2F.. HTTP/1.1", f"authorization: Bearer {write_token}\r\n".encode())
     assert status == 200, body
     [run] = executed_after(raw, before)
     assert (run["method"], run["path"], run["query"]) == ("GET", "/tickets/~42/x", "q=%2F..")
@@ -154,12 +157,12 @@ def test_tenant_policy_sees_the_segments_the_upstream_routes_on(raw):
     assert [e["path"] for e in executed_after(raw, before)] == ["/tenants/acme/tickets"]
 
 
-def test_the_shipped_bootstrap_normalises_too(shipped):
+def test_the_shipped_bootstrap_normalises_too(shipped, write_token):
     """Defence in depth: Envoy itself normalises (and refuses %2F) before the filter."""
     before = len(shipped.app.executed)
-    status, body = send_raw(shipped, b"POST /tickets/../mail/send HTTP/1.1", f"authorization: Bearer {WRITE}\r\ncontent-length: 0\r\n".encode())
+    status, body = send_raw(shipped, b"POST /tickets/../mail/send HTTP/1.1", f"authorization: Bearer {write_token}\r\ncontent-length: 0\r\n".encode())
     assert status == 403 and json.loads(body)["reason"] == "scope.insufficient"
-    status, _ = send_raw(shipped, b"GET /tickets/%2F HTTP/1.1", f"authorization: Bearer {WRITE}\r\n".encode())
+    status, _ = send_raw(shipped, b"GET /tickets/%2F HTTP/1.1", f"authorization: Bearer {write_token}\r\n".encode())
     assert status == 400
     assert executed_after(shipped, before) == []
 
@@ -218,9 +221,9 @@ def test_forged_filter_headers_never_reach_the_upstream_in_any_spelling(raw):
     assert raw.app.executed[-1]["env"]["HTTP_X_AGENT_TENANT"] == "acme"
 
 
-def test_the_shipped_bootstrap_refuses_underscore_headers(shipped):
+def test_the_shipped_bootstrap_refuses_underscore_headers(shipped, write_token):
     before = len(shipped.app.executed)
-    status, _ = send_raw(shipped, b"GET /status HTTP/1.1", f"authorization: Bearer {WRITE}\r\nx_agent_scopes: admin\r\n".encode())
+    status, _ = send_raw(shipped, b"GET /status HTTP/1.1", f"authorization: Bearer {write_token}\r\nx_agent_scopes: admin\r\n".encode())
     assert status == 400
     assert executed_after(shipped, before) == []
 
@@ -274,13 +277,14 @@ def test_a_long_target_is_clipped_with_a_marker_and_hashed(raw):
     assert (d["request"]["id"], d["request"]["id_source"]) == ("chosen-by-client", "client")
 
 
-def test_a_client_chosen_request_id_is_recorded_as_the_clients(shipped):
-    """Envoy keeps the x-request-id of a request from an internal address (loopback here):
-    the audit event says that the client chose it."""
+def test_the_shipped_bootstrap_replaces_a_client_request_id_and_says_so(shipped):
+    """The generated connection manager replaces every client's x-request-id; the audit event
+    records Envoy's id as Envoy's (`generate envoy` sets `audit.request_id_from: envoy`)."""
     read = token(scope="tickets:read")
     before = len(shipped.app.executed)
     status, _ = send_raw(shipped, b"GET /tickets/1 HTTP/1.1", f"authorization: Bearer {read}\r\nx-request-id: chosen-by-client\r\n".encode())
     assert status == 200
     [run] = executed_after(shipped, before)
+    assert run["env"]["HTTP_X_REQUEST_ID"] != "chosen-by-client"
     d = decision(shipped, run["env"]["HTTP_X_AGENT_DECISION_ID"])
-    assert (d["request"]["id"], d["request"]["id_source"]) == (run["env"]["HTTP_X_REQUEST_ID"], "client")
+    assert (d["request"]["id"], d["request"]["id_source"]) == (run["env"]["HTTP_X_REQUEST_ID"], "envoy")
