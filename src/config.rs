@@ -1005,7 +1005,13 @@ impl PluginConfig {
                     Registry::default()
                 }
             };
-        let revocation = self.revocation.and_then(|r| r.validate(&mut problems));
+        let revocation = self
+            .revocation
+            .and_then(|r| r.validate(&mut problems))
+            .map(|mut r| {
+                r.transmitter.token_issuers = issuers.iter().map(|i| i.issuer.clone()).collect();
+                r
+            });
         self.audit.validate(&mut problems);
         if let Some(b) = &self.verify_budget {
             b.validate(&mut problems);
