@@ -253,6 +253,11 @@ pub struct FeedConfig {
     /// When stale: `deny` every request (default) or keep using the last good registry.
     #[serde(default)]
     pub on_stale: StaleMode,
+    /// Accept an answer whose version orders before the one in use (a smaller decimal
+    /// integer, or a different version when either is not a decimal integer). Off: such an
+    /// answer is refused (logged, counted, audited) and the registry in use stays.
+    #[serde(default)]
+    pub allow_rollback: bool,
 }
 
 /// Behaviour with a stale registry.
