@@ -673,10 +673,12 @@ pub fn parse_poll_response(body: &[u8]) -> Result<(Vec<(String, String)>, bool),
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err("poll response has no `sets` object".into()),
     };
-    let more = m
-        .get("moreAvailable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    // A wrong type is an error, never "absent".
+    let more = match m.get("moreAvailable") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("moreAvailable is not a boolean".into()),
+    };
     Ok((sets, more))
 }
 
@@ -1403,5 +1405,10 @@ mod tests {
         assert!(parse_poll_response(br#"{"sets": {"j1": 5}}"#).is_err());
         assert!(parse_poll_response(br#"{"sets": {}, "sets": {}}"#).is_err());
         assert!(parse_poll_response(b"[]").is_err());
+        assert!(parse_poll_response(br#"{"sets": {}, "moreAvailable": "true"}"#).is_err());
+        assert_eq!(
+            parse_poll_response(br#"{"sets": {}}"#).unwrap(),
+            (vec![], false)
+        );
     }
 }

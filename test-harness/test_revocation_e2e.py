@@ -190,3 +190,107 @@ def test_envoy_restart_reads_the_revocations_again_before_serving():
                 time.sleep(0.02)
             assert seen <= {"revocation.stale", "revocation.jti"} and "revocation.jti" in seen, seen
             client.close()
+
+
+# The state is a function of the set of events: event time decides, not arrival order.
+
+def lifecycle_set(jti, kind, subject, at):
+    return harness.mint_sets([(jti, {harness.EVENT[kind]: {"subject": subject, "event_timestamp": int(at)}})])[0]
+
+
+def acked(envoy, *jtis):
+    return set(jtis) <= set(envoy.control_plane.stats()["acked"])
+
+
+def settle(client, token, envoy, *jtis):
+    """Until every SET in `jtis` is acknowledged (applied by then), then one more poll."""
+    until(client, token, lambda r: acked(envoy, *jtis))
+    time.sleep(2 * INTERVAL_S)
+
+
+def test_disabled_enabled_disabled_in_one_poll_answer_ends_disabled():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        t = time.time() - 60
+        planner = harness.opaque("agent:planner")
+        # One answer: the SETs arrive in jti order (a JSON object), which puts the enable last.
+        sets = [lifecycle_set("a-disable-1", "account_disabled", planner, t),
+                lifecycle_set("c-enable-2", "account_enabled", planner, t + 10),
+                lifecycle_set("b-disable-3", "account_disabled", planner, t + 20)]
+        envoy.control_plane.push_sets(sets)
+        settle(client, token, envoy, "a-disable-1", "b-disable-3", "c-enable-2")
+        for _ in range(5):
+            assert reason(client.request("/tickets/1", token=token)) == "revocation.agent"
+        applied = [e["jti"] for e in envoy.audit_events() if e["kind"] == "revocation" and e["outcome"] == "applied"]
+        assert applied[:3] == ["a-disable-1", "b-disable-3", "c-enable-2"], applied  # one answer, jti order
+
+
+def test_a_late_older_enable_does_not_re_enable_a_newer_one_does():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        t = time.time()
+        planner = harness.opaque("agent:planner")
+        envoy.control_plane.push_sets([lifecycle_set("dis-at-t", "account_disabled", planner, t - 10)])
+        until(client, token, lambda r: reason(r) == "revocation.agent")
+        envoy.control_plane.push_sets([lifecycle_set("en-before-t", "account_enabled", planner, t - 20)])
+        settle(client, token, envoy, "en-before-t")
+        assert reason(client.request("/tickets/1", token=token)) == "revocation.agent"
+        envoy.control_plane.push_sets([lifecycle_set("en-after-t", "account_enabled", planner, t)])
+        until(client, token, lambda r: r.status == 200)
+
+
+def test_iss_sub_of_an_untrusted_issuer_does_not_revoke_a_trusted_one_does():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        foreign = {"format": "iss_sub", "iss": "https://other-idp.example", "sub": "agent:planner"}
+        envoy.control_plane.push_sets([lifecycle_set("foreign-dis", "account_disabled", foreign, time.time())])
+        settle(client, token, envoy, "foreign-dis")  # acknowledged: it names nobody of ours
+        assert client.request("/tickets/1", token=token).status == 200
+        [ev] = [e for e in envoy.audit_events() if e["kind"] == "revocation" and e["jti"] == "foreign-dis"]
+        assert ev["outcome"] == "applied" and "not a configured token issuer" in ev["detail"], ev
+        ours = {"format": "iss_sub", "iss": PLUGIN["issuers"][0]["issuer"], "sub": "agent:planner"}
+        envoy.control_plane.push_sets([lifecycle_set("ours-dis", "account_disabled", ours, time.time())])
+        until(client, token, lambda r: reason(r) == "revocation.agent")
+
+
+def test_email_and_complex_subjects_apply():
+    with revocation_stack() as (envoy, client):
+        now = time.time()
+        carol, via_planner = harness.mint([
+            {"claims": {"sub": "user:carol", "email": "Carol@Example.COM", "act": {"sub": "agent:tool-search"}}},
+            {"claims": VIA_PLANNER}], now=now - 20)
+        assert client.request("/tickets/1", token=carol).status == 200
+        assert client.request("/tickets/1", token=via_planner).status == 200
+        # `email`: matched against the token's email claim (and sub), without ASCII case.
+        [s] = harness.mint_sets([("email-sess", {harness.EVENT["session_revoked"]: {
+            "subject": {"format": "email", "email": "carol@example.com"}, "event_timestamp": int(now) - 5}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, carol, lambda r: r.status != 200)
+        assert reason(r) == "revocation.subject", r
+        # `complex`: the application member (an agent) is disabled; the session member narrows
+        # the event in SSF, and the filter applies it to the whole application (the safe side).
+        [s] = harness.mint_sets([("complex-dis", {harness.EVENT["account_disabled"]: {"subject": {
+            "format": "complex", "application": harness.opaque("agent:planner"),
+            "session": harness.opaque("sess-42")}}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, via_planner, lambda r: r.status != 200)
+        assert reason(r) == "revocation.agent", r
+
+
+def test_an_unsupported_subject_format_is_refused_counted_and_audited():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        phone = {"format": "phone_number", "phone_number": "+12065550100"}
+        envoy.control_plane.push_sets([lifecycle_set("phone-dis", "account_disabled", phone, time.time())])
+        stat = "wasmcustom.agent_iam.revocation.unsupported_subjects"
+        deadline = time.monotonic() + 5
+        while int(harness.admin_stats(envoy, "revocation").get(stat, 0)) < 1:
+            assert time.monotonic() < deadline, "unsupported subject never counted"
+            time.sleep(0.05)
+        time.sleep(2 * INTERVAL_S)
+        assert client.request("/tickets/1", token=token).status == 200
+        assert "phone-dis" not in envoy.control_plane.stats()["acked"]  # the transmitter keeps it
+        refused = [e for e in envoy.audit_events() if e["kind"] == "revocation" and e["jti"] == "phone-dis"]
+        assert refused and all(e["outcome"] == "refused" and "unsupported subject format" in e["detail"]
+                               for e in refused), refused
+        assert harness.audit_schema_errors(envoy.audit_events()) == []

@@ -6,7 +6,9 @@
 //! under the same version is a change. The poller refuses a rollback (a version ordered
 //! before the published one, see [`crate::agents::compare_versions`]) unless
 //! `allow_rollback`; every refusal is logged, counted and audited, and the published
-//! registry stays (a refused answer does not renew its freshness).
+//! registry stays. A refused rollback renews the published registry's freshness (the feed
+//! answered, and by its own versions ours is the newer registry); an invalid document does
+//! not (its content is unknown: beyond `max_staleness_s` the registry is stale).
 //!
 //! Shared data (`<base>` names the format version): `<base>/body` the published document,
 //! `<base>/head` `sha256-hex\nfresh_ms` (the cheap per-request read; both fields have a fixed
@@ -125,8 +127,9 @@ impl Feed {
         }
     }
 
-    /// A refused answer: logged (first and every 10th consecutive failure), counted every
-    /// time, audited once per distinct body by this VM.
+    /// A refused answer: counted every time, audited and logged once per distinct body by
+    /// this VM (an invalid document also counts as a failed poll, logged the first and
+    /// every 10th consecutive time).
     fn refuse(
         &mut self,
         sha256: String,
@@ -139,11 +142,19 @@ impl Feed {
         if rollback {
             count(self.rollbacks_refused);
         }
-        self.failed(&format!("answer refused: {why}"));
+        if !rollback {
+            self.failed(&why);
+        }
         if self.refusals_audited.len() >= 1000 {
             self.refusals_audited.clear();
         }
         if self.refusals_audited.insert(sha256.clone()) {
+            if rollback {
+                log(
+                    LogLevel::Warn,
+                    &format!("agent-iam: registry feed: answer refused: {why}; keeping the registry in use"),
+                );
+            }
             self.outcomes.push(RegistryOutcome {
                 outcome: RegistryVerdict::Refused,
                 version,
@@ -188,7 +199,13 @@ impl Feed {
             FeedVerdict::Unchanged => false,
             FeedVerdict::Apply => true,
             FeedVerdict::Refuse(why) => {
-                return self.refuse(sha256, Some(registry.version), previous, why, true);
+                let kept = current.map(|(_, d)| format!("{d}\n{now_ms}"));
+                self.refuse(sha256, Some(registry.version), previous, why, true);
+                // The registry in use is newer than the answer: it stays in force, fresh.
+                if let Some(head) = kept {
+                    let _ = hostcalls::set_shared_data(&self.head_key, Some(head.as_bytes()), None);
+                }
+                return;
             }
         };
         // Body first, then head: a reader that sees the new head finds the new body.
