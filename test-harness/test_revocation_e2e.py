@@ -70,7 +70,9 @@ def test_disabled_agent_is_refused_as_subject_and_as_actor_until_enabled():
     with revocation_stack() as (envoy, client):
         as_subject, as_actor = harness.mint([{"claims": {"sub": "agent:planner"}}, {"claims": VIA_PLANNER}])
         assert client.request("/tickets/1", token=as_actor).status == 200
-        [s] = harness.mint_sets([("set-dis-1", {harness.EVENT["account_disabled"]: {"subject": harness.opaque("agent:planner")}})])
+        t = int(time.time())
+        [s] = harness.mint_sets([("set-dis-1", {harness.EVENT["account_disabled"]: {
+            "subject": harness.opaque("agent:planner"), "event_timestamp": t}})])
         envoy.control_plane.push_sets([s])
         r, _ = until(client, as_actor, lambda r: r.status != 200)
         assert reason(r) == "revocation.agent", r
@@ -78,7 +80,9 @@ def test_disabled_agent_is_refused_as_subject_and_as_actor_until_enabled():
         # A token minted after the event is refused too: the agent is disabled.
         [fresh] = harness.mint([{"claims": VIA_PLANNER}])
         assert reason(client.request("/tickets/1", token=fresh)) == "revocation.agent"
-        [s] = harness.mint_sets([("set-en-1", {harness.EVENT["account_enabled"]: {"subject": harness.opaque("agent:planner")}})])
+        # Last writer wins by event time, a tie is disabled: the enable comes later.
+        [s] = harness.mint_sets([("set-en-1", {harness.EVENT["account_enabled"]: {
+            "subject": harness.opaque("agent:planner"), "event_timestamp": t + 1}})])
         envoy.control_plane.push_sets([s])
         until(client, as_actor, lambda r: r.status == 200)
 
