@@ -346,6 +346,12 @@ fn effects(
         Some(_) => return err("event_timestamp is not a number"),
     };
     // SSF 1.0 puts the subject at the top level (`sub_id`); CAEP/RISC 1.0 in the event.
+    // Both, naming different subjects, is ambiguous: neither is picked.
+    if let (Some(inner), Some(top)) = (b.get("subject"), top_subject) {
+        if inner != top {
+            return err("the event's subject and the SET's sub_id differ");
+        }
+    }
     let ids = || -> Result<Result<Vec<String>, String>, SetError> {
         Ok(match subject(b.get("subject").or(top_subject), issuers)? {
             Subject::Ids(ids) => Ok(ids),
@@ -913,6 +919,12 @@ mod tests {
                 at: now
             }]
         );
+        let both = set(
+            &k,
+            json!({EVENT_ACCOUNT_DISABLED: {"subject": opaque("agent:y")}}),
+            json!({"claims": {"sub_id": opaque("agent:y")}}),
+        );
+        assert_eq!(verify(&k, &both).unwrap().effects.len(), 1);
     }
 
     #[test]
@@ -1073,6 +1085,11 @@ mod tests {
             (
                 json!({"claims": {"events": {EVENT_SESSION_REVOKED: {"subject": {"format": "opaque"}}}}}),
                 "subject.id",
+            ),
+            (
+                json!({"claims": {"sub_id": opaque("agent:a"),
+                                  "events": {EVENT_ACCOUNT_ENABLED: {"subject": opaque("agent:b")}}}}),
+                "sub_id differ",
             ),
         ];
         for (over, want) in cases {

@@ -307,7 +307,9 @@ impl RevocationFeed {
         }
         self.failures.recovered();
         count(self.polls_ok);
-        if more {
+        // Poll again at once only if this answer made progress: with nothing acknowledged,
+        // the transmitter would answer the same SETs again (wait for the next interval).
+        if more && !doc.acks.is_empty() {
             self.again = true;
         }
         true
