@@ -298,3 +298,22 @@ def test_an_unsupported_subject_format_is_refused_counted_and_audited():
         assert refused and all(e["outcome"] == "refused" and "unsupported subject format" in e["detail"]
                                for e in refused), refused
         assert harness.audit_schema_errors(envoy.audit_events()) == []
+
+
+def test_an_answer_of_refused_sets_is_not_polled_again_at_once():
+    # max_events 2 and three refused SETs: every answer says moreAvailable, none can be
+    # acknowledged, so polling again at once would fetch the same SETs at tick rate.
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000))
+    plugin["revocation"]["feed"]["max_events"] = 2
+    with harness.stack(plugin_json=plugin, name="revocation-refused-more", concurrency=2) as envoy:
+        client = harness.Client(envoy.listen_port)
+        wait_fresh(client)
+        bad = harness.mint_sets([(f"bad-{i}", {harness.EVENT["token_revoked"]: {"jti": "x"}}, {"tamper": "signature"})
+                                 for i in range(3)])
+        envoy.control_plane.push_sets(bad)
+        time.sleep(0.5)
+        before = envoy.control_plane.stats()["ssf_polls"]
+        time.sleep(2.0)
+        polls = envoy.control_plane.stats()["ssf_polls"] - before
+        assert polls <= 2.0 / INTERVAL_S + 3, polls  # one per interval, not one per 100 ms tick
+        client.close()
