@@ -317,3 +317,40 @@ def test_an_answer_of_refused_sets_is_not_polled_again_at_once():
         polls = envoy.control_plane.stats()["ssf_polls"] - before
         assert polls <= 2.0 / INTERVAL_S + 3, polls  # one per interval, not one per 100 ms tick
         client.close()
+
+
+def test_a_restart_replaying_the_sets_in_jti_order_gives_the_same_state():
+    # Live, in event order: disabled (a-), enabled (c-), disabled again (b-). A restarted
+    # Envoy gets all three in one answer, in jti order (a-, b-, c-): the enable comes last.
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000))
+    cfg_path = harness.OUT / "revocation-restart-order.json"
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(plugin))
+    [token] = harness.mint([{"claims": VIA_PLANNER}])
+    planner = harness.opaque("agent:planner")
+    t = time.time() - 60
+    with harness.Upstream() as up, harness.ControlPlane(harness.registry_doc(plugin)) as cp:
+        listen, admin = harness.free_port(), harness.free_port()
+        yaml_text = harness.envoy_yaml(plugin=cfg_path, listen=listen, admin=admin, upstream=up.port,
+                                       control_plane=cp.port)
+        with harness.Envoy(yaml_text, name="revocation-order-1"):
+            client = harness.Client(listen)
+            wait_fresh(client)
+            for jti, kind, at, want in (("a-disable-1", "account_disabled", t, "revocation.agent"),
+                                        ("c-enable-2", "account_enabled", t + 10, None),
+                                        ("b-disable-3", "account_disabled", t + 20, "revocation.agent")):
+                cp.push_sets([lifecycle_set(jti, kind, planner, at)])
+                until(client, token, lambda r, want=want: reason(r) == want)
+            until(client, token, lambda r: "b-disable-3" in cp.stats()["acked"])
+            client.close()
+        with harness.Envoy(yaml_text, name="revocation-order-2"):
+            client = harness.Client(listen)
+            seen = set()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                r = client.request("/tickets/1", token=token)
+                assert r.status != 200, "a disabled agent was served after the restart"
+                seen.add(reason(r))
+                time.sleep(0.05)
+            assert seen <= {"revocation.stale", "revocation.agent"} and "revocation.agent" in seen, seen
+            client.close()
