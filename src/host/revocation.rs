@@ -6,7 +6,7 @@
 //! Shared data (per `vm_id`, so per Envoy process; `<base>` names the format version, so a
 //! module with another state format starts afresh): `<base>/doc` holds
 //! `{"version", "fresh_ms", "acks", "state"}`, `<base>/head` holds `version\nfresh_ms` (the
-//! cheap per-request read), `<base>/lease` the poll lease, `agent-iam/session` a random id
+//! cheap per-request read), `<base>/lease` the poll lease, `<base>/session` a random id
 //! sent as `x-agent-iam-session` so the transmitter can redeliver to a restarted Envoy.
 
 use std::time::Duration;
@@ -37,8 +37,6 @@ struct Doc {
     state: RevocationState,
 }
 
-const SESSION_KEY: &str = "agent-iam/session";
-
 pub(super) struct RevocationFeed {
     cluster: String,
     path: String,
@@ -50,6 +48,7 @@ pub(super) struct RevocationFeed {
     doc_key: String,
     head_key: String,
     lease_key: String,
+    session_key: String,
     in_flight: Option<u32>,
     /// Poll again at once (the transmitter said `moreAvailable`).
     again: bool,
@@ -89,6 +88,7 @@ impl RevocationFeed {
             doc_key: format!("{base}/doc"),
             head_key: format!("{base}/head"),
             lease_key: format!("{base}/lease"),
+            session_key: format!("{base}/session"),
             in_flight: None,
             again: false,
             failures: Failures::new("revocation feed", "the last state"),
@@ -126,14 +126,16 @@ impl RevocationFeed {
         }
     }
 
-    fn session() -> String {
-        if let Ok((Some(v), _)) = hostcalls::get_shared_data(SESSION_KEY) {
+    /// The receiver session: one per state store, so a module with a new state format (a
+    /// new `<base>`, an empty state) is a new session the transmitter redelivers to.
+    fn session(&self) -> String {
+        if let Ok((Some(v), _)) = hostcalls::get_shared_data(&self.session_key) {
             return String::from_utf8_lossy(&v).into_owned();
         }
         let mut b = [0u8; 16];
         let _ = getrandom::getrandom(&mut b);
         let id = hex::encode(b);
-        let _ = hostcalls::set_shared_data(SESSION_KEY, Some(id.as_bytes()), None);
+        let _ = hostcalls::set_shared_data(&self.session_key, Some(id.as_bytes()), None);
         id
     }
 
@@ -164,7 +166,7 @@ impl RevocationFeed {
                 Vec::new()
             }
         };
-        let session = Self::session();
+        let session = self.session();
         let body = poll_body(&acks, self.max_events);
         let headers = vec![
             (":method", "POST"),
