@@ -239,11 +239,12 @@ pub enum Subject {
     Foreign(String),
 }
 
-/// Members of an RFC 9493 `complex` subject that name an identity tokens carry (`user`
-/// is a `sub`; `application` is an agent, a `sub` or an actor).
+/// Members of an RFC 9493 `complex` subject that are the identity it names, in order of
+/// preference: the `user` (a `sub`), else the `application` (an agent: a `sub` or actor).
 const COMPLEX_IDENTITIES: [&str; 2] = ["user", "application"];
-/// Members that narrow a complex subject but name nothing the filter keys on: the event
-/// applies to the identity members without them (broader, so on the safe side).
+/// Members that only narrow a complex subject (and `application` when a `user` is there):
+/// tokens carry nothing the filter keys on for them, so the event applies to the identity
+/// member without them — broader, so on the safe side, and never wider than that identity.
 const COMPLEX_NARROWING: [&str; 5] = ["device", "session", "tenant", "org_unit", "group"];
 
 fn text<'a>(s: &'a Map<String, Value>, field: &str, at: &str) -> Result<&'a str, SetError> {
@@ -284,8 +285,8 @@ fn simple_subject(v: &Value, issuers: &[String], at: &str) -> Result<Subject, Se
     }
 }
 
-/// An RFC 9493 subject: a simple one, or `complex`, whose `user` and `application` members
-/// (simple subjects) are the identities it names.
+/// An RFC 9493 subject: a simple one, or `complex`, whose `user` member (else its
+/// `application` member), a simple subject, is the identity it names.
 pub fn subject(v: Option<&Value>, issuers: &[String]) -> Result<Subject, SetError> {
     let Some(v) = v else {
         return err("event has no subject object");
@@ -296,37 +297,35 @@ pub fn subject(v: Option<&Value>, issuers: &[String]) -> Result<Subject, SetErro
     if s.get("format").and_then(Value::as_str) != Some("complex") {
         return simple_subject(v, issuers, "subject");
     }
-    let mut ids = Vec::new();
-    let mut foreign = None;
+    let mut identities: [Option<Subject>; 2] = [None, None];
     for (name, member) in s {
         let at = format!("subject.{name}");
         if name == "format" {
             continue;
         }
-        if COMPLEX_NARROWING.contains(&name.as_str()) {
+        if let Some(i) = COMPLEX_IDENTITIES.iter().position(|m| m == name) {
+            let found = simple_subject(member, issuers, &at)?;
+            if let Some(slot) = identities.get_mut(i) {
+                *slot = Some(found);
+            }
+        } else if COMPLEX_NARROWING.contains(&name.as_str()) {
             // Validated like any member; the event applies without it.
             if let Err(e) = simple_subject(member, issuers, &at) {
                 if e.kind == SetErrorKind::Invalid {
                     return Err(e);
                 }
             }
-            continue;
-        }
-        if !COMPLEX_IDENTITIES.contains(&name.as_str()) {
+        } else {
             return unsupported(format!(
                 "unsupported member \"{}\" in a complex subject",
                 name.chars().take(64).collect::<String>()
             ));
         }
-        match simple_subject(member, issuers, &at)? {
-            Subject::Ids(mut i) => ids.append(&mut i),
-            Subject::Foreign(iss) => foreign = Some(iss),
-        }
     }
-    match (ids.is_empty(), foreign) {
-        (false, _) => Ok(Subject::Ids(ids)),
-        (true, Some(iss)) => Ok(Subject::Foreign(iss)),
-        (true, None) => unsupported("complex subject names no user or application"),
+    match identities {
+        [Some(user), _] => Ok(user),
+        [None, Some(application)] => Ok(application),
+        [None, None] => unsupported("complex subject names no user or application"),
     }
 }
 
@@ -959,14 +958,19 @@ mod tests {
                        "device": opaque("dev-1")})),
             one("bob@example.com")
         );
+        // The user with an application: the user's tokens (never every user of the app).
         assert_eq!(
             ids(json!({"format": "complex",
                        "application": opaque("agent:planner"),
                        "user": {"format": "iss_sub", "iss": IDP, "sub": "user:alice"}})),
-            Ok(Subject::Ids(vec![
-                "agent:planner".into(),
-                "user:alice".into()
-            ]))
+            one("user:alice")
+        );
+        assert_eq!(
+            ids(
+                json!({"format": "complex", "application": opaque("agent:planner"),
+                       "session": opaque("s")})
+            ),
+            one("agent:planner")
         );
         assert_eq!(
             ids(json!({"format": "complex",
