@@ -260,24 +260,36 @@ def test_iss_sub_of_an_untrusted_issuer_does_not_revoke_a_trusted_one_does():
 def test_email_and_complex_subjects_apply():
     with revocation_stack() as (envoy, client):
         now = time.time()
-        carol, via_planner = harness.mint([
+        carol, via_planner, bob = harness.mint([
             {"claims": {"sub": "user:carol", "email": "Carol@Example.COM", "act": {"sub": "agent:tool-search"}}},
-            {"claims": VIA_PLANNER}], now=now - 20)
-        assert client.request("/tickets/1", token=carol).status == 200
-        assert client.request("/tickets/1", token=via_planner).status == 200
+            {"claims": VIA_PLANNER},
+            {"claims": {"sub": "user:bob", "act": {"sub": "agent:planner"}}}], now=now - 20)
+        for t in (carol, via_planner, bob):
+            assert client.request("/tickets/1", token=t).status == 200
         # `email`: matched against the token's email claim (and sub), without ASCII case.
         [s] = harness.mint_sets([("email-sess", {harness.EVENT["session_revoked"]: {
             "subject": {"format": "email", "email": "carol@example.com"}, "event_timestamp": int(now) - 5}})])
         envoy.control_plane.push_sets([s])
         r, _ = until(client, carol, lambda r: r.status != 200)
         assert reason(r) == "revocation.subject", r
-        # `complex`: the application member (an agent) is disabled; the session member narrows
-        # the event in SSF, and the filter applies it to the whole application (the safe side).
+        # `complex` with a user: alice's session in the planner revokes alice's older tokens,
+        # not every user's of the planner.
+        [s] = harness.mint_sets([("complex-sess", {harness.EVENT["session_revoked"]: {"subject": {
+            "format": "complex", "user": {"format": "iss_sub", "iss": PLUGIN["issuers"][0]["issuer"],
+                                          "sub": "user:alice"},
+            "application": harness.opaque("agent:planner"), "session": harness.opaque("sess-7")},
+            "event_timestamp": int(now) - 5}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, via_planner, lambda r: r.status != 200)
+        assert reason(r) == "revocation.subject", r
+        assert client.request("/tickets/1", token=bob).status == 200
+        # `complex` without a user: the application (an agent) is disabled; the session member
+        # narrows the event in SSF, and the filter applies it to the whole agent (the safe side).
         [s] = harness.mint_sets([("complex-dis", {harness.EVENT["account_disabled"]: {"subject": {
             "format": "complex", "application": harness.opaque("agent:planner"),
             "session": harness.opaque("sess-42")}}})])
         envoy.control_plane.push_sets([s])
-        r, _ = until(client, via_planner, lambda r: r.status != 200)
+        r, _ = until(client, bob, lambda r: r.status != 200)
         assert reason(r) == "revocation.agent", r
 
 
