@@ -230,11 +230,11 @@ fn num(claims: &Map<String, Value>, name: &str) -> Result<f64, SetError> {
     }
 }
 
-/// The identities an RFC 9493 subject names, as the revocation state keys them.
+/// The identity an RFC 9493 subject names, as the revocation state keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     /// Matched against a token's `sub`, every actor's `sub` and its `email` claim.
-    Ids(Vec<String>),
+    Id(String),
     /// An `iss_sub` subject of an issuer this filter does not accept tokens from.
     Foreign(String),
 }
@@ -263,19 +263,17 @@ fn simple_subject(v: &Value, issuers: &[String], at: &str) -> Result<Subject, Se
         return err(format!("{at} is not an object"));
     };
     match s.get("format").and_then(Value::as_str) {
-        Some("opaque") => Ok(Subject::Ids(vec![text(s, "id", at)?.to_owned()])),
+        Some("opaque") => Ok(Subject::Id(text(s, "id", at)?.to_owned())),
         Some("iss_sub") => {
             let iss = text(s, "iss", at)?;
             let sub = text(s, "sub", at)?;
             if issuers.iter().any(|i| i == iss) {
-                Ok(Subject::Ids(vec![sub.to_owned()]))
+                Ok(Subject::Id(sub.to_owned()))
             } else {
                 Ok(Subject::Foreign(iss.chars().take(200).collect()))
             }
         }
-        Some("email") => Ok(Subject::Ids(vec![
-            text(s, "email", at)?.to_ascii_lowercase()
-        ])),
+        Some("email") => Ok(Subject::Id(text(s, "email", at)?.to_ascii_lowercase())),
         Some("complex") => unsupported(format!("{at}: a complex subject inside a complex one")),
         Some(other) => unsupported(format!(
             "{at}: unsupported subject format \"{}\"",
@@ -351,17 +349,17 @@ fn effects(
             return err("the event's subject and the SET's sub_id differ");
         }
     }
-    let ids = || -> Result<Result<Vec<String>, String>, SetError> {
+    let id = || -> Result<Result<String, String>, SetError> {
         Ok(match subject(b.get("subject").or(top_subject), issuers)? {
-            Subject::Ids(ids) => Ok(ids),
+            Subject::Id(id) => Ok(id),
             Subject::Foreign(iss) => Err(format!(
                 "iss_sub subject of {iss:?}, which is not a configured token issuer"
             )),
         })
     };
     let per_id = |make: &dyn Fn(String) -> Effect| -> Result<Vec<Effect>, SetError> {
-        Ok(match ids()? {
-            Ok(ids) => ids.into_iter().map(make).collect(),
+        Ok(match id()? {
+            Ok(id) => vec![make(id)],
             Err(why) => vec![Effect::Ignored {
                 event: event.chars().take(200).collect(),
                 why,
@@ -930,7 +928,7 @@ mod tests {
     fn subject_formats_map_to_the_identities_tokens_carry() {
         let issuers = [IDP.to_string()];
         let ids = |v: Value| subject(Some(&v), &issuers);
-        let one = |s: &str| Ok(Subject::Ids(vec![s.to_string()]));
+        let one = |s: &str| Ok(Subject::Id(s.to_string()));
         assert_eq!(ids(opaque("agent:x")), one("agent:x"));
         assert_eq!(
             ids(json!({"format": "iss_sub", "iss": IDP, "sub": "user:bob"})),
