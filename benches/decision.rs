@@ -115,7 +115,14 @@ fn revocation(c: &mut Criterion) {
         st.subjects.insert(format!("user:{i}"), (1.7e9, 2e9));
     }
     for i in 0..1_000 {
-        st.agents.insert(format!("agent:{i}"), 1.7e9);
+        st.agents.insert(
+            format!("agent:{i}"),
+            agent_iam::revocation::AgentMark {
+                at: 1.7e9,
+                disabled: true,
+                until: 2e9,
+            },
+        );
     }
     let chain = vec![
         Actor {
@@ -129,7 +136,7 @@ fn revocation(c: &mut Criterion) {
     ];
     c.bench_function(
         "revocation: check (21k entries, 2-actor chain, no match)",
-        |b| b.iter(|| st.check(Some("jti-live"), "user:alice", &chain, 1.8e9)),
+        |b| b.iter(|| st.check(Some("jti-live"), "user:alice", &chain, None, 1.8e9)),
     );
 }
 

@@ -120,6 +120,9 @@ fn valid_scope_pattern(p: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub version: String,
+    /// SHA-256 (hex) of the feed document it was parsed from; `None` for the inline
+    /// `agents.registry`. Workers detect a change by this, not by the version.
+    pub digest: Option<String>,
     records: Vec<AgentRecord>,
 }
 
@@ -176,7 +179,11 @@ impl Registry {
             }
         }
         if problems.is_empty() {
-            Ok(Registry { version, records })
+            Ok(Registry {
+                version,
+                digest: None,
+                records,
+            })
         } else {
             Err(problems)
         }
@@ -747,8 +754,95 @@ mod tests {
     }
 }
 
-/// Parses a registry feed document: `{"version": "<string or number>", "agents": [...]}`
-/// (strict: no other members, duplicate members refused, every record validated).
+/// A feed version: 1 to 128 bytes of printable ASCII without space (`!` to `~`), so it
+/// can never break a record it is written into, a log line or an audit event.
+pub fn valid_version(v: &str) -> Result<(), String> {
+    if v.is_empty() || v.len() > 128 {
+        return Err(format!("{} bytes; 1 to 128 are allowed", v.len()));
+    }
+    match v.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "byte {i} is not printable ASCII (no space, control or non-ASCII characters)"
+        )),
+    }
+}
+
+/// How a feed version relates to the one in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOrder {
+    /// Equal strings, or equal decimal integers (`7` and `007`).
+    Same,
+    /// Both decimal integers, the new one larger.
+    Newer,
+    /// Both decimal integers, the new one smaller: a rollback.
+    Older,
+    /// Different, and not both decimal integers: no order, so a possible rollback.
+    Unordered,
+}
+
+/// Orders `new` against `current`: numerically when both are decimal integers (ASCII
+/// digits only, any length), otherwise only equality means anything.
+pub fn compare_versions(new: &str, current: &str) -> VersionOrder {
+    let int = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| {
+            let t = s.trim_start_matches('0');
+            (t.len(), t.to_owned())
+        })
+    };
+    match (int(new), int(current)) {
+        (Some(a), Some(b)) => match a.cmp(&b) {
+            std::cmp::Ordering::Equal => VersionOrder::Same,
+            std::cmp::Ordering::Greater => VersionOrder::Newer,
+            std::cmp::Ordering::Less => VersionOrder::Older,
+        },
+        _ if new == current => VersionOrder::Same,
+        _ => VersionOrder::Unordered,
+    }
+}
+
+/// What the feed poller does with a valid answer, given what is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedVerdict {
+    /// The same document as the one published: only its freshness is renewed.
+    Unchanged,
+    /// A new document (a newer version, or new content under the same version).
+    Apply,
+    /// A rollback (or an unordered version change) without `allow_rollback`.
+    Refuse(String),
+}
+
+/// Decides on `answer` against the published `(version, digest)` (`None` before the
+/// first answer, when the inline registry is in use: any valid answer applies).
+pub fn feed_verdict(
+    answer: &Registry,
+    published: Option<(&str, &str)>,
+    allow_rollback: bool,
+) -> FeedVerdict {
+    let Some((version, digest)) = published else {
+        return FeedVerdict::Apply;
+    };
+    if answer.digest.as_deref() == Some(digest) {
+        return FeedVerdict::Unchanged;
+    }
+    match compare_versions(&answer.version, version) {
+        VersionOrder::Same | VersionOrder::Newer => FeedVerdict::Apply,
+        _ if allow_rollback => FeedVerdict::Apply,
+        VersionOrder::Older => FeedVerdict::Refuse(format!(
+            "version {} is older than version {version} in use (a rollback; agents.feed.allow_rollback is off)",
+            answer.version
+        )),
+        VersionOrder::Unordered => FeedVerdict::Refuse(format!(
+            "version {} cannot be ordered against version {version} in use (only decimal integers are ordered; agents.feed.allow_rollback is off)",
+            answer.version
+        )),
+    }
+}
+
+/// Parses a registry feed document: `{"version": "<string or integer>", "agents": [...]}`
+/// (strict: no other members, duplicate members refused, the version valid per
+/// [`valid_version`], every record validated). The registry carries the document's
+/// SHA-256.
 pub fn parse_feed(bytes: &[u8]) -> Result<Registry, Vec<Problem>> {
     let one = |path: &str, message: String| {
         vec![Problem {
@@ -767,15 +861,16 @@ pub fn parse_feed(bytes: &[u8]) -> Result<Registry, Vec<Problem>> {
         ));
     }
     let version = match obj.get("version") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) if n.is_u64() => n.to_string(),
         _ => {
             return Err(one(
                 "$.version",
-                "a non-empty string (at most 128 bytes) or a number is required".into(),
+                "a string or a non-negative integer is required".into(),
             ))
         }
     };
+    valid_version(&version).map_err(|e| one("$.version", e))?;
     let agents = obj
         .get("agents")
         .cloned()
@@ -789,7 +884,9 @@ pub fn parse_feed(bytes: &[u8]) -> Result<Registry, Vec<Problem>> {
         };
         one(&format!("$.agents{suffix}"), e.into_inner().to_string())
     })?;
-    Registry::new(version, records, "$.agents")
+    let mut registry = Registry::new(version, records, "$.agents")?;
+    registry.digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)));
+    Ok(registry)
 }
 
 #[cfg(test)]
@@ -815,6 +912,10 @@ mod feed_tests {
         let ok = br#"{"version": 7, "agents": [{"id": "agent:a", "status": "retired", "max_scopes": []}]}"#;
         let r = parse_feed(ok).unwrap();
         assert_eq!((r.version.as_str(), r.len()), ("7", 1));
+        assert_eq!(
+            r.digest.as_deref(),
+            Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ok)).as_str())
+        );
         assert!(parse_feed(br#"{"version": "1", "agents": [], "extra": 1}"#).is_err());
         assert!(parse_feed(br#"{"agents": []}"#).is_err());
         let e = parse_feed(
@@ -824,5 +925,97 @@ mod feed_tests {
         assert!(e[0].path.starts_with("$.agents[0]"), "{e:?}");
         assert!(parse_feed(br#"{"version": "1", "version": "2", "agents": []}"#).is_err());
         assert!(parse_feed(b"not json").is_err());
+    }
+
+    #[test]
+    fn versions_are_printable_ascii_without_whitespace() {
+        let doc = |v: &str| format!(r#"{{"version": {v}, "agents": []}}"#);
+        for good in [r#""1""#, r#""2026-12-01T10:00:00Z""#, r#""a~!""#, "42"] {
+            assert!(parse_feed(doc(good).as_bytes()).is_ok(), "{good}");
+        }
+        let long = format!("\"{}\"", "9".repeat(129));
+        for bad in [
+            r#""1\n2""#,
+            r#""2\n1800000000000""#,
+            r#""""#,
+            r#""a b""#,
+            r#""tab\t""#,
+            r#""\u0000""#,
+            r#""caf\u00e9""#,
+            r#""\u007f""#,
+            "-1",
+            "1.5",
+            "1e3",
+            "null",
+            long.as_str(),
+        ] {
+            let e = parse_feed(doc(bad).as_bytes()).unwrap_err();
+            assert_eq!(e[0].path, "$.version", "{bad}: {e:?}");
+        }
+        assert!(valid_version(&"9".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn versions_order_numerically_or_only_by_equality() {
+        use VersionOrder::*;
+        for (new, current, want) in [
+            ("2", "1", Newer),
+            ("10", "9", Newer),
+            ("9", "10", Older),
+            ("007", "7", Same),
+            ("123456789012345678901234567890", "99", Newer),
+            ("1", "1", Same),
+            ("v2", "v2", Same),
+            ("v2", "v1", Unordered),
+            ("2", "v1", Unordered),
+            ("1.10", "1.9", Unordered),
+        ] {
+            assert_eq!(compare_versions(new, current), want, "{new} vs {current}");
+        }
+    }
+
+    #[test]
+    fn feed_verdicts() {
+        let doc = |v: &str, status: &str| {
+            parse_feed(
+                format!(r#"{{"version": "{v}", "agents": [{{"id": "agent:a", "status": "{status}", "max_scopes": []}}]}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let v3 = doc("3", "active");
+        let d3 = v3.digest.clone().unwrap();
+        let published = Some(("3", d3.as_str()));
+        // First answer (inline registry in use), whatever its version.
+        assert_eq!(
+            feed_verdict(&doc("config", "active"), None, false),
+            FeedVerdict::Apply
+        );
+        assert_eq!(feed_verdict(&v3, published, false), FeedVerdict::Unchanged);
+        // New content under the same version is a change.
+        assert_eq!(
+            feed_verdict(&doc("3", "retired"), published, false),
+            FeedVerdict::Apply
+        );
+        assert_eq!(
+            feed_verdict(&doc("4", "active"), published, false),
+            FeedVerdict::Apply
+        );
+        let FeedVerdict::Refuse(why) = feed_verdict(&doc("2", "active"), published, false) else {
+            panic!("a rollback was taken");
+        };
+        assert!(why.contains("older than version 3"), "{why}");
+        assert!(matches!(
+            feed_verdict(&doc("abc", "active"), published, false),
+            FeedVerdict::Refuse(_)
+        ));
+        assert_eq!(
+            feed_verdict(&doc("2", "active"), published, true),
+            FeedVerdict::Apply
+        );
+        assert_eq!(
+            feed_verdict(&doc("abc", "active"), published, true),
+            FeedVerdict::Apply
+        );
     }
 }

@@ -402,6 +402,32 @@ impl AuditStream {
         out
     }
 
+    /// The event(s) for a registry feed answer the worker's poller applied or refused (the
+    /// stream's `start` first if it has not begun).
+    pub fn registry(&mut self, r: &RegistryOutcome, now: f64) -> Vec<AuditLine> {
+        let mut out = Vec::with_capacity(1);
+        if !self.started() {
+            out.push(self.start(now));
+        }
+        let time = rfc3339_micros(now);
+        let prev = self.link.prev;
+        let ev = RegistryEvent {
+            v: FORMAT_VERSION,
+            kind: "registry",
+            stream: &self.id,
+            seq: self.link.seq.saturating_add(1),
+            prev: Hex(&prev),
+            time: &time,
+            outcome: r.outcome.as_str(),
+            version: r.version.as_deref(),
+            previous: r.previous.as_deref(),
+            sha256: &r.sha256,
+            detail: &r.detail,
+        };
+        out.push(self.link.seal(&ev, now));
+        out
+    }
+
     /// A checkpoint, if the stream has begun and has been quiet for `checkpoint_s`
     /// (`dropped`: events this worker could not deliver, for the verifier's report).
     pub fn checkpoint_due(&mut self, now: f64, dropped: u64) -> Option<AuditLine> {
@@ -556,6 +582,52 @@ struct RevocationEvent<'a> {
     time: &'a str,
     jti: &'a str,
     outcome: &'static str,
+    detail: &'a str,
+}
+
+/// What the registry feed poller did with one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryOutcome {
+    pub outcome: RegistryVerdict,
+    /// The answer's version (`None` when the document did not parse).
+    pub version: Option<String>,
+    /// The version in use before (`None`: the inline registry).
+    pub previous: Option<String>,
+    /// SHA-256 (hex) of the answer's body.
+    pub sha256: String,
+    /// What changed, or why the answer was refused.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryVerdict {
+    /// Published: every worker switches to it on its next request.
+    Applied,
+    /// Refused (invalid document or version, or a rollback): the registry in use stays.
+    Refused,
+}
+
+impl RegistryVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryVerdict::Applied => "applied",
+            RegistryVerdict::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RegistryEvent<'a> {
+    v: u8,
+    kind: &'static str,
+    stream: &'a str,
+    seq: u64,
+    prev: Hex<'a>,
+    time: &'a str,
+    outcome: &'static str,
+    version: Option<&'a str>,
+    previous: Option<&'a str>,
+    sha256: &'a str,
     detail: &'a str,
 }
 
@@ -1178,6 +1250,41 @@ mod tests {
         assert_eq!(v["outcome"], "refused");
         assert_eq!(v["jti"], "set-1");
         let text: Vec<String> = lines.iter().map(|l| l.log_line().to_owned()).collect();
+        assert!(check(&text, VerifyOptions::default()).ok());
+    }
+
+    #[test]
+    fn registry_outcomes_are_chained_events() {
+        let mut s = AuditStream::new(4, 60, None);
+        let refused = RegistryOutcome {
+            outcome: RegistryVerdict::Refused,
+            version: Some("2".into()),
+            previous: Some("3".into()),
+            sha256: "ab".repeat(32),
+            detail: "version 2 is older than version 3 in use".into(),
+        };
+        let lines = s.registry(&refused, 10.0);
+        assert_eq!(lines.len(), 2, "start first");
+        let v: Value = serde_json::from_str(lines[1].json()).unwrap();
+        assert_eq!(v["kind"], "registry");
+        assert_eq!(v["outcome"], "refused");
+        assert_eq!(
+            (v["version"].as_str(), v["previous"].as_str()),
+            (Some("2"), Some("3"))
+        );
+        let applied = RegistryOutcome {
+            outcome: RegistryVerdict::Applied,
+            version: Some("4".into()),
+            previous: None,
+            sha256: "cd".repeat(32),
+            detail: "1 agent(s)".into(),
+        };
+        let mut text: Vec<String> = lines.iter().map(|l| l.log_line().to_owned()).collect();
+        text.extend(
+            s.registry(&applied, 11.0)
+                .iter()
+                .map(|l| l.log_line().to_owned()),
+        );
         assert!(check(&text, VerifyOptions::default()).ok());
     }
 

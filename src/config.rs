@@ -253,6 +253,11 @@ pub struct FeedConfig {
     /// When stale: `deny` every request (default) or keep using the last good registry.
     #[serde(default)]
     pub on_stale: StaleMode,
+    /// Accept an answer whose version orders before the one in use (a smaller decimal
+    /// integer, or a different version when either is not a decimal integer). Off: such an
+    /// answer is refused (logged, counted, audited) and the registry in use stays.
+    #[serde(default)]
+    pub allow_rollback: bool,
 }
 
 /// Behaviour with a stale registry.
@@ -1005,7 +1010,13 @@ impl PluginConfig {
                     Registry::default()
                 }
             };
-        let revocation = self.revocation.and_then(|r| r.validate(&mut problems));
+        let revocation = self
+            .revocation
+            .and_then(|r| r.validate(&mut problems))
+            .map(|mut r| {
+                r.transmitter.token_issuers = issuers.iter().map(|i| i.issuer.clone()).collect();
+                r
+            });
         self.audit.validate(&mut problems);
         if let Some(b) = &self.verify_budget {
             b.validate(&mut problems);

@@ -499,6 +499,7 @@ impl Engine {
             token.jti.as_deref(),
             &token.subject,
             &token.chain,
+            token.claims.get("email").and_then(Value::as_str),
             token.iat,
         )
     }

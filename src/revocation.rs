@@ -2,19 +2,23 @@
 //! Signals poll delivery (RFC 8936), verified here and applied to one revocation state per
 //! Envoy. Host-agnostic: the proxy-wasm adapter moves bytes, this module decides.
 //!
-//! Events (the `events` claim of a SET; subjects per RFC 9493 `opaque` / `iss_sub`):
-//! - CAEP `session-revoked`, `credential-change` for a subject: tokens whose `sub` or any
-//!   actor is that subject and whose `iat` is at or before the event time are refused
-//!   (`revocation.subject`); later tokens are accepted.
-//! - RISC `account-disabled` for an agent: every token naming it as `sub` or actor is
-//!   refused (`revocation.agent`) until RISC `account-enabled`.
+//! Events (the `events` claim of a SET; subjects per RFC 9493, see [`subject`]):
+//! - CAEP `session-revoked`, `credential-change` for a subject: tokens whose `sub`, any
+//!   actor or `email` claim is that subject and whose `iat` is at or before the event time
+//!   are refused (`revocation.subject`); later tokens are accepted.
+//! - RISC `account-disabled` / `account-enabled` for an agent: last writer wins by event
+//!   time (a tie is disabled). While disabled, every token naming it as `sub`, actor or
+//!   `email` is refused (`revocation.agent`).
 //! - `https://agent-iam.dev/secevent/token-revoked` with `{"jti": "..."}`: that token is
 //!   refused (`revocation.jti`).
 //!
-//! Entries that only match old tokens (`jti`, subject) expire once no such token can still
-//! be valid: event time + `max_token_lifetime_s` + `clock_skew_s`.
+//! The state is a function of the *set* of SETs applied, not of their order: every entry
+//! merges by maximum (event time, then the safe side), so a poll answer (whose SETs arrive
+//! sorted by `jti`) or a replay after a restart gives the same state in any order.
+//! Entries that only match old tokens expire once no such token can still be valid (see
+//! [`TokenLimits`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
 #[cfg(not(target_os = "wasi"))]
@@ -125,28 +129,36 @@ pub struct Transmitter {
     pub issuer: String,
     pub audience: String,
     pub keys: Vec<VerifyKey>,
+    /// The configured token issuers (`issuers[].issuer`): an `iss_sub` subject of any
+    /// other issuer names nobody whose tokens this filter accepts.
+    pub token_issuers: Vec<String>,
 }
 
-/// What one SET asks for.
+/// What one SET asks for. `at` is the event time: `event_timestamp`, else the SET's `iat`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Refuse tokens of `subject` (as `sub` or actor) issued at or before `at`.
+    /// Refuse tokens of `subject` (as `sub`, actor or `email`) issued at or before `at`.
     SubjectRevoked {
         subject: String,
         at: f64,
     },
     AgentDisabled {
         agent: String,
+        at: f64,
     },
     AgentEnabled {
         agent: String,
+        at: f64,
     },
     TokenRevoked {
         jti: String,
+        at: f64,
     },
-    /// An event type we do not act on (acknowledged, not applied).
+    /// An event we do not act on (acknowledged, not applied): an unknown event type, or a
+    /// subject that names nobody our tokens carry (`iss_sub` of another issuer).
     Ignored {
         event: String,
+        why: String,
     },
 }
 
@@ -156,10 +168,10 @@ impl std::fmt::Display for Effect {
             Effect::SubjectRevoked { subject, at } => {
                 write!(f, "tokens of {subject} issued at or before {at} revoked")
             }
-            Effect::AgentDisabled { agent } => write!(f, "{agent} disabled"),
-            Effect::AgentEnabled { agent } => write!(f, "{agent} enabled"),
-            Effect::TokenRevoked { jti } => write!(f, "token jti {jti} revoked"),
-            Effect::Ignored { event } => write!(f, "event {event} not acted on"),
+            Effect::AgentDisabled { agent, at } => write!(f, "{agent} disabled at {at}"),
+            Effect::AgentEnabled { agent, at } => write!(f, "{agent} enabled at {at}"),
+            Effect::TokenRevoked { jti, .. } => write!(f, "token jti {jti} revoked"),
+            Effect::Ignored { event, why } => write!(f, "event {event} not acted on ({why})"),
         }
     }
 }
@@ -174,16 +186,38 @@ pub struct VerifiedSet {
 
 /// Why a SET was refused (it is then neither applied nor acknowledged).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetError(pub String);
+pub struct SetError {
+    pub message: String,
+    pub kind: SetErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetErrorKind {
+    /// The SET breaks the rules (signature, issuer, audience, shape, ...).
+    Invalid,
+    /// A valid SET whose subject format (or complex subject) this filter cannot map to an
+    /// identity: refused so that the transmitter keeps it (counted separately).
+    UnsupportedSubject,
+}
 
 impl std::fmt::Display for SetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, SetError> {
-    Err(SetError(msg.into()))
+    Err(SetError {
+        message: msg.into(),
+        kind: SetErrorKind::Invalid,
+    })
+}
+
+fn unsupported<T>(msg: impl Into<String>) -> Result<T, SetError> {
+    Err(SetError {
+        message: msg.into(),
+        kind: SetErrorKind::UnsupportedSubject,
+    })
 }
 
 fn num(claims: &Map<String, Value>, name: &str) -> Result<f64, SetError> {
@@ -196,54 +230,160 @@ fn num(claims: &Map<String, Value>, name: &str) -> Result<f64, SetError> {
     }
 }
 
-/// RFC 9493 subject → the identifier we match (`sub` / agent id).
-fn subject_id(v: Option<&Value>) -> Result<String, SetError> {
-    let Some(Value::Object(s)) = v else {
-        return err("event has no subject object");
-    };
-    let field = match s.get("format").and_then(Value::as_str) {
-        Some("opaque") => "id",
-        Some("iss_sub") => "sub",
-        Some(other) => return err(format!("unsupported subject format \"{other}\"")),
-        None => return err("subject has no format"),
-    };
+/// The identity an RFC 9493 subject names, as the revocation state keys it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Matched against a token's `sub`, every actor's `sub` and its `email` claim.
+    Id(String),
+    /// An `iss_sub` subject of an issuer this filter does not accept tokens from.
+    Foreign(String),
+}
+
+/// Members of an RFC 9493 `complex` subject that are the identity it names, in order of
+/// preference: the `user` (a `sub`), else the `application` (an agent: a `sub` or actor).
+const COMPLEX_IDENTITIES: [&str; 2] = ["user", "application"];
+/// Members that only narrow a complex subject (and `application` when a `user` is there):
+/// tokens carry nothing the filter keys on for them, so the event applies to the identity
+/// member without them — broader, so on the safe side, and never wider than that identity.
+const COMPLEX_NARROWING: [&str; 5] = ["device", "session", "tenant", "org_unit", "group"];
+
+fn text<'a>(s: &'a Map<String, Value>, field: &str, at: &str) -> Result<&'a str, SetError> {
     match s.get(field).and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => Ok(id.to_owned()),
-        _ => err(format!("subject.{field} missing or empty")),
+        Some(v) if !v.is_empty() && v.len() <= 1024 => Ok(v),
+        _ => err(format!(
+            "{at}.{field} missing, empty or longer than 1024 bytes"
+        )),
     }
 }
 
-fn effect(
+/// A simple subject (RFC 9493 §3.2): `opaque` (`id`), `iss_sub` (`iss` one of the
+/// configured token issuers, `sub`), `email` (`email`, compared without ASCII case).
+fn simple_subject(v: &Value, issuers: &[String], at: &str) -> Result<Subject, SetError> {
+    let Value::Object(s) = v else {
+        return err(format!("{at} is not an object"));
+    };
+    match s.get("format").and_then(Value::as_str) {
+        Some("opaque") => Ok(Subject::Id(text(s, "id", at)?.to_owned())),
+        Some("iss_sub") => {
+            let iss = text(s, "iss", at)?;
+            let sub = text(s, "sub", at)?;
+            if issuers.iter().any(|i| i == iss) {
+                Ok(Subject::Id(sub.to_owned()))
+            } else {
+                Ok(Subject::Foreign(iss.chars().take(200).collect()))
+            }
+        }
+        Some("email") => Ok(Subject::Id(text(s, "email", at)?.to_ascii_lowercase())),
+        Some("complex") => unsupported(format!("{at}: a complex subject inside a complex one")),
+        Some(other) => unsupported(format!(
+            "{at}: unsupported subject format \"{}\"",
+            other.chars().take(64).collect::<String>()
+        )),
+        None => err(format!("{at} has no format")),
+    }
+}
+
+/// An RFC 9493 subject: a simple one, or `complex`, whose `user` member (else its
+/// `application` member), a simple subject, is the identity it names.
+pub fn subject(v: Option<&Value>, issuers: &[String]) -> Result<Subject, SetError> {
+    let Some(v) = v else {
+        return err("event has no subject object");
+    };
+    let Value::Object(s) = v else {
+        return err("subject is not an object");
+    };
+    if s.get("format").and_then(Value::as_str) != Some("complex") {
+        return simple_subject(v, issuers, "subject");
+    }
+    let mut identities: [Option<Subject>; 2] = [None, None];
+    for (name, member) in s {
+        let at = format!("subject.{name}");
+        if name == "format" {
+            continue;
+        }
+        if let Some(i) = COMPLEX_IDENTITIES.iter().position(|m| m == name) {
+            let found = simple_subject(member, issuers, &at)?;
+            if let Some(slot) = identities.get_mut(i) {
+                *slot = Some(found);
+            }
+        } else if COMPLEX_NARROWING.contains(&name.as_str()) {
+            // Validated like any member; the event applies without it.
+            if let Err(e) = simple_subject(member, issuers, &at) {
+                if e.kind == SetErrorKind::Invalid {
+                    return Err(e);
+                }
+            }
+        } else {
+            return unsupported(format!(
+                "unsupported member \"{}\" in a complex subject",
+                name.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    match identities {
+        [Some(user), _] => Ok(user),
+        [None, Some(application)] => Ok(application),
+        [None, None] => unsupported("complex subject names no user or application"),
+    }
+}
+
+fn effects(
     event: &str,
     body: &Value,
     top_subject: Option<&Value>,
     iat: f64,
-) -> Result<Effect, SetError> {
+    issuers: &[String],
+) -> Result<Vec<Effect>, SetError> {
     let Value::Object(b) = body else {
         return err(format!("event {event} is not an object"));
     };
-    // SSF 1.0 puts the subject at the top level (`sub_id`); CAEP/RISC 1.0 in the event.
-    let subject = || subject_id(b.get("subject").or(top_subject));
     let at = match b.get("event_timestamp") {
         None => iat,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(iat),
         Some(_) => return err("event_timestamp is not a number"),
     };
-    Ok(match event {
-        EVENT_SESSION_REVOKED | EVENT_CREDENTIAL_CHANGE => Effect::SubjectRevoked {
-            subject: subject()?,
-            at,
-        },
-        EVENT_ACCOUNT_DISABLED => Effect::AgentDisabled { agent: subject()? },
-        EVENT_ACCOUNT_ENABLED => Effect::AgentEnabled { agent: subject()? },
+    // SSF 1.0 puts the subject at the top level (`sub_id`); CAEP/RISC 1.0 in the event.
+    // Both, naming different subjects, is ambiguous: neither is picked.
+    if let (Some(inner), Some(top)) = (b.get("subject"), top_subject) {
+        if inner != top {
+            return err("the event's subject and the SET's sub_id differ");
+        }
+    }
+    let id = || -> Result<Result<String, String>, SetError> {
+        Ok(match subject(b.get("subject").or(top_subject), issuers)? {
+            Subject::Id(id) => Ok(id),
+            Subject::Foreign(iss) => Err(format!(
+                "iss_sub subject of {iss:?}, which is not a configured token issuer"
+            )),
+        })
+    };
+    let per_id = |make: &dyn Fn(String) -> Effect| -> Result<Vec<Effect>, SetError> {
+        Ok(match id()? {
+            Ok(id) => vec![make(id)],
+            Err(why) => vec![Effect::Ignored {
+                event: event.chars().take(200).collect(),
+                why,
+            }],
+        })
+    };
+    match event {
+        EVENT_SESSION_REVOKED | EVENT_CREDENTIAL_CHANGE => {
+            per_id(&|subject| Effect::SubjectRevoked { subject, at })
+        }
+        EVENT_ACCOUNT_DISABLED => per_id(&|agent| Effect::AgentDisabled { agent, at }),
+        EVENT_ACCOUNT_ENABLED => per_id(&|agent| Effect::AgentEnabled { agent, at }),
         EVENT_TOKEN_REVOKED => match b.get("jti").and_then(Value::as_str) {
-            Some(j) if !j.is_empty() => Effect::TokenRevoked { jti: j.to_owned() },
-            _ => return err("token-revoked event needs a non-empty jti"),
+            Some(j) if !j.is_empty() => Ok(vec![Effect::TokenRevoked {
+                jti: j.to_owned(),
+                at,
+            }]),
+            _ => err("token-revoked event needs a non-empty jti"),
         },
-        other => Effect::Ignored {
+        other => Ok(vec![Effect::Ignored {
             event: other.chars().take(200).collect(),
-        },
-    })
+            why: "unknown event type".into(),
+        }]),
+    }
 }
 
 /// Verifies one SET (RFC 8417 §2.2, RFC 8936): compact JWS signed by a transmitter key,
@@ -257,8 +397,10 @@ pub fn verify_set(
     skew: f64,
 ) -> Result<VerifiedSet, SetError> {
     // The token rules apply: compact form, canonical base64url, no `crit`/`jku`/`jwk`/`x5*`.
-    let jws = parse_compact(set, MAX_SET_BYTES)
-        .map_err(|r| SetError(format!("refused by the JWS rules ({r})")))?;
+    let jws = parse_compact(set, MAX_SET_BYTES).map_err(|r| SetError {
+        message: format!("refused by the JWS rules ({r})"),
+        kind: SetErrorKind::Invalid,
+    })?;
     let typ = jws
         .header
         .get("typ")
@@ -273,9 +415,13 @@ pub fn verify_set(
         &transmitter.keys,
         &[Alg::Es256, Alg::EdDsa, Alg::Rs256],
     )
-    .map_err(|r| SetError(format!("no transmitter key for kid/alg ({r})")))?;
-    check_signature(&jws, key, backend)
-        .map_err(|_| SetError("signature does not verify".into()))?;
+    .map_err(|r| SetError {
+        message: format!("no transmitter key for kid/alg ({r})"),
+        kind: SetErrorKind::Invalid,
+    })?;
+    if check_signature(&jws, key, backend).is_err() {
+        return err("signature does not verify");
+    }
     let claims: Map<String, Value> = match crate::json::parse_strict(&jws.payload, 16) {
         Ok(Value::Object(m)) => m,
         _ => return err("payload is not a JSON object"),
@@ -307,25 +453,83 @@ pub fn verify_set(
     if events.is_empty() {
         return err("events is empty");
     }
-    let mut effects = Vec::new();
+    let mut all = Vec::new();
     for (event, body) in events {
-        effects.push(effect(event, body, claims.get("sub_id"), iat)?);
+        all.append(&mut effects(
+            event,
+            body,
+            claims.get("sub_id"),
+            iat,
+            &transmitter.token_issuers,
+        )?);
     }
-    Ok(VerifiedSet { jti, iat, effects })
+    Ok(VerifiedSet {
+        jti,
+        iat,
+        effects: all,
+    })
 }
 
-/// One revocation state per Envoy (published through shared data as JSON).
+/// The token rules that bound how long a revocation entry can matter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenLimits {
+    /// `max_token_lifetime_s`: `exp - iat` at most.
+    pub max_lifetime_s: f64,
+    /// `clock_skew_s`: `iat` up to this far ahead of the clock, `exp` this far behind.
+    pub skew_s: f64,
+}
+
+impl TokenLimits {
+    /// How long after `t` a token that exists at `t` can still be accepted: its `iat` is at
+    /// most `t + skew`, its `exp` at most `iat + max_lifetime`, and it is accepted while
+    /// `now <= exp + skew`. A `jti` revocation (and everything else kept for replays) lives
+    /// this long after it is applied.
+    pub fn existing_token_horizon(self) -> f64 {
+        self.max_lifetime_s + 2.0 * self.skew_s
+    }
+
+    /// How long after `at` a token issued at or before `at` (its `iat` claim) can still be
+    /// accepted: `exp <= at + max_lifetime`, accepted while `now <= exp + skew`.
+    pub fn issued_before_horizon(self) -> f64 {
+        self.max_lifetime_s + self.skew_s
+    }
+}
+
+/// The last `account-disabled` / `account-enabled` of one agent (last writer wins).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentMark {
+    /// Event time of the winning event.
+    pub at: f64,
+    /// Disabled (refuse its tokens) or enabled (kept as a tombstone so that a late, older
+    /// `account-disabled` or `account-enabled` cannot override it).
+    pub disabled: bool,
+    /// When an enabled tombstone may be forgotten (a disabled mark is never forgotten).
+    pub until: f64,
+}
+
+impl AgentMark {
+    /// The order of the last-writer-wins register: later event time first; at the same
+    /// time, disabled wins (the safe side).
+    fn key(&self) -> (f64, bool) {
+        (self.at, self.disabled)
+    }
+}
+
+/// One revocation state per Envoy (published through shared data as JSON). Every merge is
+/// commutative, associative and idempotent: the state depends on the set of SETs applied,
+/// never on the order they arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationState {
     /// Revoked token `jti` → when the entry may be forgotten.
-    pub jtis: HashMap<String, f64>,
+    pub jtis: BTreeMap<String, f64>,
     /// Subject → (tokens issued at or before this time are refused, forget after).
-    pub subjects: HashMap<String, (f64, f64)>,
-    /// Disabled agents (until `account-enabled`).
-    pub agents: HashMap<String, f64>,
+    pub subjects: BTreeMap<String, (f64, f64)>,
+    /// Agents disabled or re-enabled (the latest event per agent).
+    pub agents: BTreeMap<String, AgentMark>,
     /// SET `jti`s already applied → forget after (replay detection).
-    pub seen: HashMap<String, f64>,
+    pub seen: BTreeMap<String, f64>,
 }
 
 /// What applying a SET did.
@@ -336,29 +540,39 @@ pub enum Applied {
     Replay,
 }
 
+fn keep_max(slot: &mut f64, v: f64) {
+    if v > *slot {
+        *slot = v;
+    }
+}
+
 impl RevocationState {
-    /// Applies a verified SET; `horizon` = `max_token_lifetime_s + clock_skew_s`.
-    pub fn apply(&mut self, set: &VerifiedSet, now: f64, horizon: f64) -> Applied {
+    /// Applies a verified SET at `now` under the token rules `limits`.
+    pub fn apply(&mut self, set: &VerifiedSet, now: f64, limits: TokenLimits) -> Applied {
         if self.seen.contains_key(&set.jti) {
             return Applied::Replay;
         }
-        self.seen
-            .insert(set.jti.clone(), now.max(set.iat) + horizon);
+        let keep = limits.existing_token_horizon();
+        self.seen.insert(set.jti.clone(), now.max(set.iat) + keep);
         for e in &set.effects {
             match e {
                 Effect::SubjectRevoked { subject, at } => {
-                    let entry = self.subjects.entry(subject.clone()).or_insert((*at, 0.0));
-                    entry.0 = entry.0.max(*at);
-                    entry.1 = entry.1.max(entry.0 + horizon);
+                    let until = at + limits.issued_before_horizon();
+                    let entry = self.subjects.entry(subject.clone()).or_insert((*at, until));
+                    keep_max(&mut entry.0, *at);
+                    keep_max(&mut entry.1, until);
                 }
-                Effect::AgentDisabled { agent } => {
-                    self.agents.insert(agent.clone(), set.iat);
+                Effect::AgentDisabled { agent, at } | Effect::AgentEnabled { agent, at } => {
+                    let mark = AgentMark {
+                        at: *at,
+                        disabled: matches!(e, Effect::AgentDisabled { .. }),
+                        until: now.max(*at) + keep,
+                    };
+                    self.mark(agent, mark);
                 }
-                Effect::AgentEnabled { agent } => {
-                    self.agents.remove(agent);
-                }
-                Effect::TokenRevoked { jti } => {
-                    self.jtis.insert(jti.clone(), now.max(set.iat) + horizon);
+                Effect::TokenRevoked { jti, at } => {
+                    let until = now.max(*at) + keep;
+                    keep_max(self.jtis.entry(jti.clone()).or_insert(until), until);
                 }
                 Effect::Ignored { .. } => {}
             }
@@ -366,11 +580,24 @@ impl RevocationState {
         Applied::Applied
     }
 
-    /// Forgets entries that can no longer match a valid token.
+    fn mark(&mut self, agent: &str, mark: AgentMark) {
+        match self.agents.get_mut(agent) {
+            None => {
+                self.agents.insert(agent.to_owned(), mark);
+            }
+            Some(m) if mark.key() > m.key() => *m = mark,
+            Some(m) if mark.key() == m.key() => keep_max(&mut m.until, mark.until),
+            Some(_) => {}
+        }
+    }
+
+    /// Forgets entries that can no longer match a valid token (an entry whose `until` is
+    /// `now` still matters: a token is accepted while `now <= exp + skew`).
     pub fn prune(&mut self, now: f64) {
-        self.jtis.retain(|_, until| *until > now);
-        self.subjects.retain(|_, (_, until)| *until > now);
-        self.seen.retain(|_, until| *until > now);
+        self.jtis.retain(|_, until| *until >= now);
+        self.subjects.retain(|_, (_, until)| *until >= now);
+        self.agents.retain(|_, m| m.disabled || m.until >= now);
+        self.seen.retain(|_, until| *until >= now);
     }
 
     pub fn len(&self) -> usize {
@@ -381,12 +608,14 @@ impl RevocationState {
         self.len() == 0
     }
 
-    /// The per-request check: the token's `jti`, its subject and every actor.
+    /// The per-request check: the token's `jti`, then its subject, every actor and its
+    /// `email` claim (an address with `@` also matches without ASCII case).
     pub fn check(
         &self,
         jti: Option<&str>,
         subject: &str,
         chain: &[Actor],
+        email: Option<&str>,
         iat: f64,
     ) -> Result<(), Reason> {
         if self.is_empty() {
@@ -395,15 +624,29 @@ impl RevocationState {
         if jti.is_some_and(|j| self.jtis.contains_key(j)) {
             return Err(Reason::RevocationJti);
         }
-        let mut ids = std::iter::once(subject).chain(chain.iter().map(|a| a.sub.as_str()));
-        if ids.clone().any(|id| self.agents.contains_key(id)) {
+        let ids = || {
+            std::iter::once(subject)
+                .chain(chain.iter().map(|a| a.sub.as_str()))
+                .chain(email)
+        };
+        // An e-mail address is stored lower-case (RFC 9493 `email`); only an address with
+        // upper-case letters costs a second lookup.
+        let named = |id: &str, found: &dyn Fn(&str) -> bool| {
+            found(id)
+                || (id.contains('@')
+                    && id.bytes().any(|b| b.is_ascii_uppercase())
+                    && found(&id.to_ascii_lowercase()))
+        };
+        let disabled = |k: &str| self.agents.get(k).is_some_and(|m| m.disabled);
+        if ids().any(|id| named(id, &disabled)) {
             return Err(Reason::RevocationAgent);
         }
-        if ids.any(|id| {
+        let revoked = |k: &str| {
             self.subjects
-                .get(id)
+                .get(k)
                 .is_some_and(|(before, _)| iat <= *before)
-        }) {
+        };
+        if ids().any(|id| named(id, &revoked)) {
             return Err(Reason::RevocationSubject);
         }
         Ok(())
@@ -433,10 +676,12 @@ pub fn parse_poll_response(body: &[u8]) -> Result<(Vec<(String, String)>, bool),
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err("poll response has no `sets` object".into()),
     };
-    let more = m
-        .get("moreAvailable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    // A wrong type is an error, never "absent".
+    let more = match m.get("moreAvailable") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("moreAvailable is not a boolean".into()),
+    };
     Ok((sets, more))
 }
 
@@ -527,6 +772,7 @@ impl RevocationConfig {
                 issuer: self.transmitter.issuer,
                 audience: self.transmitter.audience,
                 keys,
+                token_issuers: Vec::new(),
             },
             max_staleness_s: self.max_staleness_s,
             on_stale: self.on_stale,
@@ -542,6 +788,11 @@ mod tests {
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;
+    const IDP: &str = "https://idp.test";
+    const LIMITS: TokenLimits = TokenLimits {
+        max_lifetime_s: 600.0,
+        skew_s: 30.0,
+    };
 
     fn keys() -> DevKeys {
         let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
@@ -559,6 +810,7 @@ mod tests {
                 .iter()
                 .map(|j| crate::keys::parse_jwk(j).unwrap())
                 .collect(),
+            token_issuers: vec![IDP.into()],
         }
     }
 
@@ -591,46 +843,58 @@ mod tests {
         json!({"format": "opaque", "id": id})
     }
 
+    fn actor(s: &str) -> Actor {
+        Actor {
+            sub: s.into(),
+            iss: None,
+        }
+    }
+
     #[test]
     fn each_supported_event_verifies_to_its_effect() {
         let k = keys();
+        let now = NOW as f64;
         let cases = [
             (
                 json!({EVENT_SESSION_REVOKED: {"subject": opaque("user:alice"), "event_timestamp": NOW - 5}}),
                 Effect::SubjectRevoked {
                     subject: "user:alice".into(),
-                    at: (NOW - 5) as f64,
+                    at: now - 5.0,
                 },
             ),
             (
-                json!({EVENT_CREDENTIAL_CHANGE: {"subject": {"format": "iss_sub", "iss": "https://idp", "sub": "user:bob"}}}),
+                json!({EVENT_CREDENTIAL_CHANGE: {"subject": {"format": "iss_sub", "iss": IDP, "sub": "user:bob"}}}),
                 Effect::SubjectRevoked {
                     subject: "user:bob".into(),
-                    at: NOW as f64,
+                    at: now,
                 },
             ),
             (
-                json!({EVENT_ACCOUNT_DISABLED: {"subject": opaque("agent:x")}}),
+                json!({EVENT_ACCOUNT_DISABLED: {"subject": opaque("agent:x"), "event_timestamp": NOW - 9}}),
                 Effect::AgentDisabled {
                     agent: "agent:x".into(),
+                    at: now - 9.0,
                 },
             ),
             (
                 json!({EVENT_ACCOUNT_ENABLED: {"subject": opaque("agent:x")}}),
                 Effect::AgentEnabled {
                     agent: "agent:x".into(),
+                    at: now,
                 },
             ),
             (
                 json!({EVENT_TOKEN_REVOKED: {"jti": "tok-1"}}),
                 Effect::TokenRevoked {
                     jti: "tok-1".into(),
+                    at: now,
                 },
             ),
             (
                 json!({"https://example.test/other": {}}),
                 Effect::Ignored {
                     event: "https://example.test/other".into(),
+                    why: "unknown event type".into(),
                 },
             ),
         ];
@@ -648,8 +912,147 @@ mod tests {
         assert_eq!(
             verify(&k, &s).unwrap().effects,
             vec![Effect::AgentDisabled {
-                agent: "agent:y".into()
+                agent: "agent:y".into(),
+                at: now
             }]
+        );
+        let both = set(
+            &k,
+            json!({EVENT_ACCOUNT_DISABLED: {"subject": opaque("agent:y")}}),
+            json!({"claims": {"sub_id": opaque("agent:y")}}),
+        );
+        assert_eq!(verify(&k, &both).unwrap().effects.len(), 1);
+    }
+
+    #[test]
+    fn subject_formats_map_to_the_identities_tokens_carry() {
+        let issuers = [IDP.to_string()];
+        let ids = |v: Value| subject(Some(&v), &issuers);
+        let one = |s: &str| Ok(Subject::Id(s.to_string()));
+        assert_eq!(ids(opaque("agent:x")), one("agent:x"));
+        assert_eq!(
+            ids(json!({"format": "iss_sub", "iss": IDP, "sub": "user:bob"})),
+            one("user:bob")
+        );
+        // Another issuer's subject names nobody whose tokens we accept.
+        assert_eq!(
+            ids(json!({"format": "iss_sub", "iss": "https://other.idp", "sub": "user:bob"})),
+            Ok(Subject::Foreign("https://other.idp".into()))
+        );
+        // The issuer is compared exactly (no case folding, no trailing slash).
+        assert!(matches!(
+            ids(json!({"format": "iss_sub", "iss": "https://IDP.test", "sub": "u"})),
+            Ok(Subject::Foreign(_))
+        ));
+        assert_eq!(
+            ids(json!({"format": "email", "email": "Alice@Example.COM"})),
+            one("alice@example.com")
+        );
+        // complex: the user and application members; session, device, ... narrow it only.
+        assert_eq!(
+            ids(json!({"format": "complex",
+                       "user": {"format": "email", "email": "bob@example.com"},
+                       "session": opaque("sess-1"),
+                       "device": opaque("dev-1")})),
+            one("bob@example.com")
+        );
+        // The user with an application: the user's tokens (never every user of the app).
+        assert_eq!(
+            ids(json!({"format": "complex",
+                       "application": opaque("agent:planner"),
+                       "user": {"format": "iss_sub", "iss": IDP, "sub": "user:alice"}})),
+            one("user:alice")
+        );
+        assert_eq!(
+            ids(
+                json!({"format": "complex", "application": opaque("agent:planner"),
+                       "session": opaque("s")})
+            ),
+            one("agent:planner")
+        );
+        assert_eq!(
+            ids(json!({"format": "complex",
+                       "user": {"format": "iss_sub", "iss": "https://other.idp", "sub": "u"}})),
+            Ok(Subject::Foreign("https://other.idp".into()))
+        );
+        // Unsupported: refused as such (the transmitter keeps the SET).
+        for v in [
+            json!({"format": "phone_number", "phone_number": "+12065550100"}),
+            json!({"format": "complex", "tenant": opaque("t1"), "group": opaque("g")}),
+            json!({"format": "complex", "user": {"format": "complex", "user": opaque("u")}}),
+            json!({"format": "complex", "user": opaque("u"), "badge": opaque("b")}),
+            json!({"format": "complex", "user": {"format": "did", "url": "did:x:1"}}),
+        ] {
+            let e = ids(v.clone()).unwrap_err();
+            assert_eq!(e.kind, SetErrorKind::UnsupportedSubject, "{v}: {e}");
+        }
+        // Malformed: invalid, not unsupported.
+        for v in [
+            json!({"id": "x"}),
+            json!({"format": "opaque"}),
+            json!({"format": "opaque", "id": ""}),
+            json!({"format": "iss_sub", "sub": "u"}),
+            json!({"format": "email"}),
+            json!({"format": "complex", "user": opaque("u"), "session": {"format": "opaque"}}),
+            json!("opaque"),
+        ] {
+            let e = ids(v.clone()).unwrap_err();
+            assert_eq!(e.kind, SetErrorKind::Invalid, "{v}: {e}");
+        }
+        assert_eq!(
+            subject(None, &issuers).unwrap_err().kind,
+            SetErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn foreign_and_complex_subjects_in_sets() {
+        let k = keys();
+        let now = NOW as f64;
+        let s = set(
+            &k,
+            json!({EVENT_ACCOUNT_DISABLED: {"subject": {"format": "iss_sub", "iss": "https://other.idp", "sub": "agent:planner"}}}),
+            json!({}),
+        );
+        let v = verify(&k, &s).unwrap();
+        assert!(
+            matches!(&v.effects[..], [Effect::Ignored { why, .. }] if why.contains("not a configured token issuer")),
+            "{v:?}"
+        );
+        let mut st = RevocationState::default();
+        st.apply(&v, now, LIMITS);
+        assert_eq!(st.check(None, "agent:planner", &[], None, now), Ok(()));
+
+        let s = set(
+            &k,
+            json!({EVENT_SESSION_REVOKED: {"subject": {"format": "complex",
+                "user": {"format": "email", "email": "Carol@Example.com"},
+                "session": opaque("s-9")}, "event_timestamp": NOW - 1}}),
+            json!({"claims": {"jti": "set-c"}}),
+        );
+        let v = verify(&k, &s).unwrap();
+        st.apply(&v, now, LIMITS);
+        // The address as `sub`, in another case, or as the token's `email` claim.
+        for (sub, email) in [
+            ("carol@example.com", None),
+            ("CAROL@example.com", None),
+            ("user:carol", Some("carol@EXAMPLE.com")),
+        ] {
+            assert_eq!(
+                st.check(None, sub, &[], email, now - 10.0),
+                Err(Reason::RevocationSubject),
+                "{sub} {email:?}"
+            );
+        }
+        assert_eq!(st.check(None, "user:carol", &[], None, now - 10.0), Ok(()));
+        let s = set(
+            &k,
+            json!({EVENT_ACCOUNT_DISABLED: {"subject": {"format": "msisdn", "x": 1}}}),
+            json!({}),
+        );
+        assert_eq!(
+            verify(&k, &s).unwrap_err().kind,
+            SetErrorKind::UnsupportedSubject
         );
     }
 
@@ -682,13 +1085,19 @@ mod tests {
                 "jti",
             ),
             (
-                json!({"claims": {"events": {EVENT_SESSION_REVOKED: {"subject": {"format": "email", "email": "a@b"}}}}}),
-                "format",
+                json!({"claims": {"events": {EVENT_SESSION_REVOKED: {"subject": {"format": "opaque"}}}}}),
+                "subject.id",
+            ),
+            (
+                json!({"claims": {"sub_id": opaque("agent:a"),
+                                  "events": {EVENT_ACCOUNT_ENABLED: {"subject": opaque("agent:b")}}}}),
+                "sub_id differ",
             ),
         ];
         for (over, want) in cases {
             let e = verify(&k, &set(&k, ev.clone(), over.clone())).unwrap_err();
-            assert!(e.0.contains(want), "{over}: {e}");
+            assert!(e.message.contains(want), "{over}: {e}");
+            assert_eq!(e.kind, SetErrorKind::Invalid, "{over}: {e}");
         }
         assert!(verify(&k, "not.a.set").is_err());
     }
@@ -696,49 +1105,44 @@ mod tests {
     #[test]
     fn state_applies_checks_detects_replay_and_forgets() {
         let k = keys();
-        let horizon = 630.0;
         let mut st = RevocationState::default();
         let mk = |jti: &str, events: Value| {
             verify(&k, &set(&k, events, json!({"claims": {"jti": jti}}))).unwrap()
         };
         let now = NOW as f64;
         let s1 = mk("s1", json!({EVENT_TOKEN_REVOKED: {"jti": "tok-1"}}));
-        assert_eq!(st.apply(&s1, now, horizon), Applied::Applied);
-        assert_eq!(st.apply(&s1, now, horizon), Applied::Replay);
+        assert_eq!(st.apply(&s1, now, LIMITS), Applied::Applied);
+        assert_eq!(st.apply(&s1, now, LIMITS), Applied::Replay);
         let s2 = mk(
             "s2",
             json!({EVENT_SESSION_REVOKED: {"subject": opaque("user:alice"), "event_timestamp": NOW - 10}}),
         );
-        st.apply(&s2, now, horizon);
+        st.apply(&s2, now, LIMITS);
         let s3 = mk(
             "s3",
             json!({EVENT_ACCOUNT_DISABLED: {"subject": opaque("agent:bad")}}),
         );
-        st.apply(&s3, now, horizon);
+        st.apply(&s3, now, LIMITS);
 
-        let actor = |s: &str| Actor {
-            sub: s.into(),
-            iss: None,
-        };
         let old = now - 20.0;
         assert_eq!(
-            st.check(Some("tok-1"), "user:zed", &[], old),
+            st.check(Some("tok-1"), "user:zed", &[], None, old),
             Err(Reason::RevocationJti)
         );
-        assert_eq!(st.check(Some("tok-2"), "user:zed", &[], old), Ok(()));
+        assert_eq!(st.check(Some("tok-2"), "user:zed", &[], None, old), Ok(()));
         // Subject revocation: as principal and as actor; only tokens issued before.
         assert_eq!(
-            st.check(None, "user:alice", &[], old),
+            st.check(None, "user:alice", &[], None, old),
             Err(Reason::RevocationSubject)
         );
         assert_eq!(
-            st.check(None, "user:zed", &[actor("user:alice")], old),
+            st.check(None, "user:zed", &[actor("user:alice")], None, old),
             Err(Reason::RevocationSubject)
         );
-        assert_eq!(st.check(None, "user:alice", &[], now), Ok(()));
+        assert_eq!(st.check(None, "user:alice", &[], None, now), Ok(()));
         // A disabled agent: as subject or anywhere in the chain, whatever the token's age.
         assert_eq!(
-            st.check(None, "agent:bad", &[], now + 5.0),
+            st.check(None, "agent:bad", &[], None, now + 5.0),
             Err(Reason::RevocationAgent)
         );
         assert_eq!(
@@ -746,26 +1150,263 @@ mod tests {
                 None,
                 "user:zed",
                 &[actor("agent:ok"), actor("agent:bad")],
+                None,
                 now
             ),
             Err(Reason::RevocationAgent)
         );
         let s4 = mk(
             "s4",
-            json!({EVENT_ACCOUNT_ENABLED: {"subject": opaque("agent:bad")}}),
+            json!({EVENT_ACCOUNT_ENABLED: {"subject": opaque("agent:bad"), "event_timestamp": NOW + 1}}),
         );
-        st.apply(&s4, now, horizon);
-        assert_eq!(st.check(None, "agent:bad", &[], now), Ok(()));
+        st.apply(&s4, now, LIMITS);
+        assert_eq!(st.check(None, "agent:bad", &[], None, now), Ok(()));
 
         // Entries live until no token they match can be valid, then go.
-        st.prune(now + horizon - 1.0);
+        let keep = LIMITS.existing_token_horizon();
+        st.prune(now + keep);
         assert_eq!(
-            st.check(Some("tok-1"), "user:zed", &[], old),
+            st.check(Some("tok-1"), "user:zed", &[], None, old),
             Err(Reason::RevocationJti)
         );
-        st.prune(now + horizon + 1.0);
+        st.prune(now + keep + 2.0);
         assert!(st.is_empty(), "{st:?}");
         assert!(st.seen.is_empty());
+    }
+
+    /// A token that exists when its `jti` is revoked at `t` can carry `iat = t + skew` and
+    /// `exp = iat + max_lifetime`; it is accepted until `exp + skew`. The entry lives
+    /// exactly that long, and not a moment less.
+    #[test]
+    fn a_jti_revocation_lives_as_long_as_the_token_can_be_valid() {
+        let t = NOW as f64;
+        let (life, skew) = (LIMITS.max_lifetime_s, LIMITS.skew_s);
+        let (iat, exp) = (t + skew, t + skew + life);
+        // That token is accepted now (iat at most skew ahead) and right up to exp + skew.
+        assert_eq!(crate::token::check_times(exp, None, iat, t, skew), Ok(()));
+        let last = exp + skew;
+        assert_eq!(last, t + LIMITS.existing_token_horizon());
+        assert_eq!(
+            crate::token::check_times(exp, None, iat, last, skew),
+            Ok(())
+        );
+        assert!(crate::token::check_times(exp, None, iat, last + 0.001, skew).is_err());
+
+        let mut st = RevocationState::default();
+        let revoke = VerifiedSet {
+            jti: "s".into(),
+            iat: t,
+            effects: vec![Effect::TokenRevoked {
+                jti: "tok".into(),
+                at: t,
+            }],
+        };
+        st.apply(&revoke, t, LIMITS);
+        st.prune(last);
+        assert_eq!(
+            st.check(Some("tok"), "u", &[], None, iat),
+            Err(Reason::RevocationJti),
+            "forgotten while the token is still accepted"
+        );
+        st.prune(last + 0.001);
+        assert!(st.jtis.is_empty());
+
+        // Subject revocations: a token issued at or before `at` has exp <= at + life.
+        let mut st = RevocationState::default();
+        let at = t - 100.0;
+        let sess = VerifiedSet {
+            jti: "s2".into(),
+            iat: t,
+            effects: vec![Effect::SubjectRevoked {
+                subject: "u".into(),
+                at,
+            }],
+        };
+        st.apply(&sess, t, LIMITS);
+        let last = at + life + skew;
+        assert_eq!(
+            crate::token::check_times(at + life, None, at, last, skew),
+            Ok(())
+        );
+        st.prune(last);
+        assert_eq!(
+            st.check(None, "u", &[], None, at),
+            Err(Reason::RevocationSubject)
+        );
+        st.prune(last + 0.001);
+        assert!(st.subjects.is_empty());
+    }
+
+    fn lifecycle(jti: &str, disabled: bool, at: f64) -> VerifiedSet {
+        let agent = "agent:x".to_string();
+        VerifiedSet {
+            jti: jti.into(),
+            iat: at,
+            effects: vec![if disabled {
+                Effect::AgentDisabled { agent, at }
+            } else {
+                Effect::AgentEnabled { agent, at }
+            }],
+        }
+    }
+
+    fn state_after(sets: &[&VerifiedSet]) -> RevocationState {
+        let mut st = RevocationState::default();
+        for s in sets {
+            st.apply(s, NOW as f64, LIMITS);
+        }
+        st
+    }
+
+    fn disabled(st: &RevocationState) -> bool {
+        st.check(None, "agent:x", &[], None, NOW as f64) == Err(Reason::RevocationAgent)
+    }
+
+    #[test]
+    fn disable_and_enable_are_last_writer_wins_by_event_time() {
+        let t = NOW as f64 - 100.0;
+        let (d1, e2, d3) = (
+            lifecycle("d1", true, t),
+            lifecycle("e2", false, t + 1.0),
+            lifecycle("d3", true, t + 2.0),
+        );
+        // disabled, enabled, disabled again: disabled, whatever the arrival order.
+        for order in [
+            [&d1, &e2, &d3],
+            [&d1, &d3, &e2],
+            [&e2, &d1, &d3],
+            [&e2, &d3, &d1],
+            [&d3, &d1, &e2],
+            [&d3, &e2, &d1],
+        ] {
+            let st = state_after(&order);
+            assert!(disabled(&st), "{:?}", order.map(|s| &s.jti));
+            assert_eq!(st, state_after(&[&d1, &e2, &d3]));
+        }
+        // A late, older enable does not re-enable; a late, older disable does not disable.
+        assert!(disabled(&state_after(&[&d3, &e2])));
+        let e4 = lifecycle("e4", false, t + 3.0);
+        assert!(!disabled(&state_after(&[&e4, &d3])));
+        assert!(!disabled(&state_after(&[&d3, &e4])));
+        // Same time: disabled (the safe side), in either order.
+        let e3 = lifecycle("e3", false, t + 2.0);
+        assert!(disabled(&state_after(&[&d3, &e3])));
+        assert!(disabled(&state_after(&[&e3, &d3])));
+        // The enable is a tombstone while older events may still arrive, then goes.
+        let mut st = state_after(&[&e4]);
+        assert_eq!(st.agents.len(), 1);
+        st.prune(NOW as f64 + LIMITS.existing_token_horizon() + 1.0);
+        assert!(st.agents.is_empty());
+        // A disable stays until enabled.
+        let mut st = state_after(&[&d3]);
+        st.prune(NOW as f64 + 1e9);
+        assert!(disabled(&st));
+    }
+
+    /// The SETs of one poll answer arrive in `jti` order (a JSON object; serde_json sorts
+    /// its keys): an answer whose `jti` order differs from the event order ends as the
+    /// event order says.
+    #[test]
+    fn one_poll_answer_is_applied_by_event_time_not_by_jti() {
+        let k = keys();
+        let now = NOW as f64;
+        let ev = |kind: &str, at: i64| json!({kind: {"subject": opaque("agent:x"), "event_timestamp": at}});
+        let answer = json!({"sets": {
+            "c-dis-1": set(&k, ev(EVENT_ACCOUNT_DISABLED, NOW - 30), json!({"claims": {"jti": "c-dis-1"}})),
+            "a-en-2": set(&k, ev(EVENT_ACCOUNT_ENABLED, NOW - 20), json!({"claims": {"jti": "a-en-2"}})),
+            "b-dis-3": set(&k, ev(EVENT_ACCOUNT_DISABLED, NOW - 10), json!({"claims": {"jti": "b-dis-3"}})),
+        }});
+        let (sets, _) = parse_poll_response(answer.to_string().as_bytes()).unwrap();
+        let order: Vec<&str> = sets.iter().map(|(j, _)| j.as_str()).collect();
+        assert_eq!(order, ["a-en-2", "b-dis-3", "c-dis-1"], "jti order");
+        let mut st = RevocationState::default();
+        for (_, s) in &sets {
+            st.apply(&verify(&k, s).unwrap(), now, LIMITS);
+        }
+        assert_eq!(
+            st.check(None, "agent:x", &[], None, now),
+            Err(Reason::RevocationAgent)
+        );
+    }
+
+    mod permutations {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One generated SET: (kind, subject, event time offset).
+        fn effect(kind: u8, who: u8, dt: u8) -> Effect {
+            let at = NOW as f64 - 50.0 + f64::from(dt);
+            let id = format!("id-{who}");
+            match kind {
+                0 => Effect::AgentDisabled { agent: id, at },
+                1 => Effect::AgentEnabled { agent: id, at },
+                2 => Effect::SubjectRevoked { subject: id, at },
+                3 => Effect::TokenRevoked { jti: id, at },
+                _ => Effect::Ignored {
+                    event: "e".into(),
+                    why: "w".into(),
+                },
+            }
+        }
+
+        fn sets() -> impl Strategy<Value = Vec<VerifiedSet>> {
+            prop::collection::vec(prop::collection::vec((0u8..5, 0u8..3, 0u8..8), 1..3), 1..12)
+                .prop_map(|specs| {
+                    specs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, effects)| VerifiedSet {
+                            jti: format!("set-{i}"),
+                            iat: NOW as f64 - 40.0 + i as f64,
+                            effects: effects
+                                .into_iter()
+                                .map(|(k, w, t)| effect(k, w, t))
+                                .collect(),
+                        })
+                        .collect()
+                })
+        }
+
+        fn replayed(sets: &[VerifiedSet], batch: usize) -> RevocationState {
+            let now = NOW as f64;
+            let mut st = RevocationState::default();
+            for chunk in sets.chunks(batch.max(1)) {
+                for s in chunk {
+                    st.apply(s, now, LIMITS);
+                }
+                st.prune(now);
+            }
+            st
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// The state is a function of the set of SETs: any permutation, any split into
+            /// poll answers, with replays, gives the same state (and so the same checks).
+            #[test]
+            fn any_order_gives_the_same_state(
+                (sets, shuffled) in sets().prop_flat_map(|s| {
+                    let shuffled = Just(s.clone()).prop_shuffle();
+                    (Just(s), shuffled)
+                }),
+                batch in 1usize..5,
+                again in 0usize..12,
+            ) {
+                let reference = replayed(&sets, sets.len());
+                let mut other = shuffled.clone();
+                if let Some(dup) = shuffled.get(again % shuffled.len()) {
+                    other.push(dup.clone());
+                }
+                prop_assert_eq!(&replayed(&other, batch), &reference);
+                // A later prune (a restart replaying the same SETs) agrees too.
+                let later = NOW as f64 + LIMITS.existing_token_horizon() + 1.0;
+                let (mut a, mut b) = (reference.clone(), replayed(&other, 1));
+                a.prune(later);
+                b.prune(later);
+                prop_assert_eq!(a, b);
+            }
+        }
     }
 
     #[test]
@@ -783,5 +1424,10 @@ mod tests {
         assert!(parse_poll_response(br#"{"sets": {"j1": 5}}"#).is_err());
         assert!(parse_poll_response(br#"{"sets": {}, "sets": {}}"#).is_err());
         assert!(parse_poll_response(b"[]").is_err());
+        assert!(parse_poll_response(br#"{"sets": {}, "moreAvailable": "true"}"#).is_err());
+        assert_eq!(
+            parse_poll_response(br#"{"sets": {}}"#).unwrap(),
+            (vec![], false)
+        );
     }
 }

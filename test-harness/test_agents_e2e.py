@@ -168,3 +168,125 @@ def test_bad_agent_and_route_config_is_refused(bad):
     path.write_text(json.dumps(plugin))
     proc = harness.cli("validate", "--config", path, check=False)
     assert proc.returncode == 1 and "invalid plugin configuration: $." in proc.stderr, proc.stderr
+
+
+# Registry feed versions: a registry is its document (SHA-256), versions only order it.
+
+VIA_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
+
+
+def planner_doc(plugin, version, status):
+    doc = harness.registry_doc(plugin, version=version)
+    for rec in doc["agents"]:
+        if rec["id"] == "agent:planner":
+            rec["status"] = status
+    return doc
+
+
+def registry_events(envoy):
+    return [e for e in envoy.audit_events() if e["kind"] == "registry"]
+
+
+def applied(envoy, c, token, version):
+    """Until a worker logs that it applied `version` (workers pick it up on a request)."""
+    return wait_for(lambda: c.request("/tickets/1", token=token) and f"registry version {version} applied" in envoy.log(), 5)
+
+
+def reason_of(c, token):
+    r = c.request("/tickets/1", token=token)
+    return r.json().get("reason") if r.status != 200 else None
+
+
+def test_a_changed_body_under_the_same_version_is_applied():
+    plugin = fast_feed_plugin()
+    with harness.stack(plugin_json=plugin, name="feed-same-version", concurrency=2) as envoy:
+        c = harness.Client(envoy.listen_port)
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        assert applied(envoy, c, token, "1")
+        assert c.request("/tickets/1", token=token).status == 200
+        envoy.control_plane.set_registry(planner_doc(plugin, "1", "retired"))
+        assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "a new body under version 1 was ignored"
+        done = [e for e in registry_events(envoy) if e["outcome"] == "applied" and e["version"] == "1"]
+        assert done[-1]["previous"] == "1" and "same version, new content" in done[-1]["detail"], done
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+        c.close()
+
+
+def test_a_first_answer_with_the_inline_registrys_version_is_applied():
+    # The inline registry's version is "config"; a feed answering "config" with other
+    # content is still a change.
+    plugin = fast_feed_plugin()
+    cfg_path = harness.OUT / "feed-first-answer.json"
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(plugin))
+    with harness.Upstream() as up, harness.ControlPlane(planner_doc(plugin, "config", "retired")) as cp:
+        listen, admin = harness.free_port(), harness.free_port()
+        yaml_text = harness.envoy_yaml(plugin=cfg_path, listen=listen, admin=admin, upstream=up.port,
+                                       control_plane=cp.port)
+        with harness.Envoy(yaml_text, name="feed-first-answer", concurrency=2) as envoy:
+            c = harness.Client(listen)
+            [token] = harness.mint([{"claims": VIA_PLANNER}])
+            assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "the first answer was ignored"
+            c.close()
+
+
+@pytest.mark.parametrize("allow_rollback", [False, True])
+def test_a_version_rollback_is_refused_and_audited_unless_allowed(allow_rollback):
+    plugin = fast_feed_plugin(**({"allow_rollback": True} if allow_rollback else {}))
+    with harness.stack(plugin_json=plugin, name="feed-rollback", concurrency=2) as envoy:
+        c = harness.Client(envoy.listen_port)
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        envoy.control_plane.set_registry(planner_doc(plugin, "10", "active"))
+        assert applied(envoy, c, token, "10")
+        # An older version (numerically: 9 < 10) that would retire the planner.
+        envoy.control_plane.set_registry(planner_doc(plugin, "9", "retired"))
+        if allow_rollback:
+            assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "allowed rollback not applied"
+            c.close()
+            return
+        # Many polls later, past max_staleness_s (3 s), version 10 is still in force and fresh.
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert c.request("/tickets/1", token=token).status == 200
+            time.sleep(0.1)
+        refused = [e for e in registry_events(envoy) if e["outcome"] == "refused"]
+        assert len(refused) == len({e["stream"] for e in refused}), refused  # once per VM that polled it
+        for e in refused:
+            assert (e["version"], e["previous"]) == ("9", "10") and "rollback" in e["detail"], e
+        stats = harness.admin_stats(envoy, "registry")
+        assert int(stats["wasmcustom.agent_iam.registry.rollbacks_refused"]) >= 10, stats
+        assert int(stats["wasmcustom.agent_iam.registry.answers_refused"]) >= 10, stats
+        assert envoy.wait_for_log("registry feed: answer refused: version 9 is older than version 10")
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+        # A newer version applies again.
+        envoy.control_plane.set_registry(planner_doc(plugin, "11", "retired"))
+        assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5)
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+        code, out = harness.audit_verify(envoy.log_path)  # registry events chain like any other
+        assert code == 0, out
+        c.close()
+
+
+def test_a_version_with_a_newline_is_refused_and_workers_keep_serving():
+    plugin = fast_feed_plugin(max_staleness_s=5)
+    with harness.stack(plugin_json=plugin, name="feed-newline", concurrency=2) as envoy:
+        c = harness.Client(envoy.listen_port)
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        assert applied(envoy, c, token, "1")
+        # A newline (which used to split the shared `version\nfresh_ms` record) and a space.
+        refusals = lambda: sum(e["outcome"] == "refused" for e in registry_events(envoy))
+        for bad in ("2\n1800000000000", "2 b"):
+            before = refusals()
+            envoy.control_plane.set_registry(planner_doc(plugin, bad, "retired"))
+            for _ in range(10):  # a second of polls: the last good registry serves, fresh enough
+                assert c.request("/tickets/1", token=token).status == 200, bad
+                time.sleep(0.1)
+            assert wait_for(lambda: refusals() > before, 5), bad
+        refused = [e for e in registry_events(envoy) if e["outcome"] == "refused"]
+        assert refused and all(e["version"] is None and "$.version" in e["detail"] for e in refused), refused
+        assert envoy.wait_for_log("invalid registry document")
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+        # A valid answer is applied by every worker: nobody went stale.
+        envoy.control_plane.set_registry(planner_doc(plugin, "3", "retired"))
+        assert wait_for(lambda: all(reason_of(c, token) == "agent.retired" for _ in range(6)), 5)
+        c.close()

@@ -70,7 +70,9 @@ def test_disabled_agent_is_refused_as_subject_and_as_actor_until_enabled():
     with revocation_stack() as (envoy, client):
         as_subject, as_actor = harness.mint([{"claims": {"sub": "agent:planner"}}, {"claims": VIA_PLANNER}])
         assert client.request("/tickets/1", token=as_actor).status == 200
-        [s] = harness.mint_sets([("set-dis-1", {harness.EVENT["account_disabled"]: {"subject": harness.opaque("agent:planner")}})])
+        t = int(time.time())
+        [s] = harness.mint_sets([("set-dis-1", {harness.EVENT["account_disabled"]: {
+            "subject": harness.opaque("agent:planner"), "event_timestamp": t}})])
         envoy.control_plane.push_sets([s])
         r, _ = until(client, as_actor, lambda r: r.status != 200)
         assert reason(r) == "revocation.agent", r
@@ -78,7 +80,9 @@ def test_disabled_agent_is_refused_as_subject_and_as_actor_until_enabled():
         # A token minted after the event is refused too: the agent is disabled.
         [fresh] = harness.mint([{"claims": VIA_PLANNER}])
         assert reason(client.request("/tickets/1", token=fresh)) == "revocation.agent"
-        [s] = harness.mint_sets([("set-en-1", {harness.EVENT["account_enabled"]: {"subject": harness.opaque("agent:planner")}})])
+        # Last writer wins by event time, a tie is disabled: the enable comes later.
+        [s] = harness.mint_sets([("set-en-1", {harness.EVENT["account_enabled"]: {
+            "subject": harness.opaque("agent:planner"), "event_timestamp": t + 1}})])
         envoy.control_plane.push_sets([s])
         until(client, as_actor, lambda r: r.status == 200)
 
@@ -189,4 +193,176 @@ def test_envoy_restart_reads_the_revocations_again_before_serving():
                     break
                 time.sleep(0.02)
             assert seen <= {"revocation.stale", "revocation.jti"} and "revocation.jti" in seen, seen
+            client.close()
+
+
+# The state is a function of the set of events: event time decides, not arrival order.
+
+def lifecycle_set(jti, kind, subject, at):
+    return harness.mint_sets([(jti, {harness.EVENT[kind]: {"subject": subject, "event_timestamp": int(at)}})])[0]
+
+
+def acked(envoy, *jtis):
+    return set(jtis) <= set(envoy.control_plane.stats()["acked"])
+
+
+def settle(client, token, envoy, *jtis):
+    """Until every SET in `jtis` is acknowledged (applied by then), then one more poll."""
+    until(client, token, lambda r: acked(envoy, *jtis))
+    time.sleep(2 * INTERVAL_S)
+
+
+def test_disabled_enabled_disabled_in_one_poll_answer_ends_disabled():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        t = time.time() - 60
+        planner = harness.opaque("agent:planner")
+        # One answer: the SETs arrive in jti order (a JSON object), which puts the enable last.
+        sets = [lifecycle_set("a-disable-1", "account_disabled", planner, t),
+                lifecycle_set("c-enable-2", "account_enabled", planner, t + 10),
+                lifecycle_set("b-disable-3", "account_disabled", planner, t + 20)]
+        envoy.control_plane.push_sets(sets)
+        settle(client, token, envoy, "a-disable-1", "b-disable-3", "c-enable-2")
+        for _ in range(5):
+            assert reason(client.request("/tickets/1", token=token)) == "revocation.agent"
+        applied = [e["jti"] for e in envoy.audit_events() if e["kind"] == "revocation" and e["outcome"] == "applied"]
+        assert applied[:3] == ["a-disable-1", "b-disable-3", "c-enable-2"], applied  # one answer, jti order
+
+
+def test_a_late_older_enable_does_not_re_enable_a_newer_one_does():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        t = time.time()
+        planner = harness.opaque("agent:planner")
+        envoy.control_plane.push_sets([lifecycle_set("dis-at-t", "account_disabled", planner, t - 10)])
+        until(client, token, lambda r: reason(r) == "revocation.agent")
+        envoy.control_plane.push_sets([lifecycle_set("en-before-t", "account_enabled", planner, t - 20)])
+        settle(client, token, envoy, "en-before-t")
+        assert reason(client.request("/tickets/1", token=token)) == "revocation.agent"
+        envoy.control_plane.push_sets([lifecycle_set("en-after-t", "account_enabled", planner, t)])
+        until(client, token, lambda r: r.status == 200)
+
+
+def test_iss_sub_of_an_untrusted_issuer_does_not_revoke_a_trusted_one_does():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        foreign = {"format": "iss_sub", "iss": "https://other-idp.example", "sub": "agent:planner"}
+        envoy.control_plane.push_sets([lifecycle_set("foreign-dis", "account_disabled", foreign, time.time())])
+        settle(client, token, envoy, "foreign-dis")  # acknowledged: it names nobody of ours
+        assert client.request("/tickets/1", token=token).status == 200
+        [ev] = [e for e in envoy.audit_events() if e["kind"] == "revocation" and e["jti"] == "foreign-dis"]
+        assert ev["outcome"] == "applied" and "not a configured token issuer" in ev["detail"], ev
+        ours = {"format": "iss_sub", "iss": PLUGIN["issuers"][0]["issuer"], "sub": "agent:planner"}
+        envoy.control_plane.push_sets([lifecycle_set("ours-dis", "account_disabled", ours, time.time())])
+        until(client, token, lambda r: reason(r) == "revocation.agent")
+
+
+def test_email_and_complex_subjects_apply():
+    with revocation_stack() as (envoy, client):
+        now = time.time()
+        carol, via_planner, bob = harness.mint([
+            {"claims": {"sub": "user:carol", "email": "Carol@Example.COM", "act": {"sub": "agent:tool-search"}}},
+            {"claims": VIA_PLANNER},
+            {"claims": {"sub": "user:bob", "act": {"sub": "agent:planner"}}}], now=now - 20)
+        for t in (carol, via_planner, bob):
+            assert client.request("/tickets/1", token=t).status == 200
+        # `email`: matched against the token's email claim (and sub), without ASCII case.
+        [s] = harness.mint_sets([("email-sess", {harness.EVENT["session_revoked"]: {
+            "subject": {"format": "email", "email": "carol@example.com"}, "event_timestamp": int(now) - 5}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, carol, lambda r: r.status != 200)
+        assert reason(r) == "revocation.subject", r
+        # `complex` with a user: alice's session in the planner revokes alice's older tokens,
+        # not every user's of the planner.
+        [s] = harness.mint_sets([("complex-sess", {harness.EVENT["session_revoked"]: {"subject": {
+            "format": "complex", "user": {"format": "iss_sub", "iss": PLUGIN["issuers"][0]["issuer"],
+                                          "sub": "user:alice"},
+            "application": harness.opaque("agent:planner"), "session": harness.opaque("sess-7")},
+            "event_timestamp": int(now) - 5}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, via_planner, lambda r: r.status != 200)
+        assert reason(r) == "revocation.subject", r
+        assert client.request("/tickets/1", token=bob).status == 200
+        # `complex` without a user: the application (an agent) is disabled; the session member
+        # narrows the event in SSF, and the filter applies it to the whole agent (the safe side).
+        [s] = harness.mint_sets([("complex-dis", {harness.EVENT["account_disabled"]: {"subject": {
+            "format": "complex", "application": harness.opaque("agent:planner"),
+            "session": harness.opaque("sess-42")}}})])
+        envoy.control_plane.push_sets([s])
+        r, _ = until(client, bob, lambda r: r.status != 200)
+        assert reason(r) == "revocation.agent", r
+
+
+def test_an_unsupported_subject_format_is_refused_counted_and_audited():
+    with revocation_stack() as (envoy, client):
+        [token] = harness.mint([{"claims": VIA_PLANNER}])
+        phone = {"format": "phone_number", "phone_number": "+12065550100"}
+        envoy.control_plane.push_sets([lifecycle_set("phone-dis", "account_disabled", phone, time.time())])
+        stat = "wasmcustom.agent_iam.revocation.unsupported_subjects"
+        deadline = time.monotonic() + 5
+        while int(harness.admin_stats(envoy, "revocation").get(stat, 0)) < 1:
+            assert time.monotonic() < deadline, "unsupported subject never counted"
+            time.sleep(0.05)
+        time.sleep(2 * INTERVAL_S)
+        assert client.request("/tickets/1", token=token).status == 200
+        assert "phone-dis" not in envoy.control_plane.stats()["acked"]  # the transmitter keeps it
+        refused = [e for e in envoy.audit_events() if e["kind"] == "revocation" and e["jti"] == "phone-dis"]
+        assert refused and all(e["outcome"] == "refused" and "unsupported subject format" in e["detail"]
+                               for e in refused), refused
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+
+
+def test_an_answer_of_refused_sets_is_not_polled_again_at_once():
+    # max_events 2 and three refused SETs: every answer says moreAvailable, none can be
+    # acknowledged, so polling again at once would fetch the same SETs at tick rate.
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000))
+    plugin["revocation"]["feed"]["max_events"] = 2
+    with harness.stack(plugin_json=plugin, name="revocation-refused-more", concurrency=2) as envoy:
+        client = harness.Client(envoy.listen_port)
+        wait_fresh(client)
+        bad = harness.mint_sets([(f"bad-{i}", {harness.EVENT["token_revoked"]: {"jti": "x"}}, {"tamper": "signature"})
+                                 for i in range(3)])
+        envoy.control_plane.push_sets(bad)
+        time.sleep(0.5)
+        before = envoy.control_plane.stats()["ssf_polls"]
+        time.sleep(2.0)
+        polls = envoy.control_plane.stats()["ssf_polls"] - before
+        assert polls <= 2.0 / INTERVAL_S + 3, polls  # one per interval, not one per 100 ms tick
+        client.close()
+
+
+def test_a_restart_replaying_the_sets_in_jti_order_gives_the_same_state():
+    # Live, in event order: disabled (a-), enabled (c-), disabled again (b-). A restarted
+    # Envoy gets all three in one answer, in jti order (a-, b-, c-): the enable comes last.
+    plugin = harness.with_revocation(PLUGIN, interval_ms=int(INTERVAL_S * 1000))
+    cfg_path = harness.OUT / "revocation-restart-order.json"
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(json.dumps(plugin))
+    [token] = harness.mint([{"claims": VIA_PLANNER}])
+    planner = harness.opaque("agent:planner")
+    t = time.time() - 60
+    with harness.Upstream() as up, harness.ControlPlane(harness.registry_doc(plugin)) as cp:
+        listen, admin = harness.free_port(), harness.free_port()
+        yaml_text = harness.envoy_yaml(plugin=cfg_path, listen=listen, admin=admin, upstream=up.port,
+                                       control_plane=cp.port)
+        with harness.Envoy(yaml_text, name="revocation-order-1"):
+            client = harness.Client(listen)
+            wait_fresh(client)
+            for jti, kind, at, want in (("a-disable-1", "account_disabled", t, "revocation.agent"),
+                                        ("c-enable-2", "account_enabled", t + 10, None),
+                                        ("b-disable-3", "account_disabled", t + 20, "revocation.agent")):
+                cp.push_sets([lifecycle_set(jti, kind, planner, at)])
+                until(client, token, lambda r, want=want: reason(r) == want)
+            until(client, token, lambda r: "b-disable-3" in cp.stats()["acked"])
+            client.close()
+        with harness.Envoy(yaml_text, name="revocation-order-2"):
+            client = harness.Client(listen)
+            seen = set()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                r = client.request("/tickets/1", token=token)
+                assert r.status != 200, "a disabled agent was served after the restart"
+                seen.add(reason(r))
+                time.sleep(0.05)
+            assert seen <= {"revocation.stale", "revocation.agent"} and "revocation.agent" in seen, seen
             client.close()

@@ -156,8 +156,26 @@ impl Context for Root {
             }
         }
         if let Some(feed) = self.feed.as_ref() {
-            if let Ok(mut f) = feed.try_borrow_mut() {
-                f.on_response(token_id, body_size, now_ms);
+            let outcomes = match feed.try_borrow_mut() {
+                Ok(mut f) => {
+                    f.on_response(token_id, body_size, now_ms);
+                    std::mem::take(&mut f.outcomes)
+                }
+                Err(_) => Vec::new(),
+            };
+            // Every registry answer the feed applied or refused goes to the audit stream.
+            if let (Some(a), Some(e), false) = (
+                self.audit.as_ref(),
+                self.engine.as_ref(),
+                outcomes.is_empty(),
+            ) {
+                if let (Ok(mut a), Ok(mut e)) = (a.try_borrow_mut(), e.try_borrow_mut()) {
+                    for o in &outcomes {
+                        for line in e.audit_stream().registry(o, now_ms as f64 / 1000.0) {
+                            a.emit_out_of_request(line);
+                        }
+                    }
+                }
             }
         }
     }

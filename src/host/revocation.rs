@@ -3,9 +3,10 @@
 //! one revocation state in shared data and acknowledges it on its next poll; every worker
 //! picks up a new state version on its next request.
 //!
-//! Shared data (per `vm_id`, so per Envoy process): `<base>/doc` holds
+//! Shared data (per `vm_id`, so per Envoy process; `<base>` names the format version, so a
+//! module with another state format starts afresh): `<base>/doc` holds
 //! `{"version", "fresh_ms", "acks", "state"}`, `<base>/head` holds `version\nfresh_ms` (the
-//! cheap per-request read), `<base>/lease` the poll lease, `agent-iam/session` a random id
+//! cheap per-request read), `<base>/lease` the poll lease, `<base>/session` a random id
 //! sent as `x-agent-iam-session` so the transmitter can redeliver to a restarted Envoy.
 
 use std::time::Duration;
@@ -21,7 +22,8 @@ use super::log;
 use crate::crypto::SignatureBackend;
 use crate::pipeline::Engine;
 use crate::revocation::{
-    parse_poll_response, poll_body, verify_set, Applied, Revocation, RevocationState,
+    parse_poll_response, poll_body, verify_set, Applied, Revocation, RevocationState, SetErrorKind,
+    TokenLimits,
 };
 
 /// Everything the pollers share through the host.
@@ -35,8 +37,6 @@ struct Doc {
     state: RevocationState,
 }
 
-const SESSION_KEY: &str = "agent-iam/session";
-
 pub(super) struct RevocationFeed {
     cluster: String,
     path: String,
@@ -44,11 +44,11 @@ pub(super) struct RevocationFeed {
     interval_ms: u64,
     timeout_ms: u64,
     max_events: u64,
-    horizon_s: f64,
-    skew_s: f64,
+    limits: TokenLimits,
     doc_key: String,
     head_key: String,
     lease_key: String,
+    session_key: String,
     in_flight: Option<u32>,
     /// Poll again at once (the transmitter said `moreAvailable`).
     again: bool,
@@ -57,6 +57,7 @@ pub(super) struct RevocationFeed {
     polls_ok: Option<u32>,
     poll_failures: Option<u32>,
     sets_refused: Option<u32>,
+    unsupported_subjects: Option<u32>,
     /// What this VM's last poll did with each SET, for the audit stream (taken by the root).
     pub outcomes: Vec<SetOutcome>,
     /// Refused SETs already audited: the transmitter redelivers them every poll.
@@ -65,7 +66,7 @@ pub(super) struct RevocationFeed {
 
 impl RevocationFeed {
     pub fn new(r: &Revocation, max_token_lifetime_s: u64, clock_skew_s: u64) -> RevocationFeed {
-        let base = format!("agent-iam/revocation/{}{}", r.feed.cluster, r.feed.path);
+        let base = format!("agent-iam/revocation/v2/{}{}", r.feed.cluster, r.feed.path);
         let age_gauge =
             hostcalls::define_metric(MetricType::Gauge, "agent_iam.revocation.feed_age_ms").ok();
         let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
@@ -80,11 +81,14 @@ impl RevocationFeed {
             interval_ms: r.feed.interval_ms,
             timeout_ms: r.feed.timeout_ms,
             max_events: r.feed.max_events,
-            horizon_s: (max_token_lifetime_s + clock_skew_s) as f64,
-            skew_s: clock_skew_s as f64,
+            limits: TokenLimits {
+                max_lifetime_s: max_token_lifetime_s as f64,
+                skew_s: clock_skew_s as f64,
+            },
             doc_key: format!("{base}/doc"),
             head_key: format!("{base}/head"),
             lease_key: format!("{base}/lease"),
+            session_key: format!("{base}/session"),
             in_flight: None,
             again: false,
             failures: Failures::new("revocation feed", "the last state"),
@@ -92,6 +96,7 @@ impl RevocationFeed {
             polls_ok: counter("agent_iam.revocation.polls_ok"),
             poll_failures: counter("agent_iam.revocation.poll_failures"),
             sets_refused: counter("agent_iam.revocation.sets_refused"),
+            unsupported_subjects: counter("agent_iam.revocation.unsupported_subjects"),
             outcomes: Vec::new(),
             refusals_audited: std::collections::HashSet::new(),
         }
@@ -121,14 +126,16 @@ impl RevocationFeed {
         }
     }
 
-    fn session() -> String {
-        if let Ok((Some(v), _)) = hostcalls::get_shared_data(SESSION_KEY) {
+    /// The receiver session: one per state store, so a module with a new state format (a
+    /// new `<base>`, an empty state) is a new session the transmitter redelivers to.
+    fn session(&self) -> String {
+        if let Ok((Some(v), _)) = hostcalls::get_shared_data(&self.session_key) {
             return String::from_utf8_lossy(&v).into_owned();
         }
         let mut b = [0u8; 16];
         let _ = getrandom::getrandom(&mut b);
         let id = hex::encode(b);
-        let _ = hostcalls::set_shared_data(SESSION_KEY, Some(id.as_bytes()), None);
+        let _ = hostcalls::set_shared_data(&self.session_key, Some(id.as_bytes()), None);
         id
     }
 
@@ -159,7 +166,7 @@ impl RevocationFeed {
                 Vec::new()
             }
         };
-        let session = Self::session();
+        let session = self.session();
         let body = poll_body(&acks, self.max_events);
         let headers = vec![
             (":method", "POST"),
@@ -224,7 +231,7 @@ impl RevocationFeed {
                 outcome: verdict,
                 detail,
             };
-            match verify_set(set, transmitter, backend, now, self.skew_s) {
+            match verify_set(set, transmitter, backend, now, self.limits.skew_s) {
                 Ok(v) if v.jti != *key => {
                     let why = format!("carries jti {:?} under key {key:?}", v.jti);
                     log(
@@ -238,7 +245,7 @@ impl RevocationFeed {
                 }
                 Ok(v) => {
                     let effects: Vec<String> = v.effects.iter().map(ToString::to_string).collect();
-                    match doc.state.apply(&v, now, self.horizon_s) {
+                    match doc.state.apply(&v, now, self.limits) {
                         Applied::Applied => {
                             changed = true;
                             log(
@@ -265,6 +272,9 @@ impl RevocationFeed {
                 Err(e) => {
                     self.audit_refusal(outcome(SetVerdict::Refused, e.to_string()));
                     count(self.sets_refused);
+                    if e.kind == SetErrorKind::UnsupportedSubject {
+                        count(self.unsupported_subjects);
+                    }
                     log(
                         LogLevel::Warn,
                         &format!(
@@ -299,7 +309,9 @@ impl RevocationFeed {
         }
         self.failures.recovered();
         count(self.polls_ok);
-        if more {
+        // Poll again at once only if this answer made progress: with nothing acknowledged,
+        // the transmitter would answer the same SETs again (wait for the next interval).
+        if more && !doc.acks.is_empty() {
             self.again = true;
         }
         true
