@@ -169,8 +169,8 @@ fn audit(c: &mut Criterion) {
 /// Token parse + verify per algorithm (pure Rust, no cache: the cold path), a cache hit,
 /// and the delegation check of a two-actor chain against the shipped registry.
 fn tokens(c: &mut Criterion) {
-    use agent_iam::agents::{authorize, AgentRules};
     use agent_iam::cache::VerifiedCache;
+    use agent_iam::delegation::{authorize, AgentRules};
     use agent_iam::token::verify_token;
     let keys: Value = serde_json::from_str(
         &std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap(),
@@ -185,18 +185,29 @@ fn tokens(c: &mut Criterion) {
         let recipe: Recipe =
             serde_json::from_value(json!({"alg": alg, "claims": chain.clone()})).unwrap();
         let token = mint(&keys, &recipe, now).unwrap();
-        assert!(verify_token(&token, &cfg, &PureRust, None, now as f64).is_ok());
+        assert!(verify_token(&token, &cfg.token_rules(), &PureRust, None, now as f64).is_ok());
         c.bench_function(
             &format!("token: parse + verify {alg} (pure Rust, cold)"),
-            |b| b.iter(|| verify_token(&token, &cfg, &PureRust, None, now as f64)),
+            |b| b.iter(|| verify_token(&token, &cfg.token_rules(), &PureRust, None, now as f64)),
         );
         if alg == "ES256" {
             let mut cache = VerifiedCache::new(1024);
             c.bench_function(
                 "token: ES256 cache hit (parse + claims, no signature)",
-                |b| b.iter(|| verify_token(&token, &cfg, &PureRust, Some(&mut cache), now as f64)),
+                |b| {
+                    b.iter(|| {
+                        verify_token(
+                            &token,
+                            &cfg.token_rules(),
+                            &PureRust,
+                            Some(&mut cache),
+                            now as f64,
+                        )
+                    })
+                },
             );
-            let (t, _) = verify_token(&token, &cfg, &PureRust, None, now as f64).unwrap();
+            let (t, _) =
+                verify_token(&token, &cfg.token_rules(), &PureRust, None, now as f64).unwrap();
             cache.remember(&token, std::sync::Arc::new(t.clone()));
             c.bench_function("token: ES256 recent-token hit (clock rules only)", |b| {
                 b.iter(|| cache.recent(&token, now as f64, 30.0))

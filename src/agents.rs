@@ -6,9 +6,8 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::Problem;
-use crate::reason::Reason;
-use crate::token::Actor;
+pub use crate::identity::{is_identity, is_scope_token, matches, MAX_ID_BYTES};
+use crate::problem::Problem;
 
 /// One agent in the registry (config `agents.registry[]` or the registry feed).
 #[derive(Debug, Clone, Deserialize)]
@@ -44,62 +43,6 @@ pub enum AgentStatus {
     Active,
     Suspended,
     Retired,
-}
-
-/// `value` matches `pattern`: equal, or `pattern` ends in `*` and `value` is the rest
-/// followed by at least one character (`agent:summarizer-*` does not match
-/// `agent:summarizer-`).
-pub fn matches(pattern: &str, value: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => value.len() > prefix.len() && value.starts_with(prefix),
-        None => pattern == value,
-    }
-}
-
-/// Longest identity value (`sub`, `act.sub`, registry ids and owners), in bytes.
-/// OpenID Connect caps `sub` at 255 ASCII characters; SPIFFE ids in practice fit too.
-pub const MAX_ID_BYTES: usize = 256;
-
-/// Characters an identity value never contains: the separators of the identity headers
-/// (`,` in `x-agent-chain`, space in `x-agent-scopes`), any Unicode whitespace, control
-/// and invisible formatting characters (zero-width and bidirectional marks), `"` and `\`
-/// (quoting in headers and logs), and `*` (so that a value never reads as a pattern).
-fn forbidden_in_id(c: char) -> bool {
-    c.is_whitespace()
-        || c.is_control()
-        || matches!(c, ',' | '"' | '\\' | '*')
-        || matches!(
-            c,
-            '\u{ad}'
-                | '\u{61c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
-}
-
-/// An identity value as it may reach the identity headers and the audit trail: 1 to
-/// [`MAX_ID_BYTES`] bytes, none of them [`forbidden_in_id`]. Checked where identities
-/// enter: the token (`sub`, every `act.sub`) and the registry (ids, patterns, owners).
-pub fn is_identity(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(forbidden_in_id)
-}
-
-/// An RFC 6749 §3.3 scope token (printable ASCII except space, `"` and `\\`), without `,`:
-/// effective scopes reach the upstream as one `x-agent-scopes` value, and an upstream that
-/// splits it on commas too must not find a scope (`tickets:read,admin`) that passed a
-/// ceiling (`tickets:*`) as one.
-pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b == 0x21
-                || (0x23..=0x2b).contains(&b)
-                || (0x2d..=0x5b).contains(&b)
-                || (0x5d..=0x7e).contains(&b)
-        })
 }
 
 /// How [`is_identity`] reads in configuration errors.
@@ -208,160 +151,11 @@ impl Registry {
     }
 }
 
-/// What to do when a token asks for more than the chain's ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum CeilingMode {
-    /// Deny with `delegation.scope_exceeds_ceiling` (least privilege, the default).
-    #[default]
-    Deny,
-    /// Narrow the effective scopes to the ceiling and carry on.
-    Narrow,
-}
-
-/// The outcome of the agent checks.
-#[derive(Debug, Clone, Default)]
-pub struct AgentContext {
-    /// Registry entry id of the acting agent (`None` for an admitted unregistered subject).
-    pub record_id: Option<String>,
-    pub owner: Option<String>,
-    pub requested: Vec<String>,
-    pub effective: Vec<String>,
-}
-
-/// A denial with the scopes to name in `WWW-Authenticate` (for scope-related reasons).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub reason: Reason,
-    pub scopes: Vec<String>,
-}
-
-impl From<Reason> for Denial {
-    fn from(reason: Reason) -> Self {
-        Denial {
-            reason,
-            scopes: Vec::new(),
-        }
-    }
-}
-
-/// Inputs of [`authorize`] that come from configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct AgentRules {
-    pub allow_unregistered_subjects: bool,
-    pub ceiling: CeilingMode,
-}
-
-/// Which identity of the token a registry record stands for (it picks the reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// The acting agent: `act.sub`, or `sub` without delegation.
-    Acting,
-    /// An earlier actor of the chain.
-    EarlierActor,
-    /// The principal (`sub`) of a delegated token.
-    Principal,
-}
-
-fn lifecycle(rec: &AgentRecord, now: f64, role: Role) -> Result<(), Reason> {
-    let expired = rec.not_after.is_some_and(|t| now > t as f64);
-    let problem = match rec.status {
-        AgentStatus::Suspended => Some(Reason::AgentSuspended),
-        AgentStatus::Retired => Some(Reason::AgentRetired),
-        AgentStatus::Active if expired => Some(Reason::AgentExpired),
-        AgentStatus::Active => None,
-    };
-    match (problem, role) {
-        (None, _) => Ok(()),
-        (Some(r), Role::Acting) => Err(r),
-        // An earlier actor that is no longer active breaks the chain.
-        (Some(_), Role::EarlierActor) => Err(Reason::DelegationActorInactive),
-        // Nobody acts for an agent that may not act itself.
-        (Some(_), Role::Principal) => Err(Reason::DelegationPrincipalInactive),
-    }
-}
-
-/// Checks the acting agent and the delegation chain against the registry and computes
-/// the effective scopes (token scopes ∩ every actor's `max_scopes`).
-pub fn authorize(
-    principal: &str,
-    chain: &[Actor],
-    scopes: &[String],
-    registry: &Registry,
-    rules: AgentRules,
-    now: f64,
-) -> Result<AgentContext, Denial> {
-    let acting = chain.first().map_or(principal, |a| a.sub.as_str());
-    let Some(current) = registry.lookup(acting) else {
-        if chain.is_empty() && rules.allow_unregistered_subjects {
-            return Ok(AgentContext {
-                record_id: None,
-                owner: None,
-                requested: scopes.to_vec(),
-                effective: scopes.to_vec(),
-            });
-        }
-        return Err(Reason::AgentUnknown.into());
-    };
-    lifecycle(current, now, Role::Acting)?;
-
-    let mut records = vec![current];
-    for actor in chain.iter().skip(1) {
-        let rec = registry
-            .lookup(&actor.sub)
-            .ok_or(Reason::DelegationActorUnknown)?;
-        lifecycle(rec, now, Role::EarlierActor)?;
-        records.push(rec);
-    }
-    if !chain.is_empty() {
-        // A principal that is a registered agent must be active too (an unregistered
-        // principal, e.g. a human, has no lifecycle here).
-        if let Some(rec) = registry.lookup(principal) {
-            lifecycle(rec, now, Role::Principal)?;
-        }
-        for rec in &records {
-            if !rec.may_act_for.iter().any(|p| matches(p, principal)) {
-                return Err(Reason::DelegationPrincipalNotAllowed.into());
-            }
-        }
-        // chain[i + 1] handed over to chain[i].
-        for (i, actor) in chain.iter().enumerate() {
-            if let (Some(delegator), true) = (records.get(i + 1), i + 1 < chain.len()) {
-                if !delegator
-                    .may_delegate_to
-                    .iter()
-                    .any(|p| matches(p, &actor.sub))
-                {
-                    return Err(Reason::DelegationNotPermitted.into());
-                }
-            }
-        }
-    }
-    let within = |s: &String| {
-        records
-            .iter()
-            .all(|r| r.max_scopes.iter().any(|p| matches(p, s)))
-    };
-    let effective: Vec<String> = scopes.iter().filter(|s| within(s)).cloned().collect();
-    if effective.len() != scopes.len() && rules.ceiling == CeilingMode::Deny {
-        let over: Vec<String> = scopes.iter().filter(|s| !within(s)).cloned().collect();
-        return Err(Denial {
-            reason: Reason::DelegationScopeExceedsCeiling,
-            scopes: over,
-        });
-    }
-    Ok(AgentContext {
-        record_id: Some(current.id.clone()),
-        owner: current.owner.clone(),
-        requested: scopes.to_vec(),
-        effective,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delegation::*;
+    use crate::reason::Reason;
 
     fn rec(
         id: &str,

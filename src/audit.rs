@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize, Serializer};
 /// Wasm; `test-harness/bench_audit.py`).
 pub type ChainHash = Blake2b<U32>;
 
-use crate::pipeline::Decision;
+use crate::decision::Decision;
 use crate::reason::Reason;
 
 /// Prefix of every audit log line; what follows it on the line is the event's JSON text.
@@ -170,9 +170,9 @@ impl AuditConfig {
     }
 
     /// Checks value ranges, naming each problem's JSON path.
-    pub fn validate(&self, problems: &mut Vec<crate::config::Problem>) {
+    pub fn validate(&self, problems: &mut Vec<crate::problem::Problem>) {
         let mut bad = |path: &str, message: String| {
-            problems.push(crate::config::Problem {
+            problems.push(crate::problem::Problem {
                 path: format!("$.audit.{path}"),
                 message,
             })

@@ -45,9 +45,9 @@ fn default_max_clients() -> u64 {
 
 impl BudgetConfig {
     /// Checks value ranges, naming each problem's JSON path.
-    pub fn validate(&self, problems: &mut Vec<crate::config::Problem>) {
+    pub fn validate(&self, problems: &mut Vec<crate::problem::Problem>) {
         let mut bad = |path: &str, message: String| {
-            problems.push(crate::config::Problem {
+            problems.push(crate::problem::Problem {
                 path: format!("$.verify_budget.{path}"),
                 message,
             })

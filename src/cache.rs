@@ -17,9 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::token::{check_times, VerifiedToken};
-
-pub type TokenHash = [u8; 32];
+pub use crate::token::TokenHash;
+use crate::token::{check_times, VerifiedSignatures, VerifiedToken};
 
 /// Most parsed tokens kept (fewer when `cache.max_entries` is smaller): agents reuse a
 /// token for many requests, and a few hundred entries stay well under 1 MB.
@@ -151,6 +150,16 @@ impl VerifiedCache {
 
     pub fn is_empty(&self) -> bool {
         self.hashes.len() == 0
+    }
+}
+
+impl VerifiedSignatures for VerifiedCache {
+    fn hit(&mut self, hash: &TokenHash, now: f64, skew: f64) -> bool {
+        VerifiedCache::hit(self, hash, now, skew)
+    }
+
+    fn insert(&mut self, hash: TokenHash, exp: f64) {
+        VerifiedCache::insert(self, hash, exp);
     }
 }
 

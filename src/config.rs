@@ -8,21 +8,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::agents::{AgentRecord, CeilingMode, Registry};
+use crate::agents::{AgentRecord, Registry};
+use crate::delegation::CeilingMode;
 use crate::keys::{parse_jwk, Alg, VerifyKey};
-
-/// One problem in a configuration, with the JSON path where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::keys::{JwksConfig, JwksUriConfig};
+pub use crate::problem::Problem;
+pub use crate::token::{normalize_typ, Issuer};
 
 /// Every problem found; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,48 +117,6 @@ pub struct IssuerConfig {
     /// `application/` prefix.
     #[serde(default = "default_types")]
     pub accepted_types: Vec<String>,
-}
-
-/// Where to fetch an issuer's JWKS.
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct JwksUriConfig {
-    /// Envoy cluster of the IdP.
-    pub cluster: String,
-    /// Path of the JWKS document.
-    pub path: String,
-    /// `:authority` (defaults to the cluster name).
-    #[serde(default)]
-    pub authority: Option<String>,
-    /// Scheduled refresh, in seconds (1..=86400; default 300).
-    #[serde(default = "default_refresh_s")]
-    pub refresh_s: u64,
-    /// Least time between two fetches triggered by unknown `kid`s (1..=3600; default 10).
-    #[serde(default = "default_min_refetch_s")]
-    pub min_refetch_s: u64,
-    /// Per-fetch timeout in milliseconds (10..=60000; default 2000).
-    #[serde(default = "default_jwks_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_refresh_s() -> u64 {
-    300
-}
-fn default_min_refetch_s() -> u64 {
-    10
-}
-fn default_jwks_timeout_ms() -> u64 {
-    2000
-}
-
-/// An inline JSON Web Key Set.
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct JwksConfig {
-    /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).
-    pub keys: Vec<Value>,
 }
 
 /// Algorithm names accepted in `algorithms`.
@@ -489,20 +438,6 @@ fn h_decision() -> String {
     "x-agent-decision-id".into()
 }
 
-/// A validated issuer, ready for the request path.
-#[derive(Debug)]
-pub struct Issuer {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Alg>,
-    /// Lower-case, without an `application/` prefix.
-    pub accepted_types: Vec<String>,
-    /// Inline keys, or the last good remote keys (empty until the first fetch).
-    pub keys: Vec<VerifyKey>,
-    /// Set when the keys come from `jwks_uri`.
-    pub remote: Option<JwksUriConfig>,
-}
-
 /// The validated configuration the pipeline runs on.
 #[derive(Debug)]
 pub struct Config {
@@ -550,6 +485,17 @@ pub struct Route {
 }
 
 impl Config {
+    /// What token verification needs of this configuration.
+    pub fn token_rules(&self) -> crate::token::TokenRules<'_> {
+        crate::token::TokenRules {
+            issuers: &self.issuers,
+            clock_skew_s: self.clock_skew_s,
+            max_token_lifetime_s: self.max_token_lifetime_s,
+            max_token_bytes: self.max_token_bytes,
+            max_delegation_depth: self.max_delegation_depth,
+        }
+    }
+
     /// The most specific route for `method` and the canonical `path` (no query, see
     /// [`crate::target`]): an exact match first, then the longest segment-aware prefix;
     /// declaration order breaks ties.
@@ -766,7 +712,7 @@ impl Config {
         }
         let value = crate::json::parse_strict(bytes, CONFIG_MAX_DEPTH)
             .map_err(|e| one("$", e.to_string()))?;
-        let structural = crate::schema::structural_problems(&value);
+        let structural = crate::schema::structural_problems(&config_schema_draft4(), &value);
         if !structural.is_empty() {
             return Err(ConfigError(structural));
         }
@@ -778,20 +724,29 @@ impl Config {
     }
 }
 
+/// `config_schema` for Kong's `<filter>.meta.json`: generated from [`PluginConfig`] natively,
+/// the shipped copy in the filter.
+pub fn config_schema_draft4() -> Value {
+    #[cfg(not(target_os = "wasi"))]
+    {
+        crate::schema::draft4_for::<PluginConfig>()
+    }
+    #[cfg(target_os = "wasi")]
+    {
+        crate::schema::shipped_config_schema()
+    }
+}
+
+/// The whole `agent_iam.meta.json` document.
+pub fn kong_meta() -> Value {
+    serde_json::json!({ "config_schema": config_schema_draft4() })
+}
+
 fn json_path(serde_path: &str) -> String {
     if serde_path == "." || serde_path.is_empty() {
         "$".into()
     } else {
         format!("$.{serde_path}")
-    }
-}
-
-/// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
-pub fn normalize_typ(typ: &str) -> String {
-    let lower = typ.to_ascii_lowercase();
-    match lower.strip_prefix("application/") {
-        Some(rest) => rest.to_owned(),
-        None => lower,
     }
 }
 
@@ -1210,5 +1165,36 @@ mod tests {
     fn typ_normalisation() {
         assert_eq!(normalize_typ("Application/AT+JWT"), "at+jwt");
         assert_eq!(normalize_typ("JWT"), "jwt");
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schema_is_draft4_and_closed() {
+        let s = config_schema_draft4();
+        assert_eq!(s["$schema"], "http://json-schema.org/draft-04/schema#");
+        assert_eq!(s["additionalProperties"], false);
+        assert!(s["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("issuers")));
+        let text = s.to_string();
+        assert!(!text.contains("\"const\""), "{text}");
+        assert!(!text.contains("uint64"), "{text}");
+    }
+
+    #[test]
+    fn shipped_meta_json_is_current() {
+        let shipped = include_str!("../agent_iam.meta.json");
+        let shipped: Value = serde_json::from_str(shipped).unwrap();
+        assert_eq!(
+            shipped,
+            kong_meta(),
+            "run: cargo run -- generate kong-meta > agent_iam.meta.json"
+        );
     }
 }

@@ -3,8 +3,12 @@
 //! Each key fixes its algorithm: a token's `alg` must equal the algorithm of the key its
 //! `kid` selects. A key we cannot fully validate is a configuration error.
 
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+#[cfg(not(target_os = "wasi"))]
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Signature algorithms we verify. Everything else (none, HS*, PS*, ES384, ...) is refused.
@@ -307,6 +311,48 @@ fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
     let mut body = hex_const("300d06092a864886f70d0101010500");
     body.extend_from_slice(&der_tlv(0x03, &bit_string));
     der_tlv(0x30, &body)
+}
+
+/// Where to fetch an issuer's JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JwksUriConfig {
+    /// Envoy cluster of the IdP.
+    pub cluster: String,
+    /// Path of the JWKS document.
+    pub path: String,
+    /// `:authority` (defaults to the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Scheduled refresh, in seconds (1..=86400; default 300).
+    #[serde(default = "default_refresh_s")]
+    pub refresh_s: u64,
+    /// Least time between two fetches triggered by unknown `kid`s (1..=3600; default 10).
+    #[serde(default = "default_min_refetch_s")]
+    pub min_refetch_s: u64,
+    /// Per-fetch timeout in milliseconds (10..=60000; default 2000).
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_refresh_s() -> u64 {
+    300
+}
+fn default_min_refetch_s() -> u64 {
+    10
+}
+fn default_jwks_timeout_ms() -> u64 {
+    2000
+}
+
+/// An inline JSON Web Key Set.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).
+    pub keys: Vec<Value>,
 }
 
 #[cfg(test)]

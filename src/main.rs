@@ -62,7 +62,7 @@ usage:
         let result = match words.as_slice() {
             ["check", rest @ ..] => check(rest),
             ["validate", rest @ ..] => validate(rest),
-            ["generate", "kong-meta"] => print_json(&agent_iam::schema::kong_meta()),
+            ["generate", "kong-meta"] => print_json(&agent_iam::config::kong_meta()),
             ["generate", "envoy", rest @ ..] => generate_envoy(rest),
             ["policy", "test", rest @ ..] => policy_test(rest),
             ["policy", "eval", rest @ ..] => policy_eval(rest),

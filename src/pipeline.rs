@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::agents::{authorize, AgentContext, AgentRules, Denial, Registry};
+use crate::agents::Registry;
 use crate::audit::{AuditLine, AuditStream, EventContext};
 use crate::budget::VerifyBudget;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
+use crate::delegation::{authorize, AgentRules, Denial};
 use crate::policy::input::{repeated_header, InputBuilder, RequestView};
 use crate::policy::Verdict;
 use crate::reason::Reason;
@@ -18,252 +19,10 @@ use crate::revocation::{RevocationStaleMode, RevocationState};
 use crate::target::Target;
 use crate::token::{verify_token, VerifiedToken};
 
-/// What the pipeline needs from a request. Header values are raw bytes: hosts may hand
-/// us anything, and non-UTF-8 is answered, not trusted.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub host: String,
-    /// Every `authorization` value the host reported.
-    pub authorization: Vec<Vec<u8>>,
-    /// Other request headers (lower-case names), for the policy; filled only when a policy
-    /// is configured ([`Engine::wants_headers`]).
-    pub headers: Vec<(String, String)>,
-    /// The client's address, for `verify_budget`. `None`: the engine asks its client
-    /// source ([`Engine::set_client_source`]) when a budget needs it.
-    pub client: Option<String>,
-}
-
-impl Request {
-    /// A request as `agent-iam check` and the playground read it: a JSON object with
-    /// optional `method` (default GET), `path` (default /), `host`, `client` (its address,
-    /// for `verify_budget`) and `headers` (name → string or array of strings).
-    /// `authorization` values go to [`Request::authorization`].
-    pub fn from_json(v: &Value) -> Result<Request, String> {
-        let obj = v.as_object().ok_or("expected a JSON object")?;
-        for k in obj.keys() {
-            if !["method", "path", "host", "client", "headers"].contains(&k.as_str()) {
-                return Err(format!("unknown member `{k}`"));
-            }
-        }
-        let s = |name: &str, default: &str| -> Result<String, String> {
-            match obj.get(name) {
-                None => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(format!("`{name}` must be a string")),
-            }
-        };
-        let mut req = Request {
-            method: s("method", "GET")?,
-            path: s("path", "/")?,
-            host: s("host", "")?,
-            client: obj
-                .contains_key("client")
-                .then(|| s("client", ""))
-                .transpose()?,
-            ..Request::default()
-        };
-        if let Some(h) = obj.get("headers") {
-            let h = h.as_object().ok_or("`headers` must be an object")?;
-            for (name, value) in h {
-                let values: Vec<&Value> = match value {
-                    Value::Array(a) => a.iter().collect(),
-                    other => vec![other],
-                };
-                for value in values {
-                    let value = value
-                        .as_str()
-                        .ok_or_else(|| format!("header `{name}` must be a string"))?;
-                    if name.eq_ignore_ascii_case("authorization") {
-                        req.authorization.push(value.as_bytes().to_vec());
-                    } else {
-                        req.headers
-                            .push((name.to_ascii_lowercase(), value.to_owned()));
-                    }
-                }
-            }
-        }
-        Ok(req)
-    }
-
-    /// The request's `x-request-id`, if it has one.
-    pub fn request_id(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == "x-request-id")
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Unique decision ids per worker: a random 64-bit worker prefix and a counter.
-#[derive(Debug, Clone)]
-pub struct DecisionIds {
-    prefix: u64,
-    counter: u64,
-}
-
-impl DecisionIds {
-    pub fn new(seed: u64) -> Self {
-        DecisionIds {
-            prefix: seed,
-            counter: 0,
-        }
-    }
-
-    /// From the OS/host random source; falls back to a fixed prefix if there is none.
-    pub fn from_entropy() -> Self {
-        let mut b = [0u8; 8];
-        let seed = match getrandom::getrandom(&mut b) {
-            Ok(()) => u64::from_le_bytes(b),
-            Err(_) => 0x6167_656e_742d_6961,
-        };
-        DecisionIds::new(seed)
-    }
-
-    /// The worker's random prefix (also its audit stream id).
-    pub fn prefix(&self) -> u64 {
-        self.prefix
-    }
-
-    pub fn next_id(&mut self) -> String {
-        self.counter = self.counter.wrapping_add(1);
-        format!("{:016x}{:016x}", self.prefix, self.counter)
-    }
-}
-
-/// The outcome for one request.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub decision_id: String,
-    /// `None` on allow.
-    pub reason: Option<Reason>,
-    /// Shared with the worker's cache of recent tokens.
-    pub token: Option<Arc<VerifiedToken>>,
-    /// Whether the token's signature check was skipped thanks to the cache (either tier).
-    pub token_cached: bool,
-    /// SHA-256 of a presented bearer token that did not verify (for the audit trail).
-    pub presented: Option<crate::cache::TokenHash>,
-    /// Agent checks and scopes (present once the agent checks ran).
-    pub agent: Option<AgentContext>,
-    /// The matched route's name.
-    pub route: Option<String>,
-    /// Scopes to name in `WWW-Authenticate` (missing or over the ceiling).
-    pub scope_hint: Vec<String>,
-    /// The policy's revision, when a policy is configured.
-    pub policy_revision: Option<String>,
-    /// The policy's own reason for a deny.
-    pub policy_reason: Option<String>,
-    /// The policy's status for a deny (overrides the reason's default).
-    pub policy_status: Option<u16>,
-    /// Headers the policy adds upstream on allow.
-    pub policy_headers: Vec<(String, String)>,
-    pub method: String,
-    /// The canonical target (path and query) the decision was taken on, clipped to
-    /// [`MAX_FIELD`] bytes with a trailing `…` when longer; empty when it was refused.
-    pub path: String,
-    pub host: String,
-    /// The target as the client sent it, when it differs from the canonical one.
-    pub original: Option<OriginalTarget>,
-    /// The canonical target the upstream must receive, when it differs from `:path`.
-    pub rewrite: Option<String>,
-}
-
-/// A client's target that the filter rewrote or refused, for the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginalTarget {
-    /// The first [`MAX_FIELD`] bytes, with a trailing `…` when longer.
-    pub clipped: String,
-    /// Its whole length in bytes.
-    pub bytes: usize,
-    /// SHA-256 of the whole target.
-    pub sha256: [u8; 32],
-}
-
-impl OriginalTarget {
-    fn of(raw: &str) -> OriginalTarget {
-        use sha2::Digest;
-        OriginalTarget {
-            clipped: clip_marked(raw),
-            bytes: raw.len(),
-            sha256: sha2::Sha256::digest(raw.as_bytes()).into(),
-        }
-    }
-}
+use crate::decision::{clip, clip_marked};
+pub use crate::decision::{Decision, DecisionIds, OriginalTarget, Request};
 
 impl Decision {
-    /// A deny decided outside the pipeline (host failures), with nothing else known.
-    pub fn denied(decision_id: String, reason: Reason) -> Decision {
-        Decision {
-            decision_id,
-            reason: Some(reason),
-            token: None,
-            token_cached: false,
-            presented: None,
-            agent: None,
-            route: None,
-            scope_hint: Vec::new(),
-            policy_revision: None,
-            policy_reason: None,
-            policy_status: None,
-            policy_headers: Vec::new(),
-            method: String::new(),
-            path: String::new(),
-            host: String::new(),
-            original: None,
-            rewrite: None,
-        }
-    }
-
-    pub fn allowed(&self) -> bool {
-        self.reason.is_none()
-    }
-
-    /// HTTP status: 200 for allow (the upstream answers), else the reason's status.
-    pub fn status(&self) -> u16 {
-        match (self.reason, self.policy_status) {
-            (Some(Reason::PolicyDenied), Some(s)) => s,
-            (r, _) => r.map_or(200, Reason::status),
-        }
-    }
-
-    /// RFC 6750 error code, following the status for policy denials.
-    fn error_code(&self) -> &'static str {
-        match (self.reason, self.status()) {
-            (Some(Reason::PolicyDenied), 401) => "invalid_token",
-            (Some(Reason::PolicyDenied), 403) => "insufficient_scope",
-            (Some(Reason::PolicyDenied), 400) => "invalid_request",
-            (Some(Reason::PolicyDenied), _) => "access_denied",
-            (Some(r), _) => r.error_code(),
-            (None, _) => "",
-        }
-    }
-
-    /// JSON body of a deny response. Never echoes the token.
-    pub fn deny_body(&self) -> String {
-        let reason = self.reason.unwrap_or(Reason::InternalError);
-        let mut body = json!({"error": self.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id});
-        if let (Some(pr), Some(obj)) = (&self.policy_reason, body.as_object_mut()) {
-            obj.insert("policy_reason".into(), json!(pr));
-        }
-        body.to_string()
-    }
-
-    /// `WWW-Authenticate` for a deny response (RFC 6750 §3).
-    pub fn www_authenticate(&self) -> Option<String> {
-        let reason = self.reason?;
-        let mut v = format!(
-            "Bearer error=\"{}\", error_description=\"{}\"",
-            self.error_code(),
-            reason.as_str()
-        );
-        if !self.scope_hint.is_empty() {
-            // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
-            v.push_str(&format!(", scope=\"{}\"", self.scope_hint.join(" ")));
-        }
-        Some(v)
-    }
-
     /// Identity headers to set upstream on allow.
     pub fn upstream_headers(&self, names: &HeaderNames) -> Vec<(String, String)> {
         let Some(t) = self.token.as_ref().filter(|_| self.allowed()) else {
@@ -295,42 +54,6 @@ impl Decision {
         );
         out
     }
-
-    /// One JSON object describing the decision (CLI output and the filter's log line).
-    pub fn to_json(&self) -> Value {
-        let t = self.token.as_ref();
-        let a = self.agent.as_ref();
-        json!({
-            "decision_id": self.decision_id,
-            "decision": if self.allowed() { "allow" } else { "deny" },
-            "status": self.status(),
-            "reason": self.reason.map(Reason::as_str),
-            "agent": t.map(|t| t.agent.as_str()),
-            "principal": t.map(|t| t.subject.as_str()),
-            "chain": t.map(|t| t.chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-            "owner": a.and_then(|a| a.owner.clone()),
-            "scopes": {
-                "requested": t.map(|t| t.scopes.clone()).unwrap_or_default(),
-                "effective": a.map(|a| a.effective.clone()).unwrap_or_default(),
-            },
-            "route": self.route,
-            "policy": self.policy_revision.as_ref().map(|rev| json!({"revision": rev, "reason": self.policy_reason})),
-            "token": t.map(|t| json!({
-                "iss": t.issuer, "jti": t.jti, "exp": numeric_date(t.exp), "kid": t.kid, "alg": t.alg,
-                "sha256": hex::encode(t.sha256), "cached": self.token_cached,
-            })),
-            "request": {"method": self.method, "host": self.host, "path": self.path},
-        })
-    }
-}
-
-/// NumericDate as JSON: an integer when it is one.
-fn numeric_date(v: f64) -> Value {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        json!(v as i64)
-    } else {
-        json!(v)
-    }
 }
 
 /// A configured decision engine: one per worker (VM) or CLI run.
@@ -357,26 +80,6 @@ pub struct Engine {
     budget: Option<VerifyBudget>,
     /// Where the client's address comes from when a request does not carry it (the host).
     client_source: Option<fn() -> Option<String>>,
-}
-
-/// Longest request line fields kept in decisions (they end up in logs).
-const MAX_FIELD: usize = 512;
-
-fn clip(s: &str) -> String {
-    let mut end = s.len().min(MAX_FIELD);
-    while !s.is_char_boundary(end) {
-        end = end.saturating_sub(1);
-    }
-    s.get(..end).unwrap_or_default().to_owned()
-}
-
-/// [`clip`], with a trailing `…` when something was cut off.
-fn clip_marked(s: &str) -> String {
-    let mut out = clip(s);
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 impl Engine {
@@ -713,7 +416,7 @@ impl Engine {
         };
         let out = verify_token(
             token,
-            &self.config,
+            &self.config.token_rules(),
             self.backend.as_ref(),
             Some(&mut self.cache),
             now,
@@ -1009,11 +712,5 @@ mod tests {
             Some(Reason::TokenVerifyBudget),
             "the same client either way"
         );
-    }
-
-    #[test]
-    fn clip_respects_char_boundaries() {
-        let s = "é".repeat(400);
-        assert!(clip(&s).len() <= MAX_FIELD);
     }
 }

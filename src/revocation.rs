@@ -110,7 +110,7 @@ pub struct TransmitterConfig {
     /// Our audience: every SET's `aud` must contain it.
     pub audience: String,
     /// The transmitter's public keys (`{"keys": [...]}`; every key needs `kid`).
-    pub jwks: crate::config::JwksConfig,
+    pub jwks: crate::keys::JwksConfig,
 }
 
 /// Behaviour with stale revocation state.
@@ -696,10 +696,10 @@ pub struct Revocation {
 
 impl RevocationConfig {
     /// Every problem with its JSON path.
-    pub fn validate(self, problems: &mut Vec<crate::config::Problem>) -> Option<Revocation> {
+    pub fn validate(self, problems: &mut Vec<crate::problem::Problem>) -> Option<Revocation> {
         let before = problems.len();
         let mut bad = |path: &str, message: String| {
-            problems.push(crate::config::Problem {
+            problems.push(crate::problem::Problem {
                 path: format!("$.revocation.{path}"),
                 message,
             })

@@ -1,38 +1,34 @@
 //! JSON Schema (draft 4, what Kong's `config_schema` expects) generated from the config
-//! types, so the schema Kong validates with can never drift from what the filter parses.
+//! types, so the schema Kong validates with can never drift from what the filter parses,
+//! and the structural check every configuration passes first.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// `config_schema` for Kong's `<filter>.meta.json`.
+/// The draft-4 schema of the configuration type `T` (what Kong's `config_schema` expects).
 #[cfg(not(target_os = "wasi"))]
-pub fn config_schema_draft4() -> Value {
+pub fn draft4_for<T: schemars::JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let schema = generator.into_root_schema_for::<crate::config::PluginConfig>();
+    let schema = generator.into_root_schema_for::<T>();
     let mut v = schema.to_value();
     to_draft4(&mut v);
     if let Value::Object(m) = &mut v {
         m.insert(
             "$schema".into(),
-            json!("http://json-schema.org/draft-04/schema#"),
+            serde_json::json!("http://json-schema.org/draft-04/schema#"),
         );
     }
     v
 }
 
-/// The filter's copy: the schema shipped in `agent_iam.meta.json`, which a unit test keeps
-/// equal to the generated one (`shipped_meta_json_is_current`). Generating it would put
-/// schemars and every type's schema code into the `.wasm`.
+/// The filter's copy of the configuration schema: the one shipped in `agent_iam.meta.json`,
+/// which a unit test keeps equal to the generated one (`shipped_meta_json_is_current`).
+/// Generating it would put schemars and every type's schema code into the `.wasm`.
 #[cfg(target_os = "wasi")]
-pub fn config_schema_draft4() -> Value {
+pub fn shipped_config_schema() -> Value {
     serde_json::from_str::<Value>(include_str!("../agent_iam.meta.json"))
         .ok()
         .and_then(|mut v| v.get_mut("config_schema").map(Value::take))
         .unwrap_or(Value::Null)
-}
-
-/// The whole `agent_iam.meta.json` document.
-pub fn kong_meta() -> Value {
-    json!({ "config_schema": config_schema_draft4() })
 }
 
 /// Rewrites the draft-07 constructs schemars emits into their draft-04 forms.
@@ -81,12 +77,11 @@ fn to_draft4(v: &mut Value) {
     }
 }
 
-/// Structural problems of `value` against the configuration schema, all of them, each
-/// with its JSON path (serde alone would stop at the first).
-pub fn structural_problems(value: &Value) -> Vec<crate::config::Problem> {
-    let schema = config_schema_draft4();
+/// Structural problems of `value` against `schema`, all of them, each with its JSON path
+/// (serde alone would stop at the first).
+pub fn structural_problems(schema: &Value, value: &Value) -> Vec<crate::problem::Problem> {
     let mut out = Vec::new();
-    check(&schema, &schema, value, "$", &mut out);
+    check(schema, schema, value, "$", &mut out);
     out
 }
 
@@ -126,7 +121,7 @@ fn check(
     schema: &Value,
     v: &Value,
     path: &str,
-    out: &mut Vec<crate::config::Problem>,
+    out: &mut Vec<crate::problem::Problem>,
 ) {
     let schema = resolve(root, schema);
     if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
@@ -135,7 +130,7 @@ fn check(
         }
     }
     let mut bad = |message: String| {
-        out.push(crate::config::Problem {
+        out.push(crate::problem::Problem {
             path: path.to_owned(),
             message,
         })
@@ -205,7 +200,7 @@ fn check(
                         let known: Vec<String> = props
                             .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
                             .unwrap_or_default();
-                        out.push(crate::config::Problem {
+                        out.push(crate::problem::Problem {
                             path: child_path,
                             message: format!(
                                 "unknown field `{k}`, expected one of {}",
@@ -225,35 +220,5 @@ fn check(
             }
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_is_draft4_and_closed() {
-        let s = config_schema_draft4();
-        assert_eq!(s["$schema"], "http://json-schema.org/draft-04/schema#");
-        assert_eq!(s["additionalProperties"], false);
-        assert!(s["required"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("issuers")));
-        let text = s.to_string();
-        assert!(!text.contains("\"const\""), "{text}");
-        assert!(!text.contains("uint64"), "{text}");
-    }
-
-    #[test]
-    fn shipped_meta_json_is_current() {
-        let shipped = include_str!("../agent_iam.meta.json");
-        let shipped: Value = serde_json::from_str(shipped).unwrap();
-        assert_eq!(
-            shipped,
-            kong_meta(),
-            "run: cargo run -- generate kong-meta > agent_iam.meta.json"
-        );
     }
 }

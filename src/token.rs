@@ -12,13 +12,59 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::agents::is_identity;
-use crate::cache::{TokenHash, VerifiedCache};
-use crate::config::{normalize_typ, Config, Issuer};
 use crate::crypto::SignatureBackend;
+pub use crate::delegation::Actor;
+use crate::delegation::{actor_chain, check_may_act};
+use crate::identity::is_identity;
 use crate::json::parse_strict;
-use crate::keys::{Alg, VerifyKey};
+use crate::keys::{Alg, JwksUriConfig, VerifyKey};
 use crate::reason::Reason;
+
+/// SHA-256 of a whole bearer token: the key of the verified-signature cache and the
+/// token's fingerprint in the audit trail.
+pub type TokenHash = [u8; 32];
+
+/// Tokens whose signature verified before (the cache's hash tier): a hit spares the
+/// signature check, never a claim rule.
+pub trait VerifiedSignatures {
+    /// Whether a token with this hash verified and its entry is still live at `now`.
+    fn hit(&mut self, hash: &TokenHash, now: f64, skew: f64) -> bool;
+    /// Records a verified signature of a token that expires at `exp`.
+    fn insert(&mut self, hash: TokenHash, exp: f64);
+}
+
+/// What verifying a token needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRules<'a> {
+    pub issuers: &'a [Issuer],
+    pub clock_skew_s: u64,
+    pub max_token_lifetime_s: u64,
+    pub max_token_bytes: usize,
+    pub max_delegation_depth: usize,
+}
+
+/// A validated issuer, ready for the request path.
+#[derive(Debug)]
+pub struct Issuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    /// Lower-case, without an `application/` prefix.
+    pub accepted_types: Vec<String>,
+    /// Inline keys, or the last good remote keys (empty until the first fetch).
+    pub keys: Vec<VerifyKey>,
+    /// Set when the keys come from `jwks_uri`.
+    pub remote: Option<JwksUriConfig>,
+}
+
+/// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
 
 /// Nesting allowed in a JOSE header.
 const HEADER_MAX_DEPTH: usize = 4;
@@ -159,9 +205,9 @@ pub struct VerifiedToken {
 /// token whose hash verified before skips the signature check; the `bool` says so.
 pub fn verify_token(
     token: &str,
-    cfg: &Config,
+    cfg: &TokenRules<'_>,
     backend: &dyn SignatureBackend,
-    cache: Option<&mut VerifiedCache>,
+    cache: Option<&mut dyn VerifiedSignatures>,
     now: f64,
 ) -> Result<(VerifiedToken, bool), Reason> {
     let jws = parse_compact(token, cfg.max_token_bytes)?;
@@ -265,7 +311,7 @@ fn opt_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>,
 fn check_claims(
     claims: &Map<String, Value>,
     issuer: &Issuer,
-    cfg: &Config,
+    cfg: &TokenRules<'_>,
     now: f64,
 ) -> Result<ClaimFacts, Reason> {
     // `sub` reaches the identity headers and the audit trail: it must be an identity value
@@ -354,81 +400,10 @@ pub fn check_times(
     Ok(())
 }
 
-/// One actor of a delegation chain (RFC 8693 `act`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub sub: String,
-    pub iss: Option<String>,
-}
-
-/// Walks `act` (RFC 8693 §4.1): the current actor first, then earlier ones. Every level
-/// is an object with a string `sub` that is an identity value (`agents::is_identity`) and
-/// an optional non-empty string `iss` that must name a configured issuer (`trusted`). No
-/// actor may appear twice: actors are keyed by `sub` alone, as the registry keys them, so
-/// the same `sub` under another (or no) `iss` is a cycle. Nested `may_act` inside `act`
-/// is informational and ignored.
-fn actor_chain(
-    act: Option<&Value>,
-    max_depth: usize,
-    trusted: &dyn Fn(&str) -> bool,
-) -> Result<Vec<Actor>, Reason> {
-    let mut chain: Vec<Actor> = Vec::new();
-    let mut cur = act;
-    while let Some(v) = cur {
-        let obj = v.as_object().ok_or(Reason::DelegationMalformed)?;
-        let sub = match obj.get("sub") {
-            Some(Value::String(s)) if is_identity(s) => s.clone(),
-            _ => return Err(Reason::DelegationMalformed),
-        };
-        let iss = match obj.get("iss") {
-            None => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => return Err(Reason::DelegationMalformed),
-        };
-        if iss.as_deref().is_some_and(|i| !trusted(i)) {
-            return Err(Reason::DelegationActorIssuer);
-        }
-        if chain.iter().any(|a| a.sub == sub) {
-            return Err(Reason::DelegationCycle);
-        }
-        chain.push(Actor { sub, iss });
-        if chain.len() > max_depth {
-            return Err(Reason::DelegationDepth);
-        }
-        cur = obj.get("act");
-    }
-    Ok(chain)
-}
-
-/// A top-level `may_act` (RFC 8693 §4.4) must name the current actor: the same `sub`
-/// and, when `may_act` gives an `iss`, the actor's issuer (its `act.iss`, else the
-/// token's). This is never looser than the registry's keying by `sub`: an `iss` in
-/// `may_act` can only refuse more.
-fn check_may_act(
-    may_act: Option<&Value>,
-    current: Option<&Actor>,
-    token_iss: &str,
-) -> Result<(), Reason> {
-    let (Some(v), Some(actor)) = (may_act, current) else {
-        return Ok(());
-    };
-    let obj = v.as_object().ok_or(Reason::DelegationMayAct)?;
-    let sub_ok = obj.get("sub").and_then(Value::as_str) == Some(actor.sub.as_str());
-    let iss_ok = match obj.get("iss") {
-        None => true,
-        Some(Value::String(i)) => actor.iss.as_deref().unwrap_or(token_iss) == i,
-        Some(_) => false,
-    };
-    if sub_ok && iss_ok {
-        Ok(())
-    } else {
-        Err(Reason::DelegationMayAct)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::crypto::PureRust;
     use crate::dev::{mint, DevKeys, Recipe};
     use serde_json::json;
@@ -452,7 +427,7 @@ mod tests {
         let (keys, cfg) = setup();
         let r: Recipe = serde_json::from_value(recipe).unwrap();
         let token = mint(&keys, &r, NOW).unwrap();
-        verify_token(&token, &cfg, &PureRust, None, NOW as f64).map(|(t, _)| t)
+        verify_token(&token, &cfg.token_rules(), &PureRust, None, NOW as f64).map(|(t, _)| t)
     }
 
     fn with_claims(claims: Value) -> Result<VerifiedToken, Reason> {

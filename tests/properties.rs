@@ -53,7 +53,7 @@ fn verifies(token: &str) -> bool {
     static CFG: OnceLock<std::sync::Mutex<Config>> = OnceLock::new();
     let cfg = CFG.get_or_init(|| std::sync::Mutex::new(config()));
     let cfg = cfg.lock().unwrap();
-    verify_token(token, &cfg, &PureRust, None, NOW as f64).is_ok()
+    verify_token(token, &cfg.token_rules(), &PureRust, None, NOW as f64).is_ok()
 }
 
 #[derive(Debug, Clone)]

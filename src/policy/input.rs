@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::agents::{AgentContext, AgentRecord, AgentStatus, Registry};
+use crate::agents::{AgentRecord, AgentStatus, Registry};
 use crate::cache::TokenHash;
 use crate::config::Route;
-use crate::pipeline::Request;
+use crate::decision::Request;
+use crate::delegation::AgentContext;
 use crate::policy::{object, opt_str, strings, to_rego_object};
 use crate::target::Target;
 use crate::token::VerifiedToken;

@@ -27,7 +27,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::Problem;
+use crate::problem::Problem;
 
 pub mod input;
 
