@@ -2,7 +2,7 @@
 //! the privilege ceiling (RFC 8693 `act` chains; delegation only ever narrows).
 
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -11,7 +11,7 @@ use crate::problem::Problem;
 
 /// One agent in the registry (config `agents.registry[]` or the registry feed).
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentRecord {
     /// The agent's identity as it appears in `sub` / `act.sub`: an exact string, or a
@@ -37,7 +37,7 @@ pub struct AgentRecord {
 
 /// Lifecycle state of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Active,

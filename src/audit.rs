@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -54,7 +54,7 @@ pub const FORMAT_VERSION: u8 = 1;
 
 /// The `audit` section of the plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Write each event as a log line `agent-iam audit {json}` through the host. Default:
@@ -82,7 +82,7 @@ pub struct AuditConfig {
 
 /// `audit.request_id_from`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RequestIdFrom {
     #[default]
@@ -117,7 +117,7 @@ fn default_checkpoint_s() -> u64 {
 
 /// Where and how to send batches of events.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
     /// Envoy cluster of the collector.

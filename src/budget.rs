@@ -16,12 +16,12 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 
 /// The `verify_budget` section of the plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Failed signature checks refilled per client per second (0.01..=10000).

@@ -3,7 +3,7 @@
 //! to start with a configuration it does not fully understand.
 
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -35,12 +35,9 @@ impl std::error::Error for ConfigError {}
 
 /// The plugin configuration as written by operators (see README "Configuration").
 #[derive(Debug, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(
-    not(target_os = "wasi"),
-    schemars(title = "agent-iam plugin configuration")
-)]
+#[cfg_attr(tools, schemars(title = "agent-iam plugin configuration"))]
 pub struct PluginConfig {
     /// Trusted token issuers. A token's `iss` selects exactly one.
     pub issuers: Vec<IssuerConfig>,
@@ -96,7 +93,7 @@ pub struct PluginConfig {
 
 /// One trusted issuer.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// Exact `iss` value.
@@ -121,7 +118,7 @@ pub struct IssuerConfig {
 
 /// Algorithm names accepted in `algorithms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 pub enum AlgName {
     ES256,
     EdDSA,
@@ -140,7 +137,7 @@ impl AlgName {
 
 /// Delegation (RFC 8693 `act` chain) limits.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DelegationConfig {
     /// Most actors in an `act` chain (1..=16).
@@ -162,7 +159,7 @@ impl Default for DelegationConfig {
 
 /// The agent registry: inline records, optionally replaced at run time by a feed.
 #[derive(Debug, Default, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     /// Registered agents (the initial registry when a feed is configured).
@@ -180,7 +177,7 @@ pub struct AgentsConfig {
 /// Where and how often to fetch the registry: `GET path` on an Envoy cluster, answering
 /// `{"version": "...", "agents": [...]}`.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Envoy cluster name serving the feed.
@@ -211,7 +208,7 @@ pub struct FeedConfig {
 
 /// Behaviour with a stale registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StaleMode {
     /// Deny with `agent.registry_stale` (fail closed).
@@ -223,7 +220,7 @@ pub enum StaleMode {
 
 /// One route requirement. Exactly one of `prefix` / `exact`.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Label used in decisions (defaults to the path).
@@ -245,7 +242,7 @@ pub struct RouteConfig {
 
 /// How the filter reads the request line.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// A `;` in the path: `reject` (default, 400 `request.target`: servlet containers strip
@@ -261,7 +258,7 @@ pub struct RequestConfig {
 
 /// `request.semicolons`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SemicolonMode {
     /// 400 `request.target`.
@@ -273,7 +270,7 @@ pub enum SemicolonMode {
 
 /// What to do with a request that matches no route.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UnmatchedRoute {
     /// 403 `route.unmatched`.
@@ -285,7 +282,7 @@ pub enum UnmatchedRoute {
 
 /// Signature backend selection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// Host crypto when the host is positively identified as Envoy, else pure Rust.
@@ -299,7 +296,7 @@ pub enum BackendChoice {
 
 /// Verified-signature cache, one per worker.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Most cached tokens per worker (0 disables the cache, at most 100000).
@@ -317,7 +314,7 @@ impl Default for CacheConfig {
 
 /// Upstream identity context.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Names of the identity headers. Client-sent copies are always removed.
@@ -350,7 +347,7 @@ impl Default for UpstreamConfig {
 
 /// Identity header names (lower-case HTTP header names).
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderNames {
     /// The acting agent (`act.sub`, or `sub` without delegation).
@@ -727,11 +724,11 @@ impl Config {
 /// `config_schema` for Kong's `<filter>.meta.json`: generated from [`PluginConfig`] natively,
 /// the shipped copy in the filter.
 pub fn config_schema_draft4() -> Value {
-    #[cfg(not(target_os = "wasi"))]
+    #[cfg(tools)]
     {
         crate::schema::draft4_for::<PluginConfig>()
     }
-    #[cfg(target_os = "wasi")]
+    #[cfg(filter)]
     {
         crate::schema::shipped_config_schema()
     }

@@ -3,7 +3,7 @@
 //! privilege ceiling (delegation only ever narrows).
 
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -86,7 +86,7 @@ pub(crate) fn check_may_act(
 
 /// What to do when a token asks for more than the chain's ceiling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CeilingMode {
     /// Deny with `delegation.scope_exceeds_ceiling` (least privilege, the default).

@@ -6,7 +6,7 @@
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -315,7 +315,7 @@ fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
 
 /// Where to fetch an issuer's JWKS.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksUriConfig {
     /// Envoy cluster of the IdP.
@@ -348,7 +348,7 @@ fn default_jwks_timeout_ms() -> u64 {
 
 /// An inline JSON Web Key Set.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// Public JWKs (EC P-256, OKP Ed25519, RSA 2048..4096 bits).

@@ -25,16 +25,16 @@ pub mod target;
 pub mod token;
 
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
-#[cfg(not(all(target_arch = "wasm32", target_os = "wasi")))]
+#[cfg(tools)]
 pub mod dev;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(native)]
 pub mod generate;
-#[cfg(not(all(target_arch = "wasm32", target_os = "wasi")))]
+#[cfg(tools)]
 pub mod playground;
 
 // The proxy-wasm adapter: only in the filter. The playground's browser build
 // (wasm32-unknown-unknown) has no proxy-wasm host.
-#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+#[cfg(filter)]
 mod host;
 
 /// Version stamped into the start-up log line.

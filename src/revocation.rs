@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -47,7 +47,7 @@ pub const MAX_SET_BYTES: usize = 16 * 1024;
 
 /// The `revocation` section of the plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevocationConfig {
     /// The SSF transmitter's poll endpoint (RFC 8936), reached through an Envoy cluster.
@@ -69,7 +69,7 @@ fn default_staleness() -> u64 {
 
 /// Where and how to poll.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
     /// Envoy cluster of the transmitter.
@@ -102,7 +102,7 @@ fn default_timeout_ms() -> u64 {
 
 /// The transmitter's identity and keys.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransmitterConfig {
     /// Exact `iss` of every SET.
@@ -115,7 +115,7 @@ pub struct TransmitterConfig {
 
 /// Behaviour with stale revocation state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationStaleMode {
     #[default]

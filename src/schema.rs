@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 /// The draft-4 schema of the configuration type `T` (what Kong's `config_schema` expects).
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 pub fn draft4_for<T: schemars::JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let schema = generator.into_root_schema_for::<T>();
@@ -23,7 +23,7 @@ pub fn draft4_for<T: schemars::JsonSchema>() -> Value {
 /// The filter's copy of the configuration schema: the one shipped in `agent_iam.meta.json`,
 /// which a unit test keeps equal to the generated one (`shipped_meta_json_is_current`).
 /// Generating it would put schemars and every type's schema code into the `.wasm`.
-#[cfg(target_os = "wasi")]
+#[cfg(filter)]
 pub fn shipped_config_schema() -> Value {
     serde_json::from_str::<Value>(include_str!("../agent_iam.meta.json"))
         .ok()
@@ -32,7 +32,7 @@ pub fn shipped_config_schema() -> Value {
 }
 
 /// Rewrites the draft-07 constructs schemars emits into their draft-04 forms.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 fn to_draft4(v: &mut Value) {
     match v {
         Value::Object(m) => {

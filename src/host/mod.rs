@@ -213,7 +213,7 @@ impl Root {
         log(
             LogLevel::Info,
             &format!(
-                "agent-iam {} configured: {} issuer(s), {keys} key(s); signatures ES256={} RS256={} EdDSA={}; host={}; cache={} entries/worker",
+                "agent-iam {} configured: {} issuer(s), {keys} key(s); signatures ES256={} RS256={} EdDSA={}; host={}; cache={} entries/worker; build commit={} features={} id={}",
                 crate::VERSION,
                 cfg.issuers.len(),
                 backend.name_for(Alg::Es256),
@@ -221,6 +221,9 @@ impl Root {
                 backend.name_for(Alg::EdDsa),
                 if on_envoy { "envoy" } else { "unknown" },
                 cfg.cache_entries,
+                env!("AGENT_IAM_COMMIT"),
+                env!("AGENT_IAM_FEATURES"),
+                env!("AGENT_IAM_BUILD_ID"),
             ),
         );
         Ok(Engine::new(cfg, backend, DecisionIds::from_entropy()))

@@ -22,7 +22,7 @@ use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::utils::limits::{set_fallback_execution_timer_config, ExecutionTimerConfig};
 use regorus::{CompiledPolicy, Engine, Value};
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(tools)]
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -36,7 +36,7 @@ pub const DEFAULT_ENTRYPOINT: &str = "data.agent_iam.authz.decision";
 
 /// The `policy` section of the plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(not(target_os = "wasi"), derive(JsonSchema))]
+#[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Rego modules by file name (`agent-iam policy render` fills this from `policies/`).
@@ -214,7 +214,7 @@ pub fn revision(cfg: &PolicyConfig) -> String {
 /// Whether the target has a monotonic clock for `max_eval_ms`. The browser build
 /// (wasm32-unknown-unknown) has none: `std::time::Instant` would trap there, so the
 /// playground bounds policies by `max_instructions` alone.
-const WALL_CLOCK: bool = !cfg!(all(target_arch = "wasm32", target_os = "unknown"));
+const WALL_CLOCK: bool = !cfg!(browser);
 
 fn timer(max_eval_ms: u64) -> ExecutionTimerConfig {
     ExecutionTimerConfig {
