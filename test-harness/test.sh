@@ -23,6 +23,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
+step "cargo deny (licences, duplicate versions, sources)"; cargo deny --all-features check licenses bans sources
 step "cargo test";                           cargo test --locked
 step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
 step "fuzz smoke (cargo fuzz, 10 s per target)"; test-harness/fuzz.sh 10
