@@ -21,6 +21,7 @@ pub mod problem;
 pub mod reason;
 pub mod revocation;
 pub mod schema;
+pub mod shared;
 pub mod target;
 pub mod token;
 

@@ -48,13 +48,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The head record: `sha256-hex\nfresh_ms`.
-fn parse_head(head: &[u8]) -> Option<(&str, u64)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let (digest, fresh) = text.split_once('\n')?;
-    let hex_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex_ok && fresh.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| fresh.parse().ok().map(|f| (digest, f)))
-        .flatten()
+/// The registry's head record: its document's SHA-256 (hex) and when it was confirmed.
+fn parse_head(head: &[u8]) -> Option<(String, u64)> {
+    crate::shared::Head::parse(head)
+        .filter(|h| h.tag.len() == 64 && h.tag.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|h| (h.tag, h.fresh_ms))
 }
 
 impl Feed {
@@ -247,7 +245,7 @@ impl Feed {
             return;
         };
         let fresh_at = fresh_ms as f64 / 1000.0;
-        if engine.registry().digest.as_deref() == Some(digest) {
+        if engine.registry().digest.as_deref() == Some(digest.as_str()) {
             engine.confirm_registry(fresh_at);
             return;
         }
@@ -281,22 +279,9 @@ fn count(metric: Option<u32>) {
     }
 }
 
-/// Takes the poll lease stored under `key` for this interval: only one VM per Envoy wins it
-/// (compare-and-swap on shared data).
+/// Takes the poll lease stored under `key` for this interval (see [`crate::shared::take_lease`]).
 pub(super) fn take_lease(key: &str, interval_ms: u64, now_ms: u64) -> bool {
-    let (value, cas) = match hostcalls::get_shared_data(key) {
-        Ok(x) => x,
-        Err(_) => return false,
-    };
-    let last = value
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    // A little slack so the lease holder's own next tick wins again.
-    if now_ms.saturating_sub(last) < interval_ms.saturating_mul(9) / 10 {
-        return false;
-    }
-    hostcalls::set_shared_data(key, Some(now_ms.to_string().as_bytes()), cas).is_ok()
+    crate::shared::take_lease(&super::ProxyShared, key, interval_ms, now_ms)
 }
 
 /// Sends one poll through an Envoy cluster; the error names the cluster.

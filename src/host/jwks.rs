@@ -67,12 +67,8 @@ impl JwksFeed {
     }
 
     fn head(&self) -> Option<(u64, u64)> {
-        let Ok((Some(h), _)) = hostcalls::get_shared_data(&self.head_key) else {
-            return None;
-        };
-        let text = String::from_utf8_lossy(&h).into_owned();
-        let (v, f) = text.split_once('\n')?;
-        Some((v.parse().ok()?, f.parse().ok()?))
+        let head = crate::shared::read_head(&super::ProxyShared, &self.head_key)?;
+        Some((head.number()?, head.fresh_ms))
     }
 
     /// How long ago the published key set was fetched (`None` before the first fetch).

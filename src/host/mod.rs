@@ -46,6 +46,25 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, &crate::audit::one_line(msg));
 }
 
+/// Shared data through the host (one copy per Envoy `vm_id`).
+pub(crate) struct ProxyShared;
+
+impl crate::shared::SharedData for ProxyShared {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::shared::HostError> {
+        hostcalls::get_shared_data(key).map_err(|s| crate::shared::HostError(format!("{s:?}")))
+    }
+
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), crate::shared::HostError> {
+        hostcalls::set_shared_data(key, Some(value), cas)
+            .map_err(|s| crate::shared::HostError(format!("{s:?}")))
+    }
+}
+
 /// `verify_signature` through the host.
 pub(crate) struct EnvoyForeign;
 

@@ -348,7 +348,6 @@ fn count(metric: Option<u32>) {
 }
 
 fn parse_head(head: &[u8]) -> Option<(u64, u64)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let (v, f) = text.split_once('\n')?;
-    Some((v.parse().ok()?, f.parse().ok()?))
+    let head = crate::shared::Head::parse(head)?;
+    Some((head.number()?, head.fresh_ms))
 }
