@@ -21,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     # Debian's python3 ships venv separately.
     if command -v apt-get >/dev/null; then
       SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+      $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >/dev/null
     fi
     rm -rf "$VENV"
     python3 -m venv "$VENV"
