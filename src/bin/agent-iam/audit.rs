@@ -59,26 +59,31 @@ fn verify_files(a: &VerifyArgs) -> Outcome {
         inputs.push((f.clone(), String::from_utf8_lossy(&bytes).into_owned()));
     }
     let report = verify(&inputs, opts);
-    match a.format {
+    // Written at once: a closed pipe (`| head`) is then an error, not a panic.
+    let text = match a.format {
         Format::Text => {
-            for p in &report.problems {
-                println!("FAIL {p}");
-            }
-            println!(
-                "{}: {} event(s) ({} decision(s)) in {} stream(s); {} other line(s) skipped",
+            let mut text: String = report
+                .problems
+                .iter()
+                .map(|p| format!("FAIL {p}\n"))
+                .collect();
+            text.push_str(&format!(
+                "{}: {} event(s) ({} decision(s)) in {} stream(s); {} other line(s) skipped\n",
                 if report.ok() { "ok" } else { "TAMPERED" },
                 report.events,
                 report.decisions,
                 report.streams,
                 report.skipped
-            );
+            ));
+            text
         }
-        Format::Json => println!(
-            "{}",
+        Format::Json => format!(
+            "{}\n",
             json!({"ok": report.ok(), "events": report.events, "decisions": report.decisions,
                    "streams": report.streams, "skipped": report.skipped,
                    "problems": report.problems})
         ),
-    }
+    };
+    common::write_out(&text)?;
     Ok(Code::failed_if(!report.ok()))
 }

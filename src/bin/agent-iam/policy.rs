@@ -148,6 +148,8 @@ fn test(a: &TestArgs) -> Outcome {
     };
     let (mut pass, mut fail) = (0, 0);
     let mut rows = Vec::new();
+    // Written at once: a closed pipe (`| head`) is then an error, not a panic.
+    let mut text = String::new();
     for (rule, outcome) in &results {
         let (word, error) = match outcome {
             Ok(true) => ("PASS", None),
@@ -160,8 +162,8 @@ fn test(a: &TestArgs) -> Outcome {
             fail += 1;
         }
         match (a.format, error) {
-            (Format::Text, None) => println!("{word} {rule}"),
-            (Format::Text, Some(e)) => println!("{word} {rule}: {e}"),
+            (Format::Text, None) => text.push_str(&format!("{word} {rule}\n")),
+            (Format::Text, Some(e)) => text.push_str(&format!("{word} {rule}: {e}\n")),
             (Format::Json, e) => rows.push(json!({
                 "rule": rule,
                 "result": word.to_ascii_lowercase(),
@@ -170,15 +172,16 @@ fn test(a: &TestArgs) -> Outcome {
         }
     }
     match a.format {
-        Format::Text => println!(
-            "{pass} passed, {fail} failed ({} test(s) in {dir})",
+        Format::Text => text.push_str(&format!(
+            "{pass} passed, {fail} failed ({} test(s) in {dir})\n",
             results.len()
-        ),
-        Format::Json => println!(
-            "{}",
+        )),
+        Format::Json => text.push_str(&format!(
+            "{}\n",
             json!({"dir": dir, "passed": pass, "failed": fail, "tests": rows})
-        ),
+        )),
     }
+    common::write_out(&text)?;
     Ok(Code::failed_if(fail > 0 || results.is_empty()))
 }
 
