@@ -1,0 +1,103 @@
+//! `agent-iam generate`: deployment files from the configuration types.
+
+use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy};
+use serde_json::Value;
+
+use crate::common::{self, Outcome};
+
+/// Write a deployment file to standard output.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// JSON for Kong's agent_iam.meta.json (the configuration schema Kong validates with).
+    #[command(
+        name = "kong-meta",
+        after_help = "Exit codes:\n  0  written\n  2  usage error"
+    )]
+    KongMeta,
+    Envoy(EnvoyArgs),
+}
+
+/// An Envoy bootstrap (YAML) with the filter in front of one upstream, with Envoy's own
+/// path normalisation and header hygiene turned on.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  written
+  1  the configuration is invalid (its problems on standard error)
+  2  usage error, or a file that cannot be read")]
+pub struct EnvoyArgs {
+    /// The plugin configuration (JSON; `-`: standard input).
+    #[arg(long, value_name = "PLUGIN.json")]
+    config: String,
+    /// The filter module Envoy loads [default: target/wasm32-wasip1/release/agent_iam.wasm].
+    #[arg(long, value_name = "PATH")]
+    wasm: Option<String>,
+    /// Listener port [default: 10000].
+    #[arg(long, value_name = "PORT")]
+    listen: Option<u16>,
+    /// Admin port [default: 9901].
+    #[arg(long, value_name = "PORT")]
+    admin: Option<u16>,
+    /// Upstream port on 127.0.0.1 [default: 18080].
+    #[arg(long, value_name = "PORT")]
+    upstream: Option<u16>,
+    /// Control plane (registry feed, JWKS, revocation, audit collector) port on 127.0.0.1
+    /// [default: 18081].
+    #[arg(long = "control-plane", value_name = "PORT")]
+    control_plane: Option<u16>,
+    /// Envoy answers 200 itself after the filter (benchmarks).
+    #[arg(long = "direct-response")]
+    direct_response: bool,
+    /// Leave the filter out (a control configuration).
+    #[arg(long = "no-filter")]
+    no_filter: bool,
+    /// An access log writing every audit event to FILE.
+    #[arg(long = "audit-access-log", value_name = "FILE")]
+    audit_access_log: Option<String>,
+    /// Envoy's `failure_policy` when the module traps: `closed` (FAIL_CLOSED, the default)
+    /// or `reload` (FAIL_RELOAD: denies too, then Envoy starts a fresh VM after a backoff).
+    #[arg(long = "failure-policy", value_name = "POLICY", value_parser = ["closed", "reload"])]
+    failure_policy: Option<String>,
+    /// Put Envoy's own header_mutation filter before ours, removing every identity header
+    /// the client sent (a second line of defence).
+    #[arg(long = "header-guard")]
+    header_guard: bool,
+    /// Leave out path normalisation and header hygiene (tests of the filter's own defences
+    /// only).
+    #[arg(long = "raw-hcm")]
+    raw_hcm: bool,
+}
+
+pub fn run(cmd: &Command) -> Outcome {
+    match cmd {
+        Command::KongMeta => common::print_json(&agent_iam::config::kong_meta()),
+        Command::Envoy(a) => envoy(a),
+    }
+}
+
+fn envoy(a: &EnvoyArgs) -> Outcome {
+    let (bytes, cfg) = common::load_config(&a.config)?;
+    if let Err(code) = cfg {
+        return Ok(code);
+    }
+    let plugin: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", a.config))?;
+    let d = EnvoyOptions::default();
+    let o = EnvoyOptions {
+        wasm_path: a.wasm.clone().unwrap_or(d.wasm_path),
+        listen_port: a.listen.unwrap_or(d.listen_port),
+        admin_port: a.admin.unwrap_or(d.admin_port),
+        upstream_port: a.upstream.unwrap_or(d.upstream_port),
+        direct_response: a.direct_response,
+        no_filter: a.no_filter,
+        control_plane_port: a.control_plane.unwrap_or(d.control_plane_port),
+        audit_access_log: a.audit_access_log.clone(),
+        header_guard: a.header_guard,
+        raw_hcm: a.raw_hcm,
+        failure_policy: match a.failure_policy.as_deref() {
+            None => FailurePolicy::Closed,
+            Some(p) => FailurePolicy::parse(p)
+                .ok_or_else(|| format!("--failure-policy: `{p}` is not `closed` or `reload`"))?,
+        },
+    };
+    common::write_out(&envoy_bootstrap(&plugin, &o))
+}

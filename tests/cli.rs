@@ -1,0 +1,258 @@
+//! The `agent-iam` command line as a user runs it: `--help` with exit codes on every
+//! subcommand, `-` for standard input, `--format json|text`, and the exit codes.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const PLUGIN: &str = "envoy/plugin.json";
+const KEYS: &str = "test-harness/keys/demo-private.json";
+const NOW: &str = "1800000100";
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-iam"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap()
+}
+
+/// Two requests with a delegated token (read allowed, write denied) and one without.
+fn requests() -> String {
+    let recipe = r#"{"claims":{"sub":"user:alice","act":{"sub":"agent:tool-search","act":{"sub":"agent:planner"}}}}"#;
+    let minted = run(
+        &["dev", "mint", "--keys", KEYS, "--now", "1800000000"],
+        recipe,
+    );
+    assert_eq!(code(&minted), 0);
+    let token = stdout(&minted).trim().to_owned();
+    let line = |m: &str, auth: bool| {
+        let headers = if auth {
+            serde_json::json!({"authorization": format!("Bearer {token}")})
+        } else {
+            serde_json::json!({})
+        };
+        serde_json::json!({"method": m, "path": "/tickets/42", "host": "api.agent-iam.test", "headers": headers})
+            .to_string()
+    };
+    format!(
+        "{}\n{}\n{}\n",
+        line("GET", true),
+        line("POST", true),
+        line("GET", false)
+    )
+}
+
+#[test]
+fn every_subcommand_has_help_with_its_exit_codes() {
+    for cmd in [
+        &[][..],
+        &["check"],
+        &["validate"],
+        &["reasons"],
+        &["generate", "envoy"],
+        &["generate", "kong-meta"],
+        &["policy", "test"],
+        &["policy", "eval"],
+        &["policy", "render"],
+        &["dev", "keys"],
+        &["dev", "config"],
+        &["dev", "mint"],
+        &["audit", "verify"],
+        &["playground"],
+        &["version"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let o = run(&args, "");
+        assert_eq!(code(&o), 0, "{cmd:?}");
+        assert!(stdout(&o).contains("Exit codes:\n  0  "), "{cmd:?}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_failed_checks_exit_1() {
+    assert_eq!(code(&run(&["bogus"], "")), 2);
+    assert_eq!(code(&run(&["check"], "")), 2);
+    assert_eq!(code(&run(&["validate", "--config", "/nonexistent"], "")), 2);
+    assert_eq!(code(&run(&["audit", "verify"], "")), 2);
+    let bad = run(
+        &["validate", "--config", "-"],
+        r#"{"issuers":[],"clock_skew":1}"#,
+    );
+    assert_eq!(code(&bad), 1);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("$.clock_skew: unknown field"));
+    let failing = run(&["check", "--config", PLUGIN, "--now", NOW], "not json\n");
+    assert_eq!(code(&failing), 1);
+    assert!(stdout(&failing).starts_with("{\"error\":\"line 1: "));
+    // Standard input can feed one FILE argument only.
+    let twice = run(&["check", "--config", "-", "-"], "{}");
+    assert_eq!(code(&twice), 2);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("only one FILE argument"));
+}
+
+#[test]
+fn validate_reads_stdin_and_reports_json() {
+    let text = std::fs::read_to_string(PLUGIN).unwrap();
+    let o = run(&["validate", "--config", "-"], &text);
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, "-: ok (1 issuer(s), 3 key(s))\n".to_owned())
+    );
+    let o = run(&["validate", "--config", PLUGIN, "--format", "json"], "");
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"config": PLUGIN, "ok": true, "issuers": 1, "keys": 3})
+    );
+    let o = run(
+        &["validate", "--config", "-", "--format", "json"],
+        r#"{"issuers":[],"clock_skew":1,"clock_skew_s":-1}"#,
+    );
+    assert_eq!(code(&o), 1);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], false);
+    let paths: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"$.clock_skew") && paths.len() >= 2,
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn check_reads_a_file_or_stdin_and_writes_json_or_text() {
+    let reqs = requests();
+    let from_stdin = run(&["check", "--config", PLUGIN, "--now", NOW], &reqs);
+    assert_eq!(code(&from_stdin), 0);
+    let path = std::env::temp_dir().join(format!("agent-iam-cli-{}.jsonl", std::process::id()));
+    std::fs::write(&path, &reqs).unwrap();
+    let p = path.to_str().unwrap();
+    let from_file = run(&["check", "--config", PLUGIN, "--now", NOW, p], "");
+    let decisions = |o: &Output| -> Vec<(String, String)> {
+        stdout(o)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["audit"]["kind"], "decision");
+                (v["decision"].to_string(), v["reason"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(decisions(&from_stdin), decisions(&from_file));
+    assert_eq!(
+        decisions(&from_file),
+        [
+            ("\"allow\"".into(), "null".into()),
+            ("\"deny\"".into(), "\"scope.insufficient\"".into()),
+            ("\"deny\"".into(), "\"token.missing\"".into()),
+        ]
+    );
+    let text = run(
+        &[
+            "check", "--config", PLUGIN, "--now", NOW, "--format", "text", p,
+        ],
+        "",
+    );
+    let rows: Vec<Vec<String>> = stdout(&text)
+        .lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect())
+        .collect();
+    let firsts: Vec<String> = rows.iter().map(|r| r[..5].join(" ")).collect();
+    assert_eq!(
+        firsts,
+        [
+            "allow 200 GET /tickets/42 -",
+            "deny 403 POST /tickets/42 scope.insufficient",
+            "deny 401 GET /tickets/42 token.missing",
+        ]
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn audit_verify_reads_stdin_and_reports_json() {
+    let trail = std::env::temp_dir().join(format!("agent-iam-cli-{}.ndjson", std::process::id()));
+    let t = trail.to_str().unwrap();
+    let o = run(
+        &["check", "--config", PLUGIN, "--now", NOW, "--audit", t],
+        &requests(),
+    );
+    assert_eq!(code(&o), 0);
+    let text = std::fs::read_to_string(&trail).unwrap();
+    let ok = run(&["audit", "verify", "-"], &text);
+    assert_eq!(
+        (code(&ok), stdout(&ok)),
+        (
+            0,
+            "ok: 5 event(s) (3 decision(s)) in 1 stream(s); 0 other line(s) skipped\n".into()
+        )
+    );
+    let edited = text.replacen("\"allow\"", "\"deny\"", 1);
+    let bad = run(&["audit", "verify", "--format", "json", "-"], &edited);
+    assert_eq!(code(&bad), 1);
+    let v: Value = serde_json::from_str(&stdout(&bad)).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["events"].clone()),
+        (false.into(), 5.into())
+    );
+    assert!(v["problems"][0].as_str().unwrap().contains("modified"));
+    // Two `-` arguments cannot both be standard input.
+    assert_eq!(code(&run(&["audit", "verify", "-", "-"], &text)), 2);
+    std::fs::remove_file(&trail).unwrap();
+}
+
+#[test]
+fn reasons_and_policy_results_come_as_json_too() {
+    let table = stdout(&run(&["reasons"], ""));
+    let v: Value =
+        serde_json::from_str(&stdout(&run(&["reasons", "--format", "json"], ""))).unwrap();
+    let all = v.as_array().unwrap();
+    assert_eq!(all.len() + 2, table.lines().count());
+    assert!(all
+        .iter()
+        .any(|r| r["reason"] == "scope.insufficient" && r["status"] == 403));
+    let text = stdout(&run(&["policy", "test", "policies"], ""));
+    let o = run(&["policy", "test", "--format", "json", "policies"], "");
+    assert_eq!(code(&o), 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let passed = v["passed"].as_u64().unwrap();
+    assert!(passed > 0 && v["failed"] == 0);
+    assert!(text.ends_with(&format!(
+        "{passed} passed, 0 failed ({passed} test(s) in policies)\n"
+    )));
+    let input = r#"{"chain":[],"token":{"tenant":"acme"},"request":{"method":"GET","path":"/tenants/globex/tickets","segments":["tenants","globex","tickets"],"headers":{}}}"#;
+    let o = run(&["policy", "eval", "--input", "-", "policies"], input);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["result"]["policy_reason"], "tenant.mismatch");
+    let o = run(
+        &[
+            "policy", "eval", "--input", "-", "--format", "text", "policies",
+        ],
+        input,
+    );
+    assert!(stdout(&o).starts_with("deny policy.denied 403 tenant.mismatch (revision "));
+}
