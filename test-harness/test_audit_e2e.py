@@ -12,8 +12,12 @@ import harness
 
 
 def audit_plugin(**audit):
+    """The shipped plugin with this audit section and the inline registry only: the registry
+    feed's poller audits each registry it applies from its own VM's stream, and these tests
+    follow one worker's decision stream (`test_agents_e2e.py` covers the registry events)."""
     plugin = json.loads(harness.PLUGIN.read_text())
     plugin["audit"] = audit
+    plugin["agents"].pop("feed", None)
     return plugin
 
 
