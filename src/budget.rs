@@ -10,7 +10,7 @@
 //!
 //! Keyed by address, the budget trusts nothing the client sends (no `x-forwarded-for`):
 //! behind a load balancer every client shares its address, so enable it only where the
-//! gateway sees real client addresses (README, "Floods of forged tokens").
+//! gateway sees real client addresses (docs/SECURITY.md, "Floods of forged tokens").
 
 use std::collections::HashMap;
 

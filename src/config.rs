@@ -33,7 +33,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The plugin configuration as written by operators (see README "Configuration").
+/// The plugin configuration as written by operators (see docs/configuration.md).
 #[derive(Debug, Deserialize)]
 #[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -73,8 +73,8 @@ pub struct PluginConfig {
     /// What happens to a request that matches no route: `deny` (default) or `allow`.
     #[serde(default)]
     pub unmatched_route: UnmatchedRoute,
-    /// How the request target and method are read (see README "The request the filter
-    /// decides on").
+    /// How the request target and method are read (see docs/configuration.md, "Request
+    /// hygiene").
     #[serde(default)]
     pub request: RequestConfig,
     /// Real-time revocation: the Shared Signals (RFC 8936 poll) feed and its transmitter.

@@ -1,5 +1,5 @@
 //! Stable, dotted reason codes. They flow into HTTP responses, the CLI, logs and
-//! (later) audit events and metrics. Renaming one is a breaking change: the README
+//! (later) audit events and metrics. Renaming one is a breaking change: docs/reasons.md
 //! lists them all and a test keeps the list and this enum in step.
 
 use serde::Serialize;
@@ -270,7 +270,7 @@ impl Reason {
         }
     }
 
-    /// One line for operators (README table, logs). Never contains request data.
+    /// One line for operators (docs/reasons.md table, logs). Never contains request data.
     pub fn describe(self) -> &'static str {
         match self {
             Reason::RequestMalformed => {
@@ -341,7 +341,7 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// The README's reason-code table.
+/// The reason-code table of docs/reasons.md.
 pub fn markdown_table() -> String {
     let mut out = String::from("| reason | status | `error` | meaning |\n|---|---|---|---|\n");
     for r in Reason::ALL {
@@ -361,11 +361,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readme_documents_every_reason_code() {
-        let readme = include_str!("../README.md");
+    fn docs_document_every_reason_code() {
+        let reasons = include_str!("../docs/reasons.md");
         assert!(
-            readme.contains(&markdown_table()),
-            "README reason table is stale: run python3 test-harness/regen.py"
+            reasons.contains(&markdown_table()),
+            "docs/reasons.md reason table is stale: run python3 test-harness/regen.py"
         );
     }
 

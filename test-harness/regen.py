@@ -1,6 +1,6 @@
 """Regenerates the files derived from code and policies: agent_iam.meta.json (Kong schema),
-envoy/plugin.json (envoy/plugin.base.json + policies/), envoy/envoy.yaml and the README's
-reason-code table. Tests fail when one of them is stale.
+envoy/plugin.json (envoy/plugin.base.json + policies/), envoy/envoy.yaml and the
+reason-code table of docs/reasons.md. Tests fail when one of them is stale.
 
 Usage: python3 test-harness/regen.py   (builds the CLI in debug mode first)"""
 
@@ -21,11 +21,12 @@ def main():
     (ROOT / "envoy" / "envoy.yaml").write_text(cli("generate", "envoy", "--config", "envoy/plugin.json"))
     (ROOT / "envoy" / "envoy.audit-log.yaml").write_text(cli(
         "generate", "envoy", "--config", "envoy/plugin.json", "--audit-access-log", "/tmp/agent-iam-audit.log"))
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("| reason | status | `error` | meaning |")
-    end = readme.index("\n\n", start) + 1
-    (ROOT / "README.md").write_text(readme[:start] + cli("reasons") + readme[end:])
-    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml and the README reason table")
+    reasons = ROOT / "docs" / "reasons.md"
+    text = reasons.read_text()
+    start = text.index("| reason | status | `error` | meaning |")
+    end = text.index("\n\n", start) + 1 if "\n\n" in text[start:] else len(text)
+    reasons.write_text(text[:start] + cli("reasons") + text[end:])
+    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml and the docs/reasons.md reason table")
 
 
 if __name__ == "__main__":

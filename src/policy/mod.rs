@@ -7,7 +7,7 @@
 //!
 //! Two regorus engines: the compiled policy is lowered to the RVM (regorus's bytecode VM),
 //! which the gateway runs (~6x faster than the tree-walking interpreter here, see
-//! README "Performance"). The interpreter runs `agent-iam policy test` (the RVM has no
+//! docs/BENCHMARKS.md). The interpreter runs `agent-iam policy test` (the RVM has no
 //! `with`) and any policy the RVM compiler cannot lower; `Policy::engine` says which.
 
 use std::cell::RefCell;

@@ -5,7 +5,7 @@
 //   node playground.mjs URL OUT_DIR
 //
 // Writes OUT_DIR/playground.json ({"cases": [...]}) and the screenshots playground.png
-// (the default, allowed request: the README's picture), playground-policy-edit.png and
+// (the default, allowed request: the picture in docs/policies.md), playground-policy-edit.png and
 // playground-errors.png.
 // Exits non-zero when the page cannot be driven; the checks on what it showed are the
 // Python test's.
