@@ -11,13 +11,15 @@ import time
 import harness
 
 
-def audit_plugin(**audit):
-    """The shipped plugin with this audit section and the inline registry only: the registry
-    feed's poller audits each registry it applies from its own VM's stream, and these tests
-    follow one worker's decision stream (`test_agents_e2e.py` covers the registry events)."""
+def audit_plugin(feed=True, **audit):
+    """The shipped plugin with this audit section. `feed=False`: the inline registry only —
+    the registry feed's poller audits each registry it applies from its own VM's stream, and
+    tests that follow one worker's decision stream leave it out (`test_agents_e2e.py`
+    covers the registry events)."""
     plugin = json.loads(harness.PLUGIN.read_text())
     plugin["audit"] = audit
-    plugin["agents"].pop("feed", None)
+    if not feed:
+        plugin["agents"].pop("feed", None)
     return plugin
 
 
@@ -154,7 +156,7 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
 
 
 def test_removed_reordered_edited_or_truncated_events_are_detected(tmp_path):
-    plugin = audit_plugin(checkpoint_s=1)
+    plugin = audit_plugin(feed=False, checkpoint_s=1)
     with harness.stack(plugin_json=plugin, name="audit-tamper") as envoy:
         client = harness.Client(envoy.listen_port)
         mixed_requests(client)
@@ -195,7 +197,7 @@ def test_removed_reordered_edited_or_truncated_events_are_detected(tmp_path):
 
 
 def test_collector_outage_queues_up_to_the_bound_and_counts_drops(tmp_path):
-    plugin = audit_plugin(collector=collector(max_queue=20, timeout_ms=300, backoff_max_ms=400))
+    plugin = audit_plugin(feed=False, collector=collector(max_queue=20, timeout_ms=300, backoff_max_ms=400))
     with harness.stack(plugin_json=plugin, name="audit-outage") as envoy:
         cp = envoy.control_plane
         client = harness.Client(envoy.listen_port)
