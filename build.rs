@@ -46,6 +46,7 @@ fn main() {
             k.strip_prefix("CARGO_FEATURE_")
                 .map(|f| f.to_ascii_lowercase().replace('_', "-"))
         })
+        .filter(|f| f != "default")
         .collect();
     let features = if features.is_empty() {
         "none".to_owned()
