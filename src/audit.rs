@@ -300,15 +300,26 @@ impl AuditStream {
         self.link.seq > 0
     }
 
+    /// What every event after `start` begins with: the stream's `start` line first if it
+    /// has not begun, the event time, the previous event's hash and the next `seq`.
+    fn open(&mut self, now: f64) -> (Vec<AuditLine>, String, [u8; 32], u64) {
+        let mut out = Vec::with_capacity(2);
+        if !self.started() {
+            out.push(self.start(now));
+        }
+        (
+            out,
+            rfc3339_micros(now),
+            self.link.prev,
+            self.link.seq.saturating_add(1),
+        )
+    }
+
     /// The event(s) for one decision: the stream's `start` event first if this is its
     /// first decision.
     pub fn decision(&mut self, d: &Decision, ctx: &EventContext<'_>) -> Vec<AuditLine> {
-        let mut out = Vec::with_capacity(1);
-        if !self.started() {
-            out.push(self.start(ctx.now));
-        }
+        let (mut out, time, prev, seq) = self.open(ctx.now);
         self.decisions = self.decisions.saturating_add(1);
-        let time = rfc3339_micros(ctx.now);
         let t = d.token.as_ref();
         let a = d.agent.as_ref();
         let token = match t {
@@ -332,8 +343,6 @@ impl AuditStream {
             }),
         };
         let empty: &[String] = &[];
-        let seq = self.link.seq.saturating_add(1);
-        let prev = self.link.prev;
         let ev = DecisionEvent {
             v: FORMAT_VERSION,
             kind: "decision",
@@ -381,17 +390,12 @@ impl AuditStream {
     /// The event(s) for a revocation SET the worker's feed handled (the stream's `start`
     /// first if it has not begun): who revoked what, and what the filter did with it.
     pub fn revocation(&mut self, set: &SetOutcome, now: f64) -> Vec<AuditLine> {
-        let mut out = Vec::with_capacity(1);
-        if !self.started() {
-            out.push(self.start(now));
-        }
-        let time = rfc3339_micros(now);
-        let prev = self.link.prev;
+        let (mut out, time, prev, seq) = self.open(now);
         let ev = RevocationEvent {
             v: FORMAT_VERSION,
             kind: "revocation",
             stream: &self.id,
-            seq: self.link.seq.saturating_add(1),
+            seq,
             prev: Hex(&prev),
             time: &time,
             jti: &set.jti,
@@ -405,17 +409,12 @@ impl AuditStream {
     /// The event(s) for a registry feed answer the worker's poller applied or refused (the
     /// stream's `start` first if it has not begun).
     pub fn registry(&mut self, r: &RegistryOutcome, now: f64) -> Vec<AuditLine> {
-        let mut out = Vec::with_capacity(1);
-        if !self.started() {
-            out.push(self.start(now));
-        }
-        let time = rfc3339_micros(now);
-        let prev = self.link.prev;
+        let (mut out, time, prev, seq) = self.open(now);
         let ev = RegistryEvent {
             v: FORMAT_VERSION,
             kind: "registry",
             stream: &self.id,
-            seq: self.link.seq.saturating_add(1),
+            seq,
             prev: Hex(&prev),
             time: &time,
             outcome: r.outcome.as_str(),

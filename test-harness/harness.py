@@ -96,22 +96,26 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class Upstream:
-    """An upstream that echoes what it received, on 127.0.0.1."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Echo)
-        self.server.seen = []  # the headers of every request that reached the upstream
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+class _Served:
+    """A server (`self.server`, a socketserver) run on a thread for a `with` block."""
 
     def __enter__(self):
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Upstream(_Served):
+    """An upstream that echoes what it received, on 127.0.0.1."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Echo)
+        self.server.seen = []  # the headers of every request that reached the upstream
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
@@ -575,7 +579,7 @@ class _ThreadingWsgiServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WS
     daemon_threads = True
 
 
-class WsgiApp:
+class WsgiApp(_Served):
     """A stdlib WSGI application (wsgiref, as CGI-style frameworks see a request) on
     127.0.0.1 that records what it *executed*: the method as frameworks such as Django and
     Flask dispatch on it (upper-cased), PATH_INFO (percent-decoded, what routing matches),
@@ -587,7 +591,6 @@ class WsgiApp:
         self.server = wsgiref.simple_server.make_server("127.0.0.1", self.port, self._app,
                                                         server_class=_ThreadingWsgiServer,
                                                         handler_class=_QuietHandler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _app(self, environ, start_response):
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -604,14 +607,6 @@ class WsgiApp:
         body = json.dumps(record).encode()
         start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
         return [body]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def normalizing_hop_yaml(listen, admin, upstream):
