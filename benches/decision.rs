@@ -9,7 +9,7 @@ use agent_iam::crypto::PureRust;
 use agent_iam::dev::{mint, DevKeys, Recipe};
 use agent_iam::pipeline::{DecisionIds, Engine, Request};
 use agent_iam::policy::{to_rego, Policy, PolicyConfig};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
 fn plugin() -> Value {
@@ -157,6 +157,9 @@ fn audit(c: &mut Criterion) {
     println!("audit event: {} bytes", text.len());
     c.bench_function("audit/event (serialise + BLAKE2b-256 chain)", |b| {
         b.iter(|| e.audit(&d, &ctx))
+    });
+    c.bench_function("audit/time (RFC 3339, microseconds)", |b| {
+        b.iter(|| agent_iam::audit::rfc3339_micros(black_box(1_800_000_000.25)))
     });
     c.bench_function("audit/hash only (BLAKE2b-256)", |b| {
         b.iter(|| ChainHash::digest(text.as_bytes()))
