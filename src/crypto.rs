@@ -10,7 +10,7 @@
 use jwt_compact::alg::{Es256, Rsa, RsaSignature};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 
-use crate::keys::{der_len, der_uint, Alg, KeyMaterial, VerifyKey};
+use crate::keys::{Alg, KeyMaterial, VerifyKey};
 
 /// The host failed to answer: the request is denied with `internal.error`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -165,22 +165,7 @@ pub const VERIFY_FN: &str = "verify_signature";
 
 /// JWS ES256 `r || s` (64 bytes) to a DER `ECDSA-Sig-Value`. `None` for a wrong length
 /// or a zero `r`/`s`, which can never be valid.
-pub fn p1363_to_der(sig: &[u8]) -> Option<Vec<u8>> {
-    if sig.len() != 64 {
-        return None;
-    }
-    let (r, s) = sig.split_at(32);
-    if r.iter().all(|&b| b == 0) || s.iter().all(|&b| b == 0) {
-        return None;
-    }
-    let mut ints = Vec::with_capacity(72);
-    der_uint(&mut ints, r);
-    der_uint(&mut ints, s);
-    let mut out = vec![0x30];
-    der_len(&mut out, ints.len());
-    out.extend_from_slice(&ints);
-    Some(out)
-}
+pub use crate::keys::der::ecdsa_sig as p1363_to_der;
 
 fn put_bytes_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
     out.push((field << 3) | 2);

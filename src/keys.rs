@@ -3,6 +3,8 @@
 //! Each key fixes its algorithm: a token's `alg` must equal the algorithm of the key its
 //! `kid` selects. A key we cannot fully validate is a configuration error.
 
+pub(crate) mod der;
+
 // The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -154,9 +156,7 @@ pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String>
             sec1.extend_from_slice(&y);
             let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| "EC point is not on the P-256 curve".to_string())?;
-            let mut der = hex_const(P256_SPKI_PREFIX);
-            der.extend_from_slice(&sec1);
-            (Alg::Es256, KeyMaterial::Es256(vk), der)
+            (Alg::Es256, KeyMaterial::Es256(vk), der::p256_spki(&sec1))
         }
         "OKP" => {
             let crv = opt_str(obj, "crv")?.ok_or("`crv` is required for kty OKP")?;
@@ -170,9 +170,7 @@ pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String>
                 .map_err(|_| "invalid Ed25519 public key".to_string())?;
             let pk = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                 .map_err(|_| "invalid Ed25519 public key (not a curve point)".to_string())?;
-            let mut der = hex_const(ED25519_SPKI_PREFIX);
-            der.extend_from_slice(&x);
-            (Alg::EdDsa, KeyMaterial::Ed25519(pk), der)
+            (Alg::EdDsa, KeyMaterial::Ed25519(pk), der::ed25519_spki(&x))
         }
         "RSA" => {
             let n = strip_zeros(&b64_member(obj, "n")?);
@@ -200,8 +198,7 @@ pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String>
                 rsa::BigUint::from_bytes_be(&e),
             )
             .map_err(|err| format!("invalid RSA public key: {err}"))?;
-            let der = rsa_spki(&n, &e);
-            (Alg::Rs256, KeyMaterial::Rs256(pk), der)
+            (Alg::Rs256, KeyMaterial::Rs256(pk), der::rsa_spki(&n, &e))
         }
         other => return Err(format!("unsupported `kty` \"{other}\" (EC, OKP, RSA)")),
     };
@@ -219,13 +216,6 @@ pub fn parse_jwk_with(v: &Value, policy: KeyPolicy) -> Result<VerifyKey, String>
         material,
         spki_der,
     })
-}
-
-const P256_SPKI_PREFIX: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
-const ED25519_SPKI_PREFIX: &str = "302a300506032b6570032100";
-
-fn hex_const(s: &str) -> Vec<u8> {
-    hex::decode(s).unwrap_or_default()
 }
 
 fn opt_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
@@ -266,51 +256,6 @@ fn bit_len(be: &[u8]) -> usize {
             .saturating_mul(8)
             .saturating_add(8usize.saturating_sub(top.leading_zeros() as usize)),
     }
-}
-
-/// DER length octets.
-pub(crate) fn der_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-        let tail = bytes.get(skip..).unwrap_or_default();
-        out.push(0x80 | tail.len() as u8);
-        out.extend_from_slice(tail);
-    }
-}
-
-/// DER INTEGER from an unsigned big-endian magnitude (minimal, sign-safe).
-pub(crate) fn der_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
-    let m = strip_zeros(magnitude);
-    let pad = m.first().is_none_or(|&b| b & 0x80 != 0);
-    out.push(0x02);
-    der_len(out, m.len() + usize::from(pad));
-    if pad {
-        out.push(0);
-    }
-    out.extend_from_slice(&m);
-}
-
-fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    der_len(&mut out, body.len());
-    out.extend_from_slice(body);
-    out
-}
-
-fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
-    let mut ints = Vec::new();
-    der_uint(&mut ints, n);
-    der_uint(&mut ints, e);
-    let rsa_pub = der_tlv(0x30, &ints);
-    let mut bit_string = vec![0u8];
-    bit_string.extend_from_slice(&rsa_pub);
-    // SEQUENCE { OID rsaEncryption, NULL }
-    let mut body = hex_const("300d06092a864886f70d0101010500");
-    body.extend_from_slice(&der_tlv(0x03, &bit_string));
-    der_tlv(0x30, &body)
 }
 
 /// Where to fetch an issuer's JWKS.
@@ -441,17 +386,46 @@ mod tests {
         assert!(e.contains("exponent"), "{e}");
     }
 
+    /// The SubjectPublicKeyInfo of each demo key, as BoringSSL imports it on the host backend
+    /// (pinned by SHA-256; the encoding is DER, so one key has exactly one).
     #[test]
-    fn der_integers_are_minimal() {
-        let mut out = Vec::new();
-        der_uint(&mut out, &[0, 0, 0x80]);
-        assert_eq!(out, [2, 2, 0, 0x80]);
-        out.clear();
-        der_uint(&mut out, &[0, 0x7f]);
-        assert_eq!(out, [2, 1, 0x7f]);
-        out.clear();
-        der_uint(&mut out, &[0, 0]);
-        assert_eq!(out, [2, 1, 0]);
+    fn spki_of_each_key_type_is_pinned() {
+        use sha2::Digest;
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys =
+            crate::dev::DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let got: Vec<(String, usize, String)> = keys.public_jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|jwk| {
+                let k = parse_jwk(jwk).unwrap();
+                let digest = hex::encode(sha2::Sha256::digest(&k.spki_der));
+                (k.alg.as_str().to_owned(), k.spki_der.len(), digest)
+            })
+            .collect();
+        let want = [
+            (
+                "ES256",
+                91,
+                "7497d813dcec1d500057847b901d888c9952c969407e1658056233b69f297938",
+            ),
+            (
+                "EdDSA",
+                44,
+                "384d9052c55c88913338739045f2dbfbd9c8654a68a89b5790c96ed25a733f6a",
+            ),
+            (
+                "RS256",
+                294,
+                "7837694cec3227af60f71da1597f67021e9cfb38767780f665b4729cd96ea9cf",
+            ),
+        ];
+        let want: Vec<(String, usize, String)> = want
+            .iter()
+            .map(|(a, n, d)| ((*a).to_owned(), *n, (*d).to_owned()))
+            .collect();
+        assert_eq!(got, want);
     }
 }
 
