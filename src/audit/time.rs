@@ -1,8 +1,9 @@
 //! Event times: RFC 3339 in UTC with microseconds (`2027-01-15T08:00:00.250000Z`).
 //!
 //! Writing is done here by hand, on the filter's audit path: chrono's formatter (which
-//! regorus already links) measured 2.6 KB more `.wasm` and no faster per event. The tests
-//! check it against chrono. Reading (the offline verifier, never in the filter) is chrono's.
+//! regorus already links) measured 2.6 KB more `.wasm` for ~20-50 ns less per event (of
+//! ~3-4 µs natively). The tests check it against chrono. Reading (the offline verifier,
+//! never in the filter) is chrono's.
 
 use chrono::DateTime;
 
