@@ -7,49 +7,44 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+use std::time::Instant;
 
-use super::EnvoyForeign;
-use crate::crypto::{HostCrypto, PureRust, SignatureBackend};
+use super::host::{Host, Level, MetricKind};
+use super::{Foreign, Outcome, Worker};
+use crate::crypto::{ForeignCall, HostCrypto, PureRust, SignatureBackend};
 use crate::keys::{parse_jwk_with, KeyPolicy};
+use crate::pipeline::Request;
 use crate::token::{check_signature, parse_compact, select_key};
 
-pub(super) fn handle() -> Option<Action> {
+pub(super) fn handle(host: &dyn Host, foreign: Option<&Rc<dyn ForeignCall>>) -> Option<Outcome> {
     // `x-agent-iam-test-panic: 1`: a trap inside the filter (what an unhandled bug would
     // do), so the tests can show Envoy fails closed and the worker recovers.
-    if let Ok(Some(_)) =
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-panic")
-    {
+    if host.request_header("x-agent-iam-test-panic").is_some() {
         #[allow(clippy::panic)]
         {
             panic!("test-hooks: panic requested by x-agent-iam-test-panic");
         }
     }
     // `x-agent-iam-test-noop: 1`: continue at once (the cost of the filter's plumbing alone).
-    if let Ok(Some(_)) =
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-noop")
-    {
-        return Some(Action::Continue);
+    if host.request_header("x-agent-iam-test-noop").is_some() {
+        return Some(Outcome::Continue);
     }
-    let raw =
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-vector")
-            .ok()??;
+    let raw = host.request_header("x-agent-iam-test-vector")?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let verdict = run(&text).unwrap_or_else(|e| e);
-    let _ = hostcalls::send_http_response(
-        200,
-        vec![("x-verdict", verdict.as_str())],
-        Some(verdict.as_bytes()),
-    );
-    Some(Action::Pause)
+    let verdict = run(&text, foreign).unwrap_or_else(|e| e);
+    let _ = host.send_response(200, &[("x-verdict", verdict.as_str())], verdict.as_bytes());
+    Some(Outcome::Answered)
 }
 
-fn run(text: &str) -> Result<String, String> {
+fn run(text: &str, foreign: Option<&Rc<dyn ForeignCall>>) -> Result<String, String> {
     let mut parts = text.splitn(5, ';');
     let kind = parts.next().unwrap_or_default();
     let backend: Box<dyn SignatureBackend> = match parts.next() {
-        Some("host") => Box::new(HostCrypto::new(EnvoyForeign)),
+        Some("host") => match foreign {
+            Some(f) => Box::new(HostCrypto::new(Foreign(f.clone()))),
+            None => return Err("bad-backend: this host has no foreign functions".into()),
+        },
         Some("pure") => Box::new(PureRust),
         other => return Err(format!("bad-backend: {other:?}")),
     };
@@ -85,40 +80,38 @@ fn run(text: &str) -> Result<String, String> {
 
 /// `x-agent-iam-test-bench: N` → evaluates this request through the whole pipeline N times
 /// inside Envoy and answers `ns_per_decision=<n>` (monotonic clock around the loop). The
-/// benchmark (test-harness/bench.py --in-envoy) compares configurations with it: a figure
+/// benchmark (`bench.py --in-envoy`) compares configurations with it: a figure
 /// free of loopback and scheduling noise.
-pub(super) fn bench(
+fn bench(
+    host: &dyn Host,
     engine: &mut crate::pipeline::Engine,
-    req: &crate::pipeline::Request,
+    req: &Request,
     now: f64,
-) -> Option<Action> {
-    let raw = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-bench")
-        .ok()??;
+) -> Option<Outcome> {
+    let raw = host.request_header("x-agent-iam-test-bench")?;
     let n: u32 = String::from_utf8_lossy(&raw).trim().parse().ok()?;
     let n = n.clamp(1, 1_000_000);
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let mut allowed = 0u32;
     for _ in 0..n {
         allowed += u32::from(engine.evaluate(req, now).allowed());
     }
     let ns = start.elapsed().as_nanos() / u128::from(n);
     let body = format!("ns_per_decision={ns} allowed={allowed}/{n}");
-    let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
-    Some(Action::Pause)
+    let _ = host.send_response(200, &[], body.as_bytes());
+    Some(Outcome::Answered)
 }
 
 /// `x-agent-iam-test-audit-bench: N;<build|log|filter_state|queue|metrics>` → decides this
 /// request once, then builds (serialises + chains) its audit event N times and emits each
 /// the given way, answering `ns_per_event=<n>`: the cost of one event per output.
-pub(super) fn audit_bench(
+fn audit_bench(
+    host: &dyn Host,
     engine: &mut crate::pipeline::Engine,
-    req: &crate::pipeline::Request,
+    req: &Request,
     now: f64,
-) -> Option<Action> {
-    use proxy_wasm::types::{LogLevel, MetricType};
-    let raw =
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-agent-iam-test-audit-bench")
-            .ok()??;
+) -> Option<Outcome> {
+    let raw = host.request_header("x-agent-iam-test-audit-bench")?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (n, mode) = text.split_once(';')?;
     let n: u32 = n.trim().parse::<u32>().ok()?.clamp(1, 1_000_000);
@@ -128,12 +121,11 @@ pub(super) fn audit_bench(
         latency_us: 17,
         request_id: Some("0f6ad5c3-4c43-4a8c-9d4e-0d6f1f3e9a11"),
     };
-    let counter = hostcalls::define_metric(MetricType::Counter, "agent_iam.bench.counter").ok()?;
-    let histogram =
-        hostcalls::define_metric(MetricType::Histogram, "agent_iam.bench.histogram").ok()?;
+    let counter = host.define_metric(MetricKind::Counter, "agent_iam.bench.counter")?;
+    let histogram = host.define_metric(MetricKind::Histogram, "agent_iam.bench.histogram")?;
     let mut queue = std::collections::VecDeque::new();
     let mut bytes = 0usize;
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     if ["sha256", "sha512", "blake2b", "blake2s"].contains(&mode) {
         use sha2::Digest;
         let sample = engine.audit(&d, &ctx);
@@ -158,21 +150,18 @@ pub(super) fn audit_bench(
             "ns_per_event={ns} mode={mode} bytes={} acc={acc}",
             text.len()
         );
-        let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
-        return Some(Action::Pause);
+        let _ = host.send_response(200, &[], body.as_bytes());
+        return Some(Outcome::Answered);
     }
     for _ in 0..n {
         for line in engine.audit(&d, &ctx) {
             bytes = line.json().len();
             match mode {
                 "log" => {
-                    let _ = hostcalls::log(LogLevel::Info, line.log_line());
+                    host.log(Level::Info, line.log_line());
                 }
                 "filter_state" => {
-                    let _ = hostcalls::set_property(
-                        vec!["agent_iam.audit"],
-                        Some(line.json().as_bytes()),
-                    );
+                    let _ = host.set_property(&["agent_iam.audit"], line.json().as_bytes());
                 }
                 "queue" => {
                     if queue.len() >= 10_000 {
@@ -181,8 +170,8 @@ pub(super) fn audit_bench(
                     queue.push_back(line);
                 }
                 "metrics" => {
-                    let _ = hostcalls::increment_metric(counter, 1);
-                    let _ = hostcalls::record_metric(histogram, 17);
+                    host.increment_metric(counter, 1);
+                    host.record_metric(histogram, 17);
                 }
                 _ => {}
             }
@@ -190,6 +179,115 @@ pub(super) fn audit_bench(
     }
     let ns = start.elapsed().as_nanos() / u128::from(n);
     let body = format!("ns_per_event={ns} mode={mode} bytes={bytes}");
-    let _ = hostcalls::send_http_response(200, vec![], Some(body.as_bytes()));
-    Some(Action::Pause)
+    let _ = host.send_response(200, &[], body.as_bytes());
+    Some(Outcome::Answered)
+}
+
+/// The request-path benchmarks (each answers the request when its header is present).
+pub(super) fn benches(
+    worker: &mut Worker,
+    host: &dyn Host,
+    req: &Request,
+    strip: &[String],
+    now: f64,
+) -> Option<Outcome> {
+    bench(host, &mut worker.engine, req, now)
+        .or_else(|| stage_bench(worker, host, req, strip, now))
+        .or_else(|| audit_bench(host, &mut worker.engine, req, now))
+}
+
+/// `x-agent-iam-test-stages: N` runs each stage of this callback N times and answers
+/// `<stage>=<ns per run>` lines: where a request's time inside the filter goes (the rest
+/// of the filter's cost is the host calling into the VM).
+fn stage_bench(
+    worker: &mut Worker,
+    host: &dyn Host,
+    req: &Request,
+    strip: &[String],
+    now: f64,
+) -> Option<Outcome> {
+    let raw = host.request_header("x-agent-iam-test-stages")?;
+    let n: u32 = String::from_utf8_lossy(&raw).trim().parse().ok()?;
+    let n = n.clamp(1, 100_000);
+    let mut body = String::new();
+    let mut lap = |name: &str, t: Instant| {
+        let ns = t.elapsed().as_nanos() / u128::from(n);
+        body.push_str(&format!("{name}={ns}\n"));
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = host.now();
+        let _ = Instant::now();
+    }
+    lap("clock", t);
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = worker.read(host);
+    }
+    lap("read_request", t);
+    let t = Instant::now();
+    for _ in 0..n {
+        worker.sync(host);
+    }
+    lap("sync_feeds", t);
+    // The cold path's parts: a full verification without the cache, and the signature
+    // check alone (for ES256/RS256 on the host backend: Envoy's `verify_signature`).
+    let token = req
+        .authorization
+        .first()
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let engine = &mut worker.engine;
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ =
+            crate::token::verify_token(token, &engine.token_rules(), engine.backend(), None, now);
+    }
+    lap("verify_uncached", t);
+    if let Ok(jws) = parse_compact(token, engine.config().max_token_bytes) {
+        if let Some(key) = engine
+            .token_rules()
+            .issuers
+            .iter()
+            .flat_map(|i| i.keys.iter())
+            .find(|k| k.kid == jws.kid)
+        {
+            let t = Instant::now();
+            for _ in 0..n {
+                let _ = check_signature(&jws, key, engine.backend());
+            }
+            lap("signature_only", t);
+        }
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = engine.evaluate(req, now);
+    }
+    lap("evaluate", t);
+    let mut d = worker.engine.evaluate(req, now);
+    let t = Instant::now();
+    for _ in 0..n {
+        worker.edit_headers(host, &mut d, strip);
+    }
+    lap("identity_headers", t);
+    let ctx = crate::audit::EventContext {
+        now,
+        latency_us: 1,
+        request_id: None,
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = worker.engine.audit(&d, &ctx);
+    }
+    lap("audit_build", t);
+    let t = Instant::now();
+    for _ in 0..n {
+        let lines = worker.engine.audit(&d, &ctx);
+        worker.audit.count(host, &d, 1);
+        worker.audit.emit_request(host, lines);
+    }
+    lap("audit_build_emit_count", t);
+    let _ = host.send_response(200, &[], body.as_bytes());
+    Some(Outcome::Answered)
 }

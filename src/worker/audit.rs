@@ -9,11 +9,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType};
-
-use super::feed::dispatch;
-use super::log;
+use super::host::{log, Host, Level, Metric, MetricKind};
 use crate::audit::{AuditConfig, AuditLine, CollectorConfig};
 use crate::pipeline::{Decision, Engine};
 use crate::reason::Reason;
@@ -24,40 +20,27 @@ const FILTER_STATE_KEY: &str = "agent_iam.audit";
 /// Out-of-band events kept for the next request's filter state.
 const MAX_PENDING_FILTER_STATE: usize = 64;
 
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
-}
-
-fn gauge(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Gauge, name).ok()
-}
-
-fn add(metric: Option<u32>, n: i64) {
-    if let (Some(m), true) = (metric, n != 0) {
-        let _ = hostcalls::increment_metric(m, n);
-    }
-}
-
 /// Metric ids (defined by name; Envoy shares them across workers and prefixes them with
 /// `wasmcustom.`).
 struct Metrics {
-    allow: Option<u32>,
-    deny: Option<u32>,
-    by_reason: Vec<(Reason, Option<u32>)>,
-    latency: Option<u32>,
-    events: Option<u32>,
-    dropped: Option<u32>,
-    delivered: Option<u32>,
-    send_failures: Option<u32>,
-    queue_depth: Option<u32>,
-    log_hidden: Option<u32>,
+    allow: Metric,
+    deny: Metric,
+    by_reason: Vec<(Reason, Metric)>,
+    latency: Metric,
+    events: Metric,
+    dropped: Metric,
+    delivered: Metric,
+    send_failures: Metric,
+    queue_depth: Metric,
+    log_hidden: Metric,
     /// The largest linear memory among this Envoy's filter VMs, in bytes (each VM raises it
     /// on its tick; linear memory never shrinks, so the gauge is the busiest worker's).
-    memory: Option<u32>,
+    memory: Metric,
 }
 
 impl Metrics {
-    fn define() -> Metrics {
+    fn define(host: &dyn Host) -> Metrics {
+        let counter = |name: &str| Metric::counter(host, name);
         Metrics {
             allow: counter("agent_iam.decisions.allow"),
             deny: counter("agent_iam.decisions.deny"),
@@ -65,22 +48,23 @@ impl Metrics {
                 .iter()
                 .map(|r| (*r, counter(&format!("agent_iam.denied.{}", r.as_str()))))
                 .collect(),
-            latency: hostcalls::define_metric(MetricType::Histogram, "agent_iam.latency_us").ok(),
+            latency: Metric::define(host, MetricKind::Histogram, "agent_iam.latency_us"),
             events: counter("agent_iam.audit.events"),
             dropped: counter("agent_iam.audit.dropped"),
             delivered: counter("agent_iam.audit.delivered"),
             send_failures: counter("agent_iam.audit.send_failures"),
-            queue_depth: gauge("agent_iam.audit.queue_depth"),
+            queue_depth: Metric::gauge(host, "agent_iam.audit.queue_depth"),
             log_hidden: counter("agent_iam.audit.log_hidden"),
-            memory: gauge("agent_iam.memory_bytes"),
+            memory: Metric::gauge(host, "agent_iam.memory_bytes"),
         }
     }
 }
 
-pub(super) struct Audit {
+/// Where a worker's audit events and decision metrics go.
+pub struct AuditOut {
     log: bool,
     filter_state: bool,
-    /// Whether Envoy's log level lets info lines through (checked on every tick).
+    /// Whether the host's log level lets info lines through (checked on every tick).
     log_visible: bool,
     /// Out-of-band events (checkpoints) waiting for the next request's filter state.
     pending_fs: Vec<AuditLine>,
@@ -88,19 +72,20 @@ pub(super) struct Audit {
     metrics: Metrics,
 }
 
-impl Audit {
-    pub fn new(cfg: &AuditConfig) -> Audit {
-        let a = Audit {
+impl AuditOut {
+    pub fn new(host: &dyn Host, cfg: &AuditConfig) -> AuditOut {
+        let a = AuditOut {
             log: cfg.log_lines(),
             filter_state: cfg.filter_state,
-            log_visible: log_level_visible(),
+            log_visible: host.log_enabled(Level::Info),
             pending_fs: Vec::new(),
             collector: cfg.collector.clone().map(Collector::new),
-            metrics: Metrics::define(),
+            metrics: Metrics::define(host),
         };
         if a.log && !a.log_visible {
             log(
-                LogLevel::Warn,
+                host,
+                Level::Warn,
                 "agent-iam: audit.log is on but the host's log level hides info lines; audit log lines are counted in agent_iam.audit.log_hidden instead",
             );
         }
@@ -118,24 +103,22 @@ impl Audit {
     }
 
     /// The metrics of one decision.
-    pub fn count(&self, d: &Decision, latency_us: u64) {
+    pub fn count(&self, host: &dyn Host, d: &Decision, latency_us: u64) {
         match d.reason {
-            None => add(self.metrics.allow, 1),
+            None => self.metrics.allow.add(host, 1),
             Some(r) => {
-                add(self.metrics.deny, 1);
+                self.metrics.deny.add(host, 1);
                 if let Some((_, m)) = self.metrics.by_reason.iter().find(|(x, _)| *x == r) {
-                    add(*m, 1);
+                    m.add(host, 1);
                 }
             }
         }
-        if let Some(h) = self.metrics.latency {
-            let _ = hostcalls::record_metric(h, latency_us);
-        }
+        self.metrics.latency.record(host, latency_us);
     }
 
     /// Writes the events of one request (its decision, after the stream's `start` event
     /// on the worker's first request).
-    pub fn emit_request(&mut self, lines: Vec<AuditLine>) {
+    pub fn emit_request(&mut self, host: &dyn Host, lines: Vec<AuditLine>) {
         if self.filter_state {
             let mut text = String::new();
             for l in self.pending_fs.drain(..).chain(lines.iter().cloned()) {
@@ -144,33 +127,37 @@ impl Audit {
                 }
                 text.push_str(l.json());
             }
-            if hostcalls::set_property(vec![FILTER_STATE_KEY], Some(text.as_bytes())).is_err() {
+            if host
+                .set_property(&[FILTER_STATE_KEY], text.as_bytes())
+                .is_err()
+            {
                 log(
-                    LogLevel::Error,
+                    host,
+                    Level::Error,
                     "agent-iam: cannot set the audit filter state",
                 );
             }
         }
         for l in lines {
-            self.out_of_request(l, false);
+            self.out_of_request(host, l, false);
         }
     }
 
-    /// An event outside any request (revocation outcomes): log, collector, and the next
+    /// An event outside any request (feed outcomes): log, collector, and the next
     /// request's filter state.
-    pub fn emit_out_of_request(&mut self, line: AuditLine) {
-        self.out_of_request(line, true);
+    pub fn emit_out_of_request(&mut self, host: &dyn Host, line: AuditLine) {
+        self.out_of_request(host, line, true);
     }
 
     /// Log line and collector queue (and, for events outside a request, the next
     /// request's filter state).
-    fn out_of_request(&mut self, line: AuditLine, pending: bool) {
-        add(self.metrics.events, 1);
+    fn out_of_request(&mut self, host: &dyn Host, line: AuditLine, pending: bool) {
+        self.metrics.events.add(host, 1);
         if self.log {
             if self.log_visible {
-                log(LogLevel::Info, line.log_line());
+                host.log(Level::Info, line.log_line());
             } else {
-                add(self.metrics.log_hidden, 1);
+                self.metrics.log_hidden.add(host, 1);
             }
         }
         if pending && self.filter_state {
@@ -180,19 +167,18 @@ impl Audit {
             self.pending_fs.push(line.clone());
         }
         if let Some(c) = self.collector.as_mut() {
-            c.push(line, &self.metrics);
+            c.push(line, host, &self.metrics);
         }
     }
 
     /// Checkpoints, collector flushes, drop reports, the log-level check.
-    pub fn on_tick(&mut self, engine: &mut Engine, now_ms: u64) {
-        self.log_visible = log_level_visible();
-        if let Some(g) = self.metrics.memory {
-            let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65_536);
-            let mine = u64::try_from(bytes).unwrap_or(u64::MAX);
+    pub fn on_tick(&mut self, host: &dyn Host, engine: &mut Engine, now_ms: u64) {
+        self.log_visible = host.log_enabled(Level::Info);
+        if let Some(mine) = host.memory_bytes() {
             // Not "last one wins": the main thread's VM decides nothing and stays small.
-            if hostcalls::get_metric(g).map_or(true, |seen| mine > seen) {
-                let _ = hostcalls::record_metric(g, mine);
+            let m = self.metrics.memory;
+            if m.is_defined() && m.value(host).is_none_or(|seen| mine > seen) {
+                m.record(host, mine);
             }
         }
         let dropped = self.collector.as_ref().map_or(0, |c| c.dropped_total);
@@ -200,50 +186,52 @@ impl Audit {
             .audit_stream()
             .checkpoint_due(now_ms as f64 / 1000.0, dropped)
         {
-            self.out_of_request(cp, true);
+            self.out_of_request(host, cp, true);
         }
         if let Some(c) = self.collector.as_mut() {
-            c.report_drops();
-            c.expire(now_ms, &self.metrics);
-            c.flush(now_ms, &self.metrics);
-            c.report_depth(&self.metrics);
+            c.report_drops(host);
+            c.expire(host, now_ms, &self.metrics);
+            c.flush(host, now_ms, &self.metrics);
+            c.report_depth(host, &self.metrics);
         }
     }
 
     /// The worker shuts down: the stream's final checkpoint (log line and a last attempt to
     /// hand the queue to the collector).
-    pub fn on_done(&mut self, engine: &mut Engine, now_ms: u64) {
+    pub fn on_done(&mut self, host: &dyn Host, engine: &mut Engine, now_ms: u64) {
         let dropped = self.collector.as_ref().map_or(0, |c| c.dropped_total);
         if let Some(end) = engine
             .audit_stream()
             .finish(now_ms as f64 / 1000.0, dropped)
         {
-            self.out_of_request(end, false);
+            self.out_of_request(host, end, false);
         }
         if let Some(c) = self.collector.as_mut() {
             c.last_flush_ms = 0;
             c.next_attempt_ms = 0;
-            c.flush(now_ms, &self.metrics);
+            c.flush(host, now_ms, &self.metrics);
         }
     }
 
     /// A collector answer; `false` if `token` is not ours.
-    pub fn on_response(&mut self, token: u32, now_ms: u64) -> bool {
+    pub fn on_response(&mut self, host: &dyn Host, token: u32, now_ms: u64) -> bool {
         match self.collector.as_mut() {
             Some(c) if c.in_flight.as_ref().map(|(t, _)| *t) == Some(token) => {
-                c.on_response(now_ms, &self.metrics);
+                c.on_response(host, now_ms, &self.metrics);
                 true
             }
             _ => false,
         }
     }
-}
 
-fn log_level_visible() -> bool {
-    match hostcalls::get_log_level() {
-        Ok(level) => (level as u32) <= (LogLevel::Info as u32),
-        // A host that cannot tell: assume the line is written.
-        Err(_) => true,
+    /// Events held for the collector (queued and in flight, less those given up).
+    pub fn held(&self) -> usize {
+        self.collector.as_ref().map_or(0, Collector::held)
+    }
+
+    /// Events this worker dropped from the collector queue.
+    pub fn dropped(&self) -> u64 {
+        self.collector.as_ref().map_or(0, |c| c.dropped_total)
     }
 }
 
@@ -292,34 +280,35 @@ impl Collector {
         usize::try_from(self.cfg.max_queue).unwrap_or(usize::MAX)
     }
 
-    fn drop_count(&mut self, n: u64, m: &Metrics) {
+    fn drop_count(&mut self, n: u64, host: &dyn Host, m: &Metrics) {
         self.dropped_total = self.dropped_total.saturating_add(n);
         self.dropped_unreported = self.dropped_unreported.saturating_add(n);
-        add(m.dropped, n as i64);
+        m.dropped.add(host, i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Queues an event; when the bound is reached the oldest held event gives way: an
     /// in-flight one (dropped only if its batch fails) or the oldest waiting one.
-    fn push(&mut self, line: AuditLine, m: &Metrics) {
+    fn push(&mut self, line: AuditLine, host: &dyn Host, m: &Metrics) {
         if self.held() >= self.max_queue() {
             let in_flight = self.in_flight.as_ref().map_or(0, |(_, b)| b.len());
             if self.doomed < in_flight {
                 self.doomed += 1;
             } else if self.queue.pop_front().is_some() {
-                self.drop_count(1, m);
+                self.drop_count(1, host, m);
             } else {
                 // Nothing older to give up (max_queue 0 cannot be configured).
-                self.drop_count(1, m);
+                self.drop_count(1, host, m);
                 return;
             }
         }
         self.queue.push_back(line);
     }
 
-    fn report_drops(&mut self) {
+    fn report_drops(&mut self, host: &dyn Host) {
         if self.dropped_unreported > 0 {
             log(
-                LogLevel::Warn,
+                host,
+                Level::Warn,
                 &format!(
                     "agent-iam: audit collector queue full ({} events): dropped the {} oldest event(s) ({} in total on this worker)",
                     self.cfg.max_queue, self.dropped_unreported, self.dropped_total
@@ -329,18 +318,18 @@ impl Collector {
         }
     }
 
-    fn report_depth(&mut self, m: &Metrics) {
+    fn report_depth(&mut self, host: &dyn Host, m: &Metrics) {
         let depth = i64::try_from(self.held()).unwrap_or(i64::MAX);
-        add(m.queue_depth, depth - self.depth_reported);
+        m.queue_depth.add(host, depth - self.depth_reported);
         self.depth_reported = depth;
     }
 
     /// A batch whose answer never came (the host lost the call) counts as failed.
-    fn expire(&mut self, now_ms: u64, m: &Metrics) {
+    fn expire(&mut self, host: &dyn Host, now_ms: u64, m: &Metrics) {
         let limit = self.cfg.timeout_ms.saturating_add(5_000);
         if self.in_flight.is_some() && now_ms.saturating_sub(self.last_flush_ms) > limit {
             if let Some((_, batch)) = self.in_flight.take() {
-                self.failed(batch, now_ms, "no callback from the host", m);
+                self.failed(host, batch, now_ms, "no callback from the host", m);
             }
         }
     }
@@ -349,7 +338,7 @@ impl Collector {
     /// never while one is in flight or during backoff. Only from the root context (ticks
     /// and call answers): the SDK delivers an answer to the context that made the call,
     /// and a request's context is gone long before the collector answers.
-    fn flush(&mut self, now_ms: u64, m: &Metrics) {
+    fn flush(&mut self, host: &dyn Host, now_ms: u64, m: &Metrics) {
         let batch_max = usize::try_from(self.cfg.batch_max).unwrap_or(1);
         let due = self.queue.len() >= batch_max
             || (!self.queue.is_empty()
@@ -364,42 +353,41 @@ impl Collector {
             body.push_str(l.json());
             body.push('\n');
         }
-        let headers = vec![
+        let headers = [
             (":method", "POST"),
             (":path", self.cfg.path.as_str()),
             (":authority", self.authority.as_str()),
             ("content-type", "application/x-ndjson"),
         ];
-        let sent = dispatch(
+        let sent = host.dispatch(
             &self.cfg.cluster,
-            headers,
+            &headers,
             Some(body.as_bytes()),
             self.cfg.timeout_ms,
         );
         self.last_flush_ms = now_ms;
         match sent {
             Ok(token) => self.in_flight = Some((token, batch)),
-            Err(e) => self.failed(batch, now_ms, &e, m),
+            Err(e) => {
+                let why = format!("dispatch to cluster {} failed: {}", self.cfg.cluster, e.0);
+                self.failed(host, batch, now_ms, &why, m);
+            }
         }
     }
 
-    fn on_response(&mut self, now_ms: u64, m: &Metrics) {
+    fn on_response(&mut self, host: &dyn Host, now_ms: u64, m: &Metrics) {
         let Some((_, batch)) = self.in_flight.take() else {
             return;
         };
-        let status = hostcalls::get_map_value_bytes(
-            proxy_wasm::types::MapType::HttpCallResponseHeaders,
-            ":status",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let status = host.call_status();
         if status.first() == Some(&b'2') && status.len() == 3 {
             self.doomed = 0;
-            add(m.delivered, batch.len() as i64);
+            m.delivered
+                .add(host, i64::try_from(batch.len()).unwrap_or(i64::MAX));
             if self.failures > 0 {
                 log(
-                    LogLevel::Info,
+                    host,
+                    Level::Info,
                     &format!(
                         "agent-iam: audit collector recovered after {} failure(s)",
                         self.failures
@@ -409,24 +397,31 @@ impl Collector {
             self.failures = 0;
             self.next_attempt_ms = 0;
             // More waiting: send the next batch now.
-            self.flush(now_ms, m);
+            self.flush(host, now_ms, m);
         } else {
             let why = if status.is_empty() {
                 "no answer (timeout or connection failure)".to_owned()
             } else {
                 format!("HTTP status {}", String::from_utf8_lossy(&status))
             };
-            self.failed(batch, now_ms, &why, m);
+            self.failed(host, batch, now_ms, &why, m);
         }
     }
 
     /// Puts a failed batch back in front (oldest first, within the bound) and backs off.
-    fn failed(&mut self, mut batch: Vec<AuditLine>, now_ms: u64, why: &str, m: &Metrics) {
-        add(m.send_failures, 1);
+    fn failed(
+        &mut self,
+        host: &dyn Host,
+        mut batch: Vec<AuditLine>,
+        now_ms: u64,
+        why: &str,
+        m: &Metrics,
+    ) {
+        m.send_failures.add(host, 1);
         let doomed = std::mem::take(&mut self.doomed).min(batch.len());
         if doomed > 0 {
             batch.drain(..doomed);
-            self.drop_count(doomed as u64, m);
+            self.drop_count(doomed as u64, host, m);
         }
         self.failures = self.failures.saturating_add(1);
         let backoff = 100u64
@@ -435,7 +430,8 @@ impl Collector {
         self.next_attempt_ms = now_ms.saturating_add(backoff);
         if self.failures % 10 == 1 {
             log(
-                LogLevel::Warn,
+                host,
+                Level::Warn,
                 &format!(
                     "agent-iam: audit collector (cluster {}): {why}; {} event(s) queued, retry in {backoff} ms (failure #{})",
                     self.cfg.cluster,
@@ -450,7 +446,7 @@ impl Collector {
         let over = self.queue.len().saturating_sub(self.max_queue());
         if over > 0 {
             self.queue.drain(..over);
-            self.drop_count(over as u64, m);
+            self.drop_count(over as u64, host, m);
         }
     }
 }
