@@ -20,10 +20,12 @@ pub mod policy;
 pub mod problem;
 pub mod reason;
 pub mod revocation;
-pub mod schema;
 pub mod shared;
 pub mod target;
 pub mod token;
+
+/// The configuration schema and its structural check live with the configuration.
+pub use config::schema;
 
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
 #[cfg(tools)]

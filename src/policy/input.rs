@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::agents::{AgentRecord, AgentStatus, Registry};
 use crate::cache::TokenHash;
-use crate::config::Route;
+use crate::config::route::Route;
 use crate::decision::Request;
 use crate::delegation::AgentContext;
 use crate::policy::{object, opt_str, strings, to_rego_object};
@@ -314,7 +314,7 @@ impl InputBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PathMatch;
+    use crate::config::route::PathMatch;
     use crate::keys::Alg;
     use crate::token::Actor;
 
