@@ -1,20 +1,21 @@
 //! Plugin configuration, strict and in two phases. Every problem carries its JSON path;
 //! the filter refuses to start with a configuration it does not fully understand.
 //!
-//! - [`raw`]: phase 1, the serde types operators write (unknown keys are errors);
+//! - `raw`: phase 1, the serde types operators write (unknown keys are errors);
 //! - [`schema`]: the JSON Schema generated from them (Kong's `config_schema`) and the
 //!   structural check that reports every structural problem at once;
 //! - `validate`: phase 2, values and cross-field rules, one file per section;
-//! - [`validated`]: the [`Config`] the pipeline runs on, and [`route`] its routes.
+//! - `validated`: the [`Config`] the pipeline runs on, and [`route`] its routes (a leaf:
+//!   the policy input and the pipeline import routes from there).
 //!
 //! Only [`Config::from_json`] runs the phases in order: strict JSON, the structural
 //! check, serde, then `validate` (which compiles the policy last).
 
-pub mod raw;
+mod raw;
 pub mod route;
 pub mod schema;
 mod validate;
-pub mod validated;
+mod validated;
 
 pub use crate::keys::{JwksConfig, JwksUriConfig};
 pub use crate::problem::Problem;
