@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::value::{object, opt_str, strings, to_rego_object};
 use crate::agents::{AgentRecord, AgentStatus, Registry};
 use crate::cache::TokenHash;
 use crate::config::route::Route;
 use crate::decision::Request;
 use crate::delegation::AgentContext;
-use crate::policy::{object, opt_str, strings, to_rego_object};
 use crate::target::Target;
 use crate::token::VerifiedToken;
 
