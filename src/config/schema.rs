@@ -176,25 +176,34 @@ fn problem(path: &str, message: String) -> Problem {
     }
 }
 
-/// `oneOf` / `anyOf`: one alternative must accept `v`; the problem lists the enumerated
-/// alternatives' values.
+/// `oneOf` / `anyOf`: one alternative must accept `v`. An optional section (one
+/// alternative besides `null`) that is not null is checked as that section, so its
+/// problems carry their own paths; otherwise the problem lists the enumerated values.
 fn one_of(root: &Value, alts: &[Value], v: &Value, path: &str, out: &mut Vec<Problem>) {
     let ok = alts.iter().any(|alt| {
         let mut scratch = Vec::new();
         check(root, alt, v, path, &mut scratch);
         scratch.is_empty()
     });
-    if !ok {
-        let allowed: Vec<String> = alts
-            .iter()
-            .filter_map(|a| resolve(root, a).get("enum").and_then(Value::as_array))
-            .flatten()
-            .map(Value::to_string)
-            .collect();
-        out.push(problem(
+    if ok {
+        return;
+    }
+    let allowed: Vec<String> = alts
+        .iter()
+        .filter_map(|a| resolve(root, a).get("enum").and_then(Value::as_array))
+        .flatten()
+        .map(Value::to_string)
+        .collect();
+    let not_null: Vec<&Value> = alts
+        .iter()
+        .filter(|a| resolve(root, a).get("type").and_then(Value::as_str) != Some("null"))
+        .collect();
+    match not_null.as_slice() {
+        [section] if allowed.is_empty() && !v.is_null() => check(root, section, v, path, out),
+        _ => out.push(problem(
             path,
             format!("{v} is not one of {}", allowed.join(", ")),
-        ));
+        )),
     }
 }
 

@@ -145,3 +145,48 @@ fn typ_normalisation() {
     assert_eq!(normalize_typ("Application/AT+JWT"), "at+jwt");
     assert_eq!(normalize_typ("JWT"), "jwt");
 }
+
+/// An optional section (`policy`, `agents.feed`, `revocation`, ...) is checked as the
+/// section itself: its problems name the member, as a required section's would.
+#[test]
+fn problems_inside_an_optional_section_carry_their_paths() {
+    let cases = [
+        (
+            json!({"entrypoint": "data.x.y"}),
+            "policy",
+            "$.policy: missing required field `modules`",
+        ),
+        (
+            json!(-1),
+            "verify_budget",
+            "$.verify_budget: expected object, got integer",
+        ),
+        (
+            json!({"modules": {}, "max_eval_ms": "5"}),
+            "policy",
+            "$.policy.max_eval_ms: expected integer, got string",
+        ),
+    ];
+    for (section, key, expected) in cases {
+        let mut v = base();
+        v[key] = section;
+        assert_eq!(err(v), format!("invalid plugin configuration: {expected}"));
+    }
+    let mut v = base();
+    v["agents"] = json!({"feed": {"cluster": "c", "paht": "/x"}});
+    let e = err(v);
+    assert!(
+        e.contains("$.agents.feed: missing required field `path`")
+            && e.contains(
+                "$.agents.feed.paht: unknown field `paht`, expected one of `allow_rollback`"
+            ),
+        "{e}"
+    );
+    // Enumerations still list their values; null is still accepted.
+    let mut v = base();
+    v["signature_backend"] = json!("fast");
+    assert!(err(v).contains("\"fast\" is not one of \"auto\", \"host\", \"pure\""));
+    let mut v = base();
+    v["policy"] = Value::Null;
+    assert!(Config::from_json(v.to_string().as_bytes()).is_ok());
+}
