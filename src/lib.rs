@@ -20,6 +20,7 @@ pub mod policy;
 pub mod problem;
 pub mod reason;
 pub mod revocation;
+pub mod route;
 pub mod shared;
 pub mod target;
 pub mod token;

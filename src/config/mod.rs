@@ -5,27 +5,26 @@
 //! - [`schema`]: the JSON Schema generated from them (Kong's `config_schema`) and the
 //!   structural check that reports every structural problem at once;
 //! - `validate`: phase 2, values and cross-field rules, one file per section;
-//! - `validated`: the [`Config`] the pipeline runs on, and [`route`] its routes (a leaf:
-//!   the policy input and the pipeline import routes from there).
+//! - `validated`: the [`Config`] the pipeline runs on (its routes are [`crate::route`]'s,
+//!   a leaf the policy input imports without the configuration).
 //!
 //! Only [`Config::from_json`] runs the phases in order: strict JSON, the structural
 //! check, serde, then `validate` (which compiles the policy last).
 
 mod raw;
-pub mod route;
 pub mod schema;
 mod validate;
 mod validated;
 
 pub use crate::keys::{JwksConfig, JwksUriConfig};
 pub use crate::problem::Problem;
+pub use crate::route::{PathMatch, Route};
 pub use crate::token::{normalize_typ, Issuer};
 pub use raw::{
     AgentsConfig, AlgName, BackendChoice, CacheConfig, DelegationConfig, FeedConfig, HeaderNames,
     IssuerConfig, PluginConfig, RequestConfig, RouteConfig, SemicolonMode, StaleMode,
     UnmatchedRoute, UpstreamConfig,
 };
-pub use route::{PathMatch, Route};
 pub use schema::{config_schema_draft4, kong_meta};
 pub use validated::Config;
 

@@ -2,9 +2,9 @@
 //! it answers (token rules, the route for a request, which headers belong to the filter).
 
 use super::raw::{BackendChoice, FeedConfig, HeaderNames, UnmatchedRoute};
-use super::route::{self, Route};
 use crate::agents::Registry;
 use crate::delegation::CeilingMode;
+use crate::route::{self, Route};
 use crate::token::Issuer;
 
 /// The validated configuration the pipeline runs on.

@@ -2,8 +2,8 @@
 
 use super::problem;
 use crate::config::raw::{RequestConfig, SemicolonMode};
-use crate::config::route::Route;
 use crate::problem::Problem;
+use crate::route::Route;
 use crate::target::{is_method_name, Semicolons, STANDARD_METHODS};
 
 /// Every method a request may use: RFC 9110's and PATCH, those the routes name, then

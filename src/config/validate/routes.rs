@@ -4,8 +4,8 @@
 
 use super::problem;
 use crate::config::raw::RouteConfig;
-use crate::config::route::{PathMatch, Route};
 use crate::problem::Problem;
+use crate::route::{PathMatch, Route};
 use crate::target::{canonical, is_method_name, Semicolons};
 
 /// Every well-formed route (one without a path is left out; its problem is reported).

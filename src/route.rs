@@ -1,5 +1,5 @@
-//! A validated route and how a request finds its route: the leaf the policy input and the
-//! pipeline read routes through.
+//! Routes as validated from `routes[]` (see `config`), and how a request finds its route.
+//! A leaf below the configuration, the policy input and the pipeline.
 
 /// How a route matches paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
