@@ -21,11 +21,14 @@ pub mod policy;
 pub mod problem;
 pub mod reason;
 pub mod revocation;
-pub mod schema;
+pub mod route;
 pub mod shared;
 pub mod target;
 pub mod token;
 pub mod worker;
+
+/// The configuration schema and its structural check live with the configuration.
+pub use config::schema;
 
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
 #[cfg(tools)]
