@@ -19,7 +19,7 @@ BROWSER_SETUP=$!
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_BUILD_TARGET="$HOST"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ss] %s\n' "$SECONDS" "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
@@ -35,4 +35,4 @@ step "end-to-end through Envoy and Chromium"
 AGENT_IAM_CLI="$ROOT/target/$HOST/debug/agent-iam" python -m pytest -q test-harness
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
-echo "all green"
+echo "all green in ${SECONDS}s"
