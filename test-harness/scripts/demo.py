@@ -56,11 +56,11 @@ STEPS = [
 def show(n, title, method, path, headers, r):
     print(f"\n[{n}] {title}")
     shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
-    print(f"  → {method} {path} {json.dumps(shown)}")
+    print(f"  → {method} {path} {json.dumps(shown, ensure_ascii=False)}")
     if r.status == 200:
         seen = r.json()["headers"]
         ident = {k: v[0] for k, v in seen.items() if k.startswith("x-agent-") and k != "x-agent-decision-id"}
-        print(f"  ← {r.status}; the upstream saw {json.dumps(ident)}")
+        print(f"  ← {r.status}; the upstream saw {json.dumps(ident, ensure_ascii=False)}")
     else:
         print(f"  ← {r.status} {r.body.decode()}")
         print(f"    www-authenticate: {r.headers.get('www-authenticate')}")
