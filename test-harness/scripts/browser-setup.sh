@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the playground's browser test needs on a fresh machine: Debian's Chromium (apt) and
-# playwright-core (npm, pinned by test-harness/browser/package-lock.json; it drives that
+# playwright-core (npm, pinned by test-harness/e2e/browser/package-lock.json; it drives that
 # Chromium and downloads no browser of its own).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,6 +13,6 @@ if ! command -v npm >/dev/null || [ "$(node -p 'process.versions.node.split(".")
   echo "browser-setup: Node.js >= 20 with npm is required (playwright-core 1.65); found: $(node --version 2>/dev/null || echo none)" >&2
   exit 1
 fi
-if [ ! -d "$ROOT/test-harness/browser/node_modules/playwright-core" ]; then
-  (cd "$ROOT/test-harness/browser" && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -d "$ROOT/test-harness/e2e/browser/node_modules/playwright-core" ]; then
+  (cd "$ROOT/test-harness/e2e/browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -27,7 +27,9 @@ Audit collector (the filter's `audit.collector`):
   GET  /admin/audit        every stored event line, as newline-delimited JSON
   POST /admin/audit/fail   {"mode": "none" | "503" | "hang"}: refuse batches, or never answer
 
-Usage: python control_plane.py --port PORT --registry FILE"""
+Usage (from test-harness/): python -m harness.control_plane --port PORT --registry FILE
+A client that drops its connection (Envoy stopping) is not an error; any other failure in a
+handler prints its traceback on stderr."""
 
 import argparse
 import base64
@@ -35,6 +37,8 @@ import http.server
 import json
 import threading
 import time
+
+from harness.servers import ThreadingHTTPServer
 
 SLOW_S = 3
 
@@ -210,7 +214,7 @@ def main():
     STATE["retain_s"] = args.retain_s
     with open(args.registry, "rb") as f:
         STATE["doc"] = f.read()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.serve_forever()
 
 

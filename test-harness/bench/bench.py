@@ -11,7 +11,7 @@ from day to day), so every row also reports Envoy's CPU time per request (user +
 Envoy and its threads, from /proc): that figure is stable, and the policy's cost is the
 difference of two such figures.
 
-Usage: python test-harness/bench.py [--duration 10] [--connections 16]"""
+Usage: python test-harness/bench/bench.py [--duration 10] [--connections 16]"""
 
 import argparse
 import json
@@ -19,7 +19,11 @@ import re
 import shutil
 import sys
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 import loadgen
 
 

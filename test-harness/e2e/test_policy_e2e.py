@@ -60,7 +60,8 @@ def test_hot_reload_to_a_new_policy_without_restart(dynamic):
     [token] = harness.mint([TENANT_ACME])
     assert c.request("/tickets/1", token=token).status == 200
     pid = dynamic.envoy.proc.pid
-    old_rev = dynamic.envoy.decision_lines()[-1]["policy"]["revision"] if dynamic.envoy.wait_for_log("agent-iam audit") else None
+    dynamic.envoy.wait_for_log("agent-iam audit")
+    old_rev = dynamic.envoy.decision_lines()[-1]["policy"]["revision"]
 
     folder = copy_policies()
     with open(f"{folder}/agent_iam/maintenance.rego", "w") as f:

@@ -5,7 +5,7 @@ One Envoy per run, `--concurrency 1`, unpinned (V8 compiles on background thread
 shipped plugin without policy or feed (so a module built without some policy builtins
 still configures), Envoy answering 200 itself after the filter.
 
-Usage: python test-harness/bench_start.py [--runs 4] [WASM...]
+Usage: python test-harness/bench/bench_start.py [--runs 4] [WASM...]
 (default: the release module, target/wasm32-wasip1/release/agent_iam.wasm). Prints each
 module's size, its ready times and their median. Not part of the test suite."""
 
@@ -14,7 +14,11 @@ import json
 import statistics
 from pathlib import Path
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 
 
 def main():

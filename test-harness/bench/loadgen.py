@@ -9,7 +9,11 @@ import re
 import shutil
 import subprocess
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 
 OHA_VERSION = "1.12.1"
 TOOLS = harness.ROOT / "target" / "bench-tools" / "bin"

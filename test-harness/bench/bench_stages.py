@@ -9,11 +9,15 @@
    emit + metrics), ns per run: warm (N = 2,000 in one request) and cold (N = 1, median
    over 500 requests, as in real traffic).
 
-Usage: python test-harness/bench_stages.py (after test-harness/build.sh --for-tests)."""
+Usage: python test-harness/bench/bench_stages.py (after test-harness/build.sh --for-tests)."""
 import statistics
 
 import bench_compare as bc
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 import loadgen
 
 

@@ -12,7 +12,11 @@ import json
 import sys
 import time
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 
 ALICE_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
 ALICE_PLANNER_TOOL = {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}
@@ -52,11 +56,11 @@ STEPS = [
 def show(n, title, method, path, headers, r):
     print(f"\n[{n}] {title}")
     shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
-    print(f"  → {method} {path} {json.dumps(shown)}")
+    print(f"  → {method} {path} {json.dumps(shown, ensure_ascii=False)}")
     if r.status == 200:
         seen = r.json()["headers"]
         ident = {k: v[0] for k, v in seen.items() if k.startswith("x-agent-") and k != "x-agent-decision-id"}
-        print(f"  ← {r.status}; the upstream saw {json.dumps(ident)}")
+        print(f"  ← {r.status}; the upstream saw {json.dumps(ident, ensure_ascii=False)}")
     else:
         print(f"  ← {r.status} {r.body.decode()}")
         print(f"    www-authenticate: {r.headers.get('www-authenticate')}")
@@ -72,8 +76,8 @@ def retire_planner(envoy, client, token):
     polls = envoy.control_plane.registry_requests()
     envoy.control_plane.set_registry(doc)
     print("\n[*] control plane: agent:planner is now \"retired\" (registry version 2); Envoy keeps running")
-    while envoy.control_plane.registry_requests() == polls and time.monotonic() - start < 5:
-        time.sleep(0.02)
+    harness.wait_until(lambda: envoy.control_plane.registry_requests() != polls, 5,
+                       "the filter to fetch registry version 2", interval=0.02)
     print(f"    the filter fetched version 2 {time.monotonic() - start:.2f}s later (poll interval 1 s); "
           "every worker applies it on its next request")
 
@@ -85,11 +89,8 @@ def disable_build_bot(envoy, client, token):
     envoy.control_plane.push_sets([s])
     print("\n[*] security team: RISC account-disabled for agent:build-bot-7, a signed Security Event "
           "Token queued at the Shared Signals transmitter (RFC 8936 poll)")
-    while time.monotonic() - start < 5:
-        r = client.request("/tickets/42", token=token)
-        if r.status != 200:
-            break
-        time.sleep(0.1)
+    harness.wait_until(lambda: client.request("/tickets/42", token=token).status != 200, 5,
+                       "the filter to refuse build-bot-7", interval=0.1)
     print(f"    every worker refuses build-bot-7 {time.monotonic() - start:.2f}s later (poll interval 1 s), "
           "without waiting for its token to expire")
 
@@ -181,10 +182,8 @@ def main():
             show(n, title, method, path, headers, r)
         client.close()
         logged = len(envoy.decision_lines())
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and \
-                sum(1 for e in events(envoy.control_plane.audit_text()) if e["kind"] == "decision") < logged:
-            time.sleep(0.05)
+        harness.wait_until(lambda: sum(e["kind"] == "decision" for e in events(envoy.control_plane.audit_text())) >= logged,
+                           5, f"the collector to hold the {logged} decisions Envoy logged")
         trail = envoy.control_plane.audit_text()
     print_trail(trail, logged)
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)

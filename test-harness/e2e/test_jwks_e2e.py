@@ -30,13 +30,11 @@ def jwks_stack(jwks=DEMO_JWKS, **kw):
 
 
 def until(client, token, predicate, timeout=6):
+    """Requests until `predicate(response)`; returns (response, seconds waited)."""
     start = time.monotonic()
-    while True:
-        r = client.request("/tickets/1", token=token)
-        if predicate(r):
-            return r, time.monotonic() - start
-        assert time.monotonic() - start < timeout, f"still {r.status} {r.body[:200]!r}"
-        time.sleep(0.02)
+    r = harness.wait_until(lambda: client.request("/tickets/1", token=token), timeout,
+                           "an answer to the token that passes the check", interval=0.02, expect=predicate)
+    return r, time.monotonic() - start
 
 
 def reason(r):
@@ -86,11 +84,8 @@ def test_idp_outage_keeps_the_last_good_keys():
         until(client, token, lambda r: r.status == 200)
         before = envoy.control_plane.stats()["jwks_requests"]
         envoy.control_plane.jwks_fail("500")
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline:
-            r = client.request("/tickets/1", token=token)
-            assert r.status == 200, r
-            time.sleep(0.1)
+        harness.holds_for(lambda: client.request("/tickets/1", token=token), 3.5, "the last good keys serving",
+                          expect=lambda r: r.status == 200)
         assert envoy.control_plane.stats()["jwks_requests"] >= before + 2  # it kept trying
         assert "keeping the last good keys" in envoy.log_path.read_text()
         # The age gauge shows the keys growing old (> 3 s: every refetch failed).

@@ -26,25 +26,21 @@ def revocation_stack(concurrency=2, **kwargs):
 def wait_fresh(client, timeout=10):
     """Until the first poll has answered (before it, requests are `revocation.stale`)."""
     [token] = harness.mint([{}])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def served():
         r = client.request("/tickets/1", token=token)
-        if r.status == 200:
-            return
-        assert r.json()["reason"] == "revocation.stale", r
-        time.sleep(0.05)
-    raise AssertionError("the revocation feed never became fresh")
+        assert r.status == 200 or r.json()["reason"] == "revocation.stale", r
+        return r.status == 200
+
+    harness.wait_until(served, timeout, "the revocation feed to become fresh")
 
 
 def until(client, token, predicate, timeout=5, **kw):
     """Requests until `predicate(response)`; returns (response, seconds waited)."""
     start = time.monotonic()
-    while True:
-        r = client.request("/tickets/1", token=token, **kw)
-        if predicate(r):
-            return r, time.monotonic() - start
-        assert time.monotonic() - start < timeout, f"still {r.status} {r.body[:200]!r}"
-        time.sleep(0.02)
+    r = harness.wait_until(lambda: client.request("/tickets/1", token=token, **kw), timeout,
+                           "an answer to the token that passes the check", interval=0.02, expect=predicate)
+    return r, time.monotonic() - start
 
 
 def reason(r):
@@ -148,10 +144,8 @@ def test_feed_outage_beyond_staleness_denies_then_recovers():
         envoy.control_plane.ssf_fail("none")
         until(client, token, lambda r: r.status == 200)
         # Every VM records the gauge on its own tick (100 ms): give it a few ticks.
-        deadline = time.monotonic() + 2
-        while int(harness.admin_stats(envoy, "revocation")[gauge]) >= 1000:
-            assert time.monotonic() < deadline, "the feed age gauge did not come down"
-            time.sleep(0.05)
+        harness.wait_until(lambda: int(harness.admin_stats(envoy, "revocation")[gauge]), 2,
+                           "the feed age gauge to come down below 1000 ms", expect=lambda age: age < 1000)
 
 
 def test_allow_safe_methods_keeps_reads_during_an_outage():
@@ -184,14 +178,14 @@ def test_envoy_restart_reads_the_revocations_again_before_serving():
         with harness.Envoy(yaml_text, name="revocation-2"):
             client = harness.Client(listen)
             seen = set()
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
+
+            def refused_as_revoked():
                 r = client.request("/tickets/1", token=token)
                 assert r.status != 200, "a revoked token was served after the restart"
                 seen.add(reason(r))
-                if reason(r) == "revocation.jti":
-                    break
-                time.sleep(0.02)
+                return reason(r) == "revocation.jti"
+
+            harness.wait_until(refused_as_revoked, 5, "revocation.jti after the restart", interval=0.02)
             assert seen <= {"revocation.stale", "revocation.jti"} and "revocation.jti" in seen, seen
             client.close()
 
@@ -299,10 +293,8 @@ def test_an_unsupported_subject_format_is_refused_counted_and_audited():
         phone = {"format": "phone_number", "phone_number": "+12065550100"}
         envoy.control_plane.push_sets([lifecycle_set("phone-dis", "account_disabled", phone, time.time())])
         stat = "wasmcustom.agent_iam.revocation.unsupported_subjects"
-        deadline = time.monotonic() + 5
-        while int(harness.admin_stats(envoy, "revocation").get(stat, 0)) < 1:
-            assert time.monotonic() < deadline, "unsupported subject never counted"
-            time.sleep(0.05)
+        harness.wait_until(lambda: int(harness.admin_stats(envoy, "revocation").get(stat, 0)) >= 1, 5,
+                           "the unsupported subject to be counted")
         time.sleep(2 * INTERVAL_S)
         assert client.request("/tickets/1", token=token).status == 200
         assert "phone-dis" not in envoy.control_plane.stats()["acked"]  # the transmitter keeps it
@@ -358,11 +350,13 @@ def test_a_restart_replaying_the_sets_in_jti_order_gives_the_same_state():
         with harness.Envoy(yaml_text, name="revocation-order-2"):
             client = harness.Client(listen)
             seen = set()
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
+
+            def refused():
                 r = client.request("/tickets/1", token=token)
                 assert r.status != 200, "a disabled agent was served after the restart"
                 seen.add(reason(r))
-                time.sleep(0.05)
+                return True
+
+            harness.holds_for(refused, 3, "the disabled agent refused after the restart", interval=0.05)
             assert seen <= {"revocation.stale", "revocation.agent"} and "revocation.agent" in seen, seen
             client.close()

@@ -25,7 +25,7 @@ section (separate Envoys): workers 1 vs 2, distinct tokens in rotation, policy x
 delegation depth 1 to 4.
 
 Writes docs/BENCHMARKS.md (the tables) and docs/benchmarks.json (every sample).
-Usage: python test-harness/bench_compare.py [--rounds 3] [--duration 5] [--quick]"""
+Usage: python test-harness/bench/bench_compare.py [--rounds 3] [--duration 5] [--quick]"""
 
 import argparse
 import datetime
@@ -37,10 +37,14 @@ import subprocess
 import sys
 import time
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 import loadgen
 
-ROTATE = harness.ROOT / "test-harness" / "rotate.lua"
+ROTATE = harness.HARNESS_DIR / "bench" / "rotate.lua"
 OUT = harness.OUT / "bench-compare"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = {"name": "envoy.filters.http.router", "typed_config": {
@@ -559,7 +563,7 @@ Machine: {cpu}, {cores} cores, Linux {kernel}, Envoy {envoy}. Envoy runs at `--c
 pinned to one core; wrk (`-t1 -c16`) and oha run on the other. {rounds} interleaved rounds of
 {duration} s per mode; latency at a fixed rate of {rate:,} req/s (half of bare's median
 maximum, oha with latency correction, 16 connections). Every route answers 200 itself after
-the filters. Modes are described in `test-harness/bench_compare.py`.
+the filters. Modes are described in `test-harness/bench/bench_compare.py`.
 
 ## Side by side
 

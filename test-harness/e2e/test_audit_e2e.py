@@ -64,16 +64,6 @@ def mixed_requests(client, n_rounds=1):
     return ids
 
 
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def events_of(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -92,7 +82,7 @@ def test_every_decision_is_one_valid_chained_event_in_the_log_and_at_the_collect
         n = len(ids)
         cp = envoy.control_plane
         decisions = lambda: [e for e in events_of(cp.audit_text()) if e["kind"] == "decision"]
-        wait_until(lambda: len(decisions()) >= n, what=f"{n} decisions at the collector")
+        harness.wait_until(lambda: len(decisions()) >= n, timeout=10, what=f"{n} decisions at the collector")
         time.sleep(0.5)  # nothing more may arrive
         at_collector = events_of(cp.audit_text())
         got = [e for e in at_collector if e["kind"] == "decision"]
@@ -161,7 +151,7 @@ def test_removed_reordered_edited_or_truncated_events_are_detected(tmp_path):
         client = harness.Client(envoy.listen_port)
         mixed_requests(client)
         # A quiet second: the stream writes a checkpoint.
-        wait_until(lambda: any(e["kind"] == "checkpoint" for e in envoy.audit_events()), what="a checkpoint")
+        harness.wait_until(lambda: any(e["kind"] == "checkpoint" for e in envoy.audit_events()), timeout=10, what="a checkpoint")
         lines = [line.split(harness.AUDIT_PREFIX, 1)[1] for line in envoy.log().splitlines()
                  if harness.AUDIT_PREFIX in line]
     # Envoy stopped: each stream ended with a final checkpoint, so the whole log verifies
@@ -204,23 +194,23 @@ def test_collector_outage_queues_up_to_the_bound_and_counts_drops(tmp_path):
         # Slow first (no answer before the timeout), then refusing.
         cp.audit_fail("hang")
         ids = mixed_requests(client)
-        wait_until(lambda: cp.stats()["audit_refused"] >= 1, what="a batch to reach the hung collector")
+        harness.wait_until(lambda: cp.stats()["audit_refused"] >= 1, timeout=10, what="a batch to reach the hung collector")
         cp.audit_fail("503")
         ids += mixed_requests(client, n_rounds=2)
-        wait_until(lambda: cp.stats()["audit_refused"] >= 2, what="a refused batch")
+        harness.wait_until(lambda: cp.stats()["audit_refused"] >= 2, timeout=10, what="a refused batch")
         assert cp.stats()["audit_events"] == 0
         held = 20
         dropped = len(ids) + 1 - held  # + the stream's start event
-        wait_until(lambda: harness.admin_stats(envoy, "audit.dropped")
-                   .get("wasmcustom.agent_iam.audit.dropped") == str(dropped), what=f"{dropped} drops counted")
+        harness.wait_until(lambda: harness.admin_stats(envoy, "audit.dropped")
+                   .get("wasmcustom.agent_iam.audit.dropped") == str(dropped), timeout=10, what=f"{dropped} drops counted")
         stats = harness.admin_stats(envoy, "agent_iam.audit")
         assert int(stats["wasmcustom.agent_iam.audit.send_failures"]) >= 2
-        wait_until(lambda: envoy.wait_for_log("dropped the", timeout=0.1), what="the drop log line")
-        assert wait_until(lambda: harness.admin_stats(envoy, "queue_depth")
-                          .get("wasmcustom.agent_iam.audit.queue_depth") == str(held), what="queue depth gauge")
+        envoy.wait_for_log("dropped the", timeout=10)
+        assert harness.wait_until(lambda: harness.admin_stats(envoy, "queue_depth")
+                          .get("wasmcustom.agent_iam.audit.queue_depth") == str(held), timeout=10, what="queue depth gauge")
 
         cp.audit_fail("none")
-        wait_until(lambda: len(events_of(cp.audit_text())) >= held, timeout=15, what="delivery after recovery")
+        harness.wait_until(lambda: len(events_of(cp.audit_text())) >= held, timeout=15, what="delivery after recovery")
         time.sleep(0.5)
         delivered = events_of(cp.audit_text())
         assert len(delivered) == held, "exactly the bound, oldest dropped"
@@ -243,9 +233,9 @@ def test_access_log_example_writes_every_event_to_its_own_file(tmp_path):
     with harness.stack(name="audit-access-log", audit_access_log=str(audit_log)) as envoy:
         client = harness.Client(envoy.listen_port)
         ids = mixed_requests(client)
-        wait_until(lambda: audit_log.exists() and
+        harness.wait_until(lambda: audit_log.exists() and
                    sum(1 for e in events_of(audit_log.read_text()) if e["kind"] == "decision") >= len(ids),
-                   what="the access log")
+                   timeout=10, what="the access log")
         events = events_of(audit_log.read_text())
     assert sorted(e["decision_id"] for e in events if e["kind"] == "decision") == sorted(ids)
     assert events[0]["kind"] == "start"
@@ -307,7 +297,7 @@ def test_check_writes_the_audit_lines_the_filter_writes_and_they_verify(tmp_path
         for method, path, headers in requests:
             client.request(path, method=method, headers=headers, body=b"{}" if method == "POST" else None)
         client.close()
-        wait_until(lambda: len(envoy.decision_lines()) >= 4, what="4 decisions in the log")
+        harness.wait_until(lambda: len(envoy.decision_lines()) >= 4, timeout=10, what="4 decisions in the log")
         logged = envoy.decision_lines()
     for (_, _, sent), mine, theirs in zip(requests, events[1:5], logged):
         assert key_order(mine) == key_order(theirs)

@@ -77,15 +77,6 @@ def fast_feed_plugin(**feed):
     return plugin
 
 
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    return None
-
-
 def test_agent_retired_through_the_feed_is_denied_within_one_poll_interval():
     plugin = fast_feed_plugin()
     with harness.stack(plugin_json=plugin, name="feed-retire", concurrency=2) as envoy:
@@ -98,8 +89,9 @@ def test_agent_retired_through_the_feed_is_denied_within_one_poll_interval():
                 rec["status"] = "retired"
         changed = time.monotonic()
         envoy.control_plane.set_registry(doc)
-        denied_at = wait_for(lambda: c.request("/tickets/1", token=token).json().get("reason") == "agent.retired", 5)
-        assert denied_at is not None, "retirement never applied"
+        harness.wait_until(lambda: c.request("/tickets/1", token=token).json().get("reason") == "agent.retired", 5,
+                           "agent:planner's retirement to apply")
+        denied_at = time.monotonic()
         # One poll interval (0.2 s) plus request and scheduling slack on a loaded 2-core machine.
         assert denied_at - changed < 1.0, denied_at - changed
         assert envoy.wait_for_log("registry version 2 applied")
@@ -109,7 +101,7 @@ def test_agent_retired_through_the_feed_is_denied_within_one_poll_interval():
             if rec["id"] == "agent:planner":
                 rec["status"] = "active"
         envoy.control_plane.set_registry(doc)
-        assert wait_for(lambda: c.request("/tickets/1", token=token).status == 200, 5)
+        harness.wait_until(lambda: c.request("/tickets/1", token=token).status == 200, 5, "re-enrolment to apply")
         assert envoy.proc.poll() is None
         c.close()
 
@@ -131,16 +123,16 @@ def test_broken_feed_keeps_the_last_good_registry_then_fails_closed_when_stale()
         [token] = harness.mint([{}])
         assert c.request("/tickets/1", token=token).status == 200
         envoy.control_plane.fail("garbage")
-        time.sleep(0.6)
+        assert envoy.wait_for_log("invalid registry document")
         r = c.request("/tickets/1", token=token)
         assert r.status == 200, r  # invalid documents are refused; the last good registry stays
-        assert envoy.wait_for_log("invalid registry document")
         envoy.control_plane.fail("500")
-        assert wait_for(lambda: c.request("/tickets/1", token=token).json().get("reason") == "agent.registry_stale", 6)
+        harness.wait_until(lambda: c.request("/tickets/1", token=token).json().get("reason") == "agent.registry_stale", 6,
+                           "agent.registry_stale once the registry is older than max_staleness_s")
         r = c.request("/tickets/1", token=token)
         assert r.status == 503 and 'error="temporarily_unavailable"' in r.headers["www-authenticate"]
         envoy.control_plane.fail("none")
-        assert wait_for(lambda: c.request("/tickets/1", token=token).status == 200, 5)
+        harness.wait_until(lambda: c.request("/tickets/1", token=token).status == 200, 5, "service after the feed recovers")
         c.close()
 
 
@@ -189,7 +181,8 @@ def registry_events(envoy):
 
 def applied(envoy, c, token, version):
     """Until a worker logs that it applied `version` (workers pick it up on a request)."""
-    return wait_for(lambda: c.request("/tickets/1", token=token) and f"registry version {version} applied" in envoy.log(), 5)
+    return harness.wait_until(lambda: c.request("/tickets/1", token=token) and f"registry version {version} applied" in envoy.log(),
+                              5, f"a worker to log `registry version {version} applied`")
 
 
 def reason_of(c, token):
@@ -205,7 +198,7 @@ def test_a_changed_body_under_the_same_version_is_applied():
         assert applied(envoy, c, token, "1")
         assert c.request("/tickets/1", token=token).status == 200
         envoy.control_plane.set_registry(planner_doc(plugin, "1", "retired"))
-        assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "a new body under version 1 was ignored"
+        harness.wait_until(lambda: reason_of(c, token) == "agent.retired", 5, "a new body under version 1 to apply")
         done = [e for e in registry_events(envoy) if e["outcome"] == "applied" and e["version"] == "1"]
         assert done[-1]["previous"] == "1" and "same version, new content" in done[-1]["detail"], done
         assert harness.audit_schema_errors(envoy.audit_events()) == []
@@ -226,7 +219,7 @@ def test_a_first_answer_with_the_inline_registrys_version_is_applied():
         with harness.Envoy(yaml_text, name="feed-first-answer", concurrency=2) as envoy:
             c = harness.Client(listen)
             [token] = harness.mint([{"claims": VIA_PLANNER}])
-            assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "the first answer was ignored"
+            harness.wait_until(lambda: reason_of(c, token) == "agent.retired", 5, "the first feed answer to apply")
             c.close()
 
 
@@ -241,14 +234,12 @@ def test_a_version_rollback_is_refused_and_audited_unless_allowed(allow_rollback
         # An older version (numerically: 9 < 10) that would retire the planner.
         envoy.control_plane.set_registry(planner_doc(plugin, "9", "retired"))
         if allow_rollback:
-            assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5), "allowed rollback not applied"
+            harness.wait_until(lambda: reason_of(c, token) == "agent.retired", 5, "the allowed rollback to apply")
             c.close()
             return
         # Many polls later, past max_staleness_s (3 s), version 10 is still in force and fresh.
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            assert c.request("/tickets/1", token=token).status == 200
-            time.sleep(0.1)
+        harness.holds_for(lambda: c.request("/tickets/1", token=token).status == 200, 4,
+                          "version 10 serving (the rollback refused)")
         refused = [e for e in registry_events(envoy) if e["outcome"] == "refused"]
         assert len(refused) == len({e["stream"] for e in refused}), refused  # once per VM that polled it
         for e in refused:
@@ -260,7 +251,7 @@ def test_a_version_rollback_is_refused_and_audited_unless_allowed(allow_rollback
         assert harness.audit_schema_errors(envoy.audit_events()) == []
         # A newer version applies again.
         envoy.control_plane.set_registry(planner_doc(plugin, "11", "retired"))
-        assert wait_for(lambda: reason_of(c, token) == "agent.retired", 5)
+        harness.wait_until(lambda: reason_of(c, token) == "agent.retired", 5, "version 11 to apply")
         assert harness.audit_schema_errors(envoy.audit_events()) == []
         code, out = harness.audit_verify(envoy.log_path)  # registry events chain like any other
         assert code == 0, out
@@ -278,15 +269,16 @@ def test_a_version_with_a_newline_is_refused_and_workers_keep_serving():
         for bad in ("2\n1800000000000", "2 b"):
             before = refusals()
             envoy.control_plane.set_registry(planner_doc(plugin, bad, "retired"))
-            for _ in range(10):  # a second of polls: the last good registry serves, fresh enough
-                assert c.request("/tickets/1", token=token).status == 200, bad
-                time.sleep(0.1)
-            assert wait_for(lambda: refusals() > before, 5), bad
+            # A second of polls: the last good registry serves, fresh enough.
+            harness.holds_for(lambda: c.request("/tickets/1", token=token).status == 200, 1,
+                              f"the last good registry serving after version {bad!r}")
+            harness.wait_until(lambda: refusals() > before, 5, f"version {bad!r} to be refused")
         refused = [e for e in registry_events(envoy) if e["outcome"] == "refused"]
         assert refused and all(e["version"] is None and "$.version" in e["detail"] for e in refused), refused
         assert envoy.wait_for_log("invalid registry document")
         assert harness.audit_schema_errors(envoy.audit_events()) == []
         # A valid answer is applied by every worker: nobody went stale.
         envoy.control_plane.set_registry(planner_doc(plugin, "3", "retired"))
-        assert wait_for(lambda: all(reason_of(c, token) == "agent.retired" for _ in range(6)), 5)
+        harness.wait_until(lambda: all(reason_of(c, token) == "agent.retired" for _ in range(6)), 5,
+                           "every worker to apply version 3")
         c.close()

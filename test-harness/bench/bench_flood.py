@@ -21,7 +21,7 @@ With --flood-rate N the flooders wait between requests (wrk's `delay()`), so the
 bounded at N forged tokens per second: the case of a flood the gateway can absorb, as
 opposed to the closed loop, which saturates the core with signature checks.
 
-Usage: python test-harness/bench_flood.py [--rounds 5] [--duration 5] [--flooders 2] [--rate 500]
+Usage: python test-harness/bench/bench_flood.py [--rounds 5] [--duration 5] [--flooders 2] [--rate 500]
            [--flood-rate N] [--native] [--budget R]
 (after test-harness/bench.sh has installed wrk and oha and built). Not part of the test
 suite: timings belong in benchmarks."""
@@ -33,10 +33,14 @@ import threading
 import time
 
 import bench_compare
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 import loadgen
 
-LUA = harness.ROOT / "test-harness" / "flood.lua"
+LUA = harness.HARNESS_DIR / "bench" / "flood.lua"
 
 
 def main():

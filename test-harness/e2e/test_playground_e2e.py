@@ -18,7 +18,7 @@ import pytest
 import harness
 
 SITE = harness.ROOT / "target" / "playground" / "site"
-BROWSER = harness.ROOT / "test-harness" / "browser"
+BROWSER = harness.HARNESS_DIR / "e2e" / "browser"
 OUT = harness.OUT / "playground"
 
 
@@ -30,13 +30,13 @@ def page():
     if not (SITE / "agent_iam_playground_bg.wasm").is_file():
         subprocess.run([str(harness.ROOT / "test-harness" / "playground.sh"), "--build-only"], check=True)
     if not (BROWSER / "node_modules" / "playwright-core").is_dir() or not Path("/usr/bin/chromium").exists():
-        subprocess.run([str(harness.ROOT / "test-harness" / "browser-setup.sh")], check=True)
+        subprocess.run([str(harness.HARNESS_DIR / "scripts" / "browser-setup.sh")], check=True)
     now = int(time.time())
     server = subprocess.Popen(
         [str(harness.CLI), "playground", "--listen", "0", "--now", str(now), "--site", str(SITE)],
         cwd=harness.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = server.stdout.readline()
+        line = harness.first_line(server, 30, "the playground's address line")
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
         assert match, f"playground did not start: {line!r}"
         shutil.rmtree(OUT, ignore_errors=True)
@@ -183,7 +183,8 @@ def test_the_server_answers_only_its_own_origin_and_files():
     server = subprocess.Popen([str(harness.CLI), "playground", "--listen", "0", "--site", str(SITE)],
                               cwd=harness.ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
+        line = harness.first_line(server, 30, "the playground's address line")
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", line).group(1))
 
         def get(path, host=None, method="GET"):
             return harness.raw_request(port, f"{method} {path} HTTP/1.1\r\nhost: {host or f'127.0.0.1:{port}'}\r\n\r\n".encode())
@@ -210,7 +211,8 @@ def test_the_server_judges_the_one_host_a_request_has(tmp_path):
     server = subprocess.Popen([str(harness.CLI), "playground", "--listen", "0", "--site", str(tmp_path)],
                               cwd=harness.ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
+        line = harness.first_line(server, 30, "the playground's address line")
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", line).group(1))
         own, foreign = f"127.0.0.1:{port}", f"attacker.example:{port}"
 
         def get(*header_lines):

@@ -15,14 +15,18 @@ loop with the monotonic clock:
 Rounds alternate between modes so a slow phase of the machine hits each alike; the
 minimum over the rounds is reported (noise only ever adds time), the median beside it.
 
-Usage: python test-harness/bench_audit.py [--iterations 1000] [--rounds 15]
+Usage: python test-harness/bench/bench_audit.py [--iterations 1000] [--rounds 15]
 (after test-harness/build.sh --for-tests)."""
 
 import argparse
 import re
 import statistics
 
-import harness
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
 
 MODES = ["build", "log", "filter_state", "queue", "metrics", "sha256", "sha512", "blake2b", "blake2s"]
 
