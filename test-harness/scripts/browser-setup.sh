@@ -3,7 +3,7 @@
 # playwright-core (npm, pinned by test-harness/e2e/browser/package-lock.json; it drives that
 # Chromium and downloads no browser of its own).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
