@@ -76,31 +76,7 @@ impl Default for EnvoyOptions {
 
 /// A complete static Envoy bootstrap (YAML) with agent-iam in front of one upstream.
 pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
-    let mut plugin_config = plugin_config.clone();
-    if o.audit_access_log.is_some() {
-        if let Some(obj) = plugin_config.as_object_mut() {
-            let audit = obj
-                .entry("audit")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(a) = audit.as_object_mut() {
-                a.insert("filter_state".into(), Value::Bool(true));
-            }
-        }
-    }
-    // The generated connection manager replaces every client's `x-request-id` (no address
-    // counts as internal, `preserve_external_request_id` is off): the audit trail says so.
-    if !o.raw_hcm {
-        if let Some(obj) = plugin_config.as_object_mut() {
-            let audit = obj
-                .entry("audit")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(a) = audit.as_object_mut() {
-                a.entry("request_id_from")
-                    .or_insert_with(|| Value::String("envoy".into()));
-            }
-        }
-    }
-    let plugin_config = &plugin_config;
+    let plugin_config = &bootstrap_plugin(plugin_config, o);
     let pretty = serde_json::to_string_pretty(plugin_config).unwrap_or_default();
     let indent = " ".repeat(20);
     let config_block: String = pretty.lines().map(|l| format!("{indent}{l}\n")).collect();
@@ -109,113 +85,14 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
     } else {
         "route: {cluster: upstream}"
     };
-    // Every feed (agent registry, revocation, remote JWKS) reaches the local control plane.
-    let mut names: Vec<&str> = [
-        "/agents/feed/cluster",
-        "/revocation/feed/cluster",
-        "/audit/collector/cluster",
-    ]
-    .iter()
-    .filter_map(|p| plugin_config.pointer(p).and_then(Value::as_str))
-    .collect();
-    if let Some(issuers) = plugin_config.get("issuers").and_then(Value::as_array) {
-        names.extend(
-            issuers
-                .iter()
-                .filter_map(|i| i.pointer("/jwks_uri/cluster").and_then(Value::as_str)),
-        );
-    }
-    names.sort_unstable();
-    names.dedup();
-    let feed_cluster: String = names
-        .iter()
-        .map(|name| {
-            format!(
-                r#"  - name: {name}
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}
-"#,
-                port = o.control_plane_port
-            )
-        })
-        .collect();
-    // Access logs run when the request ends, after the filter has set its filter state.
-    let access_log = match &o.audit_access_log {
-        Some(path) => format!(
-            r#"          access_log:
-          - name: agent_iam_audit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: {path}
-              log_format:
-                text_format_source: {{inline_string: "%FILTER_STATE(wasm.agent_iam.audit:PLAIN)%\n"}}
-"#
-        ),
-        None => String::new(),
-    };
+    let feed_cluster = feed_clusters(plugin_config, o.control_plane_port);
+    let access_log = access_log(o);
     let guard = if o.header_guard {
-        let names = ["agent", "principal", "chain", "scopes", "decision_id"];
-        let defaults = [
-            "x-agent-id",
-            "x-agent-principal",
-            "x-agent-chain",
-            "x-agent-scopes",
-            "x-agent-decision-id",
-        ];
-        let declared = plugin_config
-            .pointer("/policy/headers")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let removes: String = names
-            .iter()
-            .zip(defaults)
-            .map(|(n, d)| {
-                plugin_config
-                    .pointer(&format!("/upstream/headers/{n}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(d)
-            })
-            .chain(declared)
-            .map(|name| format!("                - remove: {name}\n"))
-            .collect();
-        format!(
-            r#"          - name: envoy.filters.http.header_mutation
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
-              mutations:
-                request_mutations:
-{removes}"#
-        )
+        header_guard(plugin_config)
     } else {
         String::new()
     };
-    // The request the filter decides on is the one the upstream executes: Envoy normalises
-    // the path before any filter (the filter canonicalises again and refuses what it would
-    // have to change ambiguously), refuses escaped slashes and underscores in header names
-    // (CGI/WSGI upstreams read `x_agent_id` as `x-agent-id`), and takes the client address
-    // from the connection, never from a client's X-Forwarded-For (behind N trusted proxies,
-    // set `xff_num_trusted_hops: N`). Envoy 1.40 counts no address as internal unless
-    // `internal_address_config` names it, so it replaces every client's `x-request-id`.
-    let hygiene = if o.raw_hcm {
-        String::new()
-    } else {
-        r#"          normalize_path: true
-          merge_slashes: true
-          path_with_escaped_slashes_action: REJECT_REQUEST
-          use_remote_address: true
-          xff_num_trusted_hops: 0
-          preserve_external_request_id: false
-          common_http_protocol_options:
-            headers_with_underscores_action: REJECT_REQUEST
-"#
-        .to_owned()
-    };
+    let hygiene = if o.raw_hcm { "" } else { HYGIENE };
     let text = format!(
         r#"# Generated by `agent-iam generate envoy`; edit the plugin JSON, then regenerate.
 admin:
@@ -282,6 +159,145 @@ static_resources:
         text
     }
 }
+
+/// The plugin configuration as the bootstrap embeds it: the filter state on when the
+/// access log writes the audit events, and `audit.request_id_from: "envoy"` when the
+/// generated connection manager replaces every client's `x-request-id` (no address counts
+/// as internal, `preserve_external_request_id` is off): the audit trail says so.
+fn bootstrap_plugin(plugin_config: &Value, o: &EnvoyOptions) -> Value {
+    let mut plugin_config = plugin_config.clone();
+    let filter_state = o.audit_access_log.is_some();
+    let request_id = !o.raw_hcm;
+    if !filter_state && !request_id {
+        return plugin_config;
+    }
+    if let Some(obj) = plugin_config.as_object_mut() {
+        let audit = obj
+            .entry("audit")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = audit.as_object_mut() {
+            if filter_state {
+                a.insert("filter_state".into(), Value::Bool(true));
+            }
+            if request_id {
+                a.entry("request_id_from")
+                    .or_insert_with(|| Value::String("envoy".into()));
+            }
+        }
+    }
+    plugin_config
+}
+
+/// One static cluster per feed (agent registry, revocation, audit collector, remote
+/// JWKS), each reaching the local control plane.
+fn feed_clusters(plugin_config: &Value, port: u16) -> String {
+    let mut names: Vec<&str> = [
+        "/agents/feed/cluster",
+        "/revocation/feed/cluster",
+        "/audit/collector/cluster",
+    ]
+    .iter()
+    .filter_map(|p| plugin_config.pointer(p).and_then(Value::as_str))
+    .collect();
+    if let Some(issuers) = plugin_config.get("issuers").and_then(Value::as_array) {
+        names.extend(
+            issuers
+                .iter()
+                .filter_map(|i| i.pointer("/jwks_uri/cluster").and_then(Value::as_str)),
+        );
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}
+"#
+            )
+        })
+        .collect()
+}
+
+/// The audit access log: access logs run when the request ends, after the filter has set
+/// its filter state.
+fn access_log(o: &EnvoyOptions) -> String {
+    match &o.audit_access_log {
+        Some(path) => format!(
+            r#"          access_log:
+          - name: agent_iam_audit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {path}
+              log_format:
+                text_format_source: {{inline_string: "%FILTER_STATE(wasm.agent_iam.audit:PLAIN)%\n"}}
+"#
+        ),
+        None => String::new(),
+    }
+}
+
+/// A header-mutation filter before the Wasm filter removing every header the filter owns
+/// (a second line of defence if the Wasm filter is ever left out).
+fn header_guard(plugin_config: &Value) -> String {
+    let names = ["agent", "principal", "chain", "scopes", "decision_id"];
+    let defaults = [
+        "x-agent-id",
+        "x-agent-principal",
+        "x-agent-chain",
+        "x-agent-scopes",
+        "x-agent-decision-id",
+    ];
+    let declared = plugin_config
+        .pointer("/policy/headers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let removes: String = names
+        .iter()
+        .zip(defaults)
+        .map(|(n, d)| {
+            plugin_config
+                .pointer(&format!("/upstream/headers/{n}"))
+                .and_then(Value::as_str)
+                .unwrap_or(d)
+        })
+        .chain(declared)
+        .map(|name| format!("                - remove: {name}\n"))
+        .collect();
+    format!(
+        r#"          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations:
+{removes}"#
+    )
+}
+
+/// The request the filter decides on is the one the upstream executes: Envoy normalises
+/// the path before any filter (the filter canonicalises again and refuses what it would
+/// have to change ambiguously), refuses escaped slashes and underscores in header names
+/// (CGI/WSGI upstreams read `x_agent_id` as `x-agent-id`), and takes the client address
+/// from the connection, never from a client's X-Forwarded-For (behind N trusted proxies,
+/// set `xff_num_trusted_hops: N`). Envoy 1.40 counts no address as internal unless
+/// `internal_address_config` names it, so it replaces every client's `x-request-id`.
+const HYGIENE: &str = r#"          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          use_remote_address: true
+          xff_num_trusted_hops: 0
+          preserve_external_request_id: false
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
+"#;
 
 /// The same bootstrap without the Wasm filter (a control for benchmarks and tests).
 fn strip_filter(text: &str) -> String {

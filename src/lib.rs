@@ -1,7 +1,8 @@
 //! agent-iam: the identity layer for autonomous AI agents, as one proxy-wasm filter.
 //!
-//! The core (everything but `host`) is host-agnostic and tested natively; `host` is the
-//! thin proxy-wasm adapter, compiled for `wasm32-wasip1` only. `playground` serves the
+//! The core (everything but `host`) is host-agnostic and tested natively: `worker` runs
+//! every host callback behind the `worker::Host` trait; `host` is the thin proxy-wasm
+//! adapter implementing it, compiled for `wasm32-wasip1` only. `playground` serves the
 //! browser build of the same core. See DESIGN.md for the contracts.
 
 pub mod agents;
@@ -20,10 +21,14 @@ pub mod policy;
 pub mod problem;
 pub mod reason;
 pub mod revocation;
-pub mod schema;
+pub mod route;
 pub mod shared;
 pub mod target;
 pub mod token;
+pub mod worker;
+
+/// The configuration schema and its structural check live with the configuration.
+pub use config::schema;
 
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
 #[cfg(tools)]

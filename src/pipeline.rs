@@ -56,24 +56,33 @@ impl Decision {
     }
 }
 
-/// A configured decision engine: one per worker (VM) or CLI run.
-pub struct Engine {
-    pub config: Config,
-    backend: Box<dyn SignatureBackend>,
-    cache: VerifiedCache,
-    ids: DecisionIds,
+/// What the feeds change while the engine runs: the keys in force, the registry and the
+/// revocation state, each with when its feed last confirmed it. The configuration itself
+/// never changes after [`Engine::new`].
+struct Live {
+    /// The issuers with the keys in force (inline keys, or the last good remote keys).
+    issuers: Vec<crate::token::Issuer>,
     registry: Registry,
-    /// The policy's `input` builder, with its per-token and per-route parts.
-    inputs: InputBuilder,
+    /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
+    registry_fresh_at: Option<f64>,
     /// The revocation state in use and its version (from the feed, shared by all workers).
     revoked: RevocationState,
     revocation_version: u64,
     /// When the revocation feed last answered (UNIX seconds); `None` before the first poll.
     revocation_fresh_at: Option<f64>,
+}
+
+/// A configured decision engine: one per worker (VM) or CLI run.
+pub struct Engine {
+    config: Config,
+    live: Live,
+    backend: Box<dyn SignatureBackend>,
+    cache: VerifiedCache,
+    ids: DecisionIds,
+    /// The policy's `input` builder, with its per-token and per-route parts.
+    inputs: InputBuilder,
     /// Set when a token named a `kid` a remote issuer does not have.
     kid_miss: Option<usize>,
-    /// When the registry was last confirmed by the feed (UNIX seconds); `None` without a feed.
-    registry_fresh_at: Option<f64>,
     /// This worker's audit chain.
     audit: AuditStream,
     /// Failed signature checks per client (`verify_budget`).
@@ -86,7 +95,14 @@ impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
         let cache = VerifiedCache::new(config.cache_entries);
         let budget = config.verify_budget.as_ref().map(VerifyBudget::new);
-        let registry = config.registry.clone();
+        let live = Live {
+            issuers: config.issuers.clone(),
+            registry: config.registry.clone(),
+            registry_fresh_at: None,
+            revoked: RevocationState::default(),
+            revocation_version: 0,
+            revocation_fresh_at: None,
+        };
         let audit = AuditStream::new(
             ids.prefix(),
             config.audit.checkpoint_s,
@@ -96,16 +112,12 @@ impl Engine {
         Engine {
             audit,
             config,
+            live,
             backend,
             cache,
             ids,
-            registry,
             inputs: InputBuilder::default(),
-            revoked: RevocationState::default(),
-            revocation_version: 0,
-            revocation_fresh_at: None,
             kid_miss: None,
-            registry_fresh_at: None,
             budget,
             client_source: None,
         }
@@ -113,6 +125,19 @@ impl Engine {
 
     /// How the host reports a request's client address (read only when `verify_budget`
     /// needs it: a token no cache tier answers).
+    /// The configuration this engine was built with (never changed by the feeds).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The token rules in force: the configuration's, with the keys the feeds delivered.
+    pub fn token_rules(&self) -> crate::token::TokenRules<'_> {
+        crate::token::TokenRules {
+            issuers: &self.live.issuers,
+            ..self.config.token_rules()
+        }
+    }
+
     pub fn set_client_source(&mut self, source: fn() -> Option<String>) {
         self.client_source = Some(source);
     }
@@ -134,15 +159,15 @@ impl Engine {
 
     /// Replaces the registry (a new feed version) and records when it was confirmed.
     pub fn set_registry(&mut self, registry: Registry, fresh_at: f64) {
-        self.registry = registry;
+        self.live.registry = registry;
         self.inputs.clear();
-        self.registry_fresh_at = Some(fresh_at);
+        self.live.registry_fresh_at = Some(fresh_at);
     }
 
     /// Replaces the keys of issuer `index` (a new remote JWKS). Cached verifications are
     /// dropped: a removed key must not keep its tokens alive.
     pub fn set_issuer_keys(&mut self, index: usize, keys: Vec<crate::keys::VerifyKey>) {
-        if let Some(issuer) = self.config.issuers.get_mut(index) {
+        if let Some(issuer) = self.live.issuers.get_mut(index) {
             issuer.keys = keys;
             self.cache = VerifiedCache::new(self.config.cache_entries);
             self.inputs.clear();
@@ -162,19 +187,19 @@ impl Engine {
 
     /// Replaces the revocation state (a new published version) confirmed at `fresh_at`.
     pub fn set_revocation(&mut self, state: RevocationState, version: u64, fresh_at: f64) {
-        self.revoked = state;
-        self.revocation_version = version;
-        self.revocation_fresh_at = Some(fresh_at);
+        self.live.revoked = state;
+        self.live.revocation_version = version;
+        self.live.revocation_fresh_at = Some(fresh_at);
     }
 
     /// Records that the revocation feed answered at `fresh_at` with no change.
     pub fn confirm_revocation(&mut self, fresh_at: f64) {
-        self.revocation_fresh_at = Some(fresh_at);
+        self.live.revocation_fresh_at = Some(fresh_at);
     }
 
     /// The version of the revocation state in use (0: none yet).
     pub fn revocation_version(&self) -> u64 {
-        self.revocation_version
+        self.live.revocation_version
     }
 
     /// Revocation check: staleness first (fail closed unless configured otherwise), then
@@ -188,7 +213,7 @@ impl Engine {
         let Some(rc) = self.config.revocation.as_ref() else {
             return Ok(());
         };
-        let stale = match self.revocation_fresh_at {
+        let stale = match self.live.revocation_fresh_at {
             None => true,
             Some(at) => now - at > rc.max_staleness_s as f64,
         };
@@ -198,7 +223,7 @@ impl Engine {
                 return Err(Reason::RevocationStale);
             }
         }
-        self.revoked.check(
+        self.live.revoked.check(
             token.jti.as_deref(),
             &token.subject,
             &token.chain,
@@ -209,23 +234,23 @@ impl Engine {
 
     /// Records that the feed confirmed the current registry at `fresh_at`.
     pub fn confirm_registry(&mut self, fresh_at: f64) {
-        self.registry_fresh_at = Some(fresh_at);
+        self.live.registry_fresh_at = Some(fresh_at);
     }
 
     /// The registry in use.
     pub fn registry(&self) -> &Registry {
-        &self.registry
+        &self.live.registry
     }
 
     /// Starts the staleness clock of a configured feed (at configure time).
     pub fn start_feed_clock(&mut self, now: f64) {
-        if self.config.feed.is_some() && self.registry_fresh_at.is_none() {
-            self.registry_fresh_at = Some(now);
+        if self.config.feed.is_some() && self.live.registry_fresh_at.is_none() {
+            self.live.registry_fresh_at = Some(now);
         }
     }
 
     fn registry_stale(&self, now: f64) -> bool {
-        match (&self.config.feed, self.registry_fresh_at) {
+        match (&self.config.feed, self.live.registry_fresh_at) {
             (Some(feed), Some(at)) if feed.on_stale == StaleMode::Deny => {
                 now - at > feed.max_staleness_s as f64
             }
@@ -295,7 +320,7 @@ impl Engine {
             &token.subject,
             &token.chain,
             &token.scopes,
-            &self.registry,
+            &self.live.registry,
             rules,
             now,
         )?;
@@ -339,7 +364,7 @@ impl Engine {
         };
         let input = self
             .inputs
-            .build(&view, now, token, agent, route, &self.registry);
+            .build(&view, now, token, agent, route, &self.live.registry);
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {
                 if let Some((name, _)) = headers.iter().find(|(k, _)| !config.is_filter_header(k)) {
@@ -414,9 +439,13 @@ impl Engine {
                 Some(key)
             }
         };
+        let rules = crate::token::TokenRules {
+            issuers: &self.live.issuers,
+            ..self.config.token_rules()
+        };
         let out = verify_token(
             token,
-            &self.config.token_rules(),
+            &rules,
             self.backend.as_ref(),
             Some(&mut self.cache),
             now,
@@ -429,7 +458,7 @@ impl Engine {
             }
             Err(reason) => {
                 if reason == Reason::TokenKid {
-                    self.kid_miss = remote_issuer_of(token, &self.config);
+                    self.kid_miss = remote_issuer_of(token, &self.live.issuers);
                 }
                 if let (Some(budget), Some(client), Reason::TokenSignature) =
                     (self.budget.as_mut(), client, reason)
@@ -444,7 +473,7 @@ impl Engine {
 
 /// The index of the remote (`jwks_uri`) issuer named by `token`'s `iss`, if any. Only
 /// called after a `kid` miss, so the second payload decode costs nothing in the common case.
-fn remote_issuer_of(token: &str, cfg: &Config) -> Option<usize> {
+fn remote_issuer_of(token: &str, issuers: &[crate::token::Issuer]) -> Option<usize> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -452,7 +481,7 @@ fn remote_issuer_of(token: &str, cfg: &Config) -> Option<usize> {
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let iss = claims.get("iss")?.as_str()?;
-    cfg.issuers
+    issuers
         .iter()
         .position(|i| i.issuer == iss && i.remote.is_some())
 }

@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::audit::EventContext;
 use crate::config::{Config, Problem};
 use crate::crypto::PureRust;
 use crate::dev::{DevKeys, Recipe};
-use crate::pipeline::{Decision, DecisionIds, Engine, Request};
+use crate::pipeline::{Decision, DecisionIds, Request};
 use crate::policy::{render_into, run_tests, PolicyFiles};
-use crate::revocation::RevocationState;
+use crate::worker::local::LocalHost;
+use crate::worker::{Checked, Worker};
 
 /// Deepest JSON the playground's own documents may nest (the config has its own limit).
 const MAX_DEPTH: usize = 64;
@@ -343,20 +343,22 @@ pub fn evaluate(inputs_json: &str) -> Value {
         return failed(vec![error("page", "`now` is not a number")], notes);
     }
     let names = config.headers.clone();
-    let revocation = config.revocation.is_some();
-    let mut engine = Engine::new(config, Box::new(PureRust), DecisionIds::from_entropy());
-    engine.start_feed_clock(inputs.now);
-    if revocation {
-        engine.set_revocation(RevocationState::default(), 1, inputs.now);
-    }
-    let d = engine.evaluate(&req, inputs.now);
-    let ctx = EventContext {
-        now: inputs.now,
-        latency_us: 0,
-        request_id: req.request_id(),
-    };
-    let audit = engine
-        .audit(&d, &ctx)
+    // The filter's worker on a host in memory: no feeds answer here, so the revocation
+    // state is taken as empty and fresh.
+    let host = LocalHost::at(inputs.now);
+    let mut worker = Worker::new(
+        &host,
+        config,
+        Box::new(PureRust),
+        DecisionIds::from_entropy(),
+        None,
+    );
+    worker.assume_no_revocations(inputs.now);
+    let Checked {
+        decision: d,
+        mut events,
+    } = worker.check(&req, inputs.now, || 0);
+    let audit = events
         .pop()
         .and_then(|l| serde_json::from_str::<Value>(l.json()).ok())
         .unwrap_or(Value::Null);

@@ -44,7 +44,7 @@ pub struct TokenRules<'a> {
 }
 
 /// A validated issuer, ready for the request path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Issuer {
     pub issuer: String,
     pub audiences: Vec<String>,

@@ -2,7 +2,7 @@
 # The benchmark command (not part of the test suite): agent-iam side by side with Envoy's
 # native jwt_authn + RBAC in one Envoy, then the scale section; writes docs/BENCHMARKS.md
 # and docs/benchmarks.json. Installs wrk (apt) and oha (cargo, pinned) when missing.
-# Arguments go to test-harness/bench_compare.py (--rounds N, --duration S, --quick).
+# Arguments go to test-harness/bench/bench_compare.py (--rounds N, --duration S, --quick).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -17,4 +17,4 @@ if ! command -v oha >/dev/null && [ ! -x target/bench-tools/bin/oha ]; then
 fi
 test-harness/build.sh --for-tests   # bench.py and bench_audit.py time inside Envoy with hooks
 test-harness/build.sh
-exec python test-harness/bench_compare.py "$@"
+exec python test-harness/bench/bench_compare.py "$@"

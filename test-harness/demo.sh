@@ -6,4 +6,4 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source test-harness/setup.sh
 test-harness/build.sh
-exec python test-harness/demo.py "$@"
+exec python test-harness/scripts/demo.py "$@"

@@ -10,7 +10,7 @@ source test-harness/setup.sh
 
 # Chromium (apt) and playwright-core (npm) download while the CPU compiles.
 mkdir -p test-harness/out
-test-harness/browser-setup.sh >test-harness/out/browser-setup.log 2>&1 &
+test-harness/scripts/browser-setup.sh >test-harness/out/browser-setup.log 2>&1 &
 BROWSER_SETUP=$!
 
 # Name the host target explicitly: build scripts and proc macros are then compiled once and
@@ -19,7 +19,7 @@ BROWSER_SETUP=$!
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_BUILD_TARGET="$HOST"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ss] %s\n' "$SECONDS" "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
@@ -32,7 +32,7 @@ step "playground (browser build)";           test-harness/playground.sh --build-
 step "Chromium + playwright-core"
 wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }
 step "end-to-end through Envoy and Chromium"
-AGENT_IAM_CLI="$ROOT/target/$HOST/debug/agent-iam" python -m pytest -q test-harness
+AGENT_IAM_CLI="$ROOT/target/$HOST/debug/agent-iam" python -m pytest -q test-harness/e2e
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
-echo "all green"
+echo "all green in ${SECONDS}s"

@@ -143,6 +143,20 @@ fn validate_reads_stdin_and_reports_json() {
     );
 }
 
+/// The hand-edited base configuration has a `policy` without modules (`policy render`
+/// adds them): `validate` says so, at the member's path.
+#[test]
+fn validate_names_what_an_optional_section_lacks() {
+    let o = run(&["validate", "--config", "envoy/plugin.base.json"], "");
+    assert_eq!(
+        (code(&o), String::from_utf8_lossy(&o.stderr).into_owned()),
+        (
+            1,
+            "invalid plugin configuration: $.policy: missing required field `modules`\n".to_owned()
+        )
+    );
+}
+
 #[test]
 fn check_reads_a_file_or_stdin_and_writes_json_or_text() {
     let reqs = requests();

@@ -1,5 +1,5 @@
 //! Project Wycheproof vectors through the pure-Rust backend (the host backend runs the same
-//! files inside Envoy: test-harness/test_wycheproof_envoy.py).
+//! files inside Envoy: test-harness/e2e/test_wycheproof_envoy.py).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

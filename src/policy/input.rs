@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::value::{object, opt_str, strings, to_rego_object};
 use crate::agents::{AgentRecord, AgentStatus, Registry};
 use crate::cache::TokenHash;
-use crate::config::Route;
 use crate::decision::Request;
 use crate::delegation::AgentContext;
-use crate::policy::{object, opt_str, strings, to_rego_object};
+use crate::route::Route;
 use crate::target::Target;
 use crate::token::VerifiedToken;
 
@@ -314,8 +314,8 @@ impl InputBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PathMatch;
     use crate::keys::Alg;
+    use crate::route::PathMatch;
     use crate::token::Actor;
 
     /// The `input` document built from scratch: the reference the cached builder must equal.

@@ -2,10 +2,11 @@
 
 use std::io::Write;
 
-use agent_iam::audit::EventContext;
 use agent_iam::config::BackendChoice;
 use agent_iam::crypto::PureRust;
-use agent_iam::pipeline::{DecisionIds, Engine, Request};
+use agent_iam::pipeline::{DecisionIds, Request};
+use agent_iam::worker::local::LocalHost;
+use agent_iam::worker::{Checked, Worker};
 use serde_json::{json, Value};
 
 use crate::common::{self, Code, Format, Outcome};
@@ -56,8 +57,15 @@ pub fn run(args: &Args) -> Outcome {
         eprintln!("agent-iam: agents.feed is polled inside Envoy only; the CLI decides with the inline agents.registry");
     }
     let input = common::lines(&args.requests)?;
-    let mut engine = Engine::new(cfg, Box::new(PureRust), DecisionIds::from_entropy());
-    engine.start_feed_clock(now as f64);
+    // The filter's worker, on a host without clusters (the inline registry decides).
+    let host = LocalHost::at(now as f64);
+    let mut worker = Worker::new(
+        &host,
+        cfg,
+        Box::new(PureRust),
+        DecisionIds::from_entropy(),
+        None,
+    );
     let mut audit_file = match &args.audit {
         Some(p) => Some((
             p,
@@ -77,14 +85,13 @@ pub fn run(args: &Args) -> Outcome {
         let text = match request_from_line(&line) {
             Ok(req) => {
                 let started = std::time::Instant::now();
-                let d = engine.evaluate(&req, now as f64);
-                let ctx = EventContext {
-                    now: now as f64,
-                    latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    request_id: req.request_id(),
-                };
                 // The stream's `start` event comes before the first decision's event.
-                let events = engine.audit(&d, &ctx);
+                let Checked {
+                    decision: d,
+                    events,
+                } = worker.check(&req, now as f64, || {
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+                });
                 if let Some((p, f)) = audit_file.as_mut() {
                     for e in &events {
                         writeln!(f, "{}", e.json()).map_err(|e| format!("--audit {p}: {e}"))?;
@@ -111,7 +118,7 @@ pub fn run(args: &Args) -> Outcome {
     }
     if let Some((p, mut f)) = audit_file {
         // The filter ends a worker's stream with a final checkpoint.
-        if let Some(last) = engine.audit_stream().finish(now as f64, 0) {
+        if let Some(last) = worker.finish(now as f64) {
             writeln!(f, "{}", last.json()).map_err(|e| format!("--audit {p}: {e}"))?;
         }
         f.flush().map_err(|e| format!("--audit {p}: {e}"))?;

@@ -1,0 +1,416 @@
+//! Phase 1: the configuration as operators write it. Strict serde types (every struct
+//! `deny_unknown_fields`) with the safe defaults; the doc comments are the descriptions
+//! of the generated JSON Schema (`agent_iam.meta.json`). Sections that belong to a stage
+//! (`revocation`, `policy`, `audit`, `verify_budget`, the registry records, JWKS sources)
+//! keep their types in that stage's module.
+
+// The filter reads the schema shipped in agent_iam.meta.json: no schemars code in the .wasm.
+#[cfg(tools)]
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::agents::AgentRecord;
+use crate::delegation::CeilingMode;
+use crate::keys::{Alg, JwksConfig, JwksUriConfig};
+
+/// The plugin configuration as written by operators (see docs/configuration.md).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(tools, schemars(title = "agent-iam plugin configuration"))]
+pub struct PluginConfig {
+    /// Trusted token issuers. A token's `iss` selects exactly one.
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (0..=300).
+    #[serde(default = "default_skew")]
+    pub clock_skew_s: u64,
+    /// Upper bound for `exp - iat`: only short-lived tokens pass (1..=86400).
+    #[serde(default = "default_lifetime")]
+    pub max_token_lifetime_s: u64,
+    /// Longest token accepted, in bytes (512..=65536).
+    #[serde(default = "default_token_bytes")]
+    pub max_token_bytes: u64,
+    /// Delegation (RFC 8693 `act`) limits.
+    #[serde(default)]
+    pub delegation: DelegationConfig,
+    /// Which code verifies signatures: `auto` (host crypto on Envoy for ES256/RS256, pure
+    /// Rust otherwise), `host` (require Envoy's BoringSSL) or `pure` (pure Rust everywhere).
+    #[serde(default)]
+    pub signature_backend: BackendChoice,
+    /// Per-worker cache of verified signatures.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Per-client budget of failed signature checks against floods of forged tokens
+    /// (absent: no budget). Keyed by the downstream address the host reports.
+    #[serde(default)]
+    pub verify_budget: Option<crate::budget::BudgetConfig>,
+    /// The agent registry and its live feed.
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    /// Route requirements; the most specific match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// What happens to a request that matches no route: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub unmatched_route: UnmatchedRoute,
+    /// How the request target and method are read (see docs/configuration.md, "Request
+    /// hygiene").
+    #[serde(default)]
+    pub request: RequestConfig,
+    /// Real-time revocation: the Shared Signals (RFC 8936 poll) feed and its transmitter.
+    #[serde(default)]
+    pub revocation: Option<crate::revocation::RevocationConfig>,
+    /// The Rego policy evaluated after the built-in checks.
+    #[serde(default)]
+    pub policy: Option<crate::policy::PolicyConfig>,
+    /// The audit trail: where events go and how often a quiet stream checkpoints.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// What the filter tells the upstream on allow.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// A token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    /// Inline JWKS: `{"keys": [...]}`. Every key needs `kid`; keys are validated at load.
+    /// Exactly one of `jwks` / `jwks_uri`.
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
+    /// Remote JWKS fetched through an Envoy cluster, shared by all workers, refreshed on
+    /// schedule and at once (rate-limited) on an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<JwksUriConfig>,
+    /// Allowed algorithms (ES256, EdDSA, RS256). `none` and HMAC are never accepted.
+    pub algorithms: Vec<AlgName>,
+    /// Accepted `typ` header values, compared case-insensitively with an optional
+    /// `application/` prefix.
+    #[serde(default = "default_types")]
+    pub accepted_types: Vec<String>,
+}
+
+/// Algorithm names accepted in `algorithms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+pub enum AlgName {
+    ES256,
+    EdDSA,
+    RS256,
+}
+
+impl AlgName {
+    pub(super) fn alg(self) -> Alg {
+        match self {
+            AlgName::ES256 => Alg::Es256,
+            AlgName::EdDSA => Alg::EdDsa,
+            AlgName::RS256 => Alg::Rs256,
+        }
+    }
+}
+
+/// Delegation (RFC 8693 `act` chain) limits.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DelegationConfig {
+    /// Most actors in an `act` chain (1..=16).
+    #[serde(default = "default_depth")]
+    pub max_depth: u64,
+    /// A token asking for more than the chain's ceiling: `deny` (default) or `narrow`.
+    #[serde(default)]
+    pub on_scope_exceeds_ceiling: CeilingMode,
+}
+
+impl Default for DelegationConfig {
+    fn default() -> Self {
+        DelegationConfig {
+            max_depth: default_depth(),
+            on_scope_exceeds_ceiling: CeilingMode::Deny,
+        }
+    }
+}
+
+/// The agent registry: inline records, optionally replaced at run time by a feed.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Registered agents (the initial registry when a feed is configured).
+    #[serde(default)]
+    pub registry: Vec<AgentRecord>,
+    /// A registry feed polled through an Envoy cluster.
+    #[serde(default)]
+    pub feed: Option<FeedConfig>,
+    /// Admit an unregistered `sub` when there is no `act` (routes that also serve humans).
+    /// Actors in a delegation chain must always be registered.
+    #[serde(default)]
+    pub allow_unregistered_subjects: bool,
+}
+
+/// Where and how often to fetch the registry: `GET path` on an Envoy cluster, answering
+/// `{"version": "...", "agents": [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Envoy cluster name serving the feed.
+    pub cluster: String,
+    /// Path of the registry document.
+    pub path: String,
+    /// `:authority` of the feed request (defaults to the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Poll interval in milliseconds (100..=3600000).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Per-request timeout in milliseconds (10..=60000).
+    #[serde(default = "default_feed_timeout_ms")]
+    pub timeout_ms: u64,
+    /// After this long without a good answer the feed is stale (1..=86400).
+    #[serde(default = "default_staleness")]
+    pub max_staleness_s: u64,
+    /// When stale: `deny` every request (default) or keep using the last good registry.
+    #[serde(default)]
+    pub on_stale: StaleMode,
+    /// Accept an answer whose version orders before the one in use (a smaller decimal
+    /// integer, or a different version when either is not a decimal integer). Off: such an
+    /// answer is refused (logged, counted, audited) and the registry in use stays.
+    #[serde(default)]
+    pub allow_rollback: bool,
+}
+
+/// Behaviour with a stale registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StaleMode {
+    /// Deny with `agent.registry_stale` (fail closed).
+    #[default]
+    Deny,
+    /// Keep deciding with the last good registry.
+    LastGood,
+}
+
+/// One route requirement. Exactly one of `prefix` / `exact`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label used in decisions (defaults to the path).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Matches paths starting with this (query string excluded).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Matches exactly this path (query string excluded).
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// Methods this route covers (upper case); empty = every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Scopes the effective scopes must contain.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+}
+
+/// How the filter reads the request line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// A `;` in the path: `reject` (default, 400 `request.target`: servlet containers strip
+    /// `;params` from segments, so `/admin;x` runs `/admin` there) or `allow` (an ordinary
+    /// path character, for upstreams that never strip them).
+    #[serde(default)]
+    pub semicolons: SemicolonMode,
+    /// Methods accepted besides RFC 9110's (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS,
+    /// TRACE), PATCH and those `routes[].methods` name: upper-case tokens (`PROPFIND`).
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// `request.semicolons`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SemicolonMode {
+    /// 400 `request.target`.
+    #[default]
+    Reject,
+    /// An ordinary path character.
+    Allow,
+}
+
+/// What to do with a request that matches no route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedRoute {
+    /// 403 `route.unmatched`.
+    #[default]
+    Deny,
+    /// Allow with no scope requirement.
+    Allow,
+}
+
+/// Signature backend selection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// Host crypto when the host is positively identified as Envoy, else pure Rust.
+    #[default]
+    Auto,
+    /// Envoy's BoringSSL for ES256/RS256 (EdDSA stays pure Rust); an error elsewhere.
+    Host,
+    /// Pure Rust for everything.
+    Pure,
+}
+
+/// Verified-signature cache, one per worker.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most cached tokens per worker (0 disables the cache, at most 100000).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+/// Upstream identity context.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Names of the identity headers. Client-sent copies are always removed.
+    #[serde(default)]
+    pub headers: HeaderNames,
+    /// Remove the `authorization` header before forwarding (the upstream then never sees
+    /// the bearer token). Default: keep it.
+    #[serde(default)]
+    pub strip_authorization: bool,
+    /// Request headers whose names start with this (case-insensitive, `_` read as `-`)
+    /// belong to the filter: every client copy is removed before the decision, and a
+    /// policy may set them. Default `x-agent-`; `""` reserves no prefix.
+    #[serde(default = "default_reserved_prefix")]
+    pub reserved_prefix: String,
+}
+
+fn default_reserved_prefix() -> String {
+    "x-agent-".into()
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            headers: HeaderNames::default(),
+            strip_authorization: false,
+            reserved_prefix: default_reserved_prefix(),
+        }
+    }
+}
+
+/// Identity header names (lower-case HTTP header names).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HeaderNames {
+    /// The acting agent (`act.sub`, or `sub` without delegation).
+    #[serde(default = "h_agent")]
+    pub agent: String,
+    /// The principal the agent acts for (`sub`).
+    #[serde(default = "h_principal")]
+    pub principal: String,
+    /// The delegation chain, newest actor first, comma-separated.
+    #[serde(default = "h_chain")]
+    pub chain: String,
+    /// The effective scopes (token scopes narrowed by the chain's ceiling), space-separated.
+    #[serde(default = "h_scopes")]
+    pub scopes: String,
+    /// The decision id (also in the response body and the log line).
+    #[serde(default = "h_decision")]
+    pub decision_id: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames {
+            agent: h_agent(),
+            principal: h_principal(),
+            chain: h_chain(),
+            scopes: h_scopes(),
+            decision_id: h_decision(),
+        }
+    }
+}
+
+impl HeaderNames {
+    /// All names, for stripping.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.agent,
+            &self.principal,
+            &self.chain,
+            &self.scopes,
+            &self.decision_id,
+        ]
+    }
+}
+
+fn default_skew() -> u64 {
+    30
+}
+fn default_lifetime() -> u64 {
+    600
+}
+fn default_token_bytes() -> u64 {
+    8192
+}
+fn default_depth() -> u64 {
+    4
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_feed_timeout_ms() -> u64 {
+    500
+}
+fn default_staleness() -> u64 {
+    30
+}
+fn default_cache_entries() -> u64 {
+    1024
+}
+fn default_types() -> Vec<String> {
+    vec!["at+jwt".into()]
+}
+fn h_agent() -> String {
+    "x-agent-id".into()
+}
+fn h_principal() -> String {
+    "x-agent-principal".into()
+}
+fn h_chain() -> String {
+    "x-agent-chain".into()
+}
+fn h_scopes() -> String {
+    "x-agent-scopes".into()
+}
+fn h_decision() -> String {
+    "x-agent-decision-id".into()
+}

@@ -1,0 +1,119 @@
+//! Phase 2: values and cross-field rules, one file per section, each reporting every
+//! problem it finds with its JSON path. [`PluginConfig::validate`] runs the sections in
+//! a fixed order (the order problems are reported in) and builds the [`Config`] only
+//! when there is none. Sections that belong to a stage (`revocation`, `audit`,
+//! `verify_budget`, `policy`, the registry records, JWKS keys) are checked by that
+//! stage's own code.
+
+mod agents;
+mod issuers;
+mod limits;
+mod request;
+mod routes;
+mod stage;
+mod upstream;
+
+use std::ops::RangeInclusive;
+
+use super::raw::PluginConfig;
+use super::{Config, ConfigError};
+use crate::problem::Problem;
+
+impl PluginConfig {
+    /// Phase 2: values and cross-field rules. Returns every problem at once.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let PluginConfig {
+            issuers,
+            clock_skew_s,
+            max_token_lifetime_s,
+            max_token_bytes,
+            delegation,
+            signature_backend,
+            cache,
+            verify_budget,
+            agents,
+            routes,
+            unmatched_route,
+            request,
+            revocation,
+            policy,
+            audit,
+            upstream,
+        } = self;
+        let mut problems = Vec::new();
+        let out = &mut problems;
+        let issuers = issuers::check(issuers, out);
+        limits::token(clock_skew_s, max_token_lifetime_s, max_token_bytes, out);
+        limits::delegation(&delegation, out);
+        limits::cache(&cache, out);
+        upstream::identity_headers(&upstream.headers, out);
+        let routes = routes::check(&routes, out);
+        let methods = request::methods(&request, &routes, out);
+        let reserved_prefix = upstream::reserved_prefix(&upstream.reserved_prefix, out);
+        if let Some(feed) = &agents.feed {
+            agents::feed(feed, out);
+        }
+        let registry = agents::registry(agents.registry, out);
+        let revocation = revocation.and_then(|r| stage::revocation(r, &issuers, out));
+        audit.validate(out);
+        if let Some(b) = &verify_budget {
+            b.validate(out);
+        }
+        // Compiling is the expensive part: only a configuration otherwise valid.
+        let policy = match &policy {
+            Some(pc) if problems.is_empty() => stage::policy(pc, &mut problems),
+            _ => None,
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            policy,
+            revocation,
+            audit,
+            verify_budget,
+            strip_authorization: upstream.strip_authorization,
+            registry,
+            feed: agents.feed,
+            allow_unregistered_subjects: agents.allow_unregistered_subjects,
+            ceiling: delegation.on_scope_exceeds_ceiling,
+            routes,
+            unmatched_route,
+            semicolons: request::semicolons(request.semicolons),
+            methods,
+            reserved_prefix,
+            issuers,
+            clock_skew_s,
+            max_token_lifetime_s,
+            max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
+            max_delegation_depth: usize::try_from(delegation.max_depth).unwrap_or(usize::MAX),
+            signature_backend,
+            cache_entries: usize::try_from(cache.max_entries).unwrap_or(0),
+            headers: upstream.headers,
+        })
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// `value` must lie in `range`: "`value` is outside `start..=end`".
+fn within(path: &str, value: u64, range: RangeInclusive<u64>, out: &mut Vec<Problem>) {
+    if !range.contains(&value) {
+        out.push(problem(
+            path,
+            format!("{value} is outside {}..={}", range.start(), range.end()),
+        ));
+    }
+}
+
+/// `value` must not exceed `max`: "`value` is above the maximum `max`".
+fn at_most(path: &str, value: u64, max: u64, out: &mut Vec<Problem>) {
+    if value > max {
+        out.push(problem(path, format!("{value} is above the maximum {max}")));
+    }
+}

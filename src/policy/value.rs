@@ -1,0 +1,55 @@
+//! Building regorus values: from serde_json without a text round trip, and the small
+//! constructors the policy input is assembled with.
+
+use std::collections::BTreeMap;
+
+use regorus::Value;
+
+/// serde_json → regorus without a text round trip.
+pub fn to_rego(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(to_rego).collect::<Vec<_>>()),
+        serde_json::Value::Object(m) => to_rego_object(m),
+    }
+}
+
+/// A JSON object → regorus object, without cloning the source map first.
+pub fn to_rego_object(m: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from(
+        m.iter()
+            .map(|(k, v)| (Value::from(k.as_str()), to_rego(v)))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// Builds a regorus object from `(key, value)` pairs.
+pub fn object<I: IntoIterator<Item = (&'static str, Value)>>(pairs: I) -> Value {
+    Value::from(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// Strings → regorus array.
+pub fn strings<'a, I: IntoIterator<Item = &'a str>>(items: I) -> Value {
+    Value::from(items.into_iter().map(Value::from).collect::<Vec<_>>())
+}
+
+/// Optional string → regorus string or null.
+pub fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}

@@ -1,0 +1,292 @@
+//! A host in memory: shared data, metrics, logs and calls a test (or the CLI) can see and
+//! answer. The native tests of the worker, its pollers and its audit queue run on it, and
+//! so do the CLI and the playground (no clusters: a dispatch fails, as on a host without
+//! the cluster).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use super::host::{Host, Level, MetricKind};
+use crate::shared::{HostError, SharedData};
+
+/// One call the worker dispatched.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub token: u32,
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The answer being delivered to the worker (see [`LocalHost::answer`]).
+#[derive(Debug, Default)]
+struct Answer {
+    status: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// A local answer: status, headers, body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// What a request's processing did to the request: header edits and the local answer.
+#[derive(Debug, Default, Clone)]
+pub struct Stream {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub removed: Vec<String>,
+    pub set: Vec<(String, String)>,
+    pub response: Option<Response>,
+    pub properties: Vec<(String, Vec<u8>)>,
+    pub reset: bool,
+}
+
+#[derive(Default)]
+pub struct LocalHost {
+    /// UNIX seconds; `None`: the clock fails.
+    pub clock: Cell<Option<f64>>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    metrics: RefCell<Vec<(String, MetricKind, u64)>>,
+    pub logs: RefCell<Vec<(Level, String)>>,
+    /// The lowest level the log shows.
+    pub log_level: Cell<Option<Level>>,
+    /// Calls dispatched and not yet answered; `clusters` lists those that exist.
+    pub calls: RefCell<Vec<Call>>,
+    pub clusters: RefCell<Vec<String>>,
+    next_token: Cell<u32>,
+    answer: RefCell<Answer>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub stream: RefCell<Stream>,
+    /// Host calls on the request that fail (by name: "request_headers", "remove", "set",
+    /// "send_response").
+    pub failing: RefCell<Vec<&'static str>>,
+}
+
+impl LocalHost {
+    pub fn at(now: f64) -> LocalHost {
+        let h = LocalHost::default();
+        h.clock.set(Some(now));
+        h
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        if let Some(t) = self.clock.get() {
+            self.clock.set(Some(t + ms as f64 / 1000.0));
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.get().map_or(0, |t| (t * 1000.0) as u64)
+    }
+
+    /// Starts a new request with these headers (pseudo-headers included).
+    pub fn request(&self, headers: &[(&str, &str)]) {
+        *self.stream.borrow_mut() = Stream {
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            ..Stream::default()
+        };
+    }
+
+    /// Takes the oldest unanswered call to `cluster`.
+    pub fn take_call(&self, cluster: &str) -> Option<Call> {
+        let mut calls = self.calls.borrow_mut();
+        let i = calls.iter().position(|c| c.cluster == cluster)?;
+        Some(calls.remove(i))
+    }
+
+    /// Sets the answer the next [`super::Worker::on_call_response`] reads.
+    pub fn answer(&self, status: &str, body: &[u8]) {
+        *self.answer.borrow_mut() = Answer {
+            status: status.as_bytes().to_vec(),
+            body: body.to_vec(),
+        };
+    }
+
+    /// A metric's value by name (counters summed, gauges and histograms: the last value).
+    pub fn metric_value(&self, name: &str) -> Option<u64> {
+        self.metrics
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| *v)
+    }
+
+    /// Log lines containing `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .borrow()
+            .iter()
+            .filter(|(_, m)| m.contains(needle))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    fn fails(&self, what: &str) -> Result<(), HostError> {
+        if self.failing.borrow().contains(&what) {
+            Err(HostError(format!("{what} failed")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl SharedData for LocalHost {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok(match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let mut data = self.shared.borrow_mut();
+        let current = data.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return Err(HostError("CasMismatch".into()));
+        }
+        let next = current.map_or(1, |c| c.wrapping_add(1));
+        data.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
+impl Host for LocalHost {
+    fn now(&self) -> Option<f64> {
+        self.clock.get()
+    }
+
+    fn log(&self, level: Level, msg: &str) {
+        self.logs.borrow_mut().push((level, msg.to_owned()));
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        self.log_level.get().is_none_or(|min| level >= min)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let mut m = self.metrics.borrow_mut();
+        if let Some(i) = m.iter().position(|(n, _, _)| n == name) {
+            return u32::try_from(i).ok();
+        }
+        m.push((name.to_owned(), kind, 0));
+        u32::try_from(m.len() - 1).ok()
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) {
+        if let Some((_, _, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
+            *v = v.saturating_add_signed(by);
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        if let Some((_, _, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
+            *v = value;
+        }
+    }
+
+    fn metric(&self, id: u32) -> Option<u64> {
+        self.metrics.borrow().get(id as usize).map(|(_, _, v)| *v)
+    }
+
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        if !self.clusters.borrow().iter().any(|c| c == cluster) {
+            return Err(HostError("BadArgument".into()));
+        }
+        let token = self.next_token.get().wrapping_add(1);
+        self.next_token.set(token);
+        self.calls.borrow_mut().push(Call {
+            token,
+            cluster: cluster.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.unwrap_or_default().to_vec(),
+        });
+        Ok(token)
+    }
+
+    fn call_status(&self) -> Vec<u8> {
+        self.answer.borrow().status.clone()
+    }
+
+    fn call_body(&self, size: usize) -> Option<Vec<u8>> {
+        let a = self.answer.borrow();
+        (size > 0).then(|| a.body.iter().take(size).copied().collect())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.borrow().get(&path.join(".")).cloned()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.stream
+            .borrow_mut()
+            .properties
+            .push((path.join("."), value.to_vec()));
+        Ok(())
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        self.fails("request_headers")?;
+        Ok(self.stream.borrow().headers.clone())
+    }
+
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        let s = self.stream.borrow();
+        s.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        self.fails("remove")?;
+        let mut s = self.stream.borrow_mut();
+        s.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        s.removed.push(name.to_owned());
+        Ok(())
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.fails("set")?;
+        let mut s = self.stream.borrow_mut();
+        s.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        s.headers.push((name.to_owned(), value.as_bytes().to_vec()));
+        s.set.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn send_response(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        self.fails("send_response")?;
+        self.stream.borrow_mut().response = Some((
+            status,
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body.to_vec(),
+        ));
+        Ok(())
+    }
+
+    fn reset_request(&self) {
+        self.stream.borrow_mut().reset = true;
+    }
+}

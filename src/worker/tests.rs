@@ -1,0 +1,418 @@
+//! The worker's sequence, its pollers and its audit queue, driven through the in-memory
+//! host: what the filter does inside Envoy, step by step, without Envoy.
+
+use serde_json::{json, Value};
+
+use super::local::LocalHost;
+use super::{Outcome, Worker};
+use crate::dev::{demo_plugin_config, mint, DevKeys, Recipe};
+
+const NOW: i64 = 1_800_000_000;
+
+fn keys() -> DevKeys {
+    let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+    DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+/// The demo issuer, any route, any subject.
+fn open_plugin(k: &DevKeys) -> Value {
+    let mut p = demo_plugin_config(k);
+    p["agents"] = json!({"allow_unregistered_subjects": true});
+    p["unmatched_route"] = json!("allow");
+    p
+}
+
+fn token(k: &DevKeys, recipe: Value) -> String {
+    let r: Recipe = serde_json::from_value(recipe).unwrap();
+    mint(k, &r, NOW).unwrap()
+}
+
+fn worker(host: &LocalHost, plugin: &Value) -> Worker {
+    Worker::configure(host, plugin.to_string().as_bytes(), None).unwrap_or_else(|p| panic!("{p:?}"))
+}
+
+/// Sends `GET path` with `auth` (and `extra` headers) through the worker.
+fn get(w: &mut Worker, host: &LocalHost, auth: &str, extra: &[(&str, &str)]) -> Outcome {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", "/tickets/1"),
+        (":authority", "api.test"),
+        ("authorization", auth),
+    ];
+    headers.extend_from_slice(extra);
+    host.request(&headers);
+    w.on_request(host)
+}
+
+/// The deny's reason code, from its body.
+fn reason(host: &LocalHost) -> Option<String> {
+    let s = host.stream.borrow();
+    let (_, _, body) = s.response.as_ref()?;
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v["reason"].as_str().map(str::to_owned)
+}
+
+fn status(host: &LocalHost) -> Option<u16> {
+    host.stream.borrow().response.as_ref().map(|(s, _, _)| *s)
+}
+
+fn header(host: &LocalHost, name: &str) -> Option<String> {
+    let s = host.stream.borrow();
+    s.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+#[test]
+fn a_request_is_decided_edited_audited_and_answered() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = open_plugin(&k);
+    plugin["audit"] = json!({"log": true, "filter_state": true});
+    let mut w = worker(&host, &plugin);
+    assert_eq!(host.logged("configured: 1 issuer(s)").len(), 1);
+
+    // Allowed: the client's copy of an identity header is gone, the filter's own is set.
+    let good = format!("Bearer {}", token(&k, json!({})));
+    let out = get(&mut w, &host, &good, &[("x-agent-id", "agent:forged")]);
+    assert_eq!(out, Outcome::Continue);
+    assert_eq!(status(&host), None);
+    assert_eq!(
+        header(&host, "x-agent-id").as_deref(),
+        Some("agent:build-bot-7")
+    );
+    assert!(host
+        .stream
+        .borrow()
+        .removed
+        .contains(&"x-agent-id".to_owned()));
+    // Its events: the stream's start and the decision, in the log and the filter state.
+    let fs = host.stream.borrow().properties.clone();
+    assert_eq!(fs.len(), 1);
+    assert_eq!(fs[0].0, "agent_iam.audit");
+    assert_eq!(String::from_utf8_lossy(&fs[0].1).lines().count(), 2);
+    assert_eq!(host.logged("agent-iam audit ").len(), 2);
+    assert_eq!(host.metric_value("agent_iam.decisions.allow"), Some(1));
+
+    // Denied: answered with the deny response; the forged header is still removed and
+    // nothing of the filter's is set.
+    let out = get(
+        &mut w,
+        &host,
+        "Bearer x.y.z",
+        &[("X-Agent-Id", "agent:forged")],
+    );
+    assert_eq!(out, Outcome::Answered);
+    let (code, headers, body) = host.stream.borrow().response.clone().unwrap();
+    assert_eq!(code, 401);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")));
+    assert!(String::from_utf8_lossy(&body).contains("token.malformed"));
+    assert_eq!(header(&host, "x-agent-id"), None);
+    assert!(host.stream.borrow().set.is_empty());
+    assert_eq!(host.metric_value("agent_iam.decisions.deny"), Some(1));
+    assert_eq!(
+        host.metric_value("agent_iam.denied.token.malformed"),
+        Some(1)
+    );
+}
+
+#[test]
+fn host_failures_on_the_request_deny_and_are_audited() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &open_plugin(&k));
+    let good = format!("Bearer {}", token(&k, json!({})));
+
+    // The identity headers cannot be set: the allow becomes an internal-error deny.
+    host.failing.borrow_mut().push("set");
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("internal.error"));
+    host.failing.borrow_mut().clear();
+
+    // The headers cannot be read.
+    host.failing.borrow_mut().push("request_headers");
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("internal.error"));
+    host.failing.borrow_mut().clear();
+
+    // No clock: denied, audited at the last time the worker saw.
+    host.clock.set(None);
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("internal.error"));
+    assert_eq!(host.logged("cannot read the host clock").len(), 1);
+
+    // Even the deny cannot be sent: the stream is reset.
+    host.clock.set(Some(NOW as f64));
+    host.failing.borrow_mut().push("send_response");
+    assert_eq!(get(&mut w, &host, "Bearer x", &[]), Outcome::Answered);
+    assert!(host.stream.borrow().reset);
+    assert_eq!(
+        host.metric_value("agent_iam.denied.internal.error"),
+        Some(3)
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_logged_with_its_paths() {
+    let host = LocalHost::at(NOW as f64);
+    let problems = Worker::configure(&host, br#"{"issuers": [], "bogus": 1}"#, None)
+        .err()
+        .unwrap();
+    assert!(!problems.is_empty());
+    assert_eq!(host.logged("configuration rejected").len(), 1);
+    assert!(host
+        .logged("invalid plugin configuration: $")
+        .iter()
+        .any(|l| l.contains("bogus")));
+    // `host` crypto needs Envoy's foreign function: refused elsewhere.
+    let mut p = open_plugin(&keys());
+    p["signature_backend"] = json!("host");
+    let problems = Worker::configure(&host, p.to_string().as_bytes(), None)
+        .err()
+        .unwrap();
+    assert!(problems[0].starts_with("$.signature_backend"));
+}
+
+fn with_feed(k: &DevKeys) -> Value {
+    let mut p = demo_plugin_config(k);
+    p["unmatched_route"] = json!("allow");
+    p["agents"] =
+        json!({"feed": {"cluster": "cp", "path": "/registry.json", "poll_interval_ms": 1000}});
+    p
+}
+
+fn registry(version: &str, status: &str) -> Vec<u8> {
+    json!({"version": version, "agents": [
+        {"id": "agent:build-bot-7", "status": status, "owner": "team:ci",
+         "max_scopes": ["tickets:read"]}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// Answers the oldest call to `cluster` on `w`.
+fn answer(w: &mut Worker, host: &LocalHost, cluster: &str, status: &str, body: &[u8]) {
+    let call = host.take_call(cluster).expect("a call to answer");
+    host.answer(status, body);
+    w.on_call_response(host, call.token, body.len());
+}
+
+#[test]
+fn the_registry_feed_polls_once_per_interval_publishes_and_every_worker_applies_it() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("cp".into());
+    let plugin = with_feed(&k);
+    let mut a = worker(&host, &plugin);
+    let mut b = worker(&host, &plugin);
+    let good = format!("Bearer {}", token(&k, json!({})));
+    assert_eq!(get(&mut a, &host, &good, &[]), Outcome::Answered);
+
+    // One VM wins the lease: one call for the interval.
+    a.on_tick(&host);
+    b.on_tick(&host);
+    assert_eq!(host.calls.borrow().len(), 1);
+    let call = host.calls.borrow()[0].clone();
+    assert!(call
+        .headers
+        .contains(&(":path".into(), "/registry.json".into())));
+    answer(&mut a, &host, "cp", "200", &registry("1", "active"));
+
+    // Both workers decide with it on their next request (b never polled).
+    assert_eq!(get(&mut b, &host, &good, &[]), Outcome::Continue);
+    assert_eq!(get(&mut a, &host, &good, &[]), Outcome::Continue);
+    assert_eq!(host.logged("registry version 1 applied").len(), 2);
+
+    // A rollback is refused and audited once; the registry in use stays.
+    host.advance_ms(1000);
+    b.on_tick(&host);
+    answer(&mut b, &host, "cp", "200", &registry("0", "suspended"));
+    assert_eq!(
+        host.metric_value("agent_iam.registry.rollbacks_refused"),
+        Some(1)
+    );
+    assert_eq!(host.logged("answer refused").len(), 1);
+    assert_eq!(get(&mut a, &host, &good, &[]), Outcome::Continue);
+
+    // A new version suspends the agent everywhere.
+    host.advance_ms(1000);
+    a.on_tick(&host);
+    answer(&mut a, &host, "cp", "200", &registry("2", "suspended"));
+    assert_eq!(get(&mut b, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("agent.suspended"));
+
+    // A failing feed keeps the last registry and logs its failures without flooding.
+    for _ in 0..12 {
+        host.advance_ms(1000);
+        a.on_tick(&host);
+        answer(&mut a, &host, "cp", "503", b"");
+    }
+    assert_eq!(host.logged("registry feed: HTTP status 503").len(), 2);
+    assert_eq!(get(&mut b, &host, &good, &[]), Outcome::Answered);
+}
+
+#[test]
+fn remote_keys_are_fetched_published_and_refetched_on_an_unknown_kid() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("idp".into());
+    let mut plugin = open_plugin(&k);
+    let jwks = plugin["issuers"][0]["jwks"].take();
+    plugin["issuers"][0].as_object_mut().unwrap().remove("jwks");
+    plugin["issuers"][0]["jwks_uri"] =
+        json!({"cluster": "idp", "path": "/jwks.json", "min_refetch_s": 10});
+    let mut w = worker(&host, &plugin);
+    let good = format!("Bearer {}", token(&k, json!({})));
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(status(&host), Some(503));
+
+    w.on_tick(&host);
+    answer(&mut w, &host, "idp", "200", jwks.to_string().as_bytes());
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
+    assert_eq!(host.logged("keys version 1 applied").len(), 1);
+    assert_eq!(host.metric_value("agent_iam.jwks.age_ms"), Some(0));
+
+    // An unknown kid asks for a refetch: the next tick fetches before the schedule.
+    let rotated = format!(
+        "Bearer {}",
+        token(&k, json!({"header": {"kid": "rotated-in"}}))
+    );
+    host.advance_ms(2000);
+    assert_eq!(get(&mut w, &host, &rotated, &[]), Outcome::Answered);
+    w.on_tick(&host);
+    assert!(host.take_call("idp").is_some(), "refetch");
+    // Not again within min_refetch_s.
+    host.advance_ms(2000);
+    assert_eq!(get(&mut w, &host, &rotated, &[]), Outcome::Answered);
+    w.on_tick(&host);
+    assert!(host.take_call("idp").is_none());
+}
+
+fn with_collector(k: &DevKeys, max_queue: u64) -> Value {
+    let mut p = open_plugin(k);
+    p["audit"] = json!({"collector": {"cluster": "sink", "path": "/events",
+        "batch_max": 2, "flush_interval_ms": 100, "max_queue": max_queue,
+        "backoff_max_ms": 1000}});
+    p
+}
+
+fn lines(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_collector_queue_batches_retries_in_order_and_drops_the_oldest_when_full() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("sink".into());
+    let mut w = worker(&host, &with_collector(&k, 4));
+    let good = format!("Bearer {}", token(&k, json!({})));
+    get(&mut w, &host, &good, &[]); // start + decision
+    w.on_tick(&host);
+    let first = host.take_call("sink").unwrap();
+    assert_eq!(lines(&first.body).len(), 2);
+    assert!(first
+        .headers
+        .contains(&("content-type".into(), "application/x-ndjson".into())));
+
+    // The batch fails: it goes back in front, and the worker backs off.
+    host.answer("503", b"");
+    w.on_call_response(&host, first.token, 0);
+    assert_eq!(host.metric_value("agent_iam.audit.send_failures"), Some(1));
+    w.on_tick(&host);
+    assert!(host.take_call("sink").is_none(), "backing off");
+
+    // Three more decisions: the queue holds 4, so the oldest event gives way.
+    for _ in 0..3 {
+        get(&mut w, &host, &good, &[]);
+    }
+    assert_eq!(host.metric_value("agent_iam.audit.dropped"), Some(1));
+    host.advance_ms(300);
+    w.on_tick(&host);
+    assert_eq!(host.logged("dropped the 1 oldest event(s)").len(), 1);
+    let retry = host.take_call("sink").unwrap();
+    let sent = lines(&retry.body);
+    // Oldest first: the stream's start was dropped, the first decision leads.
+    assert_eq!(sent[0]["kind"], "decision");
+    assert_eq!(sent[0]["seq"], 2);
+
+    // Delivered: the next batch goes out at once.
+    host.answer("200", b"");
+    w.on_call_response(&host, retry.token, 0);
+    assert_eq!(host.metric_value("agent_iam.audit.delivered"), Some(2));
+    let next = host.take_call("sink").unwrap();
+    assert_eq!(lines(&next.body)[0]["seq"], 4);
+    assert_eq!(host.logged("audit collector recovered").len(), 1);
+
+    // Shutdown: the final checkpoint carries the drop count.
+    host.answer("200", b"");
+    w.on_call_response(&host, next.token, 0);
+    w.on_done(&host);
+    let last = host.take_call("sink").unwrap();
+    let end = lines(&last.body).pop().unwrap();
+    assert_eq!(end["kind"], "checkpoint");
+    assert_eq!(end["dropped"], 1);
+}
+
+#[test]
+fn the_revocation_feed_verifies_applies_acknowledges_and_every_worker_enforces() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("ssf".into());
+    let mut plugin = open_plugin(&k);
+    plugin["revocation"] = json!({
+        "feed": {"cluster": "ssf", "path": "/ssf/poll", "interval_ms": 250},
+        "transmitter": {"issuer": "https://ssf.test", "audience": "https://api.test/ssf",
+                        "jwks": plugin["issuers"][0]["jwks"]},
+        "max_staleness_s": 5});
+    let mut a = worker(&host, &plugin);
+    let mut b = worker(&host, &plugin);
+    let good = format!("Bearer {}", token(&k, json!({"claims": {"jti": "tok-1"}})));
+    // Before the first poll the state is stale: denied.
+    assert_eq!(get(&mut a, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(status(&host), Some(503));
+
+    let set = |jti: &str, events: Value| {
+        token(
+            &k,
+            json!({"header": {"typ": "secevent+jwt"},
+                   "claims": {"iss": "https://ssf.test", "aud": "https://api.test/ssf",
+                              "jti": jti, "events": events, "exp": null, "sub": null,
+                              "scope": null}}),
+        )
+    };
+    let revoke = set(
+        "set-1",
+        json!({crate::revocation::EVENT_TOKEN_REVOKED: {"jti": "tok-1"}}),
+    );
+    a.on_tick(&host);
+    let call = host.take_call("ssf").unwrap();
+    assert!(call.headers.iter().any(|(k, _)| k == "x-agent-iam-session"));
+    let body = json!({"sets": {"set-1": revoke, "set-2": "not.a.set"}}).to_string();
+    host.answer("200", body.as_bytes());
+    a.on_call_response(&host, call.token, body.len());
+    assert_eq!(
+        host.metric_value("agent_iam.revocation.sets_refused"),
+        Some(1)
+    );
+    assert_eq!(host.metric_value("agent_iam.revocation.polls_ok"), Some(1));
+    assert_eq!(host.logged("revocation applied: SET set-1").len(), 1);
+
+    // The other worker enforces it on its next request.
+    assert_eq!(get(&mut b, &host, &good, &[]), Outcome::Answered);
+    assert_eq!(status(&host), Some(401));
+    let other = format!("Bearer {}", token(&k, json!({"claims": {"jti": "tok-2"}})));
+    assert_eq!(get(&mut b, &host, &other, &[]), Outcome::Continue);
+
+    // The next poll acknowledges what was applied (and not what was refused).
+    host.advance_ms(250);
+    b.on_tick(&host);
+    let call = host.take_call("ssf").unwrap();
+    let poll: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(poll["ack"], json!(["set-1"]));
+}

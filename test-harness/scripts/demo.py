@@ -1,0 +1,195 @@
+"""The scripted agent scenario behind the README's first command.
+
+Starts an echo upstream, the local control plane (agent registry feed, Shared Signals
+transmitter) and a real Envoy with the release filter (envoy/plugin.json plus a revocation
+feed); mints short-lived demo tokens; sends requests; retires an agent through the control
+plane and pulls another agent's access mid-run with a RISC account-disabled event while
+Envoy runs; shows each response; then prints the audit trail the filter sent to the
+collector (who acted for whom, what was allowed or refused and why) and verifies its
+integrity with `agent-iam audit verify`, once as delivered and once with one event edited."""
+
+import json
+import sys
+import time
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
+import harness  # noqa: E402
+
+ALICE_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
+ALICE_PLANNER_TOOL = {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}
+
+# (title, method, path, token recipe or None, extra headers)
+STEPS = [
+    ("build-bot-7 reads tickets with its own ES256 token", "GET", "/tickets/42", {"alg": "ES256"}, {}),
+    ("alice -> planner: one-hop delegation (RFC 8693 act), EdDSA",
+     "GET", "/tickets/42", {"alg": "EdDSA", "claims": ALICE_PLANNER}, {}),
+    ("alice -> planner -> tool-search: two hops, RS256",
+     "GET", "/tickets/42", {"alg": "RS256", "claims": ALICE_PLANNER_TOOL}, {}),
+    ("the same chain smuggles x-agent-id: agent:admin",
+     "GET", "/tickets/42", {"claims": ALICE_PLANNER_TOOL}, {"x-agent-id": "agent:admin", "x-agent-scopes": "admin:*"}),
+    ("tool-search tries to write a ticket (route needs tickets:write)",
+     "POST", "/tickets/42", {"claims": ALICE_PLANNER_TOOL}, {}),
+    ("the chain's token asks for tickets:write: above tool-search's ceiling",
+     "GET", "/tickets/42", {"claims": dict(ALICE_PLANNER_TOOL, scope="tickets:read tickets:write")}, {}),
+    ("tool-search hands over to planner: not in tool-search's may_delegate_to",
+     "GET", "/tickets/42", {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner", "act": {"sub": "agent:tool-search"}}}}, {}),
+    ("a retired agent (legacy-bot)", "GET", "/tickets/42", {"claims": {"sub": "agent:legacy-bot"}}, {}),
+    ("no token at all", "GET", "/tickets/42", None, {}),
+    ("a token that expired two minutes ago", "GET", "/tickets/42", {"iat": -420, "exp": -120}, {}),
+    ("alg none: the oldest JWT attack", "GET", "/tickets/42", {"alg": "none", "tamper": "empty_signature"}, {}),
+    ("HS256 signed with the issuer's public key as the HMAC secret", "GET", "/tickets/42", {"alg": "HS256-pubkey"}, {}),
+    ("build-bot-7 (tickets:write) walks from a tickets route to /mail/send with `..`",
+     "POST", "/tickets/../mail/send", {"claims": {"scope": "tickets:read tickets:write"}}, {}),
+    ("RETIRE", None, None, None, None),
+    ("alice -> planner again, after the security team retired agent:planner",
+     "GET", "/tickets/42", {"claims": ALICE_PLANNER}, {}),
+    ("build-bot-7 reads tickets (token T, verified and cached)", "GET", "/tickets/42", "T", {}),
+    ("REVOKE", None, None, None, None),
+    ("build-bot-7 again with the same token T, after the account-disabled event",
+     "GET", "/tickets/42", "T", {}),
+]
+
+
+def show(n, title, method, path, headers, r):
+    print(f"\n[{n}] {title}")
+    shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
+    print(f"  → {method} {path} {json.dumps(shown, ensure_ascii=False)}")
+    if r.status == 200:
+        seen = r.json()["headers"]
+        ident = {k: v[0] for k, v in seen.items() if k.startswith("x-agent-") and k != "x-agent-decision-id"}
+        print(f"  ← {r.status}; the upstream saw {json.dumps(ident, ensure_ascii=False)}")
+    else:
+        print(f"  ← {r.status} {r.body.decode()}")
+        print(f"    www-authenticate: {r.headers.get('www-authenticate')}")
+
+
+def retire_planner(envoy, client, token):
+    plugin = json.loads(harness.PLUGIN.read_text())
+    doc = harness.registry_doc(plugin, version="2")
+    for rec in doc["agents"]:
+        if rec["id"] == "agent:planner":
+            rec["status"] = "retired"
+    start = time.monotonic()
+    polls = envoy.control_plane.registry_requests()
+    envoy.control_plane.set_registry(doc)
+    print("\n[*] control plane: agent:planner is now \"retired\" (registry version 2); Envoy keeps running")
+    harness.wait_until(lambda: envoy.control_plane.registry_requests() != polls, 5,
+                       "the filter to fetch registry version 2", interval=0.02)
+    print(f"    the filter fetched version 2 {time.monotonic() - start:.2f}s later (poll interval 1 s); "
+          "every worker applies it on its next request")
+
+
+def disable_build_bot(envoy, client, token):
+    [s] = harness.mint_sets([("demo-set-1", {harness.EVENT["account_disabled"]: {
+        "subject": harness.opaque("agent:build-bot-7")}})])
+    start = time.monotonic()
+    envoy.control_plane.push_sets([s])
+    print("\n[*] security team: RISC account-disabled for agent:build-bot-7, a signed Security Event "
+          "Token queued at the Shared Signals transmitter (RFC 8936 poll)")
+    harness.wait_until(lambda: client.request("/tickets/42", token=token).status != 200, 5,
+                       "the filter to refuse build-bot-7", interval=0.1)
+    print(f"    every worker refuses build-bot-7 {time.monotonic() - start:.2f}s later (poll interval 1 s), "
+          "without waiting for its token to expire")
+
+
+def events(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def print_trail(trail, logged):
+    """The audit trail as a security team reads it, then its integrity check."""
+    evs = events(trail)
+    decisions = [e for e in evs if e["kind"] == "decision"]
+    print(f"\nAudit trail at the collector: {len(evs)} events ({len(decisions)} decisions, "
+          f"{logged} logged by Envoy, revocations, stream starts; repeats folded)")
+    print(f"  {'time (UTC)':<15} {'outcome':<7} {'who (agent for principal, via chain)':<58} {'what':<18} why / authority")
+    rows = []
+    for e in sorted((e for e in evs if e["kind"] in ("decision", "revocation")), key=lambda e: e["time"]):
+        if e["kind"] == "revocation":
+            rows.append((e["time"][11:23], e["outcome"], "(Shared Signals feed)", f"SET {e['jti']}", e["detail"]))
+            continue
+        who = "-" if e["agent"] is None else (
+            e["agent"] if e["principal"] == e["agent"] else f"{e['agent']} for {e['principal']}")
+        if len(e["chain"]) > 1:
+            who += " via " + " <- ".join(e["chain"][1:])
+        what = f"{e['request']['method']} {e['request']['path']}"
+        if e["decision"] == "allow":
+            why = f"scopes {' '.join(e['scopes']['effective'])}; {e['token']['alg']} token of {e['token']['iss']}"
+        else:
+            why = e["reason"] + (f" ({e['policy_reason']})" if e["policy_reason"] else "")
+        rows.append((e["time"][11:23], e["decision"], who, what, why))
+    i = 0
+    while i < len(rows):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][1:] == rows[i][1:]:
+            j += 1
+        t, outcome, who, what, why = rows[i]
+        fold = f"  (x{j - i + 1})" if j > i else ""
+        print(f"  {t:<15} {outcome:<7} {who:<58} {what:<18} {why}{fold}")
+        i = j + 1
+    path = harness.OUT / "demo-audit.ndjson"
+    path.write_text(trail)
+    code, out = harness.audit_verify(path)
+    print(f"\n$ agent-iam audit verify {path.relative_to(harness.ROOT)}\n  " + out.strip().replace("\n", "\n  "))
+    lines = trail.splitlines()
+    k = next(i for i, line in enumerate(lines) if '"decision":"deny"' in line)
+    lines[k] = lines[k].replace('"decision":"deny"', '"decision":"allow"', 1)
+    forged = harness.OUT / "demo-audit-edited.ndjson"
+    forged.write_text("\n".join(lines) + "\n")
+    code2, out2 = harness.audit_verify(forged)
+    print(f"\n$ agent-iam audit verify {forged.relative_to(harness.ROOT)}   # one deny edited into an allow\n  "
+          + out2.strip().replace("\n", "\n  ") + f"\n  (exit {code2})")
+    if code != 0 or code2 == 0:
+        raise SystemExit("audit verification did not behave")
+
+
+def main():
+    recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
+    minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
+    token_t = minted.pop()
+    tokens = iter(minted)
+    plugin = harness.with_revocation(json.loads(harness.PLUGIN.read_text()), interval_ms=1000, max_staleness_s=30)
+    plugin["audit"] = {"log": True, "collector": {"cluster": "agent_iam_control_plane", "path": "/audit",
+                                                  "flush_interval_ms": 200}}
+    with harness.stack(name="demo", plugin_json=plugin) as envoy:
+        harness.wait_revocation_fresh(envoy)
+        print(f"Envoy {envoy.ready_after_s:.2f}s to ready on 127.0.0.1:{envoy.listen_port} "
+              f"(admin {envoy.admin_port}); upstream echo 127.0.0.1:{envoy.upstream.port}; "
+              f"control plane 127.0.0.1:{envoy.control_plane.port}")
+        for line in envoy.log().splitlines():
+            if "agent-iam 0.1.0 configured" in line:
+                print("filter:", line.split(": ", 1)[1])
+                break
+        client = harness.Client(envoy.listen_port)
+        n = 0
+        for title, method, path, recipe, extra in STEPS:
+            if title == "RETIRE":
+                retire_planner(envoy, client, None)
+                continue
+            if title == "REVOKE":
+                disable_build_bot(envoy, client, token_t)
+                continue
+            n += 1
+            headers = dict(extra)
+            if recipe == "T":
+                headers["authorization"] = f"Bearer {token_t}"
+            elif recipe is not None:
+                headers["authorization"] = f"Bearer {next(tokens)}"
+            r = client.request(path, headers=headers, method=method, body=b"{}" if method == "POST" else None)
+            show(n, title, method, path, headers, r)
+        client.close()
+        logged = len(envoy.decision_lines())
+        harness.wait_until(lambda: sum(e["kind"] == "decision" for e in events(envoy.control_plane.audit_text())) >= logged,
+                           5, f"the collector to hold the {logged} decisions Envoy logged")
+        trail = envoy.control_plane.audit_text()
+    print_trail(trail, logged)
+    print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
+    print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
