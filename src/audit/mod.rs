@@ -30,7 +30,7 @@ pub use verify::{event_text, verify, VerifyOptions, VerifyReport};
 /// The chain's hash: BLAKE2b with a 32-byte digest (RFC 7693; Python's
 /// `hashlib.blake2b(text, digest_size=32)`, coreutils' `b2sum -l 256`). Inside Envoy it
 /// costs 1.2 µs for a 900-byte event where SHA-256 costs 4.0 µs (no SHA instructions in
-/// Wasm; `test-harness/bench_audit.py`).
+/// Wasm; `test-harness/bench/bench_audit.py`).
 pub type ChainHash = Blake2b<U32>;
 
 /// Prefix of every audit log line; what follows it on the line is the event's JSON text.
