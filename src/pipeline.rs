@@ -123,8 +123,6 @@ impl Engine {
         }
     }
 
-    /// How the host reports a request's client address (read only when `verify_budget`
-    /// needs it: a token no cache tier answers).
     /// The configuration this engine was built with (never changed by the feeds).
     pub fn config(&self) -> &Config {
         &self.config
@@ -138,6 +136,8 @@ impl Engine {
         }
     }
 
+    /// How the host reports a request's client address (read only when `verify_budget`
+    /// needs it: a token no cache tier answers).
     pub fn set_client_source(&mut self, source: fn() -> Option<String>) {
         self.client_source = Some(source);
     }

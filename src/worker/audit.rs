@@ -155,7 +155,9 @@ impl AuditOut {
         self.metrics.events.add(host, 1);
         if self.log {
             if self.log_visible {
-                host.log(Level::Info, line.log_line());
+                // One event, one line: client-sent values (U+2028, NEL, DEL survive JSON
+                // escaping) never start a line of their own.
+                log(host, Level::Info, line.log_line());
             } else {
                 self.metrics.log_hidden.add(host, 1);
             }

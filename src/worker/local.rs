@@ -55,8 +55,8 @@ pub struct LocalHost {
     answer: RefCell<Answer>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
     pub stream: RefCell<Stream>,
-    /// Host calls on the request that fail (by name: "request_headers", "remove", "set",
-    /// "send_response").
+    /// Host calls that fail (by name: "request_headers", "remove", "set", "send_response",
+    /// "shared_set").
     pub failing: RefCell<Vec<&'static str>>,
 }
 
@@ -140,6 +140,7 @@ impl SharedData for LocalHost {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        self.fails("shared_set")?;
         let mut data = self.shared.borrow_mut();
         let current = data.get(key).map(|(_, c)| *c);
         if cas.is_some() && cas != current {

@@ -285,6 +285,9 @@ impl RevocationFeed {
         let ok = host.set(&self.doc_key, &bytes, cas).is_ok()
             && host.set(&self.head_key, &head.to_bytes(), None).is_ok();
         if !ok {
+            // Nothing was stored: the SETs stay unacknowledged and come again; only the
+            // refusals happened.
+            outcomes.retain(|o| o.outcome == SetVerdict::Refused);
             return Err("cannot write shared data (concurrent writer?)".into());
         }
         self.poll.recovered(host);

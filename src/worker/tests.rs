@@ -110,7 +110,12 @@ fn a_request_is_decided_edited_audited_and_answered() {
         .iter()
         .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")));
     assert!(String::from_utf8_lossy(&body).contains("token.malformed"));
-    assert_eq!(header(&host, "x-agent-id"), None);
+    assert_eq!(header(&host, "X-Agent-Id"), None);
+    assert!(host
+        .stream
+        .borrow()
+        .removed
+        .contains(&"X-Agent-Id".to_owned()));
     assert!(host.stream.borrow().set.is_empty());
     assert_eq!(host.metric_value("agent_iam.decisions.deny"), Some(1));
     assert_eq!(
@@ -272,7 +277,9 @@ fn remote_keys_are_fetched_published_and_refetched_on_an_unknown_kid() {
     answer(&mut w, &host, "idp", "200", jwks.to_string().as_bytes());
     assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
     assert_eq!(host.logged("keys version 1 applied").len(), 1);
-    assert_eq!(host.metric_value("agent_iam.jwks.age_ms"), Some(0));
+    host.advance_ms(1500);
+    w.on_tick(&host);
+    assert_eq!(host.metric_value("agent_iam.jwks.age_ms"), Some(1500));
 
     // An unknown kid asks for a refetch: the next tick fetches before the schedule.
     let rotated = format!(
@@ -282,12 +289,32 @@ fn remote_keys_are_fetched_published_and_refetched_on_an_unknown_kid() {
     host.advance_ms(2000);
     assert_eq!(get(&mut w, &host, &rotated, &[]), Outcome::Answered);
     w.on_tick(&host);
-    assert!(host.take_call("idp").is_some(), "refetch");
-    // Not again within min_refetch_s.
+    answer(&mut w, &host, "idp", "200", jwks.to_string().as_bytes());
+    // Not again within min_refetch_s (nothing in flight: the lease holds it back).
     host.advance_ms(2000);
     assert_eq!(get(&mut w, &host, &rotated, &[]), Outcome::Answered);
     w.on_tick(&host);
     assert!(host.take_call("idp").is_none());
+}
+
+#[test]
+fn audit_log_lines_stay_one_line_whatever_the_client_sends() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = open_plugin(&k);
+    plugin["audit"] = json!({"log": true, "request_id_from": "client"});
+    let mut w = worker(&host, &plugin);
+    let good = format!("Bearer {}", token(&k, json!({})));
+    let id = "a\u{2028}b\u{85}c\u{7f}d";
+    get(&mut w, &host, &good, &[("x-request-id", id)]);
+    let lines = host.logged("agent-iam audit {\"v\":1,\"kind\":\"decision\"");
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].contains("a\\u{2028}b\\u{85}c\\u{7f}d"),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].chars().any(|c| c.is_control() || c == '\u{2028}'));
 }
 
 fn with_collector(k: &DevKeys, max_queue: u64) -> Value {
@@ -415,4 +442,32 @@ fn the_revocation_feed_verifies_applies_acknowledges_and_every_worker_enforces()
     let call = host.take_call("ssf").unwrap();
     let poll: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(poll["ack"], json!(["set-1"]));
+
+    // A state that cannot be stored: nothing is audited as applied, nothing acknowledged.
+    let again = set(
+        "set-3",
+        json!({crate::revocation::EVENT_TOKEN_REVOKED: {"jti": "tok-2"}}),
+    );
+    let body = json!({"sets": {"set-3": again}}).to_string();
+    host.failing.borrow_mut().push("shared_set");
+    host.answer("200", body.as_bytes());
+    b.on_call_response(&host, call.token, body.len());
+    host.failing.borrow_mut().clear();
+    assert!(host
+        .logged("\"jti\":\"set-3\",\"outcome\":\"applied\"")
+        .is_empty());
+    assert_eq!(
+        host.metric_value("agent_iam.revocation.poll_failures"),
+        Some(1)
+    );
+    host.advance_ms(250);
+    a.on_tick(&host);
+    let call = host.take_call("ssf").unwrap();
+    let poll: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        poll["ack"],
+        json!(["set-1"]),
+        "the last stored acknowledgements"
+    );
+    assert_eq!(get(&mut a, &host, &other, &[]), Outcome::Continue);
 }
