@@ -27,9 +27,6 @@ pub mod target;
 pub mod token;
 pub mod worker;
 
-/// The configuration schema and its structural check live with the configuration.
-pub use config::schema;
-
 // Not in the filter (wasm32-wasip1): the CLI's and the playground's helpers.
 #[cfg(tools)]
 pub mod dev;

@@ -10,7 +10,7 @@ use regorus::utils::limits::{set_fallback_execution_timer_config, ExecutionTimer
 use regorus::{Engine, Value};
 
 use super::config::{revision, PolicyConfig};
-use super::evaluate::Rvm;
+use super::evaluate::{Rvm, WALL_CLOCK};
 use super::screen::{too_deep, unavailable_builtins, MAX_NESTING};
 use super::value::to_rego;
 use super::verdict::{is_header_name, RESERVED_HEADERS};
@@ -96,11 +96,6 @@ fn section_problems(cfg: &PolicyConfig) -> Vec<Problem> {
     }
     problems
 }
-
-/// Whether the target has a monotonic clock for `max_eval_ms`. The browser build
-/// (wasm32-unknown-unknown) has none: `std::time::Instant` would trap there, so the
-/// playground bounds policies by `max_instructions` alone.
-pub(super) const WALL_CLOCK: bool = !cfg!(browser);
 
 pub(super) fn timer(max_eval_ms: u64) -> ExecutionTimerConfig {
     ExecutionTimerConfig {

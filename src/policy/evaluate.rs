@@ -11,9 +11,13 @@ use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{CompiledPolicy, Value};
 
-use super::compile::WALL_CLOCK;
 use super::verdict::{interpret, Verdict};
 use super::{first_line, Policy};
+
+/// Whether the target has a monotonic clock for `max_eval_ms`. The browser build
+/// (wasm32-unknown-unknown) has none: `std::time::Instant` would trap there, so the
+/// playground bounds policies by `max_instructions` alone.
+pub(super) const WALL_CLOCK: bool = !cfg!(browser);
 
 /// The policy lowered to RVM bytecode, with the VM that runs it (one per filter instance:
 /// proxy-wasm workers are single-threaded, so a `RefCell` is enough).
