@@ -99,43 +99,39 @@ pub fn take_lease(host: &dyn SharedData, key: &str, interval_ms: u64, now_ms: u6
     host.set(key, now_ms.to_string().as_bytes(), cas).is_ok()
 }
 
-/// Shared data in memory, with proxy-wasm's CAS rules (tests of the state machines).
-#[cfg(test)]
-pub mod mock {
-    use super::{HostError, SharedData};
-    use std::cell::RefCell;
-    use std::collections::HashMap;
+/// Shared data in memory, with proxy-wasm's CAS rules (the in-memory host's, and the
+/// tests of the publish protocol).
+#[cfg(tools)]
+#[derive(Default)]
+pub struct Memory {
+    data: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+}
 
-    #[derive(Default)]
-    pub struct MockShared {
-        data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+#[cfg(tools)]
+impl SharedData for Memory {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        let data = self.data.borrow();
+        Ok(match data.get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
     }
 
-    impl SharedData for MockShared {
-        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-            let data = self.data.borrow();
-            Ok(match data.get(key) {
-                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-                None => (None, None),
-            })
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let mut data = self.data.borrow_mut();
+        let current = data.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return Err(HostError("CasMismatch".into()));
         }
-
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-            let mut data = self.data.borrow_mut();
-            let current = data.get(key).map(|(_, c)| *c);
-            if cas.is_some() && cas != current {
-                return Err(HostError("CasMismatch".into()));
-            }
-            let next = current.map_or(1, |c| c.wrapping_add(1));
-            data.insert(key.to_owned(), (value.to_vec(), next));
-            Ok(())
-        }
+        let next = current.map_or(1, |c| c.wrapping_add(1));
+        data.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mock::MockShared;
+    use super::Memory as MockShared;
     use super::*;
 
     #[test]

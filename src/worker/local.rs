@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use super::host::{Host, Level, MetricKind};
-use crate::shared::{HostError, SharedData};
+use crate::shared::{HostError, Memory, SharedData};
 
 /// One call the worker dispatched.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct Stream {
 pub struct LocalHost {
     /// UNIX seconds; `None`: the clock fails.
     pub clock: Cell<Option<f64>>,
-    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    shared: Memory,
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
     /// The lowest level the log shows.
@@ -133,22 +133,12 @@ impl LocalHost {
 
 impl SharedData for LocalHost {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        Ok(match self.shared.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
+        self.shared.get(key)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
         self.fails("shared_set")?;
-        let mut data = self.shared.borrow_mut();
-        let current = data.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return Err(HostError("CasMismatch".into()));
-        }
-        let next = current.map_or(1, |c| c.wrapping_add(1));
-        data.insert(key.to_owned(), (value.to_vec(), next));
-        Ok(())
+        self.shared.set(key, value, cas)
     }
 }
 
