@@ -78,8 +78,12 @@ fn to_draft4(v: &mut Value) {
                     m.insert(key.into(), Value::Bool(true));
                 }
             }
-            // `true` schemas (any value) are not draft 4: use `{}`.
-            for child in m.values_mut() {
+            // `true` schemas (any value) are not draft 4: use `{}`. Members holding values
+            // rather than schemas (`default: true`) stay as they are.
+            for (key, child) in m.iter_mut() {
+                if matches!(key.as_str(), "default" | "enum" | "examples") {
+                    continue;
+                }
                 if *child == Value::Bool(true) {
                     *child = Value::Object(serde_json::Map::new());
                 }
@@ -283,6 +287,20 @@ fn members(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn draft4_keeps_boolean_values_and_rewrites_boolean_schemas() {
+        let mut v = json!({"properties": {"on": {"type": "boolean", "default": true,
+                                                 "enum": [true, false]},
+                                          "any": true},
+                           "additionalProperties": true, "items": [true]});
+        to_draft4(&mut v);
+        assert_eq!(v["properties"]["on"]["default"], json!(true));
+        assert_eq!(v["properties"]["on"]["enum"], json!([true, false]));
+        assert_eq!(v["properties"]["any"], json!({}));
+        assert_eq!(v["additionalProperties"], json!({}));
+        assert_eq!(v["items"], json!([{}]));
+    }
 
     #[test]
     fn schema_is_draft4_and_closed() {
