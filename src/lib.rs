@@ -16,6 +16,7 @@ pub mod delegation;
 pub mod identity;
 pub mod json;
 pub mod keys;
+pub mod mcp;
 pub mod pipeline;
 pub mod policy;
 pub mod problem;

@@ -1,0 +1,19 @@
+//! MCP (revision 2026-07-28, and 2025-11-25 clients): the one JSON-RPC message a POST on an
+//! MCP route carries, read strictly, and the mirrored `Mcp-*` request headers checked
+//! against it. The filter decides on the body the server will execute; headers are only
+//! ever compared with it, never trusted.
+
+mod headers;
+mod message;
+
+pub use headers::{check_headers, decode_header_value, HeaderMismatch};
+pub use message::{parse_message, Message, MessageError};
+
+/// The protocol revision that mirrors the method and name into headers.
+pub const REVISION_2026_07_28: &str = "2026-07-28";
+
+/// `params._meta` member carrying the protocol version in 2026-07-28 requests.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// JSON-RPC error code for a header that does not mirror the body (`HeaderMismatch`).
+pub const HEADER_MISMATCH: i64 = -32020;
