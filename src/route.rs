@@ -15,6 +15,64 @@ pub struct Route {
     pub path: PathMatch,
     pub methods: Vec<String>,
     pub required_scopes: Vec<String>,
+    /// Set on MCP endpoints.
+    pub mcp: Option<Mcp>,
+}
+
+/// What an MCP route requires per call (validated `routes[].mcp`).
+#[derive(Debug, Clone)]
+pub struct Mcp {
+    pub tools: Vec<(String, Vec<String>)>,
+    /// Exact URIs, or prefixes (written with a trailing `*`, stored without it).
+    pub resources: Vec<(ResourceMatch, Vec<String>)>,
+    pub prompts: Vec<(String, Vec<String>)>,
+    /// Unlisted names: refused (`true`) or decided on the route's scopes alone.
+    pub deny_unlisted: bool,
+    pub filter_lists: bool,
+    pub max_body_bytes: usize,
+}
+
+/// How a resource entry matches URIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Mcp {
+    /// The scopes a call of `method` on `name` needs beyond the route's; `None`: an
+    /// unlisted name the route refuses. Methods that name nothing need nothing more.
+    pub fn scopes_for(&self, method: &str, name: &str) -> Option<&[String]> {
+        let listed = match method {
+            "tools/call" => self.tools.iter().find(|(n, _)| n == name).map(|(_, s)| s),
+            "prompts/get" => self.prompts.iter().find(|(n, _)| n == name).map(|(_, s)| s),
+            "resources/read" => self.resource(name),
+            _ => return Some(&[]),
+        };
+        match listed {
+            Some(s) => Some(s.as_slice()),
+            None if self.deny_unlisted => None,
+            None => Some(&[]),
+        }
+    }
+
+    /// The most specific resource entry for `uri`: an exact one, else the longest prefix.
+    fn resource(&self, uri: &str) -> Option<&Vec<String>> {
+        let exact = self
+            .resources
+            .iter()
+            .find(|(m, _)| *m == ResourceMatch::Exact(uri.to_owned()));
+        exact.map(|(_, s)| s).or_else(|| {
+            self.resources
+                .iter()
+                .filter_map(|(m, s)| match m {
+                    ResourceMatch::Prefix(p) if uri.starts_with(p.as_str()) => Some((p.len(), s)),
+                    _ => None,
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, s)| s)
+        })
+    }
 }
 
 /// The most specific of `routes` for `method` and the canonical `path` (no query, see

@@ -218,6 +218,48 @@ pub struct RouteConfig {
     /// Scopes the effective scopes must contain.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// An MCP endpoint: each JSON-RPC call is decided on its tool, resource or prompt.
+    #[serde(default)]
+    pub mcp: Option<McpRouteConfig>,
+}
+
+/// `routes[].mcp`: the scopes each tool, resource (URI, or a prefix ending in `*`) and
+/// prompt needs, on top of the route's `required_scopes`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct McpRouteConfig {
+    #[serde(default)]
+    pub tools: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub prompts: std::collections::BTreeMap<String, Vec<String>>,
+    /// A tool, resource or prompt not listed: `deny` (default) or `route` (the route's
+    /// scopes suffice).
+    #[serde(default)]
+    pub other_tools: OtherTools,
+    /// Remove from `tools/list` (and the resource and prompt lists) what the caller may
+    /// not use (default true).
+    #[serde(default = "default_true")]
+    pub filter_lists: bool,
+    /// The largest JSON-RPC body the filter reads (1..=1048576; default 65536).
+    #[serde(default = "default_mcp_body")]
+    pub max_body_bytes: u64,
+}
+
+/// `routes[].mcp.other_tools`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OtherTools {
+    #[default]
+    Deny,
+    Route,
+}
+
+fn default_mcp_body() -> u64 {
+    65_536
 }
 
 /// How the filter reads the request line.
@@ -413,4 +455,8 @@ fn h_scopes() -> String {
 }
 fn h_decision() -> String {
     "x-agent-decision-id".into()
+}
+
+fn default_true() -> bool {
+    true
 }

@@ -391,6 +391,7 @@ mod tests {
             path: PathMatch::Prefix("/a".into()),
             methods: vec![],
             required_scopes: vec!["a:read".into()],
+            mcp: None,
         };
         let r2 = Route {
             required_scopes: vec!["b:read".into()],

@@ -3,9 +3,9 @@
 //! scopes that are tokens.
 
 use super::problem;
-use crate::config::raw::RouteConfig;
+use crate::config::raw::{McpRouteConfig, OtherTools, RouteConfig};
 use crate::problem::Problem;
-use crate::route::{PathMatch, Route};
+use crate::route::{Mcp, PathMatch, ResourceMatch, Route};
 use crate::target::{canonical, is_method_name, Semicolons};
 
 /// Every well-formed route (one without a path is left out; its problem is reported).
@@ -45,11 +45,16 @@ pub(super) fn check(routes: &[RouteConfig], out: &mut Vec<Problem>) -> Vec<Route
             PathMatch::Prefix(x) => format!("{x}*"),
             PathMatch::Exact(x) => x.clone(),
         });
+        let mcp = r
+            .mcp
+            .as_ref()
+            .map(|m| mcp(&format!("{p}.mcp"), m, &r.methods, out));
         valid.push(Route {
             name,
             path,
             methods: r.methods.clone(),
             required_scopes: r.required_scopes.clone(),
+            mcp,
         });
     }
     valid
@@ -76,5 +81,135 @@ fn canonical_path(p: &str, text: &str, out: &mut Vec<Problem>) {
                 "path \"{text}\" is not a canonical path (no query, `%2F`, `\\\\` or control characters)"
             ),
         )),
+    }
+}
+
+/// `routes[].mcp`: names and scopes that are tokens, resource prefixes written with a
+/// trailing `*`, a body bound the filter can hold, and a route that takes POSTs.
+fn mcp(p: &str, m: &McpRouteConfig, methods: &[String], out: &mut Vec<Problem>) -> Mcp {
+    if !methods.is_empty() && !methods.iter().any(|x| x == "POST") {
+        out.push(problem(
+            p,
+            "an MCP route must take POST (its `methods` leave it out)",
+        ));
+    }
+    if !(1..=1_048_576).contains(&m.max_body_bytes) {
+        out.push(problem(
+            format!("{p}.max_body_bytes"),
+            format!("{} is outside 1..=1048576", m.max_body_bytes),
+        ));
+    }
+    let mut entries = |kind: &str, map: &std::collections::BTreeMap<String, Vec<String>>| {
+        let mut v = Vec::new();
+        for (name, scopes) in map {
+            let at = format!("{p}.{kind}[{name:?}]");
+            if name.is_empty() || name.chars().any(char::is_control) {
+                out.push(problem(
+                    &at,
+                    "a name must be non-empty, without control characters",
+                ));
+            }
+            for (j, sc) in scopes.iter().enumerate() {
+                if !crate::agents::is_scope_token(sc) {
+                    out.push(problem(
+                        format!("{at}[{j}]"),
+                        format!("\"{sc}\" is not a scope"),
+                    ));
+                }
+            }
+            v.push((name.clone(), scopes.clone()));
+        }
+        v
+    };
+    let tools = entries("tools", &m.tools);
+    let prompts = entries("prompts", &m.prompts);
+    let resources = entries("resources", &m.resources)
+        .into_iter()
+        .map(|(uri, s)| match uri.strip_suffix('*') {
+            Some(prefix) => (ResourceMatch::Prefix(prefix.to_owned()), s),
+            None => (ResourceMatch::Exact(uri), s),
+        })
+        .collect();
+    Mcp {
+        tools,
+        resources,
+        prompts,
+        deny_unlisted: m.other_tools == OtherTools::Deny,
+        filter_lists: m.filter_lists,
+        max_body_bytes: usize::try_from(m.max_body_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use serde_json::json;
+
+    fn plugin(mcp: serde_json::Value) -> serde_json::Value {
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys =
+            crate::dev::DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut p = crate::dev::demo_plugin_config(&keys);
+        p["routes"] = json!([{"prefix": "/mcp", "methods": ["POST"], "mcp": mcp}]);
+        p
+    }
+
+    #[test]
+    fn mcp_routes_name_the_scopes_of_each_tool_resource_and_prompt() {
+        let p = plugin(json!({"tools": {"search_tickets": ["tickets:read"],
+                                        "create_ticket": ["tickets:write"]},
+                              "resources": {"tickets://*": ["tickets:read"],
+                                            "tickets://secret/1": ["tickets:admin"]}}));
+        let cfg = Config::from_json(p.to_string().as_bytes()).unwrap();
+        let mcp = cfg.routes[0].mcp.as_ref().unwrap();
+        let scopes = |m: &str, n: &str| mcp.scopes_for(m, n).map(<[String]>::to_vec);
+        assert_eq!(
+            scopes("tools/call", "create_ticket"),
+            Some(vec!["tickets:write".into()])
+        );
+        assert_eq!(
+            scopes("tools/call", "drop_tables"),
+            None,
+            "unlisted: refused"
+        );
+        assert_eq!(
+            scopes("resources/read", "tickets://7"),
+            Some(vec!["tickets:read".into()])
+        );
+        assert_eq!(
+            scopes("resources/read", "tickets://secret/1"),
+            Some(vec!["tickets:admin".into()])
+        );
+        assert_eq!(scopes("resources/read", "mail://1"), None);
+        assert_eq!(scopes("tools/list", ""), Some(vec![]));
+        assert!(mcp.filter_lists && mcp.max_body_bytes == 65_536);
+
+        let open = plugin(json!({"other_tools": "route"}));
+        let cfg = Config::from_json(open.to_string().as_bytes()).unwrap();
+        let mcp = cfg.routes[0].mcp.as_ref().unwrap();
+        assert_eq!(mcp.scopes_for("tools/call", "anything"), Some(&[][..]));
+    }
+
+    #[test]
+    fn bad_mcp_sections_are_errors_with_their_paths() {
+        let mut p = plugin(json!({"tools": {"": ["bad scope"]}, "max_body_bytes": 0, "bogus": 1}));
+        let e = Config::from_json(p.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        p["routes"][0]["mcp"]
+            .as_object_mut()
+            .unwrap()
+            .remove("bogus");
+        p["routes"][0]["methods"] = json!(["GET"]);
+        let text = Config::from_json(p.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "$.routes[0].mcp: an MCP route must take POST",
+            "$.routes[0].mcp.max_body_bytes: 0 is outside",
+            "$.routes[0].mcp.tools[\"\"]: a name must be non-empty",
+            "$.routes[0].mcp.tools[\"\"][0]: \"bad scope\" is not a scope",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
     }
 }
