@@ -50,6 +50,15 @@ pub struct PluginConfig {
     /// Route requirements; the most specific match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The resource the routes protect, for OAuth Protected Resource Metadata (RFC 9728)
+    /// and the `resource_metadata` of every challenge.
+    #[serde(default)]
+    pub protected_resource: Option<ProtectedResourceConfig>,
+    /// Scopes that grant others (`{"tickets:admin": ["tickets:read", "tickets:write"]}`):
+    /// a required scope is held when an effective scope implies it, directly or through
+    /// other implied scopes.
+    #[serde(default)]
+    pub scope_implies: std::collections::BTreeMap<String, Vec<String>>,
     /// What happens to a request that matches no route: `deny` (default) or `allow`.
     #[serde(default)]
     pub unmatched_route: UnmatchedRoute,
@@ -246,6 +255,21 @@ pub struct McpRouteConfig {
     /// The largest JSON-RPC body the filter reads (1..=1048576; default 65536).
     #[serde(default = "default_mcp_body")]
     pub max_body_bytes: u64,
+}
+
+/// `protected_resource` (RFC 9728).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedResourceConfig {
+    /// The resource identifier: an `https` URL without query or fragment, one of the
+    /// issuers' audiences (RFC 8707).
+    pub resource: String,
+    /// Authorization servers (issuer URLs) that issue tokens for it.
+    pub authorization_servers: Vec<String>,
+    /// A human-readable name.
+    #[serde(default)]
+    pub resource_name: Option<String>,
 }
 
 /// `routes[].mcp.other_tools`.

@@ -24,6 +24,10 @@ pub struct Config {
     pub allow_unregistered_subjects: bool,
     pub ceiling: CeilingMode,
     pub routes: Vec<Route>,
+    /// `protected_resource`, with its metadata URL and path.
+    pub protected_resource: Option<crate::mcp::ProtectedResource>,
+    /// `scope_implies`, closed: each scope with every scope it grants, directly or not.
+    pub scope_implies: Vec<(String, Vec<String>)>,
     pub unmatched_route: UnmatchedRoute,
     /// `;` in paths.
     pub semicolons: crate::target::Semicolons,

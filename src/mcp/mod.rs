@@ -5,9 +5,11 @@
 
 mod headers;
 mod message;
+mod resource;
 
 pub use headers::{check_headers, decode_header_value, HeaderMismatch};
 pub use message::{parse_message, Message, MessageError};
+pub use resource::{metadata_location, ProtectedResource};
 
 /// The protocol revision that mirrors the method and name into headers.
 pub const REVISION_2026_07_28: &str = "2026-07-28";

@@ -9,6 +9,7 @@ mod agents;
 mod issuers;
 mod limits;
 mod request;
+mod resource;
 mod routes;
 mod stage;
 mod upstream;
@@ -33,6 +34,8 @@ impl PluginConfig {
             verify_budget,
             agents,
             routes,
+            protected_resource,
+            scope_implies,
             unmatched_route,
             request,
             revocation,
@@ -48,6 +51,9 @@ impl PluginConfig {
         limits::cache(&cache, out);
         upstream::identity_headers(&upstream.headers, out);
         let routes = routes::check(&routes, out);
+        let protected_resource =
+            protected_resource.map(|pr| resource::protected_resource(pr, &issuers, out));
+        let scope_implies = resource::scope_implies(&scope_implies, out);
         let methods = request::methods(&request, &routes, out);
         let reserved_prefix = upstream::reserved_prefix(&upstream.reserved_prefix, out);
         if let Some(feed) = &agents.feed {
@@ -78,6 +84,8 @@ impl PluginConfig {
             allow_unregistered_subjects: agents.allow_unregistered_subjects,
             ceiling: delegation.on_scope_exceeds_ceiling,
             routes,
+            protected_resource,
+            scope_implies,
             unmatched_route,
             semicolons: request::semicolons(request.semicolons),
             methods,
