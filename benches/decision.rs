@@ -44,6 +44,7 @@ fn request() -> Request {
     .unwrap();
     let token = mint(&keys, &recipe, 1_800_000_000).unwrap();
     Request {
+        body: None,
         client: None,
         method: "GET".into(),
         path: "/tenants/acme/tickets".into(),

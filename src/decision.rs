@@ -25,17 +25,21 @@ pub struct Request {
     /// The client's address, for `verify_budget`. `None`: the engine asks its client
     /// source ([`Engine::set_client_source`]) when a budget needs it.
     pub client: Option<String>,
+    /// The body, for callers that have it up front (the CLI, the playground). The filter
+    /// reads it only where a route needs it ([`crate::pipeline::Engine::begin`]).
+    pub body: Option<Vec<u8>>,
 }
 
 impl Request {
     /// A request as `agent-iam check` and the playground read it: a JSON object with
     /// optional `method` (default GET), `path` (default /), `host`, `client` (its address,
-    /// for `verify_budget`) and `headers` (name → string or array of strings).
+    /// for `verify_budget`), `headers` (name → string or array of strings) and `body` (a
+    /// string: what an MCP route decides on).
     /// `authorization` values go to [`Request::authorization`].
     pub fn from_json(v: &Value) -> Result<Request, String> {
         let obj = v.as_object().ok_or("expected a JSON object")?;
         for k in obj.keys() {
-            if !["method", "path", "host", "client", "headers"].contains(&k.as_str()) {
+            if !["method", "path", "host", "client", "headers", "body"].contains(&k.as_str()) {
                 return Err(format!("unknown member `{k}`"));
             }
         }
@@ -56,6 +60,12 @@ impl Request {
                 .transpose()?,
             ..Request::default()
         };
+        if let Some(b) = obj.get("body") {
+            let b = b
+                .as_str()
+                .ok_or("`body` must be a string (the request body)")?;
+            req.body = Some(b.as_bytes().to_vec());
+        }
         if let Some(h) = obj.get("headers") {
             let h = h.as_object().ok_or("`headers` must be an object")?;
             for (name, value) in h {
@@ -159,6 +169,28 @@ pub struct Decision {
     pub original: Option<OriginalTarget>,
     /// The canonical target the upstream must receive, when it differs from `:path`.
     pub rewrite: Option<String>,
+    /// Denies are answered as JSON-RPC errors (the request is on an MCP route).
+    pub jsonrpc: bool,
+    /// The MCP call the decision was taken on.
+    pub mcp: Option<McpCall>,
+    /// What exactly was wrong, for the JSON-RPC error's message (never request data
+    /// beyond names the body carried, clipped).
+    pub detail: Option<String>,
+    /// The JSON-RPC error code, when the reason alone does not say (a body that is not JSON).
+    pub jsonrpc_code: Option<i64>,
+}
+
+/// One MCP call as the body carried it (what the audit trail records of it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpCall {
+    /// The JSON-RPC id (`None`: a notification).
+    pub id: Option<Value>,
+    pub method: String,
+    /// The tool or prompt name, or the resource URI (clipped).
+    pub name: Option<String>,
+    pub protocol_version: Option<String>,
+    /// SHA-256 of the arguments as serialized canonically (sorted members, no spaces).
+    pub arguments_sha256: Option<[u8; 32]>,
 }
 
 /// A client's target that the filter rewrote or refused, for the audit trail.
@@ -204,6 +236,10 @@ impl Decision {
             host: String::new(),
             original: None,
             rewrite: None,
+            jsonrpc: false,
+            mcp: None,
+            detail: None,
+            jsonrpc_code: None,
         }
     }
 
@@ -231,18 +267,57 @@ impl Decision {
         }
     }
 
-    /// JSON body of a deny response. Never echoes the token.
+    /// JSON body of a deny response. Never echoes the token. On an MCP route, a JSON-RPC
+    /// error response carrying the same members in `error.data`.
     pub fn deny_body(&self) -> String {
         let reason = self.reason.unwrap_or(Reason::InternalError);
         let mut body = json!({"error": self.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id});
         if let (Some(pr), Some(obj)) = (&self.policy_reason, body.as_object_mut()) {
             obj.insert("policy_reason".into(), json!(pr));
         }
-        body.to_string()
+        if !self.jsonrpc {
+            return body.to_string();
+        }
+        let id = self
+            .mcp
+            .as_ref()
+            .and_then(|m| m.id.clone())
+            .unwrap_or(Value::Null);
+        let message = match (reason, &self.detail) {
+            (Reason::McpHeaderMismatch, Some(detail)) => detail.clone(),
+            (_, Some(detail)) => format!("{}: {detail}", reason.as_str()),
+            (_, None) => format!("{}: {}", reason.as_str(), reason.describe()),
+        };
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": self.jsonrpc_error_code(), "message": message, "data": body},
+        })
+        .to_string()
     }
 
-    /// `WWW-Authenticate` for a deny response (RFC 6750 §3).
-    pub fn www_authenticate(&self) -> Option<String> {
+    /// The JSON-RPC error code of a deny on an MCP route. MCP reserves -32020..-32099 for
+    /// codes it defines and discourages -32000..-32019, so the filter's own refusals use
+    /// codes outside -32768..-32000 that name the HTTP status (-31401, -31403, -31429,
+    /// -31502); malformed bodies get JSON-RPC's own (-32700, -32600).
+    pub fn jsonrpc_error_code(&self) -> i64 {
+        if let Some(code) = self.jsonrpc_code {
+            return code;
+        }
+        match (self.reason, self.status()) {
+            (Some(Reason::McpHeaderMismatch), _) => crate::mcp::HEADER_MISMATCH,
+            (Some(Reason::McpListUnfilterable), _) => -31502,
+            (_, 400 | 413) => -32600,
+            (_, 401) => -31401,
+            (_, 403) => -31403,
+            (_, 429) => -31429,
+            _ => -32603,
+        }
+    }
+
+    /// `WWW-Authenticate` for a deny response (RFC 6750 §3), with `resource_metadata`
+    /// (RFC 9728 §5.1) on 401 and 403 when the configuration names a protected resource.
+    pub fn www_authenticate(&self, resource_metadata: Option<&str>) -> Option<String> {
         let reason = self.reason?;
         let mut v = format!(
             "Bearer error=\"{}\", error_description=\"{}\"",
@@ -253,6 +328,10 @@ impl Decision {
             // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
             v.push_str(&format!(", scope=\"{}\"", self.scope_hint.join(" ")));
         }
+        if let (Some(url), 401 | 403) = (resource_metadata, self.status()) {
+            // Validated: an https URL without quotes, spaces or control characters.
+            v.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
         Some(v)
     }
 
@@ -260,7 +339,7 @@ impl Decision {
     pub fn to_json(&self) -> Value {
         let t = self.token.as_ref();
         let a = self.agent.as_ref();
-        json!({
+        let mut out = json!({
             "decision_id": self.decision_id,
             "decision": if self.allowed() { "allow" } else { "deny" },
             "status": self.status(),
@@ -280,7 +359,18 @@ impl Decision {
                 "sha256": hex::encode(t.sha256), "cached": self.token_cached,
             })),
             "request": {"method": self.method, "host": self.host, "path": self.path},
-        })
+        });
+        if let (Some(m), Some(obj)) = (&self.mcp, out.as_object_mut()) {
+            obj.insert(
+                "mcp".into(),
+                json!({
+                    "method": m.method, "name": m.name, "protocol_version": m.protocol_version,
+                    "arguments_sha256": m.arguments_sha256.as_ref().map(hex::encode),
+                    "detail": self.detail,
+                }),
+            );
+        }
+        out
     }
 }
 

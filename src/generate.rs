@@ -122,6 +122,9 @@ static_resources:
                 name: agent_iam
                 root_id: agent_iam
                 failure_policy: {failure_policy}
+                # Hold the request headers while the filter reads an MCP POST's body (and a
+                # list response's headers while it filters the list): Envoy 1.35+.
+                allow_on_headers_stop_iteration: true
                 vm_config:
                   vm_id: agent_iam
                   runtime: envoy.wasm.runtime.v8

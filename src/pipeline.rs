@@ -20,7 +20,113 @@ use crate::target::Target;
 use crate::token::{verify_token, VerifiedToken};
 
 use crate::decision::{clip, clip_marked};
-pub use crate::decision::{Decision, DecisionIds, OriginalTarget, Request};
+pub use crate::decision::{Decision, DecisionIds, McpCall, OriginalTarget, Request};
+
+/// Largest list response the filter buffers to filter (over it: refused).
+pub const LIST_MAX_BYTES: usize = 1 << 20;
+
+/// What [`Engine::begin`] could decide from the headers. (One per request, moved once:
+/// boxing the larger variant would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
+pub enum Begun {
+    Decided(Decision),
+    /// A POST on an MCP route: read the body (at most [`BodyWait::max_body`] bytes), then
+    /// [`Engine::with_body`].
+    NeedBody(BodyWait),
+}
+
+/// A decision waiting for the request body.
+pub struct BodyWait {
+    d: Decision,
+    req: Request,
+    target: Target,
+    host: String,
+    max_body: usize,
+}
+
+impl BodyWait {
+    /// The longest body the route accepts.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Ends the wait without a body the filter can decide on: a deny for `reason`.
+    pub fn refuse(self, reason: Reason, detail: &str) -> Decision {
+        let mut d = self.d;
+        d.reason = Some(reason);
+        d.detail = Some(clip(detail));
+        d
+    }
+}
+
+/// How [`Engine::decide`] ended when it did not deny.
+enum Flow {
+    Done,
+    NeedBody(usize),
+}
+
+/// How to filter one list response (see [`Engine::list_filter`]).
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    /// The route's index in the configuration.
+    route: usize,
+    pub kind: crate::mcp::ListKind,
+    /// The JSON-RPC id of the list request.
+    pub id: Value,
+    /// The caller's effective scopes, with what `scope_implies` grants through them.
+    granted: Vec<String>,
+    pub max_bytes: usize,
+    pub decision_id: String,
+}
+
+/// The method that uses an entry of a `kind` list.
+fn call_method(kind: crate::mcp::ListKind) -> &'static str {
+    use crate::mcp::ListKind;
+    match kind {
+        ListKind::Tools => "tools/call",
+        ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
+        ListKind::Prompts => "prompts/get",
+    }
+}
+
+/// SHA-256 of `v` serialized canonically: members sorted by name, no whitespace.
+fn arguments_sha256(v: &Value) -> [u8; 32] {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut names: Vec<&String> = m.keys().collect();
+                names.sort();
+                out.push('{');
+                for (i, k) in names.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::from(k.as_str()).to_string());
+                    out.push(':');
+                    if let Some(x) = m.get(k) {
+                        write(x, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    use sha2::Digest;
+    let mut text = String::new();
+    write(v, &mut text);
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
 
 impl Decision {
     /// Identity headers to set upstream on allow.
@@ -259,8 +365,22 @@ impl Engine {
         }
     }
 
-    /// Decides one request at `now` (UNIX seconds).
+    /// Decides one request at `now` (UNIX seconds). A request on an MCP route is decided
+    /// on `req.body` (none: an empty body); the filter, which reads the body only where a
+    /// route needs it, calls [`Engine::begin`] and [`Engine::with_body`].
     pub fn evaluate(&mut self, req: &Request, now: f64) -> Decision {
+        match self.begin(req, now) {
+            Begun::Decided(d) => d,
+            Begun::NeedBody(wait) => {
+                let body = req.body.clone().unwrap_or_default();
+                self.with_body(wait, &body, now)
+            }
+        }
+    }
+
+    /// Decides what the headers can decide: everything, or (a POST on an MCP route
+    /// whose caller passed every check before the route's) that the body must be read.
+    pub fn begin(&mut self, req: &Request, now: f64) -> Begun {
         let mut d = Decision::denied(self.ids.next_id(), Reason::InternalError);
         d.reason = None;
         d.policy_revision = self.config.policy.as_ref().map(|p| p.revision.clone());
@@ -268,12 +388,148 @@ impl Engine {
         let host = crate::target::canonical_host(&req.host);
         d.host = clip(&host);
         let target = self.request_line(req, &mut d);
-        let outcome = target.and_then(|t| self.decide(req, &t, &host, now, &mut d));
-        if let Err(denial) = outcome {
+        let outcome = target.and_then(|t| {
+            self.decide(req, &t, &host, now, &mut d)
+                .map(|flow| (flow, t))
+        });
+        match outcome {
+            Err(denial) => {
+                d.reason = Some(denial.reason);
+                d.scope_hint = denial.scopes;
+                Begun::Decided(d)
+            }
+            Ok((Flow::Done, _)) => Begun::Decided(d),
+            Ok((Flow::NeedBody(max_body), target)) => Begun::NeedBody(BodyWait {
+                d,
+                req: req.clone(),
+                target,
+                host,
+                max_body,
+            }),
+        }
+    }
+
+    /// Finishes a decision [`Engine::begin`] left waiting, on the request's whole `body`.
+    pub fn with_body(&mut self, wait: BodyWait, body: &[u8], now: f64) -> Decision {
+        let BodyWait {
+            mut d,
+            req,
+            target,
+            host,
+            max_body,
+        } = wait;
+        if body.len() > max_body {
+            d.reason = Some(Reason::McpBodyTooLarge);
+            d.detail = Some(format!("{} bytes, the route allows {max_body}", body.len()));
+            return d;
+        }
+        if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, &mut d) {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;
         }
         d
+    }
+
+    /// What a list response to the allowed decision `d` must be filtered with, if
+    /// anything (a `tools/list`, `resources/list` or `prompts/list` on a route with
+    /// `filter_lists`).
+    pub fn list_filter(&self, d: &Decision) -> Option<ListFilter> {
+        let call = d.mcp.as_ref()?;
+        let kind = crate::mcp::ListKind::of(&call.method)?;
+        let route = self
+            .config
+            .routes
+            .iter()
+            .position(|r| Some(&r.name) == d.route.as_ref())?;
+        let mcp = self.config.routes.get(route)?.mcp.as_ref()?;
+        if !mcp.filter_lists || !d.allowed() {
+            return None;
+        }
+        Some(ListFilter {
+            route,
+            kind,
+            id: call.id.clone().unwrap_or(Value::Null),
+            granted: self.granted(d.agent.as_ref().map_or(&[][..], |a| &a.effective)),
+            max_bytes: LIST_MAX_BYTES,
+            decision_id: d.decision_id.clone(),
+        })
+    }
+
+    /// Whether the caller `f` was made for may use the list entry `key` (a tool or prompt
+    /// name, a resource URI or template).
+    pub fn list_allows(&self, f: &ListFilter, key: &str) -> bool {
+        let Some(route) = self.config.routes.get(f.route) else {
+            return false;
+        };
+        let Some(mcp) = route.mcp.as_ref() else {
+            return false;
+        };
+        match mcp.scopes_for(call_method(f.kind), key) {
+            None => false,
+            Some(extra) => route
+                .required_scopes
+                .iter()
+                .chain(extra)
+                .all(|s| f.granted.contains(s)),
+        }
+    }
+
+    /// `effective` with every scope `scope_implies` grants through them.
+    fn granted(&self, effective: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = effective.to_vec();
+        for (scope, implied) in &self.config.scope_implies {
+            if effective.contains(scope) {
+                out.extend(implied.iter().cloned());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The metadata document answered at `path` (RFC 9728), if it is one of the filter's.
+    pub fn protected_resource_metadata(&self, method: &str, path: &str) -> Option<String> {
+        let pr = self.config.protected_resource.as_ref()?;
+        if method != "GET" && method != "HEAD" {
+            return None;
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        let root = "/.well-known/oauth-protected-resource";
+        let mcp_route = |r: &crate::route::Route| {
+            r.mcp.is_some()
+                && match &r.path {
+                    crate::route::PathMatch::Exact(p) | crate::route::PathMatch::Prefix(p) => {
+                        path.strip_prefix(root) == Some(p.trim_end_matches('/'))
+                    }
+                }
+        };
+        if path != root && path != pr.metadata_path && !self.config.routes.iter().any(mcp_route) {
+            return None;
+        }
+        let mut scopes: Vec<String> = Vec::new();
+        for r in &self.config.routes {
+            scopes.extend(r.required_scopes.iter().cloned());
+            if let Some(m) = &r.mcp {
+                for (_, s) in m.tools.iter().chain(&m.prompts) {
+                    scopes.extend(s.iter().cloned());
+                }
+                for (_, s) in &m.resources {
+                    scopes.extend(s.iter().cloned());
+                }
+            }
+        }
+        scopes.retain(|s| s != "offline_access");
+        scopes.sort();
+        scopes.dedup();
+        Some(pr.document(&scopes).to_string())
+    }
+
+    /// Where 401 and 403 challenges point clients for the resource's metadata.
+    pub fn resource_metadata_url(&self) -> Option<&str> {
+        self.config
+            .protected_resource
+            .as_ref()
+            .map(|p| p.metadata_url.as_str())
     }
 
     /// The method and the canonical target (recorded in `d`), or the request-line denial.
@@ -303,7 +559,16 @@ impl Engine {
         host: &str,
         now: f64,
         d: &mut Decision,
-    ) -> Result<(), Denial> {
+    ) -> Result<Flow, Denial> {
+        // The route first (it only depends on the target): on an MCP route every deny
+        // is a JSON-RPC error.
+        let route_index = self
+            .config
+            .route_for(&req.method, &target.path)
+            .and_then(|r| self.config.routes.iter().position(|x| std::ptr::eq(x, r)));
+        let route = route_index.and_then(|i| self.config.routes.get(i));
+        d.route = route.map(|r| r.name.clone());
+        d.jsonrpc = route.is_some_and(|r| r.mcp.is_some());
         let (token, cached) = self
             .authenticate(req, now)
             .inspect_err(|_| d.presented = presented_hash(req))?;
@@ -326,18 +591,32 @@ impl Engine {
         )?;
         let agent = d.agent.insert(agent);
         self.check_revocation(req, token, now)?;
-        let route = self.config.route_for(&req.method, &target.path);
-        d.route = route.map(|r| r.name.clone());
+        let route = route_index.and_then(|i| self.config.routes.get(i));
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
                 return Err(Reason::RouteUnmatched.into())
             }
             None => {}
             Some(r) => {
+                if let Some(mcp) = &r.mcp {
+                    match req.method.as_str() {
+                        // The scopes a call needs depend on the body: decided there, all
+                        // of them named in one challenge.
+                        "POST" => return Ok(Flow::NeedBody(mcp.max_body_bytes)),
+                        "GET" if req.headers.iter().any(|(k, _)| k == "last-event-id") => {
+                            return Err(Reason::McpReplay.into())
+                        }
+                        // A 2025-11-25 client's stream (GET) and session end (DELETE)
+                        // carry no call: the route's scopes. No other method is MCP's.
+                        "GET" | "DELETE" => {}
+                        _ => return Err(Reason::RequestMethod.into()),
+                    }
+                }
+                let granted = self.granted(&agent.effective);
                 let missing: Vec<String> = r
                     .required_scopes
                     .iter()
-                    .filter(|s| !agent.effective.contains(s))
+                    .filter(|s| !granted.contains(s))
                     .cloned()
                     .collect();
                 if !missing.is_empty() {
@@ -348,6 +627,112 @@ impl Engine {
                 }
             }
         }
+        let token = Arc::clone(token);
+        let agent = agent.clone();
+        self.policy(req, target, host, now, &token, &agent, route_index, None, d)?;
+        Ok(Flow::Done)
+    }
+
+    /// The body phase of a POST on an MCP route: one JSON-RPC request, its mirrored
+    /// headers, the scopes its tool (resource, prompt) needs, then the policy.
+    fn decide_mcp(
+        &mut self,
+        req: &Request,
+        target: &Target,
+        host: &str,
+        body: &[u8],
+        now: f64,
+        d: &mut Decision,
+    ) -> Result<(), Denial> {
+        let msg = crate::mcp::parse_message(body).map_err(|e| {
+            d.detail = Some(clip(&e.to_string()));
+            match e {
+                crate::mcp::MessageError::Batch => Reason::McpBatch,
+                crate::mcp::MessageError::Json(_) => {
+                    d.jsonrpc_code = Some(-32700);
+                    Reason::McpBodyInvalid
+                }
+                crate::mcp::MessageError::Shape(_) => Reason::McpBodyInvalid,
+            }
+        })?;
+        d.mcp = Some(crate::decision::McpCall {
+            id: msg.id.clone(),
+            method: clip(&msg.method),
+            name: msg.name.as_deref().map(clip_marked),
+            protocol_version: msg.protocol_version.as_deref().map(clip),
+            arguments_sha256: msg.arguments.as_ref().map(arguments_sha256),
+        });
+        crate::mcp::check_headers(&msg, &req.headers).map_err(|e| {
+            d.detail = Some(clip(&e.to_string()));
+            Reason::McpHeaderMismatch
+        })?;
+        let (Some(token), Some(agent)) = (d.token.clone(), d.agent.clone()) else {
+            return Err(Reason::InternalError.into());
+        };
+        let route_index = d
+            .route
+            .as_ref()
+            .and_then(|name| self.config.routes.iter().position(|r| &r.name == name));
+        let route = route_index.and_then(|i| self.config.routes.get(i));
+        let Some(mcp) = route.and_then(|r| r.mcp.as_ref().map(|m| (r, m))) else {
+            return Err(Reason::InternalError.into());
+        };
+        let (route, mcp) = mcp;
+        let Some(extra) = mcp.scopes_for(&msg.method, msg.name.as_deref().unwrap_or_default())
+        else {
+            d.detail = Some(format!(
+                "{} {:?} is not listed on this route",
+                msg.method,
+                clip(msg.name.as_deref().unwrap_or_default())
+            ));
+            return Err(Reason::McpNameUnlisted.into());
+        };
+        let mut required: Vec<String> = route.required_scopes.clone();
+        for s in extra {
+            if !required.contains(s) {
+                required.push(s.clone());
+            }
+        }
+        let granted = self.granted(&agent.effective);
+        if required.iter().any(|s| !granted.contains(s)) {
+            // MCP: every scope the operation needs, in one challenge.
+            return Err(Denial {
+                reason: Reason::ScopeInsufficient,
+                scopes: required,
+            });
+        }
+        let input_mcp = self
+            .config
+            .policy
+            .as_ref()
+            .map(|_| crate::policy::input::mcp_value(&msg));
+        self.policy(
+            req,
+            target,
+            host,
+            now,
+            &token,
+            &agent,
+            route_index,
+            input_mcp,
+            d,
+        )
+    }
+
+    /// The Rego policy, when one is configured.
+    #[allow(clippy::too_many_arguments)]
+    fn policy(
+        &mut self,
+        req: &Request,
+        target: &Target,
+        host: &str,
+        now: f64,
+        token: &VerifiedToken,
+        agent: &crate::delegation::AgentContext,
+        route_index: Option<usize>,
+        mcp: Option<regorus::Value>,
+        d: &mut Decision,
+    ) -> Result<(), Denial> {
         let Some(policy) = self.config.policy.as_ref() else {
             return Ok(());
         };
@@ -355,12 +740,14 @@ impl Engine {
             return Err(Reason::RequestHeaderRepeated.into());
         }
         let config = &self.config;
+        let route = route_index.and_then(|i| config.routes.get(i));
         let hidden = |name: &str| config.is_filter_header(name);
         let view = RequestView {
             req,
             target,
             host,
             hidden: &hidden,
+            mcp,
         };
         let input = self
             .inputs
@@ -389,9 +776,10 @@ impl Engine {
         }
     }
 
-    /// Whether the host should collect all request headers (only a policy reads them).
+    /// Whether the host should collect all request headers (a policy reads them, and MCP
+    /// routes compare the mirrored `Mcp-*` headers with the body).
     pub fn wants_headers(&self) -> bool {
-        self.config.policy.is_some()
+        self.config.policy.is_some() || self.config.routes.iter().any(|r| r.mcp.is_some())
     }
 
     /// The verified token, and whether the cache spared its signature check.
@@ -549,6 +937,7 @@ mod tests {
     /// `GET /tickets/1` with `token`, from `client`.
     fn get(token: &str, client: Option<&str>) -> Request {
         Request {
+            body: None,
             client: client.map(str::to_owned),
             method: "GET".into(),
             path: "/tickets/1".into(),

@@ -109,6 +109,24 @@ pub enum Reason {
     PolicyError,
     /// The policy ran out of its evaluation budget (`policy.max_eval_ms` or `policy.max_instructions`).
     PolicyLimit,
+    /// An MCP POST's body is over the route's `mcp.max_body_bytes`.
+    McpBodyTooLarge,
+    /// An MCP POST's body is not one JSON-RPC request: not JSON, duplicate members, a
+    /// response, the wrong shape, or trailers after it.
+    McpBodyInvalid,
+    /// An MCP POST carries a JSON-RPC batch (an array).
+    McpBatch,
+    /// `MCP-Protocol-Version`, `Mcp-Method` or `Mcp-Name` is missing, repeated or does not
+    /// mirror the body.
+    McpHeaderMismatch,
+    /// The tool, resource or prompt is not listed on a route with `other_tools: "deny"`.
+    McpNameUnlisted,
+    /// A `GET` with `Last-Event-ID` on an MCP route: a resumed stream may replay results
+    /// the filter never saw.
+    McpReplay,
+    /// A list response the filter must filter but cannot (too large, not the response,
+    /// compressed, malformed): refused, never passed unfiltered.
+    McpListUnfilterable,
     /// The host failed us (crypto call error, clock): deny, fail closed.
     InternalError,
 }
@@ -165,6 +183,13 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::PolicyError,
         Reason::PolicyLimit,
+        Reason::McpBodyTooLarge,
+        Reason::McpBodyInvalid,
+        Reason::McpBatch,
+        Reason::McpHeaderMismatch,
+        Reason::McpNameUnlisted,
+        Reason::McpReplay,
+        Reason::McpListUnfilterable,
         Reason::InternalError,
     ];
 
@@ -220,6 +245,13 @@ impl Reason {
             Reason::PolicyDenied => "policy.denied",
             Reason::PolicyError => "policy.error",
             Reason::PolicyLimit => "policy.limit",
+            Reason::McpBodyTooLarge => "mcp.body_too_large",
+            Reason::McpBodyInvalid => "mcp.body_invalid",
+            Reason::McpBatch => "mcp.batch",
+            Reason::McpHeaderMismatch => "mcp.header_mismatch",
+            Reason::McpNameUnlisted => "mcp.name_unlisted",
+            Reason::McpReplay => "mcp.replay",
+            Reason::McpListUnfilterable => "mcp.list_unfilterable",
             Reason::InternalError => "internal.error",
         }
     }
@@ -230,7 +262,13 @@ impl Reason {
             Reason::RequestMalformed
             | Reason::RequestTarget
             | Reason::RequestMethod
-            | Reason::RequestHeaderRepeated => 400,
+            | Reason::RequestHeaderRepeated
+            | Reason::McpBodyInvalid
+            | Reason::McpBatch
+            | Reason::McpHeaderMismatch
+            | Reason::McpReplay => 400,
+            Reason::McpBodyTooLarge => 413,
+            Reason::McpListUnfilterable => 502,
             Reason::TokenVerifyBudget => 429,
             Reason::InternalError
             | Reason::JwksUnavailable
@@ -246,6 +284,7 @@ impl Reason {
             | Reason::DelegationScopeExceedsCeiling
             | Reason::RouteUnmatched
             | Reason::ScopeInsufficient
+            | Reason::McpNameUnlisted
             | Reason::PolicyDenied => 403,
             _ => 401,
         }
@@ -257,7 +296,13 @@ impl Reason {
             Reason::RequestMalformed
             | Reason::RequestTarget
             | Reason::RequestMethod
-            | Reason::RequestHeaderRepeated => "invalid_request",
+            | Reason::RequestHeaderRepeated
+            | Reason::McpBodyTooLarge
+            | Reason::McpBodyInvalid
+            | Reason::McpBatch
+            | Reason::McpHeaderMismatch
+            | Reason::McpReplay => "invalid_request",
+            Reason::McpListUnfilterable => "server_error",
             Reason::InternalError
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
@@ -330,6 +375,13 @@ impl Reason {
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
             Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",
             Reason::PolicyLimit => "the policy exceeded its budget (policy.max_eval_ms or policy.max_instructions)",
+            Reason::McpBodyTooLarge => "an MCP POST's body is over the route's mcp.max_body_bytes",
+            Reason::McpBodyInvalid => "an MCP POST's body is not one JSON-RPC request (not JSON, duplicate members, a response, wrong shape, trailers)",
+            Reason::McpBatch => "an MCP POST carries a JSON-RPC batch (an array): one message per POST",
+            Reason::McpHeaderMismatch => "MCP-Protocol-Version, Mcp-Method or Mcp-Name is missing (2026-07-28), repeated or differs from the body (JSON-RPC -32020)",
+            Reason::McpNameUnlisted => "the tool, resource or prompt is not listed on a route with other_tools \"deny\"",
+            Reason::McpReplay => "a GET with Last-Event-ID on an MCP route (a resumed stream could replay unfiltered results)",
+            Reason::McpListUnfilterable => "a tools/resources/prompts list response the filter cannot filter (too large, compressed, malformed): refused",
             Reason::InternalError => "host failure on the request path (fail closed)",
         }
     }

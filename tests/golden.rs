@@ -165,6 +165,7 @@ fn run_case(case: &Case, keys: &DevKeys, cfg_bytes: &[u8]) -> Result<(), Failed>
         (None, None) => None,
     };
     let req = Request {
+        body: None,
         client: None,
         method: case.request.method.clone(),
         path: case.request.path.clone(),
@@ -226,6 +227,7 @@ fn cache_hit_still_rechecks_expiry() -> Result<(), Failed> {
     let recipe: Recipe = serde_json::from_str(r#"{"exp":60}"#).unwrap();
     let token = mint(&keys, &recipe, now).unwrap();
     let req = Request {
+        body: None,
         client: None,
         method: "GET".into(),
         path: "/tickets".into(),

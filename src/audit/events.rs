@@ -28,7 +28,21 @@ pub(super) struct DecisionEvent<'a> {
     pub(super) route: Option<&'a str>,
     pub(super) request: RequestPart<'a>,
     pub(super) policy: Option<PolicyPart<'a>>,
+    /// The MCP call (requests on MCP routes whose body was read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mcp: Option<McpPart<'a>>,
     pub(super) latency_us: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct McpPart<'a> {
+    pub(super) method: &'a str,
+    pub(super) name: Option<&'a str>,
+    pub(super) protocol_version: Option<&'a str>,
+    /// SHA-256 of the arguments (canonical JSON); the arguments themselves are never logged.
+    pub(super) arguments_sha256: Option<Hex<'a>>,
+    /// What exactly was wrong with a refused call (header mismatch, body problem).
+    pub(super) detail: Option<&'a str>,
 }
 
 #[derive(Serialize)]

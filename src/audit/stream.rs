@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::config::RequestIdFrom;
 use super::events::{
-    clip_id, Chain, CheckpointEvent, DecisionEvent, Hex, OriginalPart, PolicyPart, RegistryEvent,
-    RegistryOutcome, RequestPart, RevocationEvent, Scopes, SetOutcome, StartEvent, TokenPart,
-    FORMAT_VERSION,
+    clip_id, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart, PolicyPart,
+    RegistryEvent, RegistryOutcome, RequestPart, RevocationEvent, Scopes, SetOutcome, StartEvent,
+    TokenPart, FORMAT_VERSION,
 };
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
@@ -176,6 +176,13 @@ impl AuditStream {
                 .policy_revision
                 .as_deref()
                 .map(|revision| PolicyPart { revision }),
+            mcp: d.mcp.as_ref().map(|m| McpPart {
+                method: &m.method,
+                name: m.name.as_deref(),
+                protocol_version: m.protocol_version.as_deref(),
+                arguments_sha256: m.arguments_sha256.as_ref().map(Hex),
+                detail: d.detail.as_deref(),
+            }),
             latency_us: ctx.latency_us,
         };
         out.push(self.link.seal(&ev, ctx.now));

@@ -247,6 +247,7 @@ mod tests {
                 host: "api\"x\n\u{0}\u{202e}<script>".into(),
                 authorization: vec![auth.into_bytes()],
                 headers: vec![],
+                body: None,
             };
             let d = engine.evaluate(&req, now + i as f64);
             for l in engine.audit(&d, &ctx(now + i as f64)) {

@@ -18,7 +18,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use crate::crypto::ForeignCall;
 use crate::shared::{HostError, SharedData};
-use crate::worker::{deny_unconfigured, Host, Level, MetricKind, Outcome, Worker};
+use crate::worker::{deny_unconfigured, Exchange, Host, Level, MetricKind, Outcome, Worker};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -30,6 +30,59 @@ proxy_wasm::main! {{
 
 fn err(s: proxy_wasm::types::Status) -> HostError {
     HostError(format!("{s:?}"))
+}
+
+// The buffer calls of the ABI, declared here with plain integers: the SDK's wrappers panic
+// (a VM trap) on any status they do not expect, and Envoy answers `BadArgument` for some
+// ranges (`set_buffer` accepts only a whole-buffer replace or an append).
+#[link(wasm_import_module = "env")]
+extern "C" {
+    #[link_name = "proxy_get_buffer_bytes"]
+    fn abi_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    #[link_name = "proxy_set_buffer_bytes"]
+    fn abi_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+}
+
+const REQUEST_BODY: u32 = 0;
+const RESPONSE_BODY: u32 = 1;
+
+/// The first `size` bytes of a body buffer (empty when the host has none).
+fn get_body(buffer: u32, size: usize) -> Result<Vec<u8>, HostError> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: the host writes a pointer it allocated through this module's
+    // `proxy_on_memory_allocate` (the SDK's: a boxed slice of exactly `len` bytes) and
+    // its length; ownership passes to us, as in the SDK's own `get_buffer`.
+    let status = unsafe { abi_get_buffer_bytes(buffer, 0, size, &mut data, &mut len) };
+    match status {
+        0 if data.is_null() => Ok(Vec::new()),
+        0 => Ok(unsafe { Vec::from_raw_parts(data, len, len) }),
+        // NotFound: no body buffered.
+        1 => Ok(Vec::new()),
+        other => Err(HostError(format!("get_buffer_bytes: status {other}"))),
+    }
+}
+
+/// Replaces the whole buffered body (`size` bytes) with `body`.
+fn set_body(buffer: u32, size: usize, body: &[u8]) -> Result<(), HostError> {
+    // SAFETY: `body` outlives the call; the host copies it.
+    let status = unsafe { abi_set_buffer_bytes(buffer, 0, size, body.as_ptr(), body.len()) };
+    match status {
+        0 => Ok(()),
+        other => Err(HostError(format!("set_buffer_bytes: status {other}"))),
+    }
 }
 
 /// The host, through proxy-wasm. Calls on "the current request" act on the context the
@@ -151,6 +204,26 @@ impl Host for ProxyHost {
         hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).map_err(err)
     }
 
+    fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        get_body(REQUEST_BODY, size)
+    }
+
+    fn response_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        hostcalls::get_map_bytes(MapType::HttpResponseHeaders).map_err(err)
+    }
+
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpResponseHeaders, name).map_err(err)
+    }
+
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        get_body(RESPONSE_BODY, size)
+    }
+
+    fn set_response_body(&self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        set_body(RESPONSE_BODY, size, body)
+    }
+
     fn send_response(
         &self,
         status: u16,
@@ -231,6 +304,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             worker: self.worker.clone(),
+            exchange: Exchange::default(),
         }))
     }
 
@@ -239,23 +313,72 @@ impl RootContext for Root {
     }
 }
 
-/// One request's context.
+/// One request's context: the worker, and what it keeps between this request's callbacks.
 struct Http {
     worker: Option<Rc<RefCell<Worker>>>,
+    exchange: Exchange,
 }
 
 impl Context for Http {}
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+fn action(outcome: Outcome) -> Action {
+    match outcome {
+        Outcome::Continue => Action::Continue,
+        // A local answer, or (with `allow_on_headers_stop_iteration`) "hold the headers
+        // and buffer the body".
+        Outcome::Answered | Outcome::NeedBody => Action::Pause,
+    }
+}
+
+impl Http {
+    /// Runs `f` on the worker; without one (or re-entered), the request is refused.
+    fn with_worker(&mut self, f: impl FnOnce(&mut Worker, &mut Exchange) -> Outcome) -> Action {
         let outcome = match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
             None => deny_unconfigured(&ProxyHost, "unconfigured"),
             Some(Err(_)) => deny_unconfigured(&ProxyHost, "busy"),
-            Some(Ok(mut w)) => w.on_request(&ProxyHost),
+            Some(Ok(mut w)) => f(&mut w, &mut self.exchange),
         };
-        match outcome {
-            Outcome::Continue => Action::Continue,
-            Outcome::Answered => Action::Pause,
+        action(outcome)
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.with_worker(|w, ex| w.on_request(&ProxyHost, ex, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.exchange.waits_for_body() {
+            return Action::Continue;
         }
+        self.with_worker(|w, ex| w.on_request_body(&ProxyHost, ex, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !self.exchange.waits_for_body() {
+            return Action::Continue;
+        }
+        self.with_worker(|w, ex| w.on_request_trailers(&ProxyHost, ex))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !self.exchange.filters_response() {
+            return Action::Continue;
+        }
+        self.with_worker(|w, ex| w.on_response_headers(&ProxyHost, ex, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.exchange.filters_response() {
+            return Action::Continue;
+        }
+        self.with_worker(|w, ex| w.on_response_body(&ProxyHost, ex, body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !self.exchange.filters_response() {
+            return Action::Continue;
+        }
+        self.with_worker(|w, ex| w.on_response_trailers(&ProxyHost, ex))
     }
 }

@@ -4,10 +4,13 @@
 //! ever compared with it, never trusted.
 
 mod headers;
+mod lists;
 mod message;
 mod resource;
+pub mod sse;
 
 pub use headers::{check_headers, decode_header_value, HeaderMismatch};
+pub use lists::{filter_json, filter_sse, Filtered, ListError, ListKind, OUTPUT_SLACK};
 pub use message::{parse_message, Message, MessageError};
 pub use resource::{metadata_location, ProtectedResource};
 

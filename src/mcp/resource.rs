@@ -22,9 +22,10 @@ pub fn metadata_location(resource: &str) -> Result<(String, String), String> {
     let rest = resource
         .strip_prefix("https://")
         .ok_or_else(|| format!("\"{resource}\" is not an https URL"))?;
-    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_control() || c == ' ') {
+    // The URL is quoted into `WWW-Authenticate` challenges: no `"` or `\\` either.
+    if rest.contains(['?', '#', '"', '\\']) || rest.chars().any(|c| c.is_control() || c == ' ') {
         return Err(format!(
-            "\"{resource}\" must have no query, fragment, spaces or control characters"
+            "\"{resource}\" must have no query, fragment, quotes, backslashes, spaces or control characters"
         ));
     }
     let (host, path) = match rest.find('/') {

@@ -11,6 +11,7 @@ use crate::delegation::AgentContext;
 use crate::route::Route;
 use crate::target::Target;
 use crate::token::VerifiedToken;
+use serde_json::Value;
 
 fn record_value(r: &AgentRecord) -> regorus::Value {
     let status = match r.status {
@@ -142,6 +143,8 @@ pub struct RequestView<'a> {
     pub host: &'a str,
     /// Header names the policy never sees: the filter's own (removed from the request).
     pub hidden: &'a dyn Fn(&str) -> bool,
+    /// `input.mcp`: the MCP call the body carries (MCP routes only).
+    pub mcp: Option<regorus::Value>,
 }
 
 fn headers_value(view: &RequestView<'_>) -> regorus::Value {
@@ -189,7 +192,7 @@ fn assemble(
         (keys.now.clone(), V::from(now)),
         (keys.now_ns.clone(), V::from((now * 1e9) as i64)),
     ]));
-    V::from(BTreeMap::from([
+    let mut input = BTreeMap::from([
         (keys.subject.clone(), id.subject),
         (keys.agent.clone(), id.agent),
         (keys.chain.clone(), id.chain),
@@ -198,7 +201,11 @@ fn assemble(
         (keys.route.clone(), route),
         (keys.scopes.clone(), id.scopes),
         (keys.time.clone(), time),
-    ]))
+    ]);
+    if let Some(mcp) = &view.mcp {
+        input.insert(V::from("mcp"), mcp.clone());
+    }
+    V::from(input)
 }
 
 /// Object keys of the per-request parts, allocated once.
@@ -243,6 +250,37 @@ impl Keys {
             now_ns: k("now_ns"),
         }
     }
+}
+
+/// Deepest and largest `arguments` the policy sees (beyond: `arguments_omitted`).
+const POLICY_ARGUMENTS_DEPTH: usize = 8;
+const POLICY_ARGUMENTS_BYTES: usize = 16 * 1024;
+
+/// `input.mcp` for the policy: the call's method, name, protocol version and bounded
+/// arguments.
+pub fn mcp_value(msg: &crate::mcp::Message) -> regorus::Value {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let fits = |a: &Value| {
+        depth(a) <= POLICY_ARGUMENTS_DEPTH && a.to_string().len() <= POLICY_ARGUMENTS_BYTES
+    };
+    let (arguments, omitted) = match &msg.arguments {
+        None => (regorus::Value::Null, false),
+        Some(a) if fits(a) => (super::value::to_rego(a), false),
+        Some(_) => (regorus::Value::Null, true),
+    };
+    object([
+        ("method", regorus::Value::from(msg.method.as_str())),
+        ("name", opt_str(msg.name.as_deref())),
+        ("protocol_version", opt_str(msg.protocol_version.as_deref())),
+        ("arguments", arguments),
+        ("arguments_omitted", regorus::Value::from(omitted)),
+    ])
 }
 
 /// Most tokens kept in the identity cache (it is emptied when full).
@@ -411,6 +449,7 @@ mod tests {
                 for t in &tokens {
                     for route in [None, Some(&r1), Some(&r2)] {
                         let req = Request {
+                            body: None,
                             client: None,
                             method: "GET".into(),
                             path: format!("/a/{round}"),
@@ -431,6 +470,7 @@ mod tests {
                             target: &target,
                             host: "h",
                             hidden: &|k| k.starts_with("x-agent-"),
+                            mcp: None,
                         };
                         let fresh = policy_input(&view, now, t, &agent, route, &reg);
                         let cached = b.build(&view, now, t, &agent, route, &reg);
@@ -495,6 +535,7 @@ mod header_tests {
             target: &target,
             host: "",
             hidden: &|_| false,
+            mcp: None,
         };
         let v = headers_value(&view);
         assert_eq!(v["accept"], regorus::Value::from("a, b"));

@@ -33,6 +33,9 @@ struct Metrics {
     send_failures: Metric,
     queue_depth: Metric,
     log_hidden: Metric,
+    /// MCP list responses filtered, and the entries removed from them.
+    lists_filtered: Metric,
+    list_entries_removed: Metric,
     /// The largest linear memory among this Envoy's filter VMs, in bytes (each VM raises it
     /// on its tick; linear memory never shrinks, so the gauge is the busiest worker's).
     memory: Metric,
@@ -55,6 +58,8 @@ impl Metrics {
             send_failures: counter("agent_iam.audit.send_failures"),
             queue_depth: Metric::gauge(host, "agent_iam.audit.queue_depth"),
             log_hidden: counter("agent_iam.audit.log_hidden"),
+            lists_filtered: counter("agent_iam.mcp.lists_filtered"),
+            list_entries_removed: counter("agent_iam.mcp.list_entries_removed"),
             memory: Metric::gauge(host, "agent_iam.memory_bytes"),
         }
     }
@@ -114,6 +119,14 @@ impl AuditOut {
             }
         }
         self.metrics.latency.record(host, latency_us);
+    }
+
+    /// One MCP list response filtered, `removed` entries taken out.
+    pub fn count_list(&self, host: &dyn Host, removed: usize) {
+        self.metrics.lists_filtered.add(host, 1);
+        self.metrics
+            .list_entries_removed
+            .add(host, i64::try_from(removed).unwrap_or(i64::MAX));
     }
 
     /// Writes the events of one request (its decision, after the stream's `start` event

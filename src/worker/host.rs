@@ -66,6 +66,15 @@ pub trait Host: SharedData {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
+    /// The request body the host has buffered (the first `size` bytes).
+    fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
+    /// Every header of the current response, in order.
+    fn response_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError>;
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError>;
+    /// The response body the host has buffered (the first `size` bytes).
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
+    /// Replaces the buffered response body (all `size` bytes of it) with `body`.
+    fn set_response_body(&self, size: usize, body: &[u8]) -> Result<(), HostError>;
     /// Answers the current request locally (it does not go upstream).
     fn send_response(
         &self,

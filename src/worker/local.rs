@@ -37,6 +37,11 @@ pub struct Stream {
     pub response: Option<Response>,
     pub properties: Vec<(String, Vec<u8>)>,
     pub reset: bool,
+    /// The request body the host buffered.
+    pub body: Vec<u8>,
+    /// The upstream's response (headers and body), as the worker left them.
+    pub response_headers: Vec<(String, Vec<u8>)>,
+    pub response_body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -86,6 +91,21 @@ impl LocalHost {
                 .collect(),
             ..Stream::default()
         };
+    }
+
+    /// Sets the request body the host has buffered.
+    pub fn request_body_is(&self, body: &[u8]) {
+        self.stream.borrow_mut().body = body.to_vec();
+    }
+
+    /// Sets the upstream's response the worker sees.
+    pub fn response_is(&self, headers: &[(&str, &str)], body: &[u8]) {
+        let mut s = self.stream.borrow_mut();
+        s.response_headers = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        s.response_body = body.to_vec();
     }
 
     /// Takes the oldest unanswered call to `cluster`.
@@ -256,6 +276,43 @@ impl Host for LocalHost {
         s.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         s.headers.push((name.to_owned(), value.as_bytes().to_vec()));
         s.set.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        self.fails("request_body")?;
+        let s = self.stream.borrow();
+        Ok(s.body
+            .get(..size.min(s.body.len()))
+            .unwrap_or_default()
+            .to_vec())
+    }
+
+    fn response_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        self.fails("response_headers")?;
+        Ok(self.stream.borrow().response_headers.clone())
+    }
+
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        self.fails("remove_response")?;
+        let mut s = self.stream.borrow_mut();
+        s.response_headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        Ok(())
+    }
+
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        self.fails("response_body")?;
+        let s = self.stream.borrow();
+        let end = size.min(s.response_body.len());
+        Ok(s.response_body.get(..end).unwrap_or_default().to_vec())
+    }
+
+    fn set_response_body(&self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        self.fails("set_response_body")?;
+        let mut s = self.stream.borrow_mut();
+        let end = size.min(s.response_body.len());
+        s.response_body.splice(..end, body.iter().copied());
         Ok(())
     }
 

@@ -16,10 +16,11 @@ use crate::audit::{AuditLine, EventContext};
 use crate::config::{BackendChoice, Config};
 use crate::crypto::{ForeignCall, HostCrypto, PureRust, SignatureBackend};
 use crate::keys::Alg;
-use crate::pipeline::{Decision, DecisionIds, Engine, Request};
+use crate::pipeline::{Begun, Decision, DecisionIds, Engine, Request};
 use crate::reason::Reason;
 
 mod audit;
+mod exchange;
 pub mod host;
 mod jwks;
 #[cfg(tools)]
@@ -33,6 +34,7 @@ mod test_hooks;
 mod tests;
 
 pub use audit::AuditOut;
+pub use exchange::Exchange;
 use host::{log, Metric};
 pub use host::{Host, Level, MetricKind};
 use jwks::JwksFeed;
@@ -46,6 +48,9 @@ pub enum Outcome {
     Continue,
     /// The worker answered it (a deny): stop processing.
     Answered,
+    /// Hold the headers and buffer the body: the decision needs the whole body (the
+    /// request's, or the list response's the worker filters).
+    NeedBody,
 }
 
 /// The host's foreign function for signatures, shared by the worker's backends.
@@ -63,12 +68,30 @@ pub struct Checked {
     pub events: Vec<AuditLine>,
 }
 
+/// The filter's own time on a request so far: earlier callbacks' and this one's.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    since: std::time::Instant,
+    before: Duration,
+}
+
+impl Spent {
+    fn since(started: std::time::Instant) -> Spent {
+        Spent {
+            since: started,
+            before: Duration::ZERO,
+        }
+    }
+}
+
 /// What one read of the request's header map yields.
 struct Incoming {
     req: Request,
     request_id: Option<String>,
     /// Client-sent headers the filter or its policy may set (names as sent): all removed.
     strip: Vec<String>,
+    /// `content-length`, when the client sent exactly one that parses.
+    content_length: Option<u64>,
 }
 
 pub struct Worker {
@@ -304,9 +327,15 @@ impl Worker {
         self.engine.audit_stream().finish(now, self.audit.dropped())
     }
 
-    /// The host delivers a request's headers.
-    pub fn on_request(&mut self, host: &dyn Host) -> Outcome {
+    /// The host delivers a request's headers (`end_of_stream`: it has no body).
+    pub fn on_request(
+        &mut self,
+        host: &dyn Host,
+        ex: &mut Exchange,
+        end_of_stream: bool,
+    ) -> Outcome {
         let started = std::time::Instant::now();
+        *ex = Exchange::default();
         #[cfg(feature = "test-hooks")]
         if let Some(outcome) = test_hooks::handle(host, self.foreign.as_ref()) {
             return outcome;
@@ -325,24 +354,71 @@ impl Worker {
             );
             return self.host_failure(host, started, now);
         };
-        let Incoming {
-            req,
-            request_id,
-            strip,
-        } = incoming;
         self.sync(host);
         #[cfg(feature = "test-hooks")]
-        if let Some(outcome) = test_hooks::benches(self, host, &req, &strip, now) {
+        if let Some(outcome) = test_hooks::benches(self, host, &incoming.req, &incoming.strip, now)
+        {
             return outcome;
         }
-        let mut d = self.engine.evaluate(&req, now);
+        if let Some(doc) = self
+            .engine
+            .protected_resource_metadata(&incoming.req.method, &incoming.req.path)
+        {
+            return self.answer_metadata(host, &incoming, &doc, started, now);
+        }
+        let begun = self.engine.begin(&incoming.req, now);
         if let Some(i) = self.engine.take_kid_miss() {
             if let Some(j) = self.jwks.iter().find(|j| j.index == i) {
                 j.want_refetch(host, (now * 1000.0) as u64);
             }
         }
-        self.edit_headers(host, &mut d, &strip);
-        self.finish_request(host, &d, started, now, request_id)
+        match begun {
+            Begun::Decided(d) => self.conclude(host, ex, d, &incoming, Spent::since(started), now),
+            Begun::NeedBody(wait) => {
+                let max = wait.max_body();
+                let declared = incoming.content_length.unwrap_or(0);
+                if declared > max as u64 {
+                    let d = wait.refuse(
+                        Reason::McpBodyTooLarge,
+                        &format!("content-length {declared}, the route allows {max}"),
+                    );
+                    return self.conclude(host, ex, d, &incoming, Spent::since(started), now);
+                }
+                if end_of_stream {
+                    let d = self.engine.with_body(wait, &[], now);
+                    return self.conclude(host, ex, d, &incoming, Spent::since(started), now);
+                }
+                ex.wait(Box::new(wait), incoming, started.elapsed(), now);
+                Outcome::NeedBody
+            }
+        }
+    }
+
+    /// Edits the headers for decision `d`, audits it and answers; an allowed MCP list
+    /// call leaves `ex` ready to filter the response.
+    fn conclude(
+        &mut self,
+        host: &dyn Host,
+        ex: &mut Exchange,
+        mut d: Decision,
+        incoming: &Incoming,
+        spent: Spent,
+        now: f64,
+    ) -> Outcome {
+        self.edit_headers(host, &mut d, &incoming.strip);
+        let list = self.engine.list_filter(&d);
+        if list.is_some() && host.remove_request_header("accept-encoding").is_err() {
+            // The list must come back uncompressed for the filter to read it.
+            d.reason = Some(Reason::InternalError);
+        }
+        let spent = spent.before + spent.since.elapsed();
+        let outcome = self.finish_request(host, &d, spent, now, incoming.request_id.clone());
+        if outcome == Outcome::Continue {
+            if let Some(f) = list {
+                ex.filter_response(f, d);
+            }
+        }
+        outcome
     }
 
     /// Reads the request's header map (one host call: every header read separately cost
@@ -357,8 +433,10 @@ impl Worker {
             host: String::new(),
             authorization: Vec::new(),
             headers: Vec::new(),
+            body: None,
         };
         let mut request_id = None;
+        let mut content_length: Option<Option<u64>> = None;
         let mut authorization: Option<Vec<u8>> = None;
         let with_headers = self.engine.wants_headers();
         let cfg = self.engine.config();
@@ -385,6 +463,13 @@ impl Worker {
                     }
                 }
                 _ => {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        // Repeated: unknown (Envoy refuses differing copies itself).
+                        content_length = Some(match content_length {
+                            None => text().trim().parse().ok(),
+                            Some(_) => None,
+                        });
+                    }
                     if request_id.is_none() && name.eq_ignore_ascii_case("x-request-id") {
                         request_id = Some(text());
                     }
@@ -400,6 +485,7 @@ impl Worker {
             req,
             request_id,
             strip,
+            content_length: content_length.flatten(),
         })
     }
 
@@ -431,11 +517,11 @@ impl Worker {
         &mut self,
         host: &dyn Host,
         d: &Decision,
-        started: std::time::Instant,
+        spent: Duration,
         now: f64,
         request_id: Option<String>,
     ) -> Outcome {
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let latency_us = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
         let ctx = EventContext {
             now,
             latency_us,
@@ -447,7 +533,7 @@ impl Worker {
         if d.allowed() {
             Outcome::Continue
         } else {
-            send_deny(host, d)
+            send_deny(host, d, self.engine.resource_metadata_url())
         }
     }
 
@@ -464,7 +550,7 @@ impl Worker {
             .map(|h| (*h).to_owned())
             .collect();
         self.edit_headers(host, &mut d, &identity);
-        self.finish_request(host, &d, started, now, None)
+        self.finish_request(host, &d, started.elapsed(), now, None)
     }
 
     /// The host's timer: polls, checkpoints, collector flushes, gauges.
@@ -540,10 +626,11 @@ impl Worker {
     }
 }
 
-/// Answers a deny: the same response shape for every reason.
-fn send_deny(host: &dyn Host, d: &Decision) -> Outcome {
+/// Answers a deny: the same response shape for every reason (a JSON-RPC error on MCP
+/// routes).
+fn send_deny(host: &dyn Host, d: &Decision, resource_metadata: Option<&str>) -> Outcome {
     let body = d.deny_body();
-    let www = d.www_authenticate().unwrap_or_default();
+    let www = d.www_authenticate(resource_metadata).unwrap_or_default();
     let headers = [
         ("content-type", "application/json"),
         ("cache-control", "no-store"),
@@ -569,5 +656,6 @@ pub fn deny_unconfigured(host: &dyn Host, why: &str) -> Outcome {
     send_deny(
         host,
         &Decision::denied(why.to_owned(), Reason::InternalError),
+        None,
     )
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::local::LocalHost;
-use super::{Outcome, Worker};
+use super::{Exchange, Outcome, Worker};
 use crate::dev::{demo_plugin_config, mint, DevKeys, Recipe};
 
 const NOW: i64 = 1_800_000_000;
@@ -41,7 +41,7 @@ fn get(w: &mut Worker, host: &LocalHost, auth: &str, extra: &[(&str, &str)]) -> 
     ];
     headers.extend_from_slice(extra);
     host.request(&headers);
-    w.on_request(host)
+    w.on_request(host, &mut Exchange::default(), true)
 }
 
 /// The deny's reason code, from its body.
@@ -470,4 +470,312 @@ fn the_revocation_feed_verifies_applies_acknowledges_and_every_worker_enforces()
         "the last stored acknowledgements"
     );
     assert_eq!(get(&mut a, &host, &other, &[]), Outcome::Continue);
+}
+
+/// The demo issuer with an MCP route: read and write tools, a protected resource the
+/// issuer's tokens are for, and `tickets:admin` implying both.
+fn mcp_plugin(k: &DevKeys) -> Value {
+    let mut p = open_plugin(k);
+    p["issuers"][0]["audiences"] =
+        json!([crate::dev::DEMO_AUDIENCE, "https://api.agent-iam.test/mcp"]);
+    p["routes"] = json!([{"prefix": "/mcp", "methods": ["POST"], "required_scopes": [],
+        "mcp": {"tools": {"search_tickets": ["tickets:read"], "create_ticket": ["tickets:write"]}}}]);
+    p["protected_resource"] = json!({"resource": "https://api.agent-iam.test/mcp",
+        "authorization_servers": [crate::dev::DEMO_ISSUER], "resource_name": "Tickets"});
+    p["scope_implies"] = json!({"tickets:admin": ["tickets:read", "tickets:write"]});
+    p
+}
+
+/// Posts `body` to /mcp with `scope` in the token; the body arrives in two chunks.
+fn post(
+    w: &mut Worker,
+    host: &LocalHost,
+    ex: &mut Exchange,
+    scope: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Outcome {
+    let k = keys();
+    let auth = format!("Bearer {}", token(&k, json!({"claims": {"scope": scope}})));
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "api.test"),
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    host.request(&headers);
+    let first = w.on_request(host, ex, false);
+    if first != Outcome::NeedBody {
+        return first;
+    }
+    host.request_body_is(body.as_bytes());
+    assert_eq!(
+        w.on_request_body(host, ex, body.len() / 2, false),
+        Outcome::NeedBody
+    );
+    w.on_request_body(host, ex, body.len(), true)
+}
+
+fn call(name: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+           "params": {"name": name, "arguments": {"q": "x"}}})
+    .to_string()
+}
+
+fn deny_json(host: &LocalHost) -> (u16, String, Value) {
+    let (code, headers, body) = host.stream.borrow().response.clone().unwrap();
+    let www = headers
+        .iter()
+        .find(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    (code, www, serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn an_mcp_call_is_decided_on_its_body_with_every_scope_it_needs_in_one_challenge() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &mcp_plugin(&k));
+    let mut ex = Exchange::default();
+
+    // A read tool with the read scope: the body the filter read goes on unchanged.
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:read",
+        &call("search_tickets"),
+        &[],
+    );
+    assert_eq!(out, Outcome::Continue);
+    assert_eq!(host.stream.borrow().body, call("search_tickets").as_bytes());
+    assert!(host.stream.borrow().response.is_none());
+
+    // The write tool: 403, the JSON-RPC error carries the request's id and the decision
+    // id; the challenge names every scope and the resource's metadata.
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:read",
+        &call("create_ticket"),
+        &[],
+    );
+    assert_eq!(out, Outcome::Answered);
+    let (code, www, body) = deny_json(&host);
+    assert_eq!(code, 403);
+    assert!(www.contains("error=\"insufficient_scope\""), "{www}");
+    assert!(www.contains("scope=\"tickets:write\""), "{www}");
+    assert!(
+        www.contains("resource_metadata=\"https://api.agent-iam.test/.well-known/oauth-protected-resource/mcp\""),
+        "{www}"
+    );
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["error"]["code"], -31403);
+    assert_eq!(body["error"]["data"]["reason"], "scope.insufficient");
+    assert_eq!(
+        body["error"]["data"]["decision_id"].as_str().unwrap().len(),
+        32
+    );
+
+    // scope_implies: admin may write.
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:admin",
+        &call("create_ticket"),
+        &[],
+    );
+    assert_eq!(out, Outcome::Continue);
+
+    // Unlisted tools are refused (other_tools defaults to deny).
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:admin",
+        &call("drop_database"),
+        &[],
+    );
+    assert_eq!(out, Outcome::Answered);
+    assert_eq!(
+        deny_json(&host).2["error"]["data"]["reason"],
+        "mcp.name_unlisted"
+    );
+
+    // Mirrored headers are compared with the body, never believed.
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:admin",
+        &call("create_ticket"),
+        &[("mcp-method", "tools/call"), ("mcp-name", "search_tickets")],
+    );
+    assert_eq!(out, Outcome::Answered);
+    let (code, _, body) = deny_json(&host);
+    assert_eq!((code, body["error"]["code"].as_i64()), (400, Some(-32020)));
+
+    // A batch, a body that is not JSON, duplicate members: refused with their reasons.
+    for (body, reason, code) in [
+        (format!("[{}]", call("search_tickets")), "mcp.batch", -32600),
+        ("{not json".to_owned(), "mcp.body_invalid", -32700),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_tickets","name":"create_ticket"}}"#.to_owned(),
+            "mcp.body_invalid",
+            -32700,
+        ),
+    ] {
+        let out = post(&mut w, &host, &mut ex, "tickets:admin", &body, &[]);
+        assert_eq!(out, Outcome::Answered, "{body}");
+        let (status, _, v) = deny_json(&host);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(v["error"]["data"]["reason"], reason, "{body}");
+        assert_eq!(v["error"]["code"], code, "{body}");
+    }
+
+    // Over max_body_bytes: refused from content-length, before any body is read.
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:read",
+        &call("search_tickets"),
+        &[("content-length", "70000")],
+    );
+    assert_eq!(out, Outcome::Answered);
+    assert_eq!(deny_json(&host).0, 413);
+
+    // Every decision was audited with its MCP call (the arguments only as a hash).
+    let audited = host.logged("\"mcp\":{\"method\":\"tools/call\"");
+    assert_eq!(audited.len(), 5, "{audited:?}");
+    assert!(audited.iter().all(|l| !l.contains("\"q\":\"x\"")));
+}
+
+#[test]
+fn a_token_failure_on_an_mcp_route_is_answered_before_the_body_as_a_json_rpc_error() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &mcp_plugin(&k));
+    host.request(&[(":method", "POST"), (":path", "/mcp"), (":authority", "a")]);
+    let out = w.on_request(&host, &mut Exchange::default(), false);
+    assert_eq!(out, Outcome::Answered);
+    let (code, www, body) = deny_json(&host);
+    assert_eq!(code, 401);
+    assert!(www.contains("resource_metadata=\"https://api.agent-iam.test/.well-known/oauth-protected-resource/mcp\""), "{www}");
+    assert_eq!(body["id"], Value::Null);
+    assert_eq!(body["error"]["code"], -31401);
+}
+
+#[test]
+fn the_protected_resource_metadata_is_answered_without_a_token() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &mcp_plugin(&k));
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        host.request(&[(":method", "GET"), (":path", path), (":authority", "a")]);
+        assert_eq!(
+            w.on_request(&host, &mut Exchange::default(), true),
+            Outcome::Answered
+        );
+        let (code, _, body) = host.stream.borrow().response.clone().unwrap();
+        assert_eq!(code, 200);
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["resource"], "https://api.agent-iam.test/mcp");
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["tickets:read", "tickets:write"])
+        );
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+}
+
+#[test]
+fn a_tools_list_shows_only_what_the_caller_may_call() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &mcp_plugin(&k));
+    let mut ex = Exchange::default();
+    let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:read",
+        list,
+        &[("accept-encoding", "gzip")],
+    );
+    assert_eq!(out, Outcome::Continue);
+    assert!(ex.filters_response());
+    assert!(host
+        .stream
+        .borrow()
+        .removed
+        .contains(&"accept-encoding".to_owned()));
+    let result = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
+        {"name": "search_tickets", "inputSchema": {}},
+        {"name": "create_ticket", "inputSchema": {}},
+        {"name": "unlisted", "inputSchema": {}}], "nextCursor": "c2"}});
+    let text = result.to_string();
+    host.response_is(
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", "9"),
+        ],
+        text.as_bytes(),
+    );
+    assert_eq!(
+        w.on_response_headers(&host, &mut ex, false),
+        Outcome::NeedBody
+    );
+    assert_eq!(
+        w.on_response_body(&host, &mut ex, text.len(), true),
+        Outcome::Continue
+    );
+    let s = host.stream.borrow();
+    assert!(s
+        .response_headers
+        .iter()
+        .all(|(k, _)| k != "content-length"));
+    let filtered: Value = serde_json::from_slice(&s.response_body).unwrap();
+    assert_eq!(
+        filtered["result"]["tools"],
+        json!([{"name": "search_tickets", "inputSchema": {}}])
+    );
+    assert_eq!(filtered["result"]["nextCursor"], "c2");
+    assert_eq!(filtered["result"]["cacheScope"], "private");
+    drop(s);
+    assert_eq!(
+        host.metric_value("agent_iam.mcp.list_entries_removed"),
+        Some(2)
+    );
+
+    // A compressed list cannot be filtered: refused, never passed through.
+    let out = post(&mut w, &host, &mut ex, "tickets:read", list, &[]);
+    assert_eq!(out, Outcome::Continue);
+    host.response_is(
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        b"\x1f\x8b",
+    );
+    assert_eq!(
+        w.on_response_headers(&host, &mut ex, false),
+        Outcome::Answered
+    );
+    let (code, _, body) = deny_json(&host);
+    assert_eq!(code, 502);
+    assert_eq!(body["error"]["data"]["reason"], "mcp.list_unfilterable");
+    assert_eq!(body["id"], 3);
 }

@@ -28,10 +28,13 @@ def test_envoy_config_validates(path):
 
 @pytest.mark.parametrize("path", ENVOY_CONFIGS, ids=[p.name for p in ENVOY_CONFIGS])
 def test_every_shipped_envoy_config_fails_closed(path):
-    """Each Wasm filter in a shipped bootstrap says FAIL_CLOSED (a trapped VM denies)."""
+    """Each Wasm filter in a shipped bootstrap says FAIL_CLOSED (a trapped VM denies) and
+    lets the filter hold the headers while it reads an MCP body (without the knob, Envoy
+    turns the filter's pause into "stop everything" and an MCP POST hangs)."""
     text = path.read_text()
     filters = text.count("envoy.filters.http.wasm")
     assert filters >= 1 and text.count("failure_policy: FAIL_CLOSED") == filters
+    assert text.count("allow_on_headers_stop_iteration: true") == filters
 
 
 def test_shipped_envoy_yaml_is_generated_from_plugin_json():
