@@ -79,6 +79,13 @@ pub struct ListFilter {
     pub decision_id: String,
 }
 
+/// Whether the request says it speaks MCP 2026-07-28 (whose clients send requests only).
+fn modern(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(k, v)| k == "mcp-protocol-version" && v == crate::mcp::REVISION_2026_07_28)
+}
+
 /// The method that uses an entry of a `kind` list.
 fn call_method(kind: crate::mcp::ListKind) -> &'static str {
     use crate::mcp::ListKind;
@@ -644,17 +651,41 @@ impl Engine {
         now: f64,
         d: &mut Decision,
     ) -> Result<(), Denial> {
-        let msg = crate::mcp::parse_message(body).map_err(|e| {
-            d.detail = Some(clip(&e.to_string()));
-            match e {
-                crate::mcp::MessageError::Batch => Reason::McpBatch,
-                crate::mcp::MessageError::Json(_) => {
-                    d.jsonrpc_code = Some(-32700);
-                    Reason::McpBodyInvalid
+        let msg = match crate::mcp::parse_message(body) {
+            Ok(msg) => msg,
+            Err(crate::mcp::MessageError::Response { id }) if !modern(&req.headers) => {
+                // A 2025-11-25 client answering the server (sampling, elicitation): it
+                // runs nothing; the route's scopes and the policy decide.
+                crate::mcp::Message {
+                    id: Some(id),
+                    method: String::new(),
+                    name: None,
+                    arguments: None,
+                    protocol_version: None,
                 }
-                crate::mcp::MessageError::Shape(_) => Reason::McpBodyInvalid,
             }
-        })?;
+            Err(e) => {
+                d.detail = Some(clip(&e.to_string()));
+                return Err(match e {
+                    crate::mcp::MessageError::Batch => Reason::McpBatch,
+                    crate::mcp::MessageError::Json(_) => {
+                        d.jsonrpc_code = Some(-32700);
+                        Reason::McpBodyInvalid
+                    }
+                    _ => Reason::McpBodyInvalid,
+                }
+                .into());
+            }
+        };
+        if msg.method.is_empty() {
+            d.mcp = Some(crate::decision::McpCall {
+                id: msg.id.clone(),
+                method: String::new(),
+                name: None,
+                protocol_version: None,
+                arguments_sha256: None,
+            });
+        }
         d.mcp = Some(crate::decision::McpCall {
             id: msg.id.clone(),
             method: clip(&msg.method),
@@ -662,6 +693,9 @@ impl Engine {
             protocol_version: msg.protocol_version.as_deref().map(clip),
             arguments_sha256: msg.arguments.as_ref().map(arguments_sha256),
         });
+        if msg.method.is_empty() {
+            return self.decide_route_only(req, target, host, now, d);
+        }
         crate::mcp::check_headers(&msg, &req.headers).map_err(|e| {
             d.detail = Some(clip(&e.to_string()));
             Reason::McpHeaderMismatch
@@ -696,6 +730,12 @@ impl Engine {
         let granted = self.granted(&agent.effective);
         if required.iter().any(|s| !granted.contains(s)) {
             // MCP: every scope the operation needs, in one challenge.
+            d.detail = Some(format!(
+                "{} {:?} needs {}",
+                msg.method,
+                clip(msg.name.as_deref().unwrap_or_default()),
+                required.join(" ")
+            ));
             return Err(Denial {
                 reason: Reason::ScopeInsufficient,
                 scopes: required,
@@ -717,6 +757,42 @@ impl Engine {
             input_mcp,
             d,
         )
+    }
+
+    /// A body that names no call (a 2025-11-25 client's response): the route's scopes,
+    /// then the policy (`input.mcp.method` is null).
+    fn decide_route_only(
+        &mut self,
+        req: &Request,
+        target: &Target,
+        host: &str,
+        now: f64,
+        d: &mut Decision,
+    ) -> Result<(), Denial> {
+        let (Some(token), Some(agent)) = (d.token.clone(), d.agent.clone()) else {
+            return Err(Reason::InternalError.into());
+        };
+        let route_index = d
+            .route
+            .as_ref()
+            .and_then(|name| self.config.routes.iter().position(|r| &r.name == name));
+        let required = route_index
+            .and_then(|i| self.config.routes.get(i))
+            .map(|r| r.required_scopes.clone())
+            .unwrap_or_default();
+        let granted = self.granted(&agent.effective);
+        if required.iter().any(|s| !granted.contains(s)) {
+            return Err(Denial {
+                reason: Reason::ScopeInsufficient,
+                scopes: required,
+            });
+        }
+        let mcp = self
+            .config
+            .policy
+            .as_ref()
+            .map(|_| crate::policy::input::mcp_response_value());
+        self.policy(req, target, host, now, &token, &agent, route_index, mcp, d)
     }
 
     /// The Rego policy, when one is configured.

@@ -29,6 +29,10 @@ pub enum MessageError {
     Json(String),
     #[error("a JSON-RPC batch (an array): MCP carries one message per POST")]
     Batch,
+    /// A JSON-RPC response (a 2025-11-25 client answering a server's request, e.g.
+    /// sampling): it runs nothing on the server. 2026-07-28 clients must not send one.
+    #[error("a JSON-RPC response: 2026-07-28 clients send requests only")]
+    Response { id: Value },
     #[error("{0}")]
     Shape(String),
 }
@@ -59,7 +63,15 @@ pub fn parse_message(body: &[u8]) -> Result<Message, MessageError> {
         return Err(shape("`jsonrpc` is not \"2.0\""));
     }
     if obj.contains_key("result") || obj.contains_key("error") {
-        return Err(shape("a JSON-RPC response: clients send requests"));
+        let one_of = obj.contains_key("result") != obj.contains_key("error");
+        return match obj.get("id") {
+            Some(id @ (Value::String(_) | Value::Number(_)))
+                if one_of && !obj.contains_key("method") && obj.len() == 3 =>
+            {
+                Err(MessageError::Response { id: id.clone() })
+            }
+            _ => Err(shape("neither a JSON-RPC request nor a response")),
+        };
     }
     let method = match obj.get("method") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -139,6 +151,18 @@ mod tests {
     }
 
     #[test]
+    fn a_response_is_told_apart_from_a_request() {
+        assert_eq!(
+            parse(json!({"jsonrpc": "2.0", "id": 1, "result": {"model": "m"}})),
+            Err(MessageError::Response { id: json!(1) })
+        );
+        assert_eq!(
+            parse(json!({"jsonrpc": "2.0", "id": "s", "error": {"code": 1, "message": "no"}})),
+            Err(MessageError::Response { id: json!("s") })
+        );
+    }
+
+    #[test]
     fn anything_but_one_well_formed_request_is_refused() {
         let dup = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_tickets","name":"delete_all"}}"#;
         assert!(matches!(parse_message(dup), Err(MessageError::Json(_))));
@@ -157,7 +181,9 @@ mod tests {
             json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"name": "x"}}),
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                    "params": {"name": "a", "arguments": "rm -rf"}}),
-            json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {}, "error": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {}, "method": "tools/call"}),
+            json!({"jsonrpc": "2.0", "result": {}}),
             json!("tools/call"),
         ] {
             assert!(

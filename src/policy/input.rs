@@ -280,6 +280,19 @@ pub fn mcp_value(msg: &crate::mcp::Message) -> regorus::Value {
         ("protocol_version", opt_str(msg.protocol_version.as_deref())),
         ("arguments", arguments),
         ("arguments_omitted", regorus::Value::from(omitted)),
+        ("response", regorus::Value::from(false)),
+    ])
+}
+
+/// `input.mcp` for a body that is a 2025-11-25 client's JSON-RPC response (no call).
+pub fn mcp_response_value() -> regorus::Value {
+    object([
+        ("method", regorus::Value::Null),
+        ("name", regorus::Value::Null),
+        ("protocol_version", regorus::Value::Null),
+        ("arguments", regorus::Value::Null),
+        ("arguments_omitted", regorus::Value::from(false)),
+        ("response", regorus::Value::from(true)),
     ])
 }
 
