@@ -152,7 +152,7 @@ fn text_line(d: &Value) -> String {
         Some(Value::Number(n)) => n.to_string(),
         _ => "-".to_owned(),
     };
-    format!(
+    let line = format!(
         "{} {} {} {} {} {}",
         s("/decision"),
         s("/status"),
@@ -160,7 +160,15 @@ fn text_line(d: &Value) -> String {
         s("/request/path"),
         s("/reason"),
         s("/decision_id")
-    )
+    );
+    // An MCP call: its method and name after the request line.
+    match d.pointer("/mcp/method").and_then(Value::as_str) {
+        Some(method) if !method.is_empty() => match d.pointer("/mcp/name").and_then(Value::as_str) {
+            Some(name) => format!("{line} {method} {name}"),
+            None => format!("{line} {method}"),
+        },
+        _ => line,
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +186,10 @@ mod tests {
         let allow = json!({"decision": "allow", "status": 200, "reason": null,
                            "request": {"method": "GET", "path": "/"}, "decision_id": "ab02"});
         assert_eq!(text_line(&allow), "allow 200 GET / - ab02");
+        let call = json!({"decision": "allow", "status": 200, "reason": null, "decision_id": "ab03",
+                          "request": {"method": "POST", "path": "/mcp"},
+                          "mcp": {"method": "tools/call", "name": "search_tickets"}});
+        assert_eq!(text_line(&call), "allow 200 POST /mcp - ab03 tools/call search_tickets");
     }
 
     #[test]
