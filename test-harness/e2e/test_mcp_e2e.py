@@ -65,7 +65,8 @@ def mcp_plugin():
     p["issuers"][0]["audiences"].append(RESOURCE)
     p["agents"]["feed"].update(poll_interval_ms=200)
     p["agents"]["registry"] += [
-        {"id": "agent:ticket-admin", "max_scopes": ["tickets:admin"], "owner": "team:ops", "status": "active"},
+        {"id": "agent:ticket-admin", "max_scopes": ["tickets:admin", "tickets:read", "tickets:write"],
+         "owner": "team:ops", "status": "active"},
         {"id": "agent:mcp-bot", "max_scopes": ["tickets:read"], "owner": "team:ops", "status": "active"},
     ]
     p["delegation"] = {"on_scope_exceeds_ceiling": "narrow"}
@@ -132,19 +133,30 @@ def token(**claims):
     return tokens(claims)[0]
 
 
+def every_scope():
+    """A token holding every scope of the desk outright (no scope_implies needed): the
+    checks under test are not about scopes."""
+    return token(sub="agent:ticket-admin", scope="tickets:read tickets:write tickets:admin")
+
+
 def challenge_params(www_authenticate):
     """`WWW-Authenticate: Bearer k="v", ...` -> (scheme, {k: v})."""
     scheme, _, rest = www_authenticate.partition(" ")
     return scheme, dict(re.findall(r'([a-z_]+)="([^"]*)"', rest))
 
 
+# Refusals of the token, the registry or revocation come before the body is read: the
+# request's id may be unknown then (null).
+BEFORE_THE_BODY = (None, 1)
+
+
 def assert_jsonrpc_deny(r, status, code, reason, id=1):
     """A deny on the MCP route: `status`, a JSON-RPC error body with `code`, the request's
-    id, the reason and a decision id. -> the error object."""
+    id (or one of a tuple of ids), the reason and a decision id. -> the error object."""
     assert r.status == status, r
     assert r.headers["content-type"].startswith("application/json"), r.headers
     body = r.json()
-    assert body["jsonrpc"] == "2.0" and body["id"] == id, body
+    assert body["jsonrpc"] == "2.0" and body["id"] in (id if isinstance(id, tuple) else (id,)), body
     err = body["error"]
     assert err["code"] == code and isinstance(err["message"], str), body
     assert err["data"]["reason"] == reason, body
@@ -156,6 +168,7 @@ def assert_scope_challenge(www_authenticate, scopes):
     scheme, params = challenge_params(www_authenticate)
     assert scheme == "Bearer", www_authenticate
     assert params["error"] == "insufficient_scope", www_authenticate
+    assert params["error_description"] == "scope.insufficient", www_authenticate
     assert sorted(params["scope"].split(" ")) == sorted(scopes), www_authenticate
     assert params["resource_metadata"] == METADATA_URL, www_authenticate
 
@@ -267,6 +280,17 @@ def test_a_delegated_chain_narrows_which_tools_appear(desk, era):
     assert desk.server.executed[since:] == [("create_ticket", {"title": "from the planner"})]
 
 
+@ERA
+def test_a_list_too_large_to_filter_is_refused_not_passed_unfiltered(desk, era):
+    reader = token()
+    with desk.server.extra_tool("bulky_report", "x" * 1_100_000):  # over the 1 MiB response bound
+        r = mc.rpc(desk.client, reader, "tools/list", mode=era, id=4)
+        err = assert_jsonrpc_deny(r, 502, -31502, "mcp.list_unfilterable", id=4)
+        out = mc.list_tools(desk.port, reader, era)
+        assert out.error is not None and out.error.code == -31502 and out.refused.status == 502, out
+    assert err["data"]["decision_id"]
+
+
 def test_an_auto_client_still_negotiates_2026_07_28(desk):
     """`server/discover` names nothing: any caller with the route's scopes gets through, so
     an `auto` client is not pushed back to the handshake era."""
@@ -290,7 +314,7 @@ def post(desk, tok, raw, hdrs):
     "missing_method", "missing_name", "missing_version_with_modern_meta", "legacy_name_differs",
 ])
 def test_mirrored_headers_must_equal_the_body(desk, case):
-    admin = token(sub="agent:ticket-admin", scope="tickets:admin")
+    tok = every_scope()
     params, era, extra = dict(SEARCH), mc.MODERN, {}
     if case == "name_differs":
         extra = {"mcp_name": "search_tickets"}
@@ -314,7 +338,7 @@ def test_mirrored_headers_must_equal_the_body(desk, case):
     raw = mc.body("tools/call", params, mode=era).encode()
     hdrs = mc.headers("tools/call", params["name"], era, **extra)
     before = len(desk.server.seen)
-    r = post(desk, admin, raw, hdrs)
+    r = post(desk, tok, raw, hdrs)
     assert_jsonrpc_deny(r, 400, -32020, "mcp.header_mismatch")
     desk.nothing_reached_the_server(before)
 
@@ -359,7 +383,7 @@ def test_a_correctly_encoded_name_header_passes(desk, era):
     ("too_large", 413, -32600, "mcp.body_too_large"),
 ])
 def test_bodies_the_filter_will_not_decide_on(desk, case, status, code, reason):
-    admin = token(sub="agent:ticket-admin", scope="tickets:admin")
+    tok = every_scope()
     hdrs = mc.headers("tools/call", "search_tickets")
     ids = {1}  # the id the error answers: the request's, or null when the filter could not read one
     if case == "batch":
@@ -386,7 +410,7 @@ def test_bodies_the_filter_will_not_decide_on(desk, case, status, code, reason):
         raw = mc.body("tools/call", {"name": "search_tickets", "arguments": {"q": "x" * MAX_BODY}}).encode()
         ids = {None, 1}
     before = len(desk.server.seen)
-    r = post(desk, admin, raw, hdrs)
+    r = post(desk, tok, raw, hdrs)
     assert r.status == status, r
     assert r.headers["content-type"].startswith("application/json"), r.headers
     body = r.json()
@@ -436,10 +460,12 @@ def test_the_server_receives_the_exact_bytes_the_filter_decided_on(desk):
            b'"io.modelcontextprotocol/clientCapabilities":{}}},\r\n "method":"tools/call", "id":"a-1",'
            b' "jsonrpc":"2.0" }  \n')
     before, since = len(desk.server.seen), len(desk.server.executed)
-    r = post(desk, token(), raw, mc.headers("tools/call", "search_tickets"))
+    # Mcp-Param-* headers are the server's to check: passed through untouched.
+    r = post(desk, token(), raw, mc.headers("tools/call", "search_tickets", mcp_param_region="=?base64?ZXU=?="))
     assert r.status == 200 and mc.reply(r)["id"] == "a-1", r
     [got] = desk.server.seen[before:]
     assert got["body"] == raw
+    assert got["headers"]["mcp-param-region"] == ["=?base64?ZXU=?="]
     assert desk.server.executed[since:] == [("search_tickets", {"q": 'café "quoted" /slash'})]
 
 
@@ -526,7 +552,7 @@ def test_a_revoked_token_is_refused_on_its_next_tool_call(desk):
                            expect=lambda r: r.status != 200)
     before, since = len(desk.server.seen), len(desk.server.executed)
     r = call_search(desk, tok)
-    assert_jsonrpc_deny(r, 401, -31401, "revocation.jti")
+    assert_jsonrpc_deny(r, 401, -31401, "revocation.jti", id=BEFORE_THE_BODY)
     assert challenge_params(r.headers["www-authenticate"])[1]["resource_metadata"] == METADATA_URL
     out = mc.call_tool(desk.port, tok, "legacy", "search_tickets", {"q": "again"})
     assert out.error is not None and (out.error.data or {}).get("reason") == "revocation.jti", out
@@ -549,8 +575,9 @@ def test_a_suspended_agent_is_refused_on_its_next_tool_call_until_reinstated(des
         harness.wait_until(lambda: call_search(desk, tok), 5, "the suspension to apply to tools/call",
                            expect=lambda r: r.status != 200)
         before = len(desk.server.seen)
-        err = assert_jsonrpc_deny(call_search(desk, tok), 403, -31403, "agent.suspended")
-        assert err["data"]["decision_id"]
+        r = call_search(desk, tok)
+        assert_jsonrpc_deny(r, 403, -31403, "agent.suspended", id=BEFORE_THE_BODY)
+        assert challenge_params(r.headers["www-authenticate"])[1]["resource_metadata"] == METADATA_URL
         for era in mc.MODES:
             out = mc.list_tools(desk.port, tok, era)
             assert out.error is not None and (out.error.data or {}).get("reason") == "agent.suspended", out
@@ -566,13 +593,13 @@ def test_a_suspended_agent_is_refused_on_its_next_tool_call_until_reinstated(des
 
 
 def test_rego_decides_on_the_call_it_sees(desk):
-    admin = token(sub="agent:ticket-admin", scope="tickets:admin")
+    tok = every_scope()
     since = len(desk.server.executed)
-    r = mc.rpc(desk.client, admin, "tools/call", {"name": "delete_ticket", "arguments": {"id": 1}})
+    r = mc.rpc(desk.client, tok, "tools/call", {"name": "delete_ticket", "arguments": {"id": 1}})
     err = assert_jsonrpc_deny(r, 403, -31403, "policy.denied")
     event = next(e for e in desk.envoy.decision_lines() if e["decision_id"] == err["data"]["decision_id"])
     assert event["policy_reason"] == "ticket.protected"
-    r = mc.rpc(desk.client, admin, "tools/call", {"name": "delete_ticket", "arguments": {"id": 2}})
+    r = mc.rpc(desk.client, tok, "tools/call", {"name": "delete_ticket", "arguments": {"id": 2}})
     assert r.status == 200, r
     assert desk.server.executed[since:] == [("delete_ticket", {"id": 2})]
 

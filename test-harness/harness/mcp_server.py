@@ -19,6 +19,7 @@ before every request's result: the 2026-07-28 answers (lists included) are then
 `text/event-stream` too."""
 
 import asyncio
+import contextlib
 import threading
 
 import uvicorn
@@ -176,6 +177,19 @@ class McpUpstream:
     def clear(self):
         self.seen.clear()
         self.executed.clear()
+
+    @contextlib.contextmanager
+    def extra_tool(self, name, description):
+        """One more tool (e.g. with a description big enough to make the list unfilterable)
+        for a `with` block."""
+        def fn() -> str:
+            self.executed.append((name, {}))
+            return name
+        self.mcp.add_tool(fn, name=name, description=description)
+        try:
+            yield
+        finally:
+            self.mcp.remove_tool(name)
 
     def __enter__(self):
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True,
