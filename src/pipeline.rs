@@ -23,7 +23,7 @@ use crate::decision::{clip, clip_marked};
 pub use crate::decision::{Decision, DecisionIds, McpCall, OriginalTarget, Request};
 
 /// Largest list response the filter buffers to filter (over it: refused).
-pub const LIST_MAX_BYTES: usize = 1 << 20;
+pub const LIST_MAX_BYTES: usize = crate::mcp::MAX_BUFFERED_BYTES;
 
 /// What [`Engine::begin`] could decide from the headers. (One per request, moved once:
 /// boxing the larger variant would only add an allocation.)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo fuzz (libFuzzer) on the parsers and the request pipeline.
 #   test-harness/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 10 s, every target)
-# Targets: token, config, set, registry_feed, request, target (fuzz/fuzz_targets/). Each run starts
+# Targets: token, config, set, registry_feed, request, target, lists (fuzz/fuzz_targets/). Each run starts
 # from the committed corpus fuzz/corpus/<target> (read only) and writes what it finds to
 # fuzz/new-corpus/<target> (not tracked); a crash or a hang (> 10 s per input) leaves its
 # input in fuzz/artifacts/<target>/ and fails the script. Longer runs:
@@ -16,7 +16,7 @@ cd "$ROOT/fuzz"
 SECONDS_PER_TARGET="${1:-10}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(token config set registry_feed request target)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(token config set registry_feed request target lists)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -252,7 +252,7 @@ pub struct McpRouteConfig {
     /// not use (default true).
     #[serde(default = "default_true")]
     pub filter_lists: bool,
-    /// The largest JSON-RPC body the filter reads (1..=1048576; default 65536).
+    /// The largest JSON-RPC body the filter reads (1..=786432; default 65536).
     #[serde(default = "default_mcp_body")]
     pub max_body_bytes: u64,
 }

@@ -10,17 +10,12 @@
 //!
 //! The filtered result says `"cacheScope": "private"` (MCP 2026-07-28, caching: a list that
 //! varies per authorization must not be shared across authorization contexts); every other
-//! member (`nextCursor`, `ttlMs`, `_meta`, members this code does not know) is kept, and
-//! objects keep their members' order (tool input schemas included). Numbers are rewritten
-//! the way serde_json writes them (`1e5` becomes `100000.0`; integers beyond 64 bits become
-//! floats); strings keep their value, not their escapes, except that U+0085, U+2028 and
-//! U+2029 are always written escaped (some event-stream readers split lines on them).
+//! member (`nextCursor`, `ttlMs`, `_meta`, members this code does not know) is kept.
+//! The rewrite changes nothing else: objects keep their members' order (tool input schemas
+//! included) and every string, key and number is copied byte for byte; only whitespace
+//! between tokens is dropped (so an event's data always fits one `data:` line).
 
-use std::io;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 use super::sse;
 
@@ -28,8 +23,8 @@ use super::sse;
 const MAX_DEPTH: usize = 64;
 
 /// How much larger than the input bound the filtered output may be: room for the added
-/// `cacheScope` member and a rewritten event's `data: ` prefix. A response whose rewrite
-/// grows past it (numbers serde_json writes longer) is refused as too large.
+/// `cacheScope` member and a rewritten event's `data: ` prefix (a rewrite adds at most 32
+/// bytes; the bound is checked all the same).
 pub const OUTPUT_SLACK: usize = 256;
 
 /// The list methods, and where each keeps its entries.
@@ -280,21 +275,21 @@ fn answer(message: &Value, id: &Value) -> Result<Answer, ListError> {
 }
 
 /// Filters the list in `bytes` (a strictly valid JSON-RPC result answering the request)
-/// and sets `cacheScope`, keeping the members' order.
+/// and sets `cacheScope`. The output is `bytes` re-joined without whitespace: members in
+/// their order, every string and number byte for byte as the upstream wrote it.
 fn rewrite(
     bytes: &[u8],
     kind: ListKind,
     allowed: &dyn Fn(&str) -> bool,
     bound: usize,
 ) -> Result<Filtered, ListError> {
-    let mut root: Node =
-        serde_json::from_slice(bytes).map_err(|e| ListError::NotJson(e.to_string()))?;
+    let mut root = Reader::read(bytes)?;
     let result = match member(&mut root, "result") {
         Some(Node::Object(members)) => members,
         _ => return Err(shape("`result` is not an object")),
     };
     let (kept, removed) = {
-        let entries = match result.iter_mut().find(|(k, _)| k == kind.member()) {
+        let entries = match result.iter_mut().find(|(k, _)| is(k, kind.member())) {
             Some((_, Node::Array(entries))) => entries,
             _ => {
                 return Err(shape(format!(
@@ -305,178 +300,237 @@ fn rewrite(
             }
         };
         let before = entries.len();
-        entries.retain(|e| key(e, kind.key()).is_some_and(|k| !k.is_empty() && allowed(k)));
+        entries.retain(|e| key(e, kind.key()).is_some_and(|k| !k.is_empty() && allowed(&k)));
         (entries.len(), before.saturating_sub(entries.len()))
     };
-    let private = Node::Scalar(Value::String("private".into()));
-    match result.iter_mut().find(|(k, _)| k == "cacheScope") {
-        Some((_, v)) => *v = private,
-        None => result.push(("cacheScope".into(), private)),
+    const PRIVATE: &[u8] = br#""private""#;
+    match result.iter_mut().find(|(k, _)| is(k, "cacheScope")) {
+        Some((_, v)) => *v = Node::Scalar(PRIVATE),
+        None => result.push((br#""cacheScope""#, Node::Scalar(PRIVATE))),
     }
-    let mut out = Bounded {
-        out: Vec::with_capacity(bytes.len().min(bound)),
-        limit: bound,
-    };
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, LineSafe);
-    root.serialize(&mut ser).map_err(|e| {
-        if e.is_io() {
-            ListError::TooLarge(bound.saturating_sub(OUTPUT_SLACK))
-        } else {
-            ListError::NotJson(e.to_string())
-        }
-    })?;
+    let mut out = Vec::with_capacity(bytes.len().saturating_add(32).min(bound));
+    if !write(&root, &mut out, bound) {
+        return Err(ListError::TooLarge(bound.saturating_sub(OUTPUT_SLACK)));
+    }
     Ok(Filtered {
-        body: out.out,
+        body: out,
         kept,
         removed,
     })
 }
 
-fn member<'n>(node: &'n mut Node, name: &str) -> Option<&'n mut Node> {
+fn member<'n, 'a>(node: &'n mut Node<'a>, name: &str) -> Option<&'n mut Node<'a>> {
     match node {
-        Node::Object(members) => members.iter_mut().find(|(k, _)| k == name).map(|(_, v)| v),
+        Node::Object(members) => members
+            .iter_mut()
+            .find(|(k, _)| is(k, name))
+            .map(|(_, v)| v),
         _ => None,
     }
 }
 
 /// The entry's `key` member, if the entry is an object and the member a string.
-fn key<'n>(entry: &'n Node, key: &str) -> Option<&'n str> {
+fn key(entry: &Node<'_>, key: &str) -> Option<String> {
     match entry {
-        Node::Object(members) => match members.iter().find(|(k, _)| k == key) {
-            Some((_, Node::Scalar(Value::String(s)))) => Some(s),
+        Node::Object(members) => match members.iter().find(|(k, _)| is(k, key)) {
+            Some((_, Node::Scalar(raw))) if raw.first() == Some(&b'"') => text(raw),
             _ => None,
         },
         _ => None,
     }
 }
 
-/// A JSON value whose objects keep their members in document order (this crate's
-/// serde_json has no `preserve_order`: its `Map` sorts). Only ever read from bytes that
-/// `crate::json::parse_strict` accepted, so no duplicates and bounded depth.
-enum Node {
-    Scalar(Value),
-    Array(Vec<Node>),
-    Object(Vec<(String, Node)>),
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
+/// Whether the raw JSON string `raw` (quotes and escapes included) means `name`.
+fn is(raw: &[u8], name: &str) -> bool {
+    match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+        Some(inner) if !inner.contains(&b'\\') => inner == name.as_bytes(),
+        _ => text(raw).is_some_and(|t| t == name),
     }
 }
 
-struct NodeVisitor;
+/// The value of the raw JSON string `raw`.
+fn text(raw: &[u8]) -> Option<String> {
+    serde_json::from_slice::<String>(raw).ok()
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
+/// A JSON value as spans of the document: objects keep their members in document order
+/// (this crate's serde_json has no `preserve_order`: its `Map` sorts) and scalars are
+/// their bytes as written (serde_json's float parser is not exact without
+/// `float_roundtrip`, and a rewrite must not change what it does not filter). Object keys
+/// are raw JSON strings, quotes included.
+enum Node<'a> {
+    Scalar(&'a [u8]),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(&'a [u8], Node<'a>)>),
+}
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Number(v.into())))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Number(v.into())))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Number::from_f64(v)
-            .map(|n| Node::Scalar(Value::Number(n)))
-            .ok_or_else(|| E::custom("non-finite number"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::String(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::String(v)))
-    }
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Null))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element::<Node>()? {
-            out.push(v);
+/// Reads a document `crate::json::parse_strict` has accepted (well formed, no duplicate
+/// members, bounded depth) into spans. Still checks every step: anything unexpected is an
+/// error, never a panic.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Node<'a>, ListError> {
+        let mut r = Reader { b: bytes, i: 0 };
+        let v = r.value(0);
+        r.ws();
+        match v {
+            Some(v) if r.i == r.b.len() => Ok(v),
+            _ => Err(ListError::NotJson(format!("unreadable at byte {}", r.i))),
         }
-        Ok(Node::Array(out))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut out = Vec::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value::<Node>()?;
-            out.push((k, v));
-        }
-        Ok(Node::Object(out))
-    }
-}
 
-impl Serialize for Node {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Node::Scalar(v) => v.serialize(s),
-            Node::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(item)?;
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn bump(&mut self) {
+        self.i = self.i.saturating_add(1).min(self.b.len());
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.peek() == Some(c)).then(|| self.bump())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.bump();
+        }
+    }
+
+    fn span(&self, from: usize) -> Option<&'a [u8]> {
+        self.b.get(from..self.i)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Node<'a>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        match self.peek()? {
+            b'{' => {
+                self.bump();
+                let mut members = Vec::new();
+                if self.eat(b'}').is_some() {
+                    return Some(Node::Object(members));
                 }
-                seq.end()
-            }
-            Node::Object(members) => {
-                let mut map = s.serialize_map(Some(members.len()))?;
-                for (k, v) in members {
-                    map.serialize_entry(k, v)?;
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    self.eat(b':')?;
+                    members.push((k, self.value(depth.saturating_add(1))?));
+                    if self.eat(b',').is_none() {
+                        self.eat(b'}')?;
+                        return Some(Node::Object(members));
+                    }
                 }
-                map.end()
+            }
+            b'[' => {
+                self.bump();
+                let mut items = Vec::new();
+                if self.eat(b']').is_some() {
+                    return Some(Node::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth.saturating_add(1))?);
+                    if self.eat(b',').is_none() {
+                        self.eat(b']')?;
+                        return Some(Node::Array(items));
+                    }
+                }
+            }
+            b'"' => self.string().map(Node::Scalar),
+            _ => {
+                let from = self.i;
+                while let Some(c) = self.peek() {
+                    if matches!(
+                        c,
+                        b',' | b']'
+                            | b'}'
+                            | b' '
+                            | b'\t'
+                            | b'\n'
+                            | b'\r'
+                            | b'"'
+                            | b'{'
+                            | b'['
+                            | b':'
+                    ) {
+                        break;
+                    }
+                    self.bump();
+                }
+                let s = self.span(from)?;
+                (!s.is_empty()).then_some(Node::Scalar(s))
+            }
+        }
+    }
+
+    /// A string, quotes included.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let from = self.i;
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.bump();
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.bump();
+                    return self.span(from);
+                }
+                b'\\' => {
+                    self.bump();
+                    self.peek()?;
+                    self.bump();
+                }
+                _ => self.bump(),
             }
         }
     }
 }
 
-/// serde_json's compact output, with U+0085, U+2028 and U+2029 escaped: JSON allows them
-/// raw in strings, but line readers that split like Python's `str.splitlines` would cut an
-/// event-stream `data:` line there.
-struct LineSafe;
-
-impl serde_json::ser::Formatter for LineSafe {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        let mut rest = fragment;
-        while let Some(i) = rest.find(['\u{85}', '\u{2028}', '\u{2029}']) {
-            let (head, tail) = rest.split_at(i);
-            writer.write_all(head.as_bytes())?;
-            let mut chars = tail.chars();
-            if let Some(c) = chars.next() {
-                write!(writer, "\\u{:04x}", u32::from(c))?;
+/// Writes `node` without whitespace; `false` if that would pass `bound` bytes.
+fn write(node: &Node<'_>, out: &mut Vec<u8>, bound: usize) -> bool {
+    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if bytes.len() > bound.saturating_sub(out.len()) {
+            return false;
+        }
+        out.extend_from_slice(bytes);
+        true
+    };
+    match node {
+        Node::Scalar(raw) => put(out, raw),
+        Node::Array(items) => {
+            if !put(out, b"[") {
+                return false;
             }
-            rest = chars.as_str();
+            for (i, item) in items.iter().enumerate() {
+                if (i > 0 && !put(out, b",")) || !write(item, out, bound) {
+                    return false;
+                }
+            }
+            put(out, b"]")
         }
-        writer.write_all(rest.as_bytes())
-    }
-}
-
-/// A buffer that refuses to grow past `limit` (the serializer then stops with an I/O
-/// error).
-struct Bounded {
-    out: Vec<u8>,
-    limit: usize,
-}
-
-impl io::Write for Bounded {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() > self.limit.saturating_sub(self.out.len()) {
-            return Err(io::Error::other("output bound reached"));
+        Node::Object(members) => {
+            if !put(out, b"{") {
+                return false;
+            }
+            for (i, (k, v)) in members.iter().enumerate() {
+                if (i > 0 && !put(out, b","))
+                    || !put(out, k)
+                    || !put(out, b":")
+                    || !write(v, out, bound)
+                {
+                    return false;
+                }
+            }
+            put(out, b"}")
         }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -746,21 +800,22 @@ mod tests {
         let f = filter_json(body.as_bytes(), &json!(1), ListKind::Tools, &reads, n).unwrap();
         assert_eq!((f.kept, f.removed), (5000, 0));
         assert!(f.body.len() <= n + OUTPUT_SLACK);
-        // Numbers serde_json writes longer can push the rewrite past the bound: refused.
-        let grows = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"read_a","x":[{}1e15]}}]}}}}"#,
-            "1e15,".repeat(200)
-        );
-        assert_eq!(
-            filter_json(
-                grows.as_bytes(),
-                &json!(1),
-                ListKind::Tools,
-                &reads,
-                grows.len()
-            ),
-            Err(ListError::TooLarge(grows.len()))
-        );
+        // The added cacheScope may take the output past `max`, never past the slack; a
+        // rewrite that would pass its bound stops.
+        let small = tools(json!([{"name": "read_a"}])).to_string();
+        let f = filter_json(
+            small.as_bytes(),
+            &json!(1),
+            ListKind::Tools,
+            &reads,
+            small.len(),
+        )
+        .unwrap();
+        assert!(f.body.len() > small.len() && f.body.len() <= small.len() + 32);
+        assert!(matches!(
+            rewrite(small.as_bytes(), ListKind::Tools, &reads, small.len()),
+            Err(ListError::TooLarge(_))
+        ));
         let huge = tools(Value::Array(vec![json!({"name": "write"}); 20000])).to_string();
         let f = filter_json(
             huge.as_bytes(),
@@ -774,22 +829,31 @@ mod tests {
     }
 
     #[test]
-    fn unicode_survives_and_line_separators_are_escaped() {
-        let body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"read_\u{e9}\u{1F600}\",\"description\":\"a\u{2028}b\u{2029}c\u{85}d\\u2028\\n\"}]}}";
+    fn strings_and_numbers_are_copied_byte_for_byte_and_whitespace_dropped() {
+        let body = "{ \"jsonrpc\" : \"2.0\",\n \"id\":1,\r\n\t\"result\":{\"tools\":[ {\"name\":\"read_\u{e9}\u{1F600}\", \"d\":\"a\u{2028}b\\u2028\\n\\/\\\"\", \"n\":[1e5, -0, 1.0555555555555558e66, 123456789012345678901234567890, 0.1E-2]} , {\"name\":\"write\"} ] } }\n";
         let f = filter_json(body.as_bytes(), &json!(1), ListKind::Tools, &reads, MAX).unwrap();
-        let text = String::from_utf8(f.body.clone()).unwrap();
-        assert!(
-            !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\n']),
-            "{text}"
-        );
-        assert!(text.contains("read_\u{e9}\u{1F600}"));
         assert_eq!(
-            json_of(&f)["result"]["tools"][0]["description"],
-            "a\u{2028}b\u{2029}c\u{85}d\u{2028}\n"
+            String::from_utf8(f.body).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"read_\u{e9}\u{1F600}\",\"d\":\"a\u{2028}b\\u2028\\n\\/\\\"\",\"n\":[1e5,-0,1.0555555555555558e66,123456789012345678901234567890,0.1E-2]}],\"cacheScope\":\"private\"}}"
         );
         let allowed = |k: &str| k == "read_\u{e9}\u{1F600}";
         let f = filter_json(body.as_bytes(), &json!(1), ListKind::Tools, &allowed, MAX).unwrap();
         assert_eq!(f.kept, 1, "the key is the decoded name");
+    }
+
+    #[test]
+    fn escaped_member_names_mean_what_they_decode_to() {
+        // `\u0063acheScope` is cacheScope: replaced, not duplicated; `\u006eame` is a name.
+        let body = br#"{"jsonrpc":"2.0","id":1,"\u0072esult":{"t\u006fols":[{"\u006eame":"read_a"},{"n\u0061me":"write"}],"\u0063acheScope":"public"}}"#;
+        let f = filter_json(body, &json!(1), ListKind::Tools, &reads, MAX).unwrap();
+        assert_eq!((f.kept, f.removed), (1, 1));
+        assert_eq!(
+            String::from_utf8(f.body).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"\u0072esult":{"t\u006fols":[{"\u006eame":"read_a"}],"\u0063acheScope":"private"}}"#
+        );
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"\u0077rite"},{"name":"r\u0065ad_x"}]}}"#;
+        let f = filter_json(escaped, &json!(1), ListKind::Tools, &reads, MAX).unwrap();
+        assert_eq!(json_of(&f)["result"]["tools"], json!([{"name": "read_x"}]));
     }
 
     // ---- text/event-stream ----
@@ -985,21 +1049,16 @@ mod tests {
             Err(ListError::TooLarge(n - 1))
         );
         assert!(filter_sse(body.as_bytes(), &json!(1), ListKind::Tools, &reads, n).is_ok());
-        let grows = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"read_a","x":[{}1e15]}}]}}}}"#,
-            "1e15,".repeat(200)
-        );
-        let body = format!("data: {grows}\n\n");
-        assert!(matches!(
-            filter_sse(
-                body.as_bytes(),
-                &json!(1),
-                ListKind::Tools,
-                &reads,
-                body.len()
-            ),
-            Err(ListError::TooLarge(_))
-        ));
+        let body = format!("data:{LIST}\n\n");
+        let f = filter_sse(
+            body.as_bytes(),
+            &json!(1),
+            ListKind::Tools,
+            &reads,
+            body.len(),
+        )
+        .unwrap();
+        assert!(f.body.len() <= body.len() + 32);
         // Many tiny events (a stream of blank lines) are fine and cost no memory per event.
         let body = format!("{}data: {LIST}\n\n", "\n".repeat(100_000));
         let f = filter_sse(

@@ -14,6 +14,11 @@ pub use lists::{filter_json, filter_sse, Filtered, ListError, ListKind, OUTPUT_S
 pub use message::{parse_message, Message, MessageError};
 pub use resource::{metadata_location, ProtectedResource};
 
+/// The most the filter buffers of a body (an MCP request, a list response): well below
+/// Envoy's default buffer limit (1 MiB, `per_connection_buffer_limit_bytes`), so the
+/// filter's own audited refusal comes before Envoy's bare 413 or 500.
+pub const MAX_BUFFERED_BYTES: usize = 768 * 1024;
+
 /// The protocol revision that mirrors the method and name into headers.
 pub const REVISION_2026_07_28: &str = "2026-07-28";
 

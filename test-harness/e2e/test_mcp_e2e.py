@@ -377,7 +377,7 @@ def test_a_correctly_encoded_name_header_passes(desk, era):
     ("not_json", 400, -32700, "mcp.body_invalid"),
     ("duplicate_member", 400, None, "mcp.body_invalid"),
     ("not_an_object", 400, -32600, "mcp.body_invalid"),
-    ("jsonrpc_response", 400, -32600, "mcp.body_invalid"),
+    ("modern_jsonrpc_response", 400, -32600, "mcp.body_invalid"),
     ("unlisted_tool", 403, -31403, "mcp.name_unlisted"),
     ("too_large", 413, -32600, "mcp.body_too_large"),
 ])
@@ -397,10 +397,12 @@ def test_bodies_the_filter_will_not_decide_on(desk, case, status, code, reason):
         ids = {None, 1}
     elif case == "not_an_object":
         raw, ids = b'"tools/call"', {None}
-    elif case == "jsonrpc_response":
-        # Only a 2025-11-25 client answering a server's request posts one; nothing here asked.
+    elif case == "modern_jsonrpc_response":
+        # 2026-07-28 clients send requests only (a 2025-11-25 client's answer is decided on
+        # the route's scopes: test_a_2025_client_may_answer_the_server).
         raw, hdrs = b'{"jsonrpc":"2.0","id":1,"result":{}}', {"content-type": "application/json",
-                                                              "accept": mc.ACCEPT}
+                                                              "accept": mc.ACCEPT,
+                                                              "mcp-protocol-version": mc.MODERN}
         ids = {None, 1}
     elif case == "unlisted_tool":
         params = {"name": "drop_database", "arguments": {}}
@@ -420,6 +422,19 @@ def test_bodies_the_filter_will_not_decide_on(desk, case, status, code, reason):
     else:  # duplicate members: invalid JSON or an invalid request, either way refused
         assert body["error"]["code"] in (-32700, -32600), body
     desk.nothing_reached_the_server(before)
+
+
+def test_a_2025_client_may_answer_the_server(desk):
+    """A 2025-11-25 client POSTs JSON-RPC responses to the server's requests (sampling,
+    elicitation): they run nothing, so the route's scopes decide, and the server gets the
+    exact bytes. The audit event records it as an MCP exchange without a method."""
+    raw = b'{"jsonrpc":"2.0","id":"srv-1","result":{"model":"m","role":"assistant"}}'
+    hdrs = {"content-type": "application/json", "accept": mc.ACCEPT}
+    before = len(desk.server.seen)
+    r = post(desk, every_scope(), raw, hdrs)
+    assert r.status < 500 and r.status not in (400, 401, 403, 413), r
+    [got] = desk.server.seen[before:]
+    assert got["body"] == raw
 
 
 def test_an_oversize_chunked_body_is_refused_too(desk):
@@ -489,7 +504,7 @@ def test_a_401_points_at_the_protected_resource_metadata(desk, era):
     refused = out.refused
     assert refused.status == 401, out
     scheme, params = challenge_params(refused.headers["www-authenticate"])
-    assert scheme == "Bearer" and "error" not in params, refused.headers  # no credentials, no error code
+    assert scheme == "Bearer" and params["error_description"] == "token.missing", refused.headers
     assert params["resource_metadata"] == METADATA_URL
     desk.nothing_reached_the_server(before)
     # Derived from the configured resource, never from the request's Host.
@@ -575,7 +590,7 @@ def test_a_suspended_agent_is_refused_on_its_next_tool_call_until_reinstated(des
                            expect=lambda r: r.status != 200)
         before = len(desk.server.seen)
         r = call_search(desk, tok)
-        assert_jsonrpc_deny(r, 403, -31403, "agent.suspended", id=BEFORE_THE_BODY)
+        assert_jsonrpc_deny(r, 401, -31401, "agent.suspended", id=BEFORE_THE_BODY)
         assert challenge_params(r.headers["www-authenticate"])[1]["resource_metadata"] == METADATA_URL
         for era in mc.MODES:
             out = mc.list_tools(desk.port, tok, era)
@@ -620,7 +635,7 @@ def test_audit_events_name_the_call_and_hash_its_arguments_never_carry_them(desk
     canonical = json.dumps({"q": secret}, separators=(",", ":"), sort_keys=True).encode()
     assert allowed["decision"] == "allow" and allowed["mcp"] == {
         "method": "tools/call", "name": "search_tickets", "protocol_version": mc.MODERN,
-        "arguments_sha256": hashlib.sha256(canonical).hexdigest()}
+        "arguments_sha256": hashlib.sha256(canonical).hexdigest(), "detail": None}
     assert refused["decision"] == "deny" and refused["reason"] == "scope.insufficient"
     assert refused["mcp"]["method"] == "tools/call" and refused["mcp"]["name"] == "create_ticket"
     assert re.fullmatch(r"[0-9a-f]{64}", refused["mcp"]["arguments_sha256"])

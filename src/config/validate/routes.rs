@@ -93,10 +93,14 @@ fn mcp(p: &str, m: &McpRouteConfig, methods: &[String], out: &mut Vec<Problem>) 
             "an MCP route must take POST (its `methods` leave it out)",
         ));
     }
-    if !(1..=1_048_576).contains(&m.max_body_bytes) {
+    if !(1..=crate::mcp::MAX_BUFFERED_BYTES as u64).contains(&m.max_body_bytes) {
         out.push(problem(
             format!("{p}.max_body_bytes"),
-            format!("{} is outside 1..=1048576", m.max_body_bytes),
+            format!(
+                "{} is outside 1..={} (Envoy refuses, unaudited, what goes over its 1 MiB buffer)",
+                m.max_body_bytes,
+                crate::mcp::MAX_BUFFERED_BYTES
+            ),
         ));
     }
     let mut entries = |kind: &str, map: &std::collections::BTreeMap<String, Vec<String>>| {
