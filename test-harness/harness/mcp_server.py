@@ -98,7 +98,7 @@ def tickets_server(executed, stream=False):
     # Lists say "public" (shared caches may serve them to anyone): true of the full list,
     # and what a filtered list must no longer say.
     public = {m: CacheHint(ttl_ms=0, scope="public") for m in ("tools/list", "resources/list", "prompts/list")}
-    mcp = MCPServer("Tickets", cache_hints=public, middleware=[StreamEveryAnswer()] if stream else None)
+    mcp = MCPServer("Tickets", cache_hints=public, middleware=[StreamEveryAnswer()] if stream else None, log_level="WARNING")
 
     @mcp.tool(description="Search tickets (read).")
     def search_tickets(q: str) -> str:

@@ -6,7 +6,10 @@ feed); mints short-lived demo tokens; sends requests; retires an agent through t
 plane and pulls another agent's access mid-run with a RISC account-disabled event while
 Envoy runs; shows each response; then prints the audit trail the filter sent to the
 collector (who acted for whom, what was allowed or refused and why) and verifies its
-integrity with `agent-iam audit verify`, once as delivered and once with one event edited."""
+integrity with `agent-iam audit verify`, once as delivered and once with one event edited.
+Last, an MCP server built with the official MCP SDK behind the filter
+(`examples/mcp-plugin.json`): per-tool scopes, filtered tool lists, a refused call that never
+reaches the server, both protocol revisions."""
 
 import json
 import sys
@@ -17,6 +20,8 @@ from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
 import harness  # noqa: E402
+from harness import mcp_client as mc  # noqa: E402
+from harness.mcp_server import McpUpstream  # noqa: E402
 
 ALICE_PLANNER = {"sub": "user:alice", "act": {"sub": "agent:planner"}}
 ALICE_PLANNER_TOOL = {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}
@@ -146,6 +151,53 @@ def print_trail(trail, logged):
         raise SystemExit("audit verification did not behave")
 
 
+MCP_AUDIENCE = "https://api.agent-iam.test/mcp"
+TRIAGE = {"sub": "user:alice", "aud": MCP_AUDIENCE, "scope": "tickets:read tickets:write",
+          "act": {"sub": "agent:triage"}}
+TRIAGE_SEARCH = {"sub": "user:alice", "aud": MCP_AUDIENCE, "scope": "tickets:read",
+                 "act": {"sub": "agent:tool-search", "act": {"sub": "agent:triage"}}}
+
+
+def mcp_act():
+    """The ticket desk's MCP server behind the filter: what two agents of one chain see
+    and may call, through the official MCP SDK's client."""
+    plugin = json.loads((harness.ROOT / "examples" / "mcp-plugin.json").read_text())
+    triage, search = harness.mint([{"claims": TRIAGE}, {"claims": TRIAGE_SEARCH}])
+    print("\n\nMCP: a ticket desk MCP server (official MCP SDK, stateless Streamable HTTP) behind the filter, "
+          "per-tool scopes from examples/mcp-plugin.json")
+    with harness.stack(name="demo-mcp", plugin_json=plugin, upstream=lambda: McpUpstream(json_response=False)) as envoy:
+        server = envoy.upstream.server
+
+        def tools(token, mode):
+            return ", ".join(mc.tool_names(envoy.listen_port, token, mode))
+
+        print(f"\n[M1] alice -> triage (tickets:read tickets:write) lists tools, MCP 2026-07-28 client\n"
+              f"  ← {tools(triage, mc.MODERN)}")
+        print(f"\n[M2] alice -> triage -> tool-search (tickets:read) lists tools: the write and admin tools are "
+              f"filtered out\n  ← {tools(search, mc.MODERN)}")
+        print(f"\n[M3] the same agent with a 2025-11-25 client (initialize handshake): "
+              f"the same list\n  ← {tools(search, 'legacy')}")
+        out = mc.call_tool(envoy.listen_port, search, mc.MODERN, "search_tickets", {"q": "printer"})
+        text = out.result.content[0].text if out.error is None else repr(out.error)
+        print(f"\n[M4] tool-search calls search_tickets\n  ← {text}")
+        executed = len(server.executed)
+        out = mc.call_tool(envoy.listen_port, search, mc.MODERN, "create_ticket", {"title": "printer on fire"})
+        refused = out.refused
+        print(f"\n[M5] tool-search calls create_ticket (needs tickets:write)\n"
+              f"  ← {refused.status} JSON-RPC error {out.error.code}: {out.error.message}\n"
+              f"    www-authenticate: {refused.headers.get('www-authenticate')}\n"
+              f"    the server executed: {[name for name, _ in server.executed[executed:]]}")
+        client = harness.Client(envoy.listen_port)
+        r = mc.rpc(client, search, "tools/call", {"name": "delete_ticket", "arguments": {"id": 7}},
+                   mcp_name="search_tickets")
+        print(f"\n[M6] a body that calls delete_ticket under the header Mcp-Name: search_tickets\n"
+              f"  ← {r.status} {r.body.decode()}")
+        r = client.request("/.well-known/oauth-protected-resource/mcp")
+        print(f"\n[M7] GET /.well-known/oauth-protected-resource/mcp, no token (RFC 9728)\n  ← {r.status} {r.body.decode()}")
+        client.close()
+        print(f"\n    the MCP server executed, in all: {[name for name, _ in server.executed]}")
+
+
 def main():
     recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
     minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
@@ -186,6 +238,7 @@ def main():
                            5, f"the collector to hold the {logged} decisions Envoy logged")
         trail = envoy.control_plane.audit_text()
     print_trail(trail, logged)
+    mcp_act()
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
     return 0
