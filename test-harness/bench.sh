@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark command (not part of the test suite): agent-iam side by side with Envoy's
 # native jwt_authn + RBAC in one Envoy, then the scale section; writes docs/BENCHMARKS.md
-# and docs/benchmarks.json. Installs wrk (apt) and oha (cargo, pinned) when missing.
+# and docs/benchmarks.json, then the MCP rows (test-harness/bench/bench_mcp.py). Installs
+# wrk (apt) and oha (cargo, pinned) when missing.
 # Arguments go to test-harness/bench/bench_compare.py (--rounds N, --duration S, --quick).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,4 +18,5 @@ if ! command -v oha >/dev/null && [ ! -x target/bench-tools/bin/oha ]; then
 fi
 test-harness/build.sh --for-tests   # bench.py and bench_audit.py time inside Envoy with hooks
 test-harness/build.sh
-exec python test-harness/bench/bench_compare.py "$@"
+python test-harness/bench/bench_compare.py "$@"
+exec python test-harness/bench/bench_mcp.py

@@ -19,4 +19,15 @@ path := input.request.path
 
 write_methods := {"POST", "PUT", "PATCH", "DELETE"}
 
-is_write if input.request.method in write_methods
+# A request is a write by its method, except on MCP routes (`input.mcp`), where the POST
+# carries the call: there only a `tools/call` of a tool not in
+# `data.agent_iam.mcp_read_only_tools` writes (lists, reads, prompts, the handshake don't).
+is_write if {
+	input.request.method in write_methods
+	not input.mcp
+}
+
+is_write if {
+	input.mcp.method == "tools/call"
+	not input.mcp.name in data.agent_iam.mcp_read_only_tools
+}

@@ -26,3 +26,18 @@ test_two_hops_may_not_write if {
 test_too_deep_for_anything if {
 	"delegation.too_deep" in authz.deny with input as req("GET", 4)
 }
+
+mcp(name, n) := object.union(req("POST", n), {"request": {"method": "POST", "path": "/mcp", "headers": {}},
+	"mcp": {"method": "tools/call", "name": name}})
+
+test_two_hops_may_call_a_read_only_mcp_tool if {
+	count(authz.deny) == 0 with input as mcp("search_tickets", 2)
+}
+
+test_two_hops_may_list_mcp_tools if {
+	count(authz.deny) == 0 with input as object.union(mcp("x", 2), {"mcp": {"method": "tools/list", "name": null}})
+}
+
+test_two_hops_may_not_call_a_writing_mcp_tool if {
+	"delegation.too_deep_for_writes" in authz.deny with input as mcp("create_ticket", 2)
+}

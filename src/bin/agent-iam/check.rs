@@ -14,8 +14,9 @@ use crate::common::{self, Code, Format, Outcome};
 /// Decide requests exactly as the filter would (pure-Rust signatures, the inline registry).
 ///
 /// Each line of REQUESTS is a JSON object {"method", "path", "host", "headers": {...}}
-/// (optionally "client", the client's address); each output line is its decision, with its
-/// audit event as the member "audit", byte for byte as the filter writes it.
+/// (optionally "client", the client's address, and "body", the body an MCP route decides
+/// on); each output line is its decision, with its audit event as the member "audit", byte
+/// for byte as the filter writes it.
 #[derive(clap::Args)]
 #[command(after_help = "\
 Exit codes:
