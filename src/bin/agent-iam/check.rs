@@ -163,10 +163,12 @@ fn text_line(d: &Value) -> String {
     );
     // An MCP call: its method and name after the request line.
     match d.pointer("/mcp/method").and_then(Value::as_str) {
-        Some(method) if !method.is_empty() => match d.pointer("/mcp/name").and_then(Value::as_str) {
-            Some(name) => format!("{line} {method} {name}"),
-            None => format!("{line} {method}"),
-        },
+        Some(method) if !method.is_empty() => {
+            match d.pointer("/mcp/name").and_then(Value::as_str) {
+                Some(name) => format!("{line} {method} {name}"),
+                None => format!("{line} {method}"),
+            }
+        }
         _ => line,
     }
 }
@@ -189,7 +191,10 @@ mod tests {
         let call = json!({"decision": "allow", "status": 200, "reason": null, "decision_id": "ab03",
                           "request": {"method": "POST", "path": "/mcp"},
                           "mcp": {"method": "tools/call", "name": "search_tickets"}});
-        assert_eq!(text_line(&call), "allow 200 POST /mcp - ab03 tools/call search_tickets");
+        assert_eq!(
+            text_line(&call),
+            "allow 200 POST /mcp - ab03 tools/call search_tickets"
+        );
     }
 
     #[test]
