@@ -410,6 +410,142 @@ fn chain(d: &Decision) -> Value {
     Value::Array(nodes)
 }
 
+/// What the page's MCP editor sends to [`mcp_request`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSpec {
+    /// The JSON-RPC method (`tools/call`, `tools/list`, `server/discover`, …).
+    pub method: String,
+    /// The tool or prompt name, or the resource URI (for the methods that name one).
+    #[serde(default)]
+    pub name: String,
+    /// JSON text: `params.arguments` of `tools/call` and `prompts/get`; for any other
+    /// method an object whose members are added to `params`. Empty: none.
+    #[serde(default)]
+    pub arguments: String,
+    /// `2026-07-28` (version in `params._meta`, mirrored headers) or an earlier revision
+    /// such as `2025-11-25` (only `MCP-Protocol-Version`, and not on `initialize`).
+    pub protocol_version: String,
+}
+
+/// The member of `params` that carries what a method names, for the methods that name one.
+fn named_member(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// A header value as an MCP 2026-07-28 client sends it: as it is when it is plain visible
+/// ASCII (and space) without edge spaces and not itself shaped like the encoding;
+/// otherwise `=?base64?<standard base64 of the UTF-8>?=`.
+pub fn mcp_header_value(value: &str) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let visible = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let edge_space = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    if visible && !edge_space && !sentinel {
+        value.to_owned()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(value.as_bytes()))
+    }
+}
+
+/// The POST an MCP client would send for `spec`: its headers (`[name, value]` pairs) and
+/// its body (JSON-RPC text, members in the usual order). The page puts both in editors the
+/// user may change before [`evaluate`] decides them; nothing here decides anything.
+pub fn mcp_request(spec_json: &str) -> Value {
+    let spec: McpSpec = match serde_json::from_str(spec_json) {
+        Ok(s) => s,
+        Err(e) => return failed(vec![error("page", e.to_string())], Vec::new()),
+    };
+    let method = spec.method.trim();
+    if method.is_empty() {
+        return failed(
+            vec![error("mcp-method", "the JSON-RPC method is empty")],
+            Vec::new(),
+        );
+    }
+    let arguments = if spec.arguments.trim().is_empty() {
+        None
+    } else {
+        match crate::json::parse_strict(spec.arguments.as_bytes(), MAX_DEPTH) {
+            Ok(v) => Some(v),
+            Err(e) => return failed(vec![error("mcp-arguments", e.to_string())], Vec::new()),
+        }
+    };
+    let modern = spec.protocol_version == crate::mcp::REVISION_2026_07_28;
+    let mut params = serde_json::Map::new();
+    if method == "initialize" {
+        params.insert("protocolVersion".into(), json!(spec.protocol_version));
+        params.insert("capabilities".into(), json!({}));
+        params.insert(
+            "clientInfo".into(),
+            json!({"name": "agent-iam-playground", "version": crate::VERSION}),
+        );
+    }
+    let named = named_member(method);
+    if let Some(member) = named {
+        params.insert(member.into(), json!(spec.name));
+    }
+    match (arguments, method) {
+        (None, _) => {}
+        (Some(args), "tools/call" | "prompts/get") => {
+            params.insert("arguments".into(), args);
+        }
+        (Some(Value::Object(extra)), _) => params.extend(extra),
+        (Some(_), _) => {
+            return failed(
+                vec![error(
+                    "mcp-arguments",
+                    format!("{method} takes no arguments: give a JSON object of extra `params` members, or nothing"),
+                )],
+                Vec::new(),
+            )
+        }
+    }
+    if modern {
+        params.insert(
+            "_meta".into(),
+            json!({
+                crate::mcp::META_PROTOCOL_VERSION: spec.protocol_version,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }),
+        );
+    }
+    // serde_json sorts members; a client writes jsonrpc, id, method, params.
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let params = pretty(&Value::Object(params)).replace('\n', "\n  ");
+    let id = if method.starts_with("notifications/") {
+        String::new()
+    } else {
+        "\n  \"id\": 1,".to_owned()
+    };
+    let body = format!(
+        "{{\n  \"jsonrpc\": \"2.0\",{id}\n  \"method\": {},\n  \"params\": {params}\n}}",
+        pretty(&json!(method))
+    );
+    let mut headers = vec![
+        ["Content-Type".to_owned(), "application/json".to_owned()],
+        [
+            "Accept".to_owned(),
+            "application/json, text/event-stream".to_owned(),
+        ],
+    ];
+    if modern || method != "initialize" {
+        headers.push(["MCP-Protocol-Version".into(), spec.protocol_version.clone()]);
+    }
+    if modern {
+        headers.push(["Mcp-Method".into(), method.to_owned()]);
+        if named.is_some() {
+            headers.push(["Mcp-Name".into(), mcp_header_value(&spec.name)]);
+        }
+    }
+    json!({"ok": true, "headers": headers, "body": body})
+}
+
 /// Runs every `test_*` rule of the policy files' `*_test.rego` modules.
 pub fn policy_tests(files_json: &str) -> Value {
     let files: BTreeMap<String, String> = match serde_json::from_str(files_json) {
@@ -537,6 +673,219 @@ mod tests {
 
     fn base_config() -> String {
         std::fs::read_to_string("envoy/plugin.base.json").unwrap()
+    }
+
+    fn playground_config() -> String {
+        std::fs::read_to_string("playground/plugin.json").unwrap()
+    }
+
+    /// The request `agent-iam check` reads for the editor's headers and body.
+    fn mcp_http(built: &Value, edit: &[(&str, &str)]) -> Value {
+        let mut headers = serde_json::Map::new();
+        for pair in built["headers"].as_array().unwrap() {
+            headers.insert(pair[0].as_str().unwrap().to_owned(), pair[1].clone());
+        }
+        for (k, v) in edit {
+            headers.insert((*k).to_owned(), json!(v));
+        }
+        json!({"method": "POST", "path": "/mcp", "host": "api.agent-iam.test",
+               "headers": headers, "body": built["body"]})
+    }
+
+    fn spec(method: &str, name: &str, arguments: &str, version: &str) -> Value {
+        mcp_request(
+            &json!({"method": method, "name": name, "arguments": arguments,
+                    "protocol_version": version})
+            .to_string(),
+        )
+    }
+
+    fn header<'a>(built: &'a Value, name: &str) -> Option<&'a str> {
+        built["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == name)
+            .and_then(|p| p[1].as_str())
+    }
+
+    #[test]
+    fn the_mcp_editor_builds_the_post_a_client_sends() {
+        let b = spec(
+            "tools/call",
+            "search_tickets",
+            "{\"q\": \"printer\"}",
+            "2026-07-28",
+        );
+        assert_eq!(b["ok"], true, "{b}");
+        let body: Value = serde_json::from_str(b["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "search_tickets", "arguments": {"q": "printer"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}})
+        );
+        assert!(b["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,"));
+        assert_eq!(header(&b, "MCP-Protocol-Version"), Some("2026-07-28"));
+        assert_eq!(header(&b, "Mcp-Method"), Some("tools/call"));
+        assert_eq!(header(&b, "Mcp-Name"), Some("search_tickets"));
+        // A resource's URI is its name; a method that names nothing has no Mcp-Name.
+        let r = spec("resources/read", "tickets://42", "", "2026-07-28");
+        assert_eq!(header(&r, "Mcp-Name"), Some("tickets://42"));
+        let l = spec(
+            "tools/list",
+            "ignored",
+            "{\"cursor\": \"c2\"}",
+            "2026-07-28",
+        );
+        assert_eq!(header(&l, "Mcp-Name"), None);
+        let body: Value = serde_json::from_str(l["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["params"]["cursor"], "c2");
+        assert!(body["params"].get("name").is_none());
+        // Values that are not plain visible ASCII go as =?base64?…?=, and decode back.
+        for name in ["Hello, 世界", " padded", "=?base64?literal?=", "tab\there"] {
+            let b = spec("tools/call", name, "", "2026-07-28");
+            let sent = header(&b, "Mcp-Name").unwrap();
+            assert!(sent.starts_with("=?base64?"), "{name}: {sent}");
+            assert_eq!(crate::mcp::decode_header_value(sent).as_deref(), Some(name));
+        }
+        assert_eq!(
+            mcp_header_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
+        // 2025-11-25: no mirrored method or name, no _meta; initialize has no version header.
+        let old = spec("tools/call", "search_tickets", "", "2025-11-25");
+        assert_eq!(header(&old, "MCP-Protocol-Version"), Some("2025-11-25"));
+        assert_eq!(
+            (header(&old, "Mcp-Method"), header(&old, "Mcp-Name")),
+            (None, None)
+        );
+        assert!(!old["body"].as_str().unwrap().contains("_meta"));
+        let init = spec("initialize", "", "", "2025-11-25");
+        assert_eq!(header(&init, "MCP-Protocol-Version"), None);
+        let body: Value = serde_json::from_str(init["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["params"]["protocolVersion"], "2025-11-25");
+        // A notification has no id.
+        let n = spec("notifications/initialized", "", "", "2025-11-25");
+        let body: Value = serde_json::from_str(n["body"].as_str().unwrap()).unwrap();
+        assert!(body.get("id").is_none(), "{body}");
+        // Errors name the editor field.
+        assert_eq!(
+            spec("tools/call", "x", "{\"q\": ", "2026-07-28")["errors"][0]["panel"],
+            "mcp-arguments"
+        );
+        assert_eq!(
+            spec("tools/list", "", "[1]", "2026-07-28")["errors"][0]["panel"],
+            "mcp-arguments"
+        );
+        assert_eq!(
+            spec(" ", "", "", "2026-07-28")["errors"][0]["panel"],
+            "mcp-method"
+        );
+        assert_eq!(mcp_request("{}")["errors"][0]["panel"], "page");
+    }
+
+    #[test]
+    fn an_mcp_request_from_the_editor_is_decided_on_its_body() {
+        // One actor: the shipped policy refuses POSTs (so MCP calls) from longer chains.
+        let t = token(json!({"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}}}));
+        let decide = |built: &Value, edit: &[(&str, &str)]| {
+            evaluate(&inputs(
+                &playground_config(),
+                &policy_files(),
+                mcp_http(built, edit),
+                &t,
+            ))
+        };
+        let read = decide(
+            &spec(
+                "tools/call",
+                "search_tickets",
+                "{\"q\": \"x\"}",
+                "2026-07-28",
+            ),
+            &[],
+        );
+        assert_eq!(read["decision"]["decision"], "allow", "{read}");
+        assert_eq!(read["audit"]["mcp"]["name"], "search_tickets");
+        assert_eq!(read["audit"]["mcp"]["protocol_version"], "2026-07-28");
+        assert_eq!(
+            read["audit"]["mcp"]["arguments_sha256"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+
+        let write = decide(
+            &spec("tools/call", "create_ticket", "{}", "2026-07-28"),
+            &[],
+        );
+        let d = &write["decision"];
+        assert_eq!(
+            (d["reason"].as_str(), d["status"].as_u64()),
+            (Some("scope.insufficient"), Some(403)),
+            "{write}"
+        );
+        let www = write["response"]["www_authenticate"].as_str().unwrap();
+        assert!(
+            www.contains("scope=\"tickets:read tickets:write\""),
+            "{www}"
+        );
+        assert!(
+            www.contains("resource_metadata=\"https://api.agent-iam.test/.well-known/oauth-protected-resource/mcp\""),
+            "{www}"
+        );
+        let body = &write["response"]["body"];
+        assert_eq!(
+            (body["jsonrpc"].as_str(), body["id"].as_i64()),
+            (Some("2.0"), Some(1))
+        );
+        assert_eq!(body["error"]["code"], -31403);
+        assert_eq!(body["error"]["data"]["decision_id"], d["decision_id"]);
+        assert_eq!(write["audit"]["mcp"]["name"], "create_ticket");
+
+        // The header editor may disagree with the body: the body decides, the header is refused.
+        let lie = decide(
+            &spec("tools/call", "create_ticket", "{}", "2026-07-28"),
+            &[("Mcp-Name", "search_tickets")],
+        );
+        assert_eq!(lie["decision"]["reason"], "mcp.header_mismatch", "{lie}");
+        assert_eq!(lie["response"]["status"], 400);
+        assert_eq!(lie["response"]["body"]["error"]["code"], -32020);
+
+        // A 2025-11-25 client's call is decided on the same body rules.
+        let old = decide(
+            &spec("tools/call", "create_ticket", "{}", "2025-11-25"),
+            &[],
+        );
+        assert_eq!(old["decision"]["reason"], "scope.insufficient", "{old}");
+    }
+
+    #[test]
+    fn the_playground_config_is_the_shipped_one_with_an_mcp_server() {
+        let mut mine: Value = serde_json::from_str(&playground_config()).unwrap();
+        let base: Value = serde_json::from_str(&base_config()).unwrap();
+        let obj = mine.as_object_mut().unwrap();
+        assert!(obj.remove("protected_resource").is_some());
+        assert!(obj.remove("scope_implies").is_some());
+        let audiences = mine["issuers"][0]["audiences"].as_array_mut().unwrap();
+        assert_eq!(
+            audiences.pop(),
+            Some(json!("https://api.agent-iam.test/mcp"))
+        );
+        let registry = mine["agents"]["registry"].as_array_mut().unwrap();
+        assert_eq!(registry.pop().unwrap()["id"], "agent:ops");
+        let routes = mine["routes"].as_array_mut().unwrap();
+        assert_eq!(routes.pop().unwrap()["prefix"], "/mcp");
+        assert_eq!(
+            mine, base,
+            "playground/plugin.json must follow envoy/plugin.base.json"
+        );
     }
 
     #[test]

@@ -11,6 +11,13 @@ pub fn evaluate(inputs: &str) -> String {
     agent_iam::playground::evaluate(inputs).to_string()
 }
 
+/// The POST an MCP client would send (`{"method", "name", "arguments", "protocol_version"}`):
+/// its headers and JSON-RPC body, for the page's editors.
+#[wasm_bindgen]
+pub fn mcp_request(spec: &str) -> String {
+    agent_iam::playground::mcp_request(spec).to_string()
+}
+
 /// Runs the policy files' `test_*` rules (`{path: text}`).
 #[wasm_bindgen]
 pub fn policy_tests(files: &str) -> String {

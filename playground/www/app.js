@@ -4,7 +4,7 @@
 import init, * as core from "./agent_iam_playground.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: {}, current: null, keys: null };
+const state = { files: {}, current: null, keys: null, errors: [] };
 
 function call(fn, ...args) {
   try {
@@ -42,9 +42,10 @@ function focusLine(textarea, line) {
 }
 
 function showErrors(errors) {
+  state.errors = errors;
   const list = $("errors");
   list.replaceChildren();
-  for (const p of document.querySelectorAll(".panel.has-error")) p.classList.remove("has-error");
+  for (const p of document.querySelectorAll(".has-error")) p.classList.remove("has-error");
   $("errors-panel").hidden = errors.length === 0;
   for (const e of errors) {
     const li = document.createElement("li");
@@ -109,6 +110,9 @@ function showDecision(r) {
   $("status").textContent = d ? String(d.status) : "—";
   $("scopes").textContent = d ? (d.scopes.effective.join(" ") || "—") : "—";
   $("policy").textContent = d && d.policy ? `revision ${d.policy.revision}${d.policy.reason ? ` · ${d.policy.reason}` : ""}` : "—";
+  const m = d ? d.mcp : null;
+  $("mcp").textContent = m ? [m.method || "(a JSON-RPC response)", m.name, m.protocol_version ?? "no protocol version"].filter(Boolean).join(" · ") : "—";
+  $("challenge").textContent = r.ok ? (r.response.www_authenticate ?? "—") : "—";
   $("response").textContent = r.ok ? pretty(r.response) : "";
   $("audit").textContent = r.ok ? pretty(r.audit) : "";
   drawChain(r.ok ? r.chain : []);
@@ -121,18 +125,78 @@ function showDecision(r) {
   }
 }
 
+// The MCP editor: the core writes the headers and body a client would send for the
+// fields; the user may edit both before evaluating.
+function buildMcp() {
+  const r = call(core.mcp_request, JSON.stringify({
+    method: $("mcp-method").value,
+    name: $("mcp-name").value,
+    arguments: $("mcp-arguments").value,
+    protocol_version: $("mcp-version").value,
+  }));
+  const others = state.errors.filter((e) => !e.panel.startsWith("mcp-"));
+  showErrors(r.ok ? others : others.concat(r.errors));
+  if (!r.ok) return;
+  $("mcp-headers").value = r.headers.map(([name, value]) => `${name}: ${value}`).join("\n");
+  $("mcp-body").value = r.body;
+}
+
+// The edited headers and body as the request `agent-iam check` reads; a header repeated
+// stays repeated (the core decides what that means).
+function mcpRequest() {
+  const headers = {};
+  const lines = $("mcp-headers").value.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i].trim() === "") continue;
+    const colon = lines[i].indexOf(":");
+    if (colon <= 0) {
+      return { errors: [{ panel: "mcp-headers", line: i + 1, message: `line ${i + 1} is not "Name: value"` }] };
+    }
+    const name = lines[i].slice(0, colon).trim();
+    const value = lines[i].slice(colon + 1).trim();
+    headers[name] = name in headers ? [].concat(headers[name], value) : value;
+  }
+  const request = { method: "POST", path: $("mcp-path").value, host: $("mcp-host").value, headers, body: $("mcp-body").value };
+  return { text: JSON.stringify(request, null, 2) };
+}
+
+function mcpMode() {
+  return $("request-mode").value === "mcp";
+}
+
+function setMode() {
+  $("http-editor").hidden = mcpMode();
+  $("mcp-editor").hidden = !mcpMode();
+  if (mcpMode() && !$("mcp-body").value) buildMcp();
+}
+
 function evaluate() {
   saveCurrentFile();
+  let request = $("request").value;
+  if (mcpMode()) {
+    const built = mcpRequest();
+    if (built.errors) {
+      showErrors(built.errors);
+      showDecision({ ok: false });
+      return done();
+    }
+    request = built.text;
+    $("mcp-sent").textContent = request;
+  }
   const inputs = {
     config: $("config").value,
     policy_files: state.files,
-    request: $("request").value,
+    request,
     token: $("token").value,
     now: Number($("now").value),
   };
   const r = call(core.evaluate, JSON.stringify(inputs));
   showErrors(r.ok ? [] : r.errors);
   showDecision(r);
+  done();
+}
+
+function done() {
   document.body.dataset.evaluated = String(Number(document.body.dataset.evaluated ?? 0) + 1);
 }
 
@@ -205,6 +269,10 @@ async function main() {
     selectFile(name);
   };
   $("mint").onclick = mint;
+  $("request-mode").onchange = setMode;
+  for (const id of ["mcp-method", "mcp-name", "mcp-arguments"]) $(id).oninput = buildMcp;
+  $("mcp-version").onchange = buildMcp;
+  $("mcp-build").onclick = buildMcp;
   $("token").oninput = decodeToken;
   mint();
   evaluate();

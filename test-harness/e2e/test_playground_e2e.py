@@ -1,10 +1,12 @@
 """The policy playground in a real browser: `agent-iam playground` serves the page, headless
 Chromium (Debian's, driven by playwright-core) evaluates an allowed and a denied request, a
-policy edit, a demo token and two broken inputs, and the test checks what the page showed.
+policy edit, a demo token, MCP calls built in the MCP editor and two broken inputs, and the
+test checks what the page showed.
 Then the same inputs go through a real Envoy running the filter: the gateway must make the
 same decisions the page showed."""
 
 import base64
+import hashlib
 import json
 import re
 import shutil
@@ -138,8 +140,81 @@ def test_errors_point_at_the_rego_line_and_the_config_path(page):
     assert "unknown field" in err
 
 
+RESOURCE_METADATA = "https://api.agent-iam.test/.well-known/oauth-protected-resource/mcp"
+
+
+def sent(case):
+    """The request the page's MCP editor composed and decided: {method, path, host,
+    headers, body}."""
+    return json.loads(case["inputs"]["request"])
+
+
+def test_mcp_editor_builds_the_post_and_a_read_tool_is_allowed(page):
+    c = page["mcp-read-tool"]
+    req, s = sent(c), c["shown"]
+    assert (req["method"], req["path"]) == ("POST", "/mcp")
+    assert {k: req["headers"][k] for k in ("MCP-Protocol-Version", "Mcp-Method", "Mcp-Name")} == {
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "search_tickets"}
+    body = json.loads(req["body"])
+    assert (body["jsonrpc"], body["id"], body["method"]) == ("2.0", 1, "tools/call")
+    assert body["params"]["name"] == "search_tickets" and body["params"]["arguments"] == {"q": "printer"}
+    assert body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert (s["verdict"], s["reason"], s["status"]) == ("ALLOW", "— (allowed)", "200")
+    assert s["mcp"] == "tools/call · search_tickets · 2026-07-28"
+    assert s["chain"] == [{"role": "principal", "id": "user:alice"}, {"role": "agent", "id": "agent:tool-search"}]
+    # The audit event names the call and hashes its arguments, never carries them.
+    canonical = json.dumps({"q": "printer"}, sort_keys=True, separators=(",", ":")).encode()
+    assert s["audit"]["mcp"] == {"method": "tools/call", "name": "search_tickets", "protocol_version": "2026-07-28",
+                                 "arguments_sha256": hashlib.sha256(canonical).hexdigest(), "detail": None}
+    assert "printer" not in json.dumps(s["audit"])
+    assert harness.audit_schema_errors([s["audit"]]) == []
+
+
+def test_mcp_write_tool_is_refused_with_every_needed_scope_and_a_json_rpc_error(page):
+    s = page["mcp-write-tool"]["shown"]
+    assert (s["verdict"], s["reason"], s["status"]) == ("DENY", "scope.insufficient", "403")
+    # The route needs tickets:read, the tool tickets:write: both in one challenge, though
+    # the caller lacks only the second.
+    assert s["challenge"] == ('Bearer error="insufficient_scope", error_description="scope.insufficient", '
+                              f'scope="tickets:read tickets:write", resource_metadata="{RESOURCE_METADATA}"')
+    assert s["response"]["www_authenticate"] == s["challenge"]
+    err = s["response"]["body"]
+    assert (err["jsonrpc"], err["id"], err["error"]["code"]) == ("2.0", 1, -31403)
+    assert err["error"]["data"]["reason"] == "scope.insufficient"
+    assert err["error"]["data"]["decision_id"] == s["audit"]["decision_id"]
+    assert (s["audit"]["reason"], s["audit"]["mcp"]["name"]) == ("scope.insufficient", "create_ticket")
+
+
+def test_mcp_header_that_does_not_mirror_the_body_is_refused(page):
+    c = page["mcp-header-mismatch"]
+    req, s = sent(c), c["shown"]
+    assert req["headers"]["Mcp-Name"] == "search_tickets"
+    assert json.loads(req["body"])["params"]["name"] == "create_ticket"
+    assert (s["verdict"], s["reason"], s["status"]) == ("DENY", "mcp.header_mismatch", "400")
+    err = s["response"]["body"]["error"]
+    assert err["code"] == -32020 and "Mcp-Name" in err["message"], err
+    assert err["data"]["decision_id"] == s["audit"]["decision_id"]
+
+
+def test_mcp_name_that_is_not_plain_ascii_is_sent_base64_encoded(page):
+    c = page["mcp-encoded-name"]
+    header = sent(c)["headers"]["Mcp-Name"]
+    assert header == "=?base64?" + base64.b64encode("créer_ticket".encode()).decode() + "?="
+    # The filter decodes it and finds it equal to the body: the name itself is refused.
+    assert (c["shown"]["reason"], c["shown"]["status"]) == ("mcp.name_unlisted", "403")
+
+
+def test_mcp_2025_11_25_call_has_no_mirrored_method_and_is_decided_on_its_body(page):
+    c = page["mcp-2025-read-tool"]
+    req = sent(c)
+    assert req["headers"]["MCP-Protocol-Version"] == "2025-11-25"
+    assert "Mcp-Method" not in req["headers"] and "Mcp-Name" not in req["headers"]
+    assert "_meta" not in json.loads(req["body"])["params"]
+    assert (c["shown"]["verdict"], c["shown"]["mcp"]) == ("ALLOW", "tools/call · search_tickets · no protocol version")
+
+
 def test_screenshots_are_saved():
-    for name in ("playground.png", "playground-policy-edit.png", "playground-errors.png"):
+    for name in ("playground.png", "playground-policy-edit.png", "playground-mcp.png", "playground-errors.png"):
         data = (OUT / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
 
@@ -157,14 +232,16 @@ def rendered_plugin(inputs):
 
 
 @pytest.mark.parametrize("case", ["delegated-read", "delegated-write", "policy-edit", "new-module",
-                                  "minted-eddsa-self"])
+                                  "minted-eddsa-self", "mcp-read-tool", "mcp-write-tool", "mcp-header-mismatch",
+                                  "mcp-encoded-name", "mcp-2025-read-tool"])
 def test_the_gateway_makes_the_same_decision(page, case):
     inputs, shown = page[case]["inputs"], page[case]["shown"]
     request = json.loads(inputs["request"])
     with harness.stack(plugin_json=rendered_plugin(inputs), name=f"playground-{case}") as envoy:
         client = harness.Client(envoy.listen_port)
-        body = b"{}" if request["method"] == "POST" else None
-        r = client.request(request["path"], method=request["method"], token=inputs["token"], body=body)
+        body = request["body"].encode() if "body" in request else b"{}" if request["method"] == "POST" else None
+        r = client.request(request["path"], method=request["method"], token=inputs["token"], body=body,
+                           headers=request.get("headers"))
         client.close()
     assert str(r.status) == shown["status"], r
     if shown["verdict"] == "ALLOW":
@@ -173,9 +250,15 @@ def test_the_gateway_makes_the_same_decision(page, case):
             if name != "x-agent-decision-id":
                 assert upstream[name] == [value], name
     else:
-        body = r.json()
+        body, expected = r.json(), shown["response"]["body"]
+        if "jsonrpc" in expected:
+            # On the MCP route: the same JSON-RPC error, for the same request id.
+            assert (body["jsonrpc"], body["id"], body["error"]["code"]) == (
+                "2.0", expected["id"], expected["error"]["code"])
+            assert body["error"]["message"] == expected["error"]["message"]
+            body, expected = body["error"]["data"], expected["error"]["data"]
         assert body["reason"] == shown["reason"]
-        assert body.get("policy_reason") == shown["response"]["body"].get("policy_reason")
+        assert body.get("policy_reason") == expected.get("policy_reason")
         assert r.headers["www-authenticate"] == shown["response"]["www_authenticate"]
 
 

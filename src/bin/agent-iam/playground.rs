@@ -25,11 +25,11 @@ Exit codes:
   2  usage error, a file that cannot be read, the page not built, or the port taken")]
 pub struct Args {
     /// The plugin configuration the page starts with (its `policy` comes from DIR;
-    /// `-`: standard input).
+    /// `-`: standard input). The default is the shipped one with an MCP server at /mcp.
     #[arg(
         long,
         value_name = "PLUGIN.json",
-        default_value = "envoy/plugin.base.json"
+        default_value = "playground/plugin.json"
     )]
     config: String,
     /// The private keys the page mints demo tokens with (`-`: standard input).

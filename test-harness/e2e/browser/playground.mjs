@@ -5,8 +5,8 @@
 //   node playground.mjs URL OUT_DIR
 //
 // Writes OUT_DIR/playground.json ({"cases": [...]}) and the screenshots playground.png
-// (the default, allowed request: the picture in docs/policies.md), playground-policy-edit.png and
-// playground-errors.png.
+// (the default, allowed request: the picture in docs/policies.md), playground-policy-edit.png,
+// playground-mcp.png (a write tool refused) and playground-errors.png.
 // Exits non-zero when the page cannot be driven; the checks on what it showed are the
 // Python test's.
 import { chromium } from "playwright-core";
@@ -45,6 +45,8 @@ async function shown() {
       status: text("status"),
       scopes: text("scopes"),
       policy: text("policy"),
+      mcp: text("mcp"),
+      challenge: text("challenge"),
       chain: [...document.querySelectorAll("#chain g.node")].map((g) => ({
         role: g.getAttribute("class").replace("node ", ""), id: g.getAttribute("data-id"),
       })),
@@ -60,11 +62,15 @@ async function shown() {
   });
 }
 
-// The inputs the page evaluated, so the test can send the same request through Envoy.
+// The inputs the page evaluated, so the test can send the same request through Envoy (in
+// MCP mode, the request the page composed from the edited headers and body).
 async function inputs() {
   return page.evaluate(() => ({
     config: document.getElementById("config").value,
-    request: document.getElementById("request").value,
+    mode: document.getElementById("request-mode").value,
+    request: document.getElementById("request-mode").value === "mcp"
+      ? document.getElementById("mcp-sent").textContent
+      : document.getElementById("request").value,
     token: document.getElementById("token").value,
     now: Number(document.getElementById("now").value),
   }));
@@ -124,7 +130,35 @@ await page.fill("#recipe", '{"alg": "EdDSA", "claims": {"sub": "agent:build-bot-
 await page.click("#mint");
 cases.push(await evaluateCase("minted-eddsa-self"));
 
-// 6. Errors point at the Rego line and the config's JSON path.
+// 6. The MCP editor, with a one-hop delegation (alice -> agent:tool-search, tickets:read):
+//    the shipped policy refuses POSTs from two actors or more, and every MCP call is a POST.
+await page.fill("#recipe", '{"alg": "ES256", "claims": {"sub": "user:alice", "act": {"sub": "agent:tool-search"}}}');
+await page.click("#mint");
+await page.selectOption("#request-mode", "mcp");
+await page.fill("#mcp-method", "tools/call");
+await page.fill("#mcp-name", "search_tickets");
+await page.fill("#mcp-arguments", '{"q": "printer"}');
+cases.push(await evaluateCase("mcp-read-tool"));
+await page.fill("#mcp-name", "create_ticket");
+await page.fill("#mcp-arguments", '{"title": "printer on fire"}');
+cases.push(await evaluateCase("mcp-write-tool"));
+await page.screenshot({ path: join(out, "playground-mcp.png"), fullPage: true });
+// The header says a read tool, the body calls the write tool.
+const headers = await page.inputValue("#mcp-headers");
+await page.fill("#mcp-headers", headers.replace("Mcp-Name: create_ticket", "Mcp-Name: search_tickets"));
+cases.push(await evaluateCase("mcp-header-mismatch"));
+// A name that is not plain ASCII travels base64-encoded in Mcp-Name.
+await page.fill("#mcp-name", "créer_ticket");
+cases.push(await evaluateCase("mcp-encoded-name"));
+// A 2025-11-25 client: no mirrored method or name, the same body decides.
+await page.selectOption("#mcp-version", "2025-11-25");
+await page.fill("#mcp-name", "search_tickets");
+await page.fill("#mcp-arguments", '{"q": "printer"}');
+cases.push(await evaluateCase("mcp-2025-read-tool"));
+await page.selectOption("#mcp-version", "2026-07-28");
+await page.selectOption("#request-mode", "http");
+
+// 7. Errors point at the Rego line and the config's JSON path.
 await page.fill("#policy-text", authz + "\ndeny contains \"x\" if {\n");
 cases.push(await evaluateCase("rego-syntax-error"));
 await page.fill("#policy-text", authz);
