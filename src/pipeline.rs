@@ -531,6 +531,18 @@ impl Engine {
         Some(pr.document(&scopes).to_string())
     }
 
+    /// The decision for a request the filter answers with the metadata document itself
+    /// (no token needed): an allow of the route `oauth-protected-resource`.
+    pub fn metadata_decision(&mut self, req: &Request) -> Decision {
+        let mut d = Decision::denied(self.ids.next_id(), Reason::InternalError);
+        d.reason = None;
+        d.method = clip(&req.method);
+        d.host = clip(&crate::target::canonical_host(&req.host));
+        d.path = clip_marked(&req.path);
+        d.route = Some("oauth-protected-resource".into());
+        d
+    }
+
     /// Where 401 and 403 challenges point clients for the resource's metadata.
     pub fn resource_metadata_url(&self) -> Option<&str> {
         self.config

@@ -428,31 +428,6 @@ pub struct McpSpec {
     pub protocol_version: String,
 }
 
-/// The member of `params` that carries what a method names, for the methods that name one.
-fn named_member(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
-
-/// A header value as an MCP 2026-07-28 client sends it: as it is when it is plain visible
-/// ASCII (and space) without edge spaces and not itself shaped like the encoding;
-/// otherwise `=?base64?<standard base64 of the UTF-8>?=`.
-pub fn mcp_header_value(value: &str) -> String {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    let visible = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    let edge_space = value.starts_with(' ') || value.ends_with(' ');
-    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
-    if visible && !edge_space && !sentinel {
-        value.to_owned()
-    } else {
-        format!("=?base64?{}?=", STANDARD.encode(value.as_bytes()))
-    }
-}
-
 /// The POST an MCP client would send for `spec`: its headers (`[name, value]` pairs) and
 /// its body (JSON-RPC text, members in the usual order). The page puts both in editors the
 /// user may change before [`evaluate`] decides them; nothing here decides anything.
@@ -486,7 +461,7 @@ pub fn mcp_request(spec_json: &str) -> Value {
             json!({"name": "agent-iam-playground", "version": crate::VERSION}),
         );
     }
-    let named = named_member(method);
+    let named = crate::mcp::named(method);
     if let Some(member) = named {
         params.insert(member.into(), json!(spec.name));
     }
@@ -540,7 +515,10 @@ pub fn mcp_request(spec_json: &str) -> Value {
     if modern {
         headers.push(["Mcp-Method".into(), method.to_owned()]);
         if named.is_some() {
-            headers.push(["Mcp-Name".into(), mcp_header_value(&spec.name)]);
+            headers.push([
+                "Mcp-Name".into(),
+                crate::mcp::encode_header_value(&spec.name),
+            ]);
         }
     }
     json!({"ok": true, "headers": headers, "body": body})
@@ -754,7 +732,7 @@ mod tests {
             assert_eq!(crate::mcp::decode_header_value(sent).as_deref(), Some(name));
         }
         assert_eq!(
-            mcp_header_value("Hello, 世界"),
+            crate::mcp::encode_header_value("Hello, 世界"),
             "=?base64?SGVsbG8sIOS4lueVjA==?="
         );
         // 2025-11-25: no mirrored method or name, no _meta; initialize has no version header.

@@ -20,6 +20,21 @@ const VERSION: &str = "mcp-protocol-version";
 const METHOD: &str = "mcp-method";
 const NAME: &str = "mcp-name";
 
+/// A header value as an MCP 2026-07-28 client sends it: as it is when it is plain visible
+/// ASCII (and space) without edge spaces and not itself shaped like the encoding;
+/// otherwise `=?base64?<standard base64 of the UTF-8>?=` (what [`decode_header_value`]
+/// reads back).
+pub fn encode_header_value(value: &str) -> String {
+    let visible = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let edge_space = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    if visible && !edge_space && !sentinel {
+        value.to_owned()
+    } else {
+        format!("=?base64?{}?=", STANDARD.encode(value.as_bytes()))
+    }
+}
+
 /// A mirrored header value as the client meant it: `=?base64?<standard base64 of UTF-8>?=`
 /// decoded (canonical encodings only), a plain value as it is (visible ASCII and space).
 /// `None`: a value that cannot match anything.

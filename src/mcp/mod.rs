@@ -9,9 +9,9 @@ mod message;
 mod resource;
 pub mod sse;
 
-pub use headers::{check_headers, decode_header_value, HeaderMismatch};
+pub use headers::{check_headers, decode_header_value, encode_header_value, HeaderMismatch};
 pub use lists::{filter_json, filter_sse, Filtered, ListError, ListKind, OUTPUT_SLACK};
-pub use message::{parse_message, Message, MessageError};
+pub use message::{named, parse_message, Message, MessageError};
 pub use resource::{metadata_location, ProtectedResource};
 
 /// The most the filter buffers of a body (an MCP request, a list response): well below

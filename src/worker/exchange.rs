@@ -348,11 +348,7 @@ impl Worker {
         started: Instant,
         now: f64,
     ) -> Outcome {
-        let mut d = Decision::denied(self.engine.next_decision_id(), Reason::InternalError);
-        d.reason = None;
-        d.method = incoming.req.method.clone();
-        d.path = crate::decision::clip(&incoming.req.path);
-        d.route = Some("oauth-protected-resource".into());
+        let d = self.engine.metadata_decision(&incoming.req);
         let lines = {
             let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let ctx = crate::audit::EventContext {

@@ -303,7 +303,13 @@ impl Worker {
     /// Decides `req` at `now` and builds its audit events, without a host: what the CLI
     /// and the playground show. The filter's sequence is [`Worker::on_request`].
     pub fn check(&mut self, req: &Request, now: f64, latency_us: impl FnOnce() -> u64) -> Checked {
-        let decision = self.engine.evaluate(req, now);
+        let decision = match self
+            .engine
+            .protected_resource_metadata(&req.method, &req.path)
+        {
+            Some(_) => self.engine.metadata_decision(req),
+            None => self.engine.evaluate(req, now),
+        };
         let ctx = EventContext {
             now,
             latency_us: latency_us(),

@@ -695,6 +695,15 @@ fn the_protected_resource_metadata_is_answered_without_a_token() {
             json!(["tickets:read", "tickets:write"])
         );
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        // The CLI and the playground decide it alike.
+        let req = crate::pipeline::Request {
+            method: "GET".into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        let checked = w.check(&req, NOW as f64, || 0);
+        assert!(checked.decision.allowed());
+        assert_eq!(checked.decision.route.as_deref(), Some("oauth-protected-resource"));
     }
 }
 
