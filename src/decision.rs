@@ -360,15 +360,20 @@ impl Decision {
             })),
             "request": {"method": self.method, "host": self.host, "path": self.path},
         });
-        if let (Some(m), Some(obj)) = (&self.mcp, out.as_object_mut()) {
-            obj.insert(
-                "mcp".into(),
-                json!({
-                    "method": m.method, "name": m.name, "protocol_version": m.protocol_version,
-                    "arguments_sha256": m.arguments_sha256.as_ref().map(hex::encode),
-                    "detail": self.detail,
-                }),
-            );
+        let mcp = match (&self.mcp, &self.detail) {
+            (Some(m), _) => Some(json!({
+                "method": m.method, "name": m.name, "protocol_version": m.protocol_version,
+                "arguments_sha256": m.arguments_sha256.as_ref().map(hex::encode),
+                "detail": self.detail,
+            })),
+            (None, Some(detail)) if self.jsonrpc => Some(json!({
+                "method": null, "name": null, "protocol_version": null,
+                "arguments_sha256": null, "detail": detail,
+            })),
+            (None, _) => None,
+        };
+        if let (Some(mcp), Some(obj)) = (mcp, out.as_object_mut()) {
+            obj.insert("mcp".into(), mcp);
         }
         out
     }

@@ -581,10 +581,12 @@ impl Engine {
     ) -> Result<Flow, Denial> {
         // The route first (it only depends on the target): on an MCP route every deny
         // is a JSON-RPC error.
-        let route_index = self
-            .config
-            .route_for(&req.method, &target.path)
-            .and_then(|r| self.config.routes.iter().position(|x| std::ptr::eq(x, r)));
+        let route_index =
+            crate::route::mcp_route_for(&self.config.routes, &target.path).or_else(|| {
+                self.config
+                    .route_for(&req.method, &target.path)
+                    .and_then(|r| self.config.routes.iter().position(|x| std::ptr::eq(x, r)))
+            });
         let route = route_index.and_then(|i| self.config.routes.get(i));
         d.route = route.map(|r| r.name.clone());
         d.jsonrpc = route.is_some_and(|r| r.mcp.is_some());
@@ -618,13 +620,18 @@ impl Engine {
             None => {}
             Some(r) => {
                 if let Some(mcp) = &r.mcp {
+                    let takes = r.methods.is_empty() || r.methods.contains(&req.method);
+                    let resumes = req.headers.iter().any(|(k, _)| k == "last-event-id");
+                    if req.method == "GET" && resumes {
+                        return Err(Reason::McpReplay.into());
+                    }
+                    if !takes {
+                        return Err(Reason::RequestMethod.into());
+                    }
                     match req.method.as_str() {
                         // The scopes a call needs depend on the body: decided there, all
                         // of them named in one challenge.
                         "POST" => return Ok(Flow::NeedBody(mcp.max_body_bytes)),
-                        "GET" if req.headers.iter().any(|(k, _)| k == "last-event-id") => {
-                            return Err(Reason::McpReplay.into())
-                        }
                         // A 2025-11-25 client's stream (GET) and session end (DELETE)
                         // carry no call: the route's scopes. No other method is MCP's.
                         "GET" | "DELETE" => {}
@@ -724,19 +731,32 @@ impl Engine {
             return Err(Reason::InternalError.into());
         };
         let (route, mcp) = mcp;
-        let Some(extra) = mcp.scopes_for(&msg.method, msg.name.as_deref().unwrap_or_default())
-        else {
-            d.detail = Some(format!(
-                "{} {:?} is not listed on this route",
-                msg.method,
-                clip(msg.name.as_deref().unwrap_or_default())
-            ));
-            return Err(Reason::McpNameUnlisted.into());
-        };
+        let name = msg.name.as_deref().unwrap_or_default();
+        // A resource URI is looked up as sent and as a server's URI template decodes it
+        // (`tickets://%31` is `tickets://1` to a `tickets://{id}` template): both entries'
+        // scopes are needed.
+        let mut spellings = vec![name.to_owned()];
+        if msg.method.starts_with("resources/") && name.contains('%') {
+            let Some(decoded) = crate::mcp::percent_decoded(name) else {
+                d.detail = Some("a resource URI whose %-escapes do not decode to UTF-8".into());
+                return Err(Reason::McpBodyInvalid.into());
+            };
+            spellings.push(decoded);
+        }
         let mut required: Vec<String> = route.required_scopes.clone();
-        for s in extra {
-            if !required.contains(s) {
-                required.push(s.clone());
+        for spelling in &spellings {
+            let Some(extra) = mcp.scopes_for(&msg.method, spelling) else {
+                d.detail = Some(format!(
+                    "{} {:?} is not listed on this route",
+                    msg.method,
+                    clip(spelling)
+                ));
+                return Err(Reason::McpNameUnlisted.into());
+            };
+            for s in extra {
+                if !required.contains(s) {
+                    required.push(s.clone());
+                }
             }
         }
         let granted = self.granted(&agent.effective);

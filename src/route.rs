@@ -46,7 +46,9 @@ impl Mcp {
         let listed = match method {
             "tools/call" => self.tools.iter().find(|(n, _)| n == name).map(|(_, s)| s),
             "prompts/get" => self.prompts.iter().find(|(n, _)| n == name).map(|(_, s)| s),
-            "resources/read" => self.resource(name),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.resource(name)
+            }
             _ => return Some(&[]),
         };
         match listed {
@@ -73,6 +75,38 @@ impl Mcp {
                 .map(|(_, s)| s)
         })
     }
+}
+
+impl Route {
+    /// Whether the route's path covers the canonical `path` (whatever the method).
+    pub fn covers(&self, path: &str) -> bool {
+        match &self.path {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => crate::target::prefix_covers(p, path),
+        }
+    }
+}
+
+/// The most specific MCP route whose path covers `path`, whatever the method: an MCP
+/// endpoint's requests are all decided as MCP requests (a method the route does not take
+/// is refused there, never decided by another route).
+pub fn mcp_route_for(routes: &[Route], path: &str) -> Option<usize> {
+    let mut best: Option<(usize, usize, bool)> = None;
+    for (i, r) in routes.iter().enumerate() {
+        if r.mcp.is_none() || !r.covers(path) {
+            continue;
+        }
+        let (len, exact) = match &r.path {
+            PathMatch::Exact(p) => (p.len(), true),
+            PathMatch::Prefix(p) => (p.len(), false),
+        };
+        let better = best
+            .is_none_or(|(_, blen, bexact)| (exact && !bexact) || (exact == bexact && len > blen));
+        if better {
+            best = Some((i, len, exact));
+        }
+    }
+    best.map(|(i, _, _)| i)
 }
 
 /// The most specific of `routes` for `method` and the canonical `path` (no query, see

@@ -36,7 +36,8 @@ pub(super) struct DecisionEvent<'a> {
 
 #[derive(Serialize)]
 pub(super) struct McpPart<'a> {
-    pub(super) method: &'a str,
+    /// `None`: the body was refused before a method could be read from it.
+    pub(super) method: Option<&'a str>,
     pub(super) name: Option<&'a str>,
     pub(super) protocol_version: Option<&'a str>,
     /// SHA-256 of the arguments (canonical JSON); the arguments themselves are never logged.

@@ -176,13 +176,24 @@ impl AuditStream {
                 .policy_revision
                 .as_deref()
                 .map(|revision| PolicyPart { revision }),
-            mcp: d.mcp.as_ref().map(|m| McpPart {
-                method: &m.method,
-                name: m.name.as_deref(),
-                protocol_version: m.protocol_version.as_deref(),
-                arguments_sha256: m.arguments_sha256.as_ref().map(Hex),
-                detail: d.detail.as_deref(),
-            }),
+            mcp: match (&d.mcp, &d.detail) {
+                (Some(m), _) => Some(McpPart {
+                    method: Some(&m.method),
+                    name: m.name.as_deref(),
+                    protocol_version: m.protocol_version.as_deref(),
+                    arguments_sha256: m.arguments_sha256.as_ref().map(Hex),
+                    detail: d.detail.as_deref(),
+                }),
+                // A body refused before its call could be read (too large, not JSON, ended early).
+                (None, Some(detail)) if d.jsonrpc => Some(McpPart {
+                    method: None,
+                    name: None,
+                    protocol_version: None,
+                    arguments_sha256: None,
+                    detail: Some(detail),
+                }),
+                (None, _) => None,
+            },
             latency_us: ctx.latency_us,
         };
         out.push(self.link.seal(&ev, ctx.now));

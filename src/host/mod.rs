@@ -361,6 +361,15 @@ impl HttpContext for Http {
         self.with_worker(|w, ex| w.on_request_trailers(&ProxyHost, ex))
     }
 
+    fn on_log(&mut self) {
+        if !self.exchange.waits_for_body() {
+            return;
+        }
+        if let Some(mut w) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
+            w.on_stream_end(&ProxyHost, &mut self.exchange);
+        }
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if !self.exchange.filters_response() {
             return Action::Continue;

@@ -46,6 +46,15 @@ pub fn named(method: &str) -> Option<&'static str> {
     }
 }
 
+/// The `params` member naming what a call uses, for every method the filter decides by
+/// name: those that mirror it in `Mcp-Name`, and the 2025-11-25 resource subscriptions.
+fn name_member(method: &str) -> Option<&'static str> {
+    named(method).or(match method {
+        "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    })
+}
+
 fn shape(msg: impl Into<String>) -> MessageError {
     MessageError::Shape(msg.into())
 }
@@ -87,7 +96,7 @@ pub fn parse_message(body: &[u8]) -> Result<Message, MessageError> {
         Some(Value::Object(p)) => Some(p),
         Some(_) => return Err(shape("`params` is not an object")),
     };
-    let name = match named(&method) {
+    let name = match name_member(&method) {
         None => None,
         Some(field) => match params.and_then(|p| p.get(field)) {
             Some(Value::String(n)) if !n.is_empty() => Some(n.clone()),

@@ -27,3 +27,44 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 
 /// JSON-RPC error code for a header that does not mirror the body (`HeaderMismatch`).
 pub const HEADER_MISMATCH: i64 = -32020;
+
+/// `s` with its `%XX` escapes decoded; `None` when an escape is malformed or the result is
+/// not UTF-8.
+pub fn percent_decoded(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn percent_escapes_decode_or_refuse() {
+        assert_eq!(
+            percent_decoded("tickets://%31").as_deref(),
+            Some("tickets://1")
+        );
+        assert_eq!(percent_decoded("a%2Fb%2fc").as_deref(), Some("a/b/c"));
+        assert_eq!(percent_decoded("%E2%82%AC").as_deref(), Some("€"));
+        for bad in ["%", "%4", "%zz", "%+1", "%FF"] {
+            assert_eq!(percent_decoded(bad), None, "{bad}");
+        }
+    }
+}

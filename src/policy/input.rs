@@ -11,7 +11,6 @@ use crate::delegation::AgentContext;
 use crate::route::Route;
 use crate::target::Target;
 use crate::token::VerifiedToken;
-use serde_json::Value;
 
 fn record_value(r: &AgentRecord) -> regorus::Value {
     let status = match r.status {
@@ -252,34 +251,19 @@ impl Keys {
     }
 }
 
-/// Deepest and largest `arguments` the policy sees (beyond: `arguments_omitted`).
-const POLICY_ARGUMENTS_DEPTH: usize = 8;
-const POLICY_ARGUMENTS_BYTES: usize = 16 * 1024;
-
-/// `input.mcp` for the policy: the call's method, name, protocol version and bounded
-/// arguments.
+/// `input.mcp` for the policy: the call's method, name, protocol version and arguments
+/// (all of them: the body is bounded by `max_body_bytes` and its nesting by the parser, and
+/// a policy that could not see some arguments would decide on less than the server runs).
 pub fn mcp_value(msg: &crate::mcp::Message) -> regorus::Value {
-    fn depth(v: &Value) -> usize {
-        match v {
-            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    let fits = |a: &Value| {
-        depth(a) <= POLICY_ARGUMENTS_DEPTH && a.to_string().len() <= POLICY_ARGUMENTS_BYTES
-    };
-    let (arguments, omitted) = match &msg.arguments {
-        None => (regorus::Value::Null, false),
-        Some(a) if fits(a) => (super::value::to_rego(a), false),
-        Some(_) => (regorus::Value::Null, true),
-    };
+    let arguments = msg
+        .arguments
+        .as_ref()
+        .map_or(regorus::Value::Null, super::value::to_rego);
     object([
         ("method", regorus::Value::from(msg.method.as_str())),
         ("name", opt_str(msg.name.as_deref())),
         ("protocol_version", opt_str(msg.protocol_version.as_deref())),
         ("arguments", arguments),
-        ("arguments_omitted", regorus::Value::from(omitted)),
         ("response", regorus::Value::from(false)),
     ])
 }
@@ -291,7 +275,6 @@ pub fn mcp_response_value() -> regorus::Value {
         ("name", regorus::Value::Null),
         ("protocol_version", regorus::Value::Null),
         ("arguments", regorus::Value::Null),
-        ("arguments_omitted", regorus::Value::from(false)),
         ("response", regorus::Value::from(true)),
     ])
 }

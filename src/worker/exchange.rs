@@ -33,6 +33,9 @@ struct ListJob {
     decision: Decision,
     /// Set once the response headers were seen: the body is an event stream.
     sse: Option<bool>,
+    /// The body so far. Each chunk is moved here out of the host's buffer, so the host's
+    /// own buffer limit (Envoy: a bare 500) never comes before the filter's bound.
+    body: Vec<u8>,
 }
 
 impl Exchange {
@@ -66,6 +69,7 @@ impl Exchange {
             filter,
             decision,
             sse: None,
+            body: Vec::new(),
         });
     }
 }
@@ -161,6 +165,34 @@ impl Worker {
                 self.refuse_waiting(host, ex, waiting, Reason::McpBodyInvalid, detail, started)
             }
         }
+    }
+
+    /// The stream ended (the host's last callback) while the worker still waited for the
+    /// body: the client gave up, or the host refused the body itself (its own buffer
+    /// limit). Nothing went upstream; the decision is audited as a deny all the same.
+    pub fn on_stream_end(&mut self, host: &dyn Host, ex: &mut Exchange) {
+        let Some(waiting) = ex.waiting.take() else {
+            return;
+        };
+        let Waiting {
+            wait,
+            incoming,
+            spent,
+            now,
+        } = waiting;
+        let d = wait.refuse(
+            Reason::McpBodyInvalid,
+            "the request ended before its whole body arrived",
+        );
+        let latency_us = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        let ctx = crate::audit::EventContext {
+            now,
+            latency_us,
+            request_id: incoming.request_id.as_deref(),
+        };
+        let lines = self.engine.audit(&d, &ctx);
+        self.audit.count(host, &d, latency_us);
+        self.audit.emit_request(host, lines);
     }
 
     fn refuse_waiting(
@@ -265,19 +297,25 @@ impl Worker {
         let Some(sse) = job.sse else {
             return self.refuse_list(host, job, "the list response's headers were not seen");
         };
-        if body_size > job.filter.max_bytes {
+        let mut job = job;
+        match host.response_body(body_size) {
+            Ok(chunk) if chunk.len() == body_size => job.body.extend_from_slice(&chunk),
+            Ok(_) | Err(_) => {
+                return self.refuse_list(host, job, "the list response could not be read")
+            }
+        }
+        if job.body.len() > job.filter.max_bytes {
             return self.refuse_list(host, job, "the list response is too large to filter");
+        }
+        // The host keeps nothing of it until the filtered list replaces the last chunk.
+        if host.set_response_body(body_size, b"").is_err() {
+            return self.refuse_list(host, job, "the list response could not be held");
         }
         if !end_of_stream {
             ex.list = Some(job);
             return Outcome::NeedBody;
         }
-        let body = match host.response_body(body_size) {
-            Ok(b) if b.len() == body_size => b,
-            Ok(_) | Err(_) => {
-                return self.refuse_list(host, job, "the list response could not be read")
-            }
-        };
+        let body = std::mem::take(&mut job.body);
         let f = &job.filter;
         let engine = &self.engine;
         let allowed = |key: &str| engine.list_allows(f, key);
@@ -288,7 +326,7 @@ impl Worker {
         };
         match filtered {
             Ok(out) => {
-                if host.set_response_body(body_size, &out.body).is_err() {
+                if host.set_response_body(0, &out.body).is_err() {
                     return self.refuse_list(host, job, "the filtered list could not be written");
                 }
                 self.audit.count_list(host, out.removed);

@@ -703,7 +703,10 @@ fn the_protected_resource_metadata_is_answered_without_a_token() {
         };
         let checked = w.check(&req, NOW as f64, || 0);
         assert!(checked.decision.allowed());
-        assert_eq!(checked.decision.route.as_deref(), Some("oauth-protected-resource"));
+        assert_eq!(
+            checked.decision.route.as_deref(),
+            Some("oauth-protected-resource")
+        );
     }
 }
 
@@ -787,4 +790,98 @@ fn a_tools_list_shows_only_what_the_caller_may_call() {
     assert_eq!(code, 502);
     assert_eq!(body["error"]["data"]["reason"], "mcp.list_unfilterable");
     assert_eq!(body["id"], 3);
+}
+
+#[test]
+fn an_mcp_endpoint_is_decided_as_one_whatever_the_method_or_the_spelling_of_a_uri() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = mcp_plugin(&k);
+    plugin["routes"][0]["mcp"]["resources"] =
+        json!({"tickets://1": ["tickets:admin"], "tickets://*": ["tickets:read"]});
+    // A catch-all route would take a GET the MCP route does not list.
+    plugin["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"prefix": "/", "required_scopes": []}));
+    let mut w = worker(&host, &plugin);
+    let mut ex = Exchange::default();
+    let auth = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"scope": "tickets:read"}}))
+    );
+    host.request(&[
+        (":method", "GET"),
+        (":path", "/mcp"),
+        (":authority", "a"),
+        ("authorization", &auth),
+    ]);
+    assert_eq!(w.on_request(&host, &mut ex, true), Outcome::Answered);
+    assert_eq!(
+        deny_json(&host).2["error"]["data"]["reason"],
+        "request.method"
+    );
+    host.request(&[
+        (":method", "GET"),
+        (":path", "/mcp"),
+        (":authority", "a"),
+        ("authorization", &auth),
+        ("last-event-id", "7"),
+    ]);
+    assert_eq!(w.on_request(&host, &mut ex, true), Outcome::Answered);
+    assert_eq!(deny_json(&host).2["error"]["data"]["reason"], "mcp.replay");
+
+    // `tickets://%31` is `tickets://1` to a `tickets://{id}` template: it needs admin too.
+    for (uri, scope, allowed) in [
+        ("tickets://2", "tickets:read", true),
+        ("tickets://%31", "tickets:read", false),
+        ("tickets://%31", "tickets:admin", true),
+        ("tickets://%zz", "tickets:admin", false),
+    ] {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}});
+        let out = post(&mut w, &host, &mut ex, scope, &body.to_string(), &[]);
+        assert_eq!(out == Outcome::Continue, allowed, "{uri} {scope}");
+    }
+    // A 2025-11-25 subscription names its resource too.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "tickets://1"}});
+    let out = post(
+        &mut w,
+        &host,
+        &mut ex,
+        "tickets:read",
+        &body.to_string(),
+        &[],
+    );
+    assert_eq!(out, Outcome::Answered);
+    assert_eq!(
+        deny_json(&host).2["error"]["data"]["reason"],
+        "scope.insufficient"
+    );
+}
+
+#[test]
+fn a_request_that_ends_before_its_body_is_audited_as_a_deny() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &mcp_plugin(&k));
+    let mut ex = Exchange::default();
+    let auth = format!("Bearer {}", token(&k, json!({})));
+    host.request(&[
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "a"),
+        ("authorization", &auth),
+    ]);
+    assert_eq!(w.on_request(&host, &mut ex, false), Outcome::NeedBody);
+    assert!(ex.waits_for_body());
+    w.on_stream_end(&host, &mut ex);
+    assert!(!ex.waits_for_body());
+    let events = host.logged("\"reason\":\"mcp.body_invalid\"");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("ended before its whole body"));
+    assert_eq!(
+        host.metric_value("agent_iam.denied.mcp.body_invalid"),
+        Some(1)
+    );
 }

@@ -39,7 +39,7 @@ MCP_ROUTE = {
     "mcp": {
         "tools": {"search_tickets": ["tickets:read"], "get_ticket": ["tickets:read"],
                   "create_ticket": ["tickets:write"], "delete_ticket": ["tickets:admin"]},
-        "resources": {"tickets://*": ["tickets:read"]},
+        "resources": {"tickets://*": ["tickets:read"], "tickets://1": ["tickets:admin"]},
         "prompts": {"triage": ["tickets:write"]},
         "other_tools": "deny", "filter_lists": True, "max_body_bytes": MAX_BODY,
     },
@@ -213,6 +213,27 @@ def test_resource_and_prompt_lists_are_filtered_too(desk, era, server_mode):
     resources = mc.list_resources(desk.port, reader, era)
     assert [str(r.uri) for r in resources.result.resources] == ["tickets://stats"]
     assert resources.result.cache_scope == "private"
+
+
+@ERA
+def test_a_resource_uri_is_decided_as_the_servers_template_reads_it(desk, era):
+    """`tickets://1` needs tickets:admin; the server serves it through its `tickets://{id}`
+    template, which %-decodes the variable: `tickets://%31` is ticket 1 too."""
+    [reader], admin = tokens({}), every_scope()
+    since = len(desk.server.executed)
+    out = mc.read_resource(desk.port, reader, era, "tickets://2")
+    assert out.error is None, out
+    assert desk.server.executed[since:] == [("resource", {"uri": "tickets://2"})]
+    before = len(desk.server.seen)
+    for uri in ("tickets://1", "tickets://%31"):
+        out = mc.read_resource(desk.port, reader, era, uri)
+        assert out.error is not None and out.error.code == -31403, (uri, out)
+        assert challenge_params(out.refused.headers["www-authenticate"])[1]["scope"] == "tickets:read tickets:admin"
+        assert not any(uri.encode() in x["body"] for x in desk.server.seen[before:]), uri
+    assert desk.server.executed[since + 1:] == []
+    out = mc.read_resource(desk.port, admin, era, "tickets://%31")
+    assert out.error is None, out
+    assert desk.server.executed[since + 1:] == [("resource", {"uri": "tickets://1"})]
 
 
 @ERA

@@ -57,6 +57,7 @@ pub(super) fn check(routes: &[RouteConfig], out: &mut Vec<Problem>) -> Vec<Route
             mcp,
         });
     }
+    shadowed_mcp(&valid, out);
     valid
 }
 
@@ -81,6 +82,28 @@ fn canonical_path(p: &str, text: &str, out: &mut Vec<Problem>) {
                 "path \"{text}\" is not a canonical path (no query, `%2F`, `\\\\` or control characters)"
             ),
         )),
+    }
+}
+
+/// A route without `mcp` whose path lies inside an MCP route's would decide MCP requests
+/// without reading their body: a configuration error.
+fn shadowed_mcp(routes: &[Route], out: &mut Vec<Problem>) {
+    for (i, r) in routes.iter().enumerate() {
+        if r.mcp.is_some() {
+            continue;
+        }
+        let path = match &r.path {
+            PathMatch::Prefix(x) | PathMatch::Exact(x) => x,
+        };
+        if let Some(m) = routes.iter().find(|m| m.mcp.is_some() && m.covers(path)) {
+            out.push(problem(
+                format!("$.routes[{i}]"),
+                format!(
+                    "\"{path}\" lies inside the MCP route `{}`: every request there is an MCP request, decided on its body (give this route an `mcp` section, or move it)",
+                    m.name
+                ),
+            ));
+        }
     }
 }
 
@@ -192,6 +215,21 @@ mod tests {
         let cfg = Config::from_json(open.to_string().as_bytes()).unwrap();
         let mcp = cfg.routes[0].mcp.as_ref().unwrap();
         assert_eq!(mcp.scopes_for("tools/call", "anything"), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_route_inside_an_mcp_route_is_an_error() {
+        let mut p = plugin(json!({}));
+        p["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"exact": "/mcp/admin", "methods": ["POST"]}));
+        let err = Config::from_json(p.to_string().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("$.routes[1]: \"/mcp/admin\" lies inside the MCP route"),
+            "{err}"
+        );
     }
 
     #[test]
