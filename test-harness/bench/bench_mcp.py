@@ -2,13 +2,14 @@
 cost inside a real Envoy (never timed asserts in tests).
 
 One Envoy at `--concurrency 1` (pinned to one core when there are two) with the filter and
-`examples/mcp-plugin.json` (plus a plain POST route with no MCP section), answering 200
+`examples/mcp-plugin.json` (plus a plain GET route with no MCP section), answering 200
 itself after the filter with a 20-tool `tools/list` result as `application/json`. wrk loads
 it from the other core with the same cached ES256 token (agent:triage acting for alice)
 each request, POSTing, in interleaved rounds:
 
-- `POST, no MCP section`: the same 2026-07-28 `tools/call` body to `/plain` (the filter
-  decides on the headers, the body streams through): the baseline;
+- `GET, no MCP section`: the same token and headers to `/plain`, no body: a decision on the
+  headers alone, the baseline. (A POST there is no baseline: Envoy's direct response goes out
+  before the body has arrived, and the connection is not reused.)
 - `tools/call allowed`: `search_tickets` on `/mcp` (headers held, body read and parsed,
   mirrored headers compared, the call's scopes);
 - `tools/call refused`: `delete_ticket` (needs tickets:admin): a 403 JSON-RPC error;
@@ -60,7 +61,7 @@ ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
     for t in TOOLS], "ttlMs": 60000, "cacheScope": "public"}}, separators=(",", ":"))
 
 CASES = [
-    ("POST, no MCP section", "/plain", call("search_tickets", {"q": "printer"}), "search_tickets", "tools/call"),
+    ("GET, no MCP section", "/plain", None, "search_tickets", "tools/call"),
     ("tools/call allowed", "/mcp", call("search_tickets", {"q": "printer"}), "search_tickets", "tools/call"),
     ("tools/call refused (403)", "/mcp", call("delete_ticket", {"id": 7}), "delete_ticket", "tools/call"),
     ("tools/list filtered (20 → 3 tools)", "/mcp", LIST, None, "tools/list"),
@@ -68,7 +69,9 @@ CASES = [
 
 
 def lua_for(path, body, headers, where):
-    lines = [f'wrk.method = "POST"', f'wrk.path = "{path}"', f"wrk.body = {json.dumps(body)}"]
+    lines = [f'wrk.method = "{"GET" if body is None else "POST"}"', f'wrk.path = "{path}"']
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(body)}")
     lines += [f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in headers.items()]
     where.write_text("\n".join(lines) + "\n")
     return where
@@ -92,7 +95,7 @@ def main():
     args = ap.parse_args()
     plugin = json.loads((harness.ROOT / "examples" / "mcp-plugin.json").read_text())
     plugin["max_token_lifetime_s"] = 3600
-    plugin["routes"].append({"name": "plain", "exact": "/plain", "methods": ["POST"]})
+    plugin["routes"].append({"name": "plain", "exact": "/plain", "methods": ["GET"]})
     harness.OUT.mkdir(parents=True, exist_ok=True)
     path = harness.OUT / "bench-mcp.json"
     path.write_text(json.dumps(plugin))
@@ -122,7 +125,7 @@ def main():
                 cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
                 samples[title].append((out["rps"], cpu / out["requests"] * 1e6))
     base_cpu = statistics.median(c for _, c in samples[CASES[0][0]])
-    rows = ["| request | req/s (median) | Envoy CPU µs/req | over the plain POST |", "|---|---|---|---|"]
+    rows = ["| request | req/s (median) | Envoy CPU µs/req | over the GET |", "|---|---|---|---|"]
     for title, *_ in CASES:
         rps = statistics.median(r for r, _ in samples[title])
         cpu = statistics.median(c for _, c in samples[title])
