@@ -719,13 +719,7 @@ impl Engine {
             d.detail = Some(clip(&e.to_string()));
             Reason::McpHeaderMismatch
         })?;
-        let (Some(token), Some(agent)) = (d.token.clone(), d.agent.clone()) else {
-            return Err(Reason::InternalError.into());
-        };
-        let route_index = d
-            .route
-            .as_ref()
-            .and_then(|name| self.config.routes.iter().position(|r| &r.name == name));
+        let (token, agent, route_index) = self.waited_for(d)?;
         let route = route_index.and_then(|i| self.config.routes.get(i));
         let Some(mcp) = route.and_then(|r| r.mcp.as_ref().map(|m| (r, m))) else {
             return Err(Reason::InternalError.into());
@@ -801,13 +795,7 @@ impl Engine {
         now: f64,
         d: &mut Decision,
     ) -> Result<(), Denial> {
-        let (Some(token), Some(agent)) = (d.token.clone(), d.agent.clone()) else {
-            return Err(Reason::InternalError.into());
-        };
-        let route_index = d
-            .route
-            .as_ref()
-            .and_then(|name| self.config.routes.iter().position(|r| &r.name == name));
+        let (token, agent, route_index) = self.waited_for(d)?;
         let required = route_index
             .and_then(|i| self.config.routes.get(i))
             .map(|r| r.required_scopes.clone())
@@ -825,6 +813,28 @@ impl Engine {
             .as_ref()
             .map(|_| crate::policy::input::mcp_response_value());
         self.policy(req, target, host, now, &token, &agent, route_index, mcp, d)
+    }
+
+    /// What the header phase of `d` established: the token, the agent and the route.
+    fn waited_for(
+        &self,
+        d: &Decision,
+    ) -> Result<
+        (
+            Arc<VerifiedToken>,
+            crate::delegation::AgentContext,
+            Option<usize>,
+        ),
+        Denial,
+    > {
+        let (Some(token), Some(agent)) = (d.token.clone(), d.agent.clone()) else {
+            return Err(Reason::InternalError.into());
+        };
+        let route_index = d
+            .route
+            .as_ref()
+            .and_then(|name| self.config.routes.iter().position(|r| &r.name == name));
+        Ok((token, agent, route_index))
     }
 
     /// The Rego policy, when one is configured.

@@ -134,24 +134,32 @@ impl Worker {
                 );
             }
         };
+        self.conclude_waiting(host, ex, waiting, started, |engine, wait, now| {
+            engine.with_body(wait, &body, now)
+        })
+    }
+
+    /// Decides what `waiting` waited for with `decide`, then edits, audits and answers.
+    fn conclude_waiting(
+        &mut self,
+        host: &dyn Host,
+        ex: &mut Exchange,
+        waiting: Waiting,
+        started: Instant,
+        decide: impl FnOnce(&mut crate::pipeline::Engine, BodyWait, f64) -> Decision,
+    ) -> Outcome {
         let Waiting {
             wait,
             incoming,
             spent,
             now,
         } = waiting;
-        let d = self.engine.with_body(*wait, &body, now);
-        self.conclude(
-            host,
-            ex,
-            d,
-            &incoming,
-            Spent {
-                since: started,
-                before: spent,
-            },
-            now,
-        )
+        let d = decide(&mut self.engine, *wait, now);
+        let spent = Spent {
+            since: started,
+            before: spent,
+        };
+        self.conclude(host, ex, d, &incoming, spent, now)
     }
 
     /// Request trailers: a body the filter waits for must end without them (a body the
@@ -204,24 +212,9 @@ impl Worker {
         detail: &str,
         started: Instant,
     ) -> Outcome {
-        let Waiting {
-            wait,
-            incoming,
-            spent,
-            now,
-        } = waiting;
-        let d = wait.refuse(reason, detail);
-        self.conclude(
-            host,
-            ex,
-            d,
-            &incoming,
-            Spent {
-                since: started,
-                before: spent,
-            },
-            now,
-        )
+        self.conclude_waiting(host, ex, waiting, started, |_, wait, _| {
+            wait.refuse(reason, detail)
+        })
     }
 
     /// The response's headers, for a list the worker filters: held (the body is
