@@ -109,6 +109,28 @@ pub enum Reason {
     PolicyError,
     /// The policy ran out of its evaluation budget (`policy.max_eval_ms` or `policy.max_instructions`).
     PolicyLimit,
+    /// A DPoP proof that is not one strict compact JWS (segments, base64url, JSON, duplicate members, size, forbidden header members).
+    DpopProofMalformed,
+    /// A DPoP proof whose `typ` is not `dpop+jwt`.
+    DpopTyp,
+    /// A DPoP proof `alg` that is none, symmetric, unknown, not in dpop.algorithms or not its key's.
+    DpopAlg,
+    /// A DPoP proof whose `jwk` is missing, private, symmetric or a key the token rules refuse.
+    DpopJwk,
+    /// A DPoP proof whose signature does not verify with its own `jwk`.
+    DpopSignature,
+    /// A DPoP proof without a well-typed `jti`, `htm`, `htu`, `iat` or `ath`.
+    DpopClaims,
+    /// A DPoP proof for another HTTP method.
+    DpopHtm,
+    /// A DPoP proof for another URI (compared normalised, without query and fragment).
+    DpopHtu,
+    /// A DPoP proof older than dpop.max_proof_age_s (plus the clock skew).
+    DpopIatStale,
+    /// A DPoP proof issued in the future (beyond the clock skew).
+    DpopIatFuture,
+    /// A DPoP proof whose `ath` is not the hash of this access token.
+    DpopAth,
     /// An MCP POST's body is over the route's `mcp.max_body_bytes`.
     McpBodyTooLarge,
     /// An MCP POST's body is not one JSON-RPC request: not JSON, duplicate members, a
@@ -183,6 +205,17 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::PolicyError,
         Reason::PolicyLimit,
+        Reason::DpopProofMalformed,
+        Reason::DpopTyp,
+        Reason::DpopAlg,
+        Reason::DpopJwk,
+        Reason::DpopSignature,
+        Reason::DpopClaims,
+        Reason::DpopHtm,
+        Reason::DpopHtu,
+        Reason::DpopIatStale,
+        Reason::DpopIatFuture,
+        Reason::DpopAth,
         Reason::McpBodyTooLarge,
         Reason::McpBodyInvalid,
         Reason::McpBatch,
@@ -245,6 +278,17 @@ impl Reason {
             Reason::PolicyDenied => "policy.denied",
             Reason::PolicyError => "policy.error",
             Reason::PolicyLimit => "policy.limit",
+            Reason::DpopProofMalformed => "dpop.proof_malformed",
+            Reason::DpopTyp => "dpop.typ",
+            Reason::DpopAlg => "dpop.alg",
+            Reason::DpopJwk => "dpop.jwk",
+            Reason::DpopSignature => "dpop.signature",
+            Reason::DpopClaims => "dpop.claims",
+            Reason::DpopHtm => "dpop.htm",
+            Reason::DpopHtu => "dpop.htu",
+            Reason::DpopIatStale => "dpop.iat_stale",
+            Reason::DpopIatFuture => "dpop.iat_future",
+            Reason::DpopAth => "dpop.ath",
             Reason::McpBodyTooLarge => "mcp.body_too_large",
             Reason::McpBodyInvalid => "mcp.body_invalid",
             Reason::McpBatch => "mcp.batch",
@@ -303,6 +347,17 @@ impl Reason {
             | Reason::McpHeaderMismatch
             | Reason::McpReplay => "invalid_request",
             Reason::McpListUnfilterable => "server_error",
+            Reason::DpopProofMalformed
+            | Reason::DpopTyp
+            | Reason::DpopAlg
+            | Reason::DpopJwk
+            | Reason::DpopSignature
+            | Reason::DpopClaims
+            | Reason::DpopHtm
+            | Reason::DpopHtu
+            | Reason::DpopIatStale
+            | Reason::DpopIatFuture
+            | Reason::DpopAth => "invalid_dpop_proof",
             Reason::InternalError
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
@@ -375,6 +430,17 @@ impl Reason {
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
             Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",
             Reason::PolicyLimit => "the policy exceeded its budget (policy.max_eval_ms or policy.max_instructions)",
+            Reason::DpopProofMalformed => "a DPoP proof that is not one strict compact JWS (segments, base64url, JSON, duplicate members, size, forbidden header members)",
+            Reason::DpopTyp => "a DPoP proof whose `typ` is not `dpop+jwt`",
+            Reason::DpopAlg => "a DPoP proof `alg` that is none, symmetric, unknown, not in dpop.algorithms or not its key's",
+            Reason::DpopJwk => "a DPoP proof whose `jwk` is missing, private, symmetric or a key the token rules refuse",
+            Reason::DpopSignature => "a DPoP proof whose signature does not verify with its own `jwk`",
+            Reason::DpopClaims => "a DPoP proof without a well-typed `jti`, `htm`, `htu`, `iat` or `ath`",
+            Reason::DpopHtm => "a DPoP proof for another HTTP method",
+            Reason::DpopHtu => "a DPoP proof for another URI (compared normalised, without query and fragment)",
+            Reason::DpopIatStale => "a DPoP proof older than dpop.max_proof_age_s (plus the clock skew)",
+            Reason::DpopIatFuture => "a DPoP proof issued in the future (beyond the clock skew)",
+            Reason::DpopAth => "a DPoP proof whose `ath` is not the hash of this access token",
             Reason::McpBodyTooLarge => "an MCP POST's body is over the route's mcp.max_body_bytes",
             Reason::McpBodyInvalid => "an MCP POST's body is not one JSON-RPC request (not JSON, duplicate members, a response, wrong shape, trailers)",
             Reason::McpBatch => "an MCP POST carries a JSON-RPC batch (an array): one message per POST",
