@@ -131,6 +131,12 @@ pub enum Reason {
     DpopIatFuture,
     /// A DPoP proof whose `ath` is not the hash of this access token.
     DpopAth,
+    /// A DPoP proof whose `jti` this Envoy has already accepted for that key within the proof's lifetime.
+    DpopReplay,
+    /// The DPoP replay cache bucket is full of live entries (fail closed; raise dpop.replay.max_entries).
+    DpopReplayFull,
+    /// The DPoP replay cache could not be read or written (fail closed).
+    DpopReplayUnavailable,
     /// An MCP POST's body is over the route's `mcp.max_body_bytes`.
     McpBodyTooLarge,
     /// An MCP POST's body is not one JSON-RPC request: not JSON, duplicate members, a
@@ -216,6 +222,9 @@ impl Reason {
         Reason::DpopIatStale,
         Reason::DpopIatFuture,
         Reason::DpopAth,
+        Reason::DpopReplay,
+        Reason::DpopReplayFull,
+        Reason::DpopReplayUnavailable,
         Reason::McpBodyTooLarge,
         Reason::McpBodyInvalid,
         Reason::McpBatch,
@@ -289,6 +298,9 @@ impl Reason {
             Reason::DpopIatStale => "dpop.iat_stale",
             Reason::DpopIatFuture => "dpop.iat_future",
             Reason::DpopAth => "dpop.ath",
+            Reason::DpopReplay => "dpop.replay",
+            Reason::DpopReplayFull => "dpop.replay_full",
+            Reason::DpopReplayUnavailable => "dpop.replay_unavailable",
             Reason::McpBodyTooLarge => "mcp.body_too_large",
             Reason::McpBodyInvalid => "mcp.body_invalid",
             Reason::McpBatch => "mcp.batch",
@@ -315,6 +327,8 @@ impl Reason {
             Reason::McpListUnfilterable => 502,
             Reason::TokenVerifyBudget => 429,
             Reason::InternalError
+            | Reason::DpopReplayFull
+            | Reason::DpopReplayUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -357,8 +371,11 @@ impl Reason {
             | Reason::DpopHtu
             | Reason::DpopIatStale
             | Reason::DpopIatFuture
-            | Reason::DpopAth => "invalid_dpop_proof",
+            | Reason::DpopAth
+            | Reason::DpopReplay => "invalid_dpop_proof",
             Reason::InternalError
+            | Reason::DpopReplayFull
+            | Reason::DpopReplayUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -441,6 +458,9 @@ impl Reason {
             Reason::DpopIatStale => "a DPoP proof older than dpop.max_proof_age_s (plus the clock skew)",
             Reason::DpopIatFuture => "a DPoP proof issued in the future (beyond the clock skew)",
             Reason::DpopAth => "a DPoP proof whose `ath` is not the hash of this access token",
+            Reason::DpopReplay => "a DPoP proof whose `jti` this Envoy has already accepted for that key within the proof's lifetime",
+            Reason::DpopReplayFull => "the DPoP replay cache bucket is full of live entries (fail closed; raise dpop.replay.max_entries)",
+            Reason::DpopReplayUnavailable => "the DPoP replay cache could not be read or written (fail closed)",
             Reason::McpBodyTooLarge => "an MCP POST's body is over the route's mcp.max_body_bytes",
             Reason::McpBodyInvalid => "an MCP POST's body is not one JSON-RPC request (not JSON, duplicate members, a response, wrong shape, trailers)",
             Reason::McpBatch => "an MCP POST carries a JSON-RPC batch (an array): one message per POST",

@@ -4,9 +4,11 @@
 //! request's own URI ([`request_htu`]); everything here is pure.
 
 mod proof;
+mod replay;
 mod thumbprint;
 
 pub use proof::{verify_proof, ProofFacts, ProofRequest, ProofRules};
+pub use replay::ReplayCache;
 pub use thumbprint::{jwk_thumbprint, proof_key};
 
 use crate::target::{canonical, canonical_host, Semicolons};
