@@ -3,6 +3,9 @@
 //! stable Rust and without libFuzzer, in every `cargo test`. The checks are the fuzz
 //! targets' own (`fuzz/checks/`); mutation fuzzing is `test-harness/fuzz.sh`.
 
+// Test code: the checks assert by panicking, as libFuzzer needs them to.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::path::Path;
 
 macro_rules! targets {
