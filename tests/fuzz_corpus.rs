@@ -4,7 +4,12 @@
 //! targets' own (`fuzz/checks/`); mutation fuzzing is `test-harness/fuzz.sh`.
 
 // Test code: the checks assert by panicking, as libFuzzer needs them to.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::Path;
 
