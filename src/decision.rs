@@ -191,6 +191,8 @@ pub struct McpCall {
     pub protocol_version: Option<String>,
     /// SHA-256 of the arguments as serialized canonically (sorted members, no spaces).
     pub arguments_sha256: Option<[u8; 32]>,
+    /// The arguments themselves, only where the route opts in (`mcp.audit_arguments`).
+    pub arguments: Option<Value>,
 }
 
 /// A client's target that the filter rewrote or refused, for the audit trail.
@@ -361,11 +363,17 @@ impl Decision {
             "request": {"method": self.method, "host": self.host, "path": self.path},
         });
         let mcp = match (&self.mcp, &self.detail) {
-            (Some(m), _) => Some(json!({
-                "method": m.method, "name": m.name, "protocol_version": m.protocol_version,
-                "arguments_sha256": m.arguments_sha256.as_ref().map(hex::encode),
-                "detail": self.detail,
-            })),
+            (Some(m), _) => {
+                let mut v = json!({
+                    "method": m.method, "name": m.name, "protocol_version": m.protocol_version,
+                    "arguments_sha256": m.arguments_sha256.as_ref().map(hex::encode),
+                    "detail": self.detail,
+                });
+                if let (Some(args), Some(obj)) = (&m.arguments, v.as_object_mut()) {
+                    obj.insert("arguments".into(), args.clone());
+                }
+                Some(v)
+            }
             (None, Some(detail)) if self.jsonrpc => Some(json!({
                 "method": null, "name": null, "protocol_version": null,
                 "arguments_sha256": null, "detail": detail,

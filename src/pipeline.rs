@@ -703,6 +703,7 @@ impl Engine {
                 name: None,
                 protocol_version: None,
                 arguments_sha256: None,
+                arguments: None,
             });
         }
         d.mcp = Some(crate::decision::McpCall {
@@ -711,6 +712,7 @@ impl Engine {
             name: msg.name.as_deref().map(clip_marked),
             protocol_version: msg.protocol_version.as_deref().map(clip),
             arguments_sha256: msg.arguments.as_ref().map(arguments_sha256),
+            arguments: None,
         });
         if msg.method.is_empty() {
             return self.decide_route_only(req, target, host, now, d);
@@ -725,6 +727,11 @@ impl Engine {
             return Err(Reason::InternalError.into());
         };
         let (route, mcp) = mcp;
+        if mcp.audit_arguments {
+            if let Some(call) = d.mcp.as_mut() {
+                call.arguments = msg.arguments.clone();
+            }
+        }
         let name = msg.name.as_deref().unwrap_or_default();
         // A resource URI is looked up as sent and as a server's URI template decodes it
         // (`tickets://%31` is `tickets://1` to a `tickets://{id}` template): both entries'

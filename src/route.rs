@@ -30,6 +30,8 @@ pub struct Mcp {
     pub deny_unlisted: bool,
     pub filter_lists: bool,
     pub max_body_bytes: usize,
+    /// The audit event carries the call's arguments, not only their hash.
+    pub audit_arguments: bool,
 }
 
 /// How a resource entry matches URIs.

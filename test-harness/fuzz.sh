@@ -26,9 +26,9 @@ fi
 # No sanitizer: the code under test is safe Rust (unsafe is denied); libFuzzer's coverage
 # guidance and Rust's own checks (overflow, bounds, debug assertions) do the work, and the
 # build is minutes shorter.
-# Smoke runs (≤ 30 s per target, the test suite's) build `--dev` (opt-level 1 in
-# fuzz/Cargo.toml: a minute shorter to build, corpus replay well inside the time box);
-# longer runs build optimised.
+# Short runs (≤ 30 s per target) build `--dev` (opt-level 1 in fuzz/Cargo.toml: a minute
+# shorter to build); longer runs build optimised. `cargo test` replays every committed
+# corpus input through the same checks (`fuzz/checks/`, `tests/fuzz_corpus.rs`).
 MODE=--release
 [ "$SECONDS_PER_TARGET" -le 30 ] && MODE=--dev
 cargo +nightly fuzz build "$MODE" --sanitizer none

@@ -1,35 +1,7 @@
-//! The request-target canonicaliser: any bytes as `:path`. Never a panic; an accepted
-//! target is canonical (a fixed point), starts with `/`, has no empty or dot segments,
-//! only RFC 3986 characters, and no escape of an unreserved character, `/`, `\` or a
-//! control character; the query is kept byte for byte.
+//! libFuzzer target `target`: see `fuzz/checks/target.rs` (the check, also replayed over the
+//! committed corpus by `cargo test --test fuzz_corpus`).
 #![no_main]
 
-use agent_iam::target::{canonical, Semicolons};
-use libfuzzer_sys::fuzz_target;
+include!("../checks/target.rs");
 
-fuzz_target!(|data: &[u8]| {
-    let raw = String::from_utf8_lossy(data);
-    for mode in [Semicolons::Reject, Semicolons::Allow] {
-        let Ok(t) = canonical(&raw, mode) else { continue };
-        let text = t.to_target();
-        assert_eq!(canonical(&text, mode).as_ref(), Ok(&t), "not a fixed point: {raw:?}");
-        assert!(t.path.starts_with('/'));
-        let segments = t.segments();
-        let last = segments.len().saturating_sub(1);
-        for (i, s) in segments.iter().enumerate() {
-            assert!(*s != "." && *s != "..", "dot segment in {text:?}");
-            assert!(!s.is_empty() || i == last, "empty segment in {text:?}");
-        }
-        let upper = t.path.to_ascii_uppercase();
-        for bad in ["%2F", "%5C", "%00", "%2E", "%7E", "%41", "%5F", "%2D"] {
-            assert!(!upper.contains(bad), "{bad} left in {text:?}");
-        }
-        assert!(t.path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'?' && b != b'#'));
-        if mode == Semicolons::Reject {
-            assert!(!t.path.contains(';'));
-        }
-        if let Some((_, q)) = raw.split_once('?') {
-            assert_eq!(t.query.as_deref(), Some(q));
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check(data));

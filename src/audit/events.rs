@@ -44,6 +44,9 @@ pub(super) struct McpPart<'a> {
     pub(super) arguments_sha256: Option<Hex<'a>>,
     /// What exactly was wrong with a refused call (header mismatch, body problem).
     pub(super) detail: Option<&'a str>,
+    /// The arguments, only where the route opts in (`mcp.audit_arguments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) arguments: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]

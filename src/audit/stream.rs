@@ -183,6 +183,7 @@ impl AuditStream {
                     protocol_version: m.protocol_version.as_deref(),
                     arguments_sha256: m.arguments_sha256.as_ref().map(Hex),
                     detail: d.detail.as_deref(),
+                    arguments: m.arguments.as_ref(),
                 }),
                 // A body refused before its call could be read (too large, not JSON, ended early).
                 (None, Some(detail)) if d.jsonrpc => Some(McpPart {
@@ -191,6 +192,7 @@ impl AuditStream {
                     protocol_version: None,
                     arguments_sha256: None,
                     detail: Some(detail),
+                    arguments: None,
                 }),
                 (None, _) => None,
             },

@@ -255,6 +255,10 @@ pub struct McpRouteConfig {
     /// The largest JSON-RPC body the filter reads (1..=786432; default 65536).
     #[serde(default = "default_mcp_body")]
     pub max_body_bytes: u64,
+    /// Write each call's arguments into its audit event (default false: only their
+    /// SHA-256). Arguments may carry secrets and personal data.
+    #[serde(default)]
+    pub audit_arguments: bool,
 }
 
 /// `protected_resource` (RFC 9728).

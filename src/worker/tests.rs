@@ -885,3 +885,30 @@ fn a_request_that_ends_before_its_body_is_audited_as_a_deny() {
         Some(1)
     );
 }
+
+#[test]
+fn the_arguments_reach_the_audit_event_only_where_the_route_opts_in() {
+    let k = keys();
+    for (opt_in, logged) in [(false, 0), (true, 1)] {
+        let host = LocalHost::at(NOW as f64);
+        let mut plugin = mcp_plugin(&k);
+        plugin["routes"][0]["mcp"]["audit_arguments"] = json!(opt_in);
+        let mut w = worker(&host, &plugin);
+        let mut ex = Exchange::default();
+        let out = post(
+            &mut w,
+            &host,
+            &mut ex,
+            "tickets:read",
+            &call("search_tickets"),
+            &[],
+        );
+        assert_eq!(out, Outcome::Continue);
+        assert_eq!(
+            host.logged("\"arguments\":{\"q\":\"x\"}").len(),
+            logged,
+            "{opt_in}"
+        );
+        assert_eq!(host.logged("\"arguments_sha256\":\"").len(), 1);
+    }
+}

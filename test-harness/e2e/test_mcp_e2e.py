@@ -662,3 +662,25 @@ def test_audit_events_name_the_call_and_hash_its_arguments_never_carry_them(desk
     assert re.fullmatch(r"[0-9a-f]{64}", refused["mcp"]["arguments_sha256"])
     assert secret not in desk.envoy.log()
     assert harness.audit_schema_errors([allowed, refused]) == []
+
+
+def test_the_arguments_are_audited_only_where_the_route_opts_in():
+    """`mcp.audit_arguments`: the decision event carries the call's arguments besides their
+    hash; without it (every test above) only the hash."""
+    plugin = json.loads((harness.ROOT / "examples" / "mcp-plugin.json").read_text())
+    plugin["routes"][0]["mcp"]["audit_arguments"] = True
+    secret = f"printer-{uuid.uuid4().hex}"
+    [tok] = harness.mint([{"claims": {"sub": "user:alice", "aud": "https://api.agent-iam.test/mcp",
+                                      "scope": "tickets:read", "act": {"sub": "agent:tool-search"}}}])
+    with harness.stack(plugin_json=plugin, name="mcp-audit-arguments") as envoy:
+        client = harness.Client(envoy.listen_port)
+        r = mc.rpc(client, tok, "tools/call", {"name": "search_tickets", "arguments": {"q": secret}})
+        client.close()
+        assert r.status == 200 and r.json()["path"] == "/mcp", r  # the echo upstream answered
+        harness.wait_until(lambda: any(secret in json.dumps(e) for e in envoy.decision_lines()), 5,
+                           "the decision event")
+        [event] = [e for e in envoy.decision_lines() if e.get("mcp", {}).get("name") == "search_tickets"]
+    assert event["mcp"]["arguments"] == {"q": secret}
+    canonical = json.dumps({"q": secret}, separators=(",", ":"), sort_keys=True).encode()
+    assert event["mcp"]["arguments_sha256"] == hashlib.sha256(canonical).hexdigest()
+    assert harness.audit_schema_errors([event]) == []

@@ -163,6 +163,7 @@ fn mcp(p: &str, m: &McpRouteConfig, methods: &[String], out: &mut Vec<Problem>) 
         prompts,
         deny_unlisted: m.other_tools == OtherTools::Deny,
         filter_lists: m.filter_lists,
+        audit_arguments: m.audit_arguments,
         max_body_bytes: usize::try_from(m.max_body_bytes).unwrap_or(usize::MAX),
     }
 }
