@@ -137,6 +137,9 @@ pub enum Reason {
     DpopReplayFull,
     /// The DPoP replay cache could not be read or written (fail closed).
     DpopReplayUnavailable,
+    /// A token's `cnf` the filter cannot check (another confirmation method, a malformed
+    /// value): refused, never treated as a bearer token.
+    TokenCnf,
     /// An MCP POST's body is over the route's `mcp.max_body_bytes`.
     McpBodyTooLarge,
     /// An MCP POST's body is not one JSON-RPC request: not JSON, duplicate members, a
@@ -225,6 +228,7 @@ impl Reason {
         Reason::DpopReplay,
         Reason::DpopReplayFull,
         Reason::DpopReplayUnavailable,
+        Reason::TokenCnf,
         Reason::McpBodyTooLarge,
         Reason::McpBodyInvalid,
         Reason::McpBatch,
@@ -301,6 +305,7 @@ impl Reason {
             Reason::DpopReplay => "dpop.replay",
             Reason::DpopReplayFull => "dpop.replay_full",
             Reason::DpopReplayUnavailable => "dpop.replay_unavailable",
+            Reason::TokenCnf => "token.cnf",
             Reason::McpBodyTooLarge => "mcp.body_too_large",
             Reason::McpBodyInvalid => "mcp.body_invalid",
             Reason::McpBatch => "mcp.batch",
@@ -461,6 +466,7 @@ impl Reason {
             Reason::DpopReplay => "a DPoP proof whose `jti` this Envoy has already accepted for that key within the proof's lifetime",
             Reason::DpopReplayFull => "the DPoP replay cache bucket is full of live entries (fail closed; raise dpop.replay.max_entries)",
             Reason::DpopReplayUnavailable => "the DPoP replay cache could not be read or written (fail closed)",
+            Reason::TokenCnf => "a `cnf` claim the filter cannot check (a confirmation method other than jkt and x5t#S256, or a malformed value)",
             Reason::McpBodyTooLarge => "an MCP POST's body is over the route's mcp.max_body_bytes",
             Reason::McpBodyInvalid => "an MCP POST's body is not one JSON-RPC request (not JSON, duplicate members, a response, wrong shape, trailers)",
             Reason::McpBatch => "an MCP POST carries a JSON-RPC batch (an array): one message per POST",
