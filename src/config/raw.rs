@@ -97,7 +97,8 @@ pub struct IssuerConfig {
     /// schedule and at once (rate-limited) on an unknown `kid`.
     #[serde(default)]
     pub jwks_uri: Option<JwksUriConfig>,
-    /// Allowed algorithms (ES256, EdDSA, RS256). `none` and HMAC are never accepted.
+    /// Allowed algorithms (ES256, EdDSA or its RFC 9864 name Ed25519, RS256). `none` and HMAC
+    /// are never accepted.
     pub algorithms: Vec<AlgName>,
     /// Accepted `typ` header values, compared case-insensitively with an optional
     /// `application/` prefix.
@@ -105,12 +106,14 @@ pub struct IssuerConfig {
     pub accepted_types: Vec<String>,
 }
 
-/// Algorithm names accepted in `algorithms`.
+/// Algorithm names accepted in `algorithms`. `Ed25519` (RFC 9864's fully specified name)
+/// and the deprecated `EdDSA` name one algorithm: Ed25519 signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(tools, derive(JsonSchema))]
 pub enum AlgName {
     ES256,
     EdDSA,
+    Ed25519,
     RS256,
 }
 
@@ -118,7 +121,7 @@ impl AlgName {
     pub(super) fn alg(self) -> Alg {
         match self {
             AlgName::ES256 => Alg::Es256,
-            AlgName::EdDSA => Alg::EdDsa,
+            AlgName::EdDSA | AlgName::Ed25519 => Alg::EdDsa,
             AlgName::RS256 => Alg::Rs256,
         }
     }

@@ -1,6 +1,7 @@
 //! The configuration as a whole: defaults, unknown keys, every problem reported.
 
 use super::*;
+use crate::keys::Alg;
 use serde_json::json;
 use serde_json::Value;
 
@@ -189,4 +190,20 @@ fn problems_inside_an_optional_section_carry_their_paths() {
     let mut v = base();
     v["policy"] = Value::Null;
     assert!(Config::from_json(v.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn ed25519_and_eddsa_name_one_algorithm() {
+    for name in ["EdDSA", "Ed25519"] {
+        let mut v = base();
+        v["issuers"][0]["algorithms"] = json!(["ES256", name]);
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            c.issuers[0].algorithms,
+            vec![Alg::Es256, Alg::EdDsa],
+            "{name}"
+        );
+    }
+    assert_eq!(Alg::from_jose("Ed25519"), Some(Alg::EdDsa));
+    assert_eq!(Alg::from_jose("Ed448"), None);
 }
