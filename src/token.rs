@@ -55,6 +55,8 @@ pub struct Issuer {
     pub keys: Vec<VerifyKey>,
     /// Set when the keys come from `jwks_uri`.
     pub remote: Option<JwksUriConfig>,
+    /// Whether unbound tokens of this issuer pass.
+    pub sender_constraint: crate::config::SenderConstraint,
 }
 
 /// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
