@@ -20,7 +20,7 @@ pub struct Request {
     /// Every `authorization` value the host reported.
     pub authorization: Vec<Vec<u8>>,
     /// Other request headers (lower-case names), for the policy; filled only when a policy
-    /// is configured ([`Engine::wants_headers`]).
+    /// or MCP routes are configured ([`crate::pipeline::Engine::wants_headers`]).
     pub headers: Vec<(String, String)>,
     /// The client's address, for `verify_budget`. `None`: the engine asks its client
     /// source ([`Engine::set_client_source`]) when a budget needs it.

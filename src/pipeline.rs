@@ -59,6 +59,29 @@ impl BodyWait {
     }
 }
 
+/// Which request headers a decision reads (see [`Engine::wants_headers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderInterest {
+    None,
+    Mcp,
+    All,
+}
+
+impl HeaderInterest {
+    /// Whether a header called `name` (any case) is collected.
+    pub fn keeps(self, name: &str) -> bool {
+        match self {
+            HeaderInterest::None => false,
+            HeaderInterest::All => !name.starts_with(':'),
+            HeaderInterest::Mcp => {
+                name.get(..4)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("mcp-"))
+                    || name.eq_ignore_ascii_case("last-event-id")
+            }
+        }
+    }
+}
+
 /// How [`Engine::decide`] ended when it did not deny.
 enum Flow {
     Done,
@@ -73,8 +96,8 @@ pub struct ListFilter {
     pub kind: crate::mcp::ListKind,
     /// The JSON-RPC id of the list request.
     pub id: Value,
-    /// The caller's effective scopes, with what `scope_implies` grants through them.
-    granted: Vec<String>,
+    /// The caller's effective scopes (`scope_implies` applies when they are checked).
+    effective: Vec<String>,
     pub max_bytes: usize,
     pub decision_id: String,
 }
@@ -456,7 +479,11 @@ impl Engine {
             route,
             kind,
             id: call.id.clone().unwrap_or(Value::Null),
-            granted: self.granted(d.agent.as_ref().map_or(&[][..], |a| &a.effective)),
+            effective: d
+                .agent
+                .as_ref()
+                .map(|a| a.effective.clone())
+                .unwrap_or_default(),
             max_bytes: LIST_MAX_BYTES,
             decision_id: d.decision_id.clone(),
         })
@@ -477,21 +504,19 @@ impl Engine {
                 .required_scopes
                 .iter()
                 .chain(extra)
-                .all(|s| f.granted.contains(s)),
+                .all(|s| self.holds(&f.effective, s)),
         }
     }
 
-    /// `effective` with every scope `scope_implies` grants through them.
-    fn granted(&self, effective: &[String]) -> Vec<String> {
-        let mut out: Vec<String> = effective.to_vec();
-        for (scope, implied) in &self.config.scope_implies {
-            if effective.contains(scope) {
-                out.extend(implied.iter().cloned());
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
+    /// Whether `effective` holds `scope`, itself or through `scope_implies` (closed at
+    /// configure time). No allocation: every routed request asks.
+    fn holds(&self, effective: &[String], scope: &str) -> bool {
+        effective.iter().any(|e| e == scope)
+            || self
+                .config
+                .scope_implies
+                .iter()
+                .any(|(k, implied)| implied.iter().any(|i| i == scope) && effective.contains(k))
     }
 
     /// The metadata document answered at `path` (RFC 9728), if it is one of the filter's.
@@ -638,11 +663,10 @@ impl Engine {
                         _ => return Err(Reason::RequestMethod.into()),
                     }
                 }
-                let granted = self.granted(&agent.effective);
                 let missing: Vec<String> = r
                     .required_scopes
                     .iter()
-                    .filter(|s| !granted.contains(s))
+                    .filter(|s| !self.holds(&agent.effective, s))
                     .cloned()
                     .collect();
                 if !missing.is_empty() {
@@ -696,16 +720,6 @@ impl Engine {
                 .into());
             }
         };
-        if msg.method.is_empty() {
-            d.mcp = Some(crate::decision::McpCall {
-                id: msg.id.clone(),
-                method: String::new(),
-                name: None,
-                protocol_version: None,
-                arguments_sha256: None,
-                arguments: None,
-            });
-        }
         d.mcp = Some(crate::decision::McpCall {
             id: msg.id.clone(),
             method: clip(&msg.method),
@@ -714,13 +728,15 @@ impl Engine {
             arguments_sha256: msg.arguments.as_ref().map(arguments_sha256),
             arguments: None,
         });
-        if msg.method.is_empty() {
-            return self.decide_route_only(req, target, host, now, d);
+        // A 2025-11-25 client's response names no call (and mirrors nothing): the route's
+        // scopes, then the policy with `input.mcp.response`.
+        let response = msg.method.is_empty();
+        if !response {
+            crate::mcp::check_headers(&msg, &req.headers).map_err(|e| {
+                d.detail = Some(clip(&e.to_string()));
+                Reason::McpHeaderMismatch
+            })?;
         }
-        crate::mcp::check_headers(&msg, &req.headers).map_err(|e| {
-            d.detail = Some(clip(&e.to_string()));
-            Reason::McpHeaderMismatch
-        })?;
         let (token, agent, route_index) = self.waited_for(d)?;
         let route = route_index.and_then(|i| self.config.routes.get(i));
         let Some(mcp) = route.and_then(|r| r.mcp.as_ref().map(|m| (r, m))) else {
@@ -760,25 +776,28 @@ impl Engine {
                 }
             }
         }
-        let granted = self.granted(&agent.effective);
-        if required.iter().any(|s| !granted.contains(s)) {
+        if required.iter().any(|s| !self.holds(&agent.effective, s)) {
             // MCP: every scope the operation needs, in one challenge.
-            d.detail = Some(format!(
-                "{} {:?} needs {}",
-                msg.method,
-                clip(msg.name.as_deref().unwrap_or_default()),
-                required.join(" ")
-            ));
+            d.detail = (!response).then(|| {
+                format!(
+                    "{} {:?} needs {}",
+                    msg.method,
+                    clip(msg.name.as_deref().unwrap_or_default()),
+                    required.join(" ")
+                )
+            });
             return Err(Denial {
                 reason: Reason::ScopeInsufficient,
                 scopes: required,
             });
         }
-        let input_mcp = self
-            .config
-            .policy
-            .as_ref()
-            .map(|_| crate::policy::input::mcp_value(&msg));
+        let input_mcp = self.config.policy.as_ref().map(|_| {
+            if response {
+                crate::policy::input::mcp_response_value()
+            } else {
+                crate::policy::input::mcp_value(&msg)
+            }
+        });
         self.policy(
             req,
             target,
@@ -790,36 +809,6 @@ impl Engine {
             input_mcp,
             d,
         )
-    }
-
-    /// A body that names no call (a 2025-11-25 client's response): the route's scopes,
-    /// then the policy (`input.mcp.method` is null).
-    fn decide_route_only(
-        &mut self,
-        req: &Request,
-        target: &Target,
-        host: &str,
-        now: f64,
-        d: &mut Decision,
-    ) -> Result<(), Denial> {
-        let (token, agent, route_index) = self.waited_for(d)?;
-        let required = route_index
-            .and_then(|i| self.config.routes.get(i))
-            .map(|r| r.required_scopes.clone())
-            .unwrap_or_default();
-        let granted = self.granted(&agent.effective);
-        if required.iter().any(|s| !granted.contains(s)) {
-            return Err(Denial {
-                reason: Reason::ScopeInsufficient,
-                scopes: required,
-            });
-        }
-        let mcp = self
-            .config
-            .policy
-            .as_ref()
-            .map(|_| crate::policy::input::mcp_response_value());
-        self.policy(req, target, host, now, &token, &agent, route_index, mcp, d)
     }
 
     /// What the header phase of `d` established: the token, the agent and the route.
@@ -901,10 +890,17 @@ impl Engine {
         }
     }
 
-    /// Whether the host should collect all request headers (a policy reads them, and MCP
-    /// routes compare the mirrored `Mcp-*` headers with the body).
-    pub fn wants_headers(&self) -> bool {
-        self.config.policy.is_some() || self.config.routes.iter().any(|r| r.mcp.is_some())
+    /// Which request headers the host should collect: all of them when a policy reads
+    /// them; otherwise, with MCP routes, only those they compare with the body (`Mcp-*`,
+    /// `MCP-Protocol-Version`) and `Last-Event-ID`; otherwise none.
+    pub fn wants_headers(&self) -> HeaderInterest {
+        if self.config.policy.is_some() {
+            HeaderInterest::All
+        } else if self.config.routes.iter().any(|r| r.mcp.is_some()) {
+            HeaderInterest::Mcp
+        } else {
+            HeaderInterest::None
+        }
     }
 
     /// The verified token, and whether the cache spared its signature check.

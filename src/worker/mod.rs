@@ -479,7 +479,7 @@ impl Worker {
                     if request_id.is_none() && name.eq_ignore_ascii_case("x-request-id") {
                         request_id = Some(text());
                     }
-                    if with_headers && !name.starts_with(':') {
+                    if with_headers.keeps(&name) {
                         let value = text();
                         req.headers.push((name.to_ascii_lowercase(), value));
                     }
