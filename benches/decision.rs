@@ -54,6 +54,7 @@ fn request() -> Request {
             ("user-agent".into(), "bench".into()),
             ("accept".into(), "application/json".into()),
         ],
+        ..Request::default()
     }
 }
 

@@ -142,6 +142,12 @@ pub struct DpopConfig {
     /// sustained DPoP rate is at most this over (`max_proof_age_s` + 2 × `clock_skew_s`).
     #[serde(default = "default_replay_entries")]
     pub replay_max_entries: u64,
+    /// The origin clients address (`https://api.example.com`), when Envoy sits behind
+    /// something that changes the scheme or the host: a proof's `htu` must then be this
+    /// origin and the request's path. Absent: the scheme Envoy reports
+    /// (`x-forwarded-proto`, else `:scheme`) and `:authority`.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl Default for DpopConfig {
@@ -151,6 +157,7 @@ impl Default for DpopConfig {
             algorithms: default_dpop_algorithms(),
             max_proof_bytes: default_proof_bytes(),
             replay_max_entries: default_replay_entries(),
+            origin: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct DpopRules {
     pub algorithms: Vec<crate::keys::Alg>,
     pub max_proof_bytes: usize,
     pub replay_max_entries: usize,
+    /// `scheme://host[:port]`, normalised as [`crate::dpop::request_htu`] writes it.
+    pub origin: Option<String>,
 }
 
 impl Config {

@@ -62,6 +62,26 @@ pub fn binding(claims: &Map<String, Value>) -> Result<Binding, Reason> {
     })
 }
 
+/// The `algs` parameter of a `DPoP` challenge (RFC 9449 §7.1): the JOSE names of
+/// `algorithms`, Ed25519 under both of its names (RFC 9864's `Ed25519`, the older `EdDSA`).
+pub fn algs_param(algorithms: &[crate::keys::Alg]) -> String {
+    use crate::keys::Alg;
+    let mut names: Vec<&str> = Vec::new();
+    for alg in algorithms {
+        let these: &[&str] = match alg {
+            Alg::Es256 => &["ES256"],
+            Alg::EdDsa => &["EdDSA", "Ed25519"],
+            Alg::Rs256 => &["RS256"],
+        };
+        for n in these {
+            if !names.contains(n) {
+                names.push(n);
+            }
+        }
+    }
+    names.join(" ")
+}
+
 /// The client certificate's SHA-256 from Envoy's `connection.sha256_peer_certificate_digest`
 /// property (lower-case hex); `None` for anything else.
 pub fn peer_certificate_sha256(hex_digest: &[u8]) -> Option<[u8; 32]> {

@@ -136,7 +136,8 @@ pub fn verify_proof(
     }
     let htm = string(&claims, "htm")?;
     let htu = string(&claims, "htu")?;
-    let ath = string(&claims, "ath")?;
+    // A proof without `ath` is one for no token (a token endpoint's): not this one's.
+    let ath = string(&claims, "ath").map_err(|_| Reason::DpopAth)?;
     let iat = match claims.get("iat") {
         Some(Value::Number(n)) => n
             .as_f64()
