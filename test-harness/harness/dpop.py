@@ -32,6 +32,11 @@ def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def b64d(segment: str) -> bytes:
+    """Decodes base64url with or without padding (lenient: for reading what was made)."""
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
 def compact_json(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
