@@ -8,6 +8,7 @@ upstream and the local control plane on 127.0.0.1, and tokens minted at test tim
   harness.control_plane  the control plane process (registry feed, JWKS, SSF, audit collector)
   harness.dpop           DPoP proofs (RFC 9449) made with joserfc, and hostile ones by hand
   harness.tls            per-run TLS material (CA, server, client certificates), HttpsClient
+  harness.bound          requests with sender-constrained tokens and the checks made on the answers
 """
 
 import contextlib

@@ -9,6 +9,7 @@
 """
 
 import base64
+import copy
 import datetime
 import hashlib
 import http.client
@@ -173,3 +174,78 @@ class HttpsClient:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def _hcm(chain):
+    [f] = [f for f in chain.get("filters", []) if f.get("name") == HCM]
+    return f["typed_config"]
+
+
+def tls_listener_problems(doc, cert=None, key=None, client_ca=None):
+    """What is wrong with the mTLS listener of an Envoy bootstrap (parsed YAML), per the
+    filter's contract: a plain listener and a TLS one, the TLS one requiring a client
+    certificate (of `client_ca`, with Envoy's certificate `cert`/`key` when given), ALPN h2
+    and http/1.1, the client's XFCC sanitised, `x-forwarded-proto` set by Envoy, and the
+    same filters and routes as the plain listener. An empty list: nothing."""
+    problems = []
+    listeners = doc.get("static_resources", {}).get("listeners", [])
+    plain = [l for l in listeners if not any("transport_socket" in c for c in l.get("filter_chains", []))]
+    tls = [l for l in listeners if any("transport_socket" in c for c in l.get("filter_chains", []))]
+    if len(plain) != 1 or len(tls) != 1:
+        return [f"expected one plain and one TLS listener, got {len(plain)} and {len(tls)}"]
+    chains = tls[0]["filter_chains"]
+    if len(chains) != 1:
+        return [f"the TLS listener has {len(chains)} filter chains"]
+    chain = chains[0]
+    if "trust_chain_verification" in repr(doc) or "ACCEPT_UNTRUSTED" in repr(doc):
+        problems.append("trust_chain_verification set (never ACCEPT_UNTRUSTED in a shipped config)")
+    ts = chain["transport_socket"]
+    ctx = ts.get("typed_config", {})
+    if ts.get("name") != "envoy.transport_sockets.tls" or ctx.get("@type") != TLS_CONTEXT:
+        problems.append(f"transport socket {ts.get('name')} {ctx.get('@type')}")
+    if ctx.get("require_client_certificate") is not True:
+        problems.append("require_client_certificate is not true")
+    common = ctx.get("common_tls_context", {})
+    if common.get("alpn_protocols") != ["h2", "http/1.1"]:
+        problems.append(f"alpn_protocols {common.get('alpn_protocols')}")
+    certs = common.get("tls_certificates", [])
+    if len(certs) != 1:
+        problems.append(f"{len(certs)} server certificates")
+    elif cert is not None and (certs[0].get("certificate_chain", {}).get("filename") != str(cert)
+                               or certs[0].get("private_key", {}).get("filename") != str(key)):
+        problems.append(f"server certificate {certs[0]}")
+    trusted = common.get("validation_context", {}).get("trusted_ca", {}).get("filename")
+    if not trusted or (client_ca is not None and trusted != str(client_ca)):
+        problems.append(f"validation_context.trusted_ca {trusted}")
+    try:
+        hcm, plain_hcm = _hcm(chain), _hcm(plain[0]["filter_chains"][0])
+    except (KeyError, ValueError):
+        return problems + ["no single http_connection_manager on each listener"]
+    want = {"forward_client_cert_details": "SANITIZE", "use_remote_address": True, "xff_num_trusted_hops": 0}
+    for name, value in want.items():
+        if hcm.get(name) != value:
+            problems.append(f"{name} is {hcm.get(name)!r}, not {value!r}")
+    for name in ("http_filters", "route_config"):
+        if hcm.get(name) != plain_hcm.get(name):
+            problems.append(f"{name} differs from the plain listener's")
+    if not any(f.get("name") == "envoy.filters.http.wasm" for f in hcm.get("http_filters", [])):
+        problems.append("no Wasm filter on the TLS listener")
+    return problems
+
+
+def with_material(doc, material):
+    """A copy of a bootstrap (parsed YAML) whose TLS listener uses `material`'s files."""
+    doc = copy.deepcopy(doc)
+    for listener in doc.get("static_resources", {}).get("listeners", []):
+        for chain in listener.get("filter_chains", []):
+            if "transport_socket" not in chain:
+                continue
+            common = chain["transport_socket"]["typed_config"]["common_tls_context"]
+            common["tls_certificates"] = [{"certificate_chain": {"filename": str(material.server.cert_path)},
+                                           "private_key": {"filename": str(material.server.key_path)}}]
+            common.setdefault("validation_context", {})["trusted_ca"] = {"filename": str(material.ca.cert_path)}
+    return doc
