@@ -131,6 +131,8 @@ def hostile(name, key, envoy, token):
     return {
         "alg none": lambda: dpop.alg_none(key, "GET", h, token),
         "HS256 over a symmetric jwk": lambda: dpop.hs256_symmetric("GET", h, token),
+        "alg not the jwk's": lambda: dpop.proof(key, "ES256", "GET", h, token,
+                                                jwk=dpop.public_jwk(dpop.new_key("EdDSA"))),
         "private key in jwk": lambda: dpop.private_jwk(key, "ES256", "GET", h, token),
         "typ JWT": lambda: dpop.proof(key, "ES256", "GET", h, token, typ="JWT"),
         "no typ": lambda: dpop.proof(key, "ES256", "GET", h, token, drop=("typ",)),
@@ -144,12 +146,14 @@ def hostile(name, key, envoy, token):
         "standard base64 alphabet": lambda: dpop.bad_base64url(key, "ES256", "GET", h, token, how="alphabet"),
         "four segments": lambda: dpop.bad_base64url(key, "ES256", "GET", h, token, how="segments"),
         "not a JWS": lambda: "not-a-proof",
+        "over max_proof_bytes": lambda: dpop.proof(key, "ES256", "GET", h, token, claims_extra={"pad": "x" * 8192}),
     }[name]()
 
 
 HOSTILE = [
     ("alg none", "dpop.alg"),
     ("HS256 over a symmetric jwk", "dpop.alg"),
+    ("alg not the jwk's", "dpop.alg"),
     ("private key in jwk", "dpop.jwk"),
     ("typ JWT", "dpop.typ"),
     ("no typ", "dpop.typ"),
@@ -163,6 +167,7 @@ HOSTILE = [
     ("standard base64 alphabet", "dpop.proof_malformed"),
     ("four segments", "dpop.proof_malformed"),
     ("not a JWS", "dpop.proof_malformed"),
+    ("over max_proof_bytes", "dpop.proof_malformed"),
 ]
 
 
@@ -196,6 +201,14 @@ def test_an_unbound_token_with_the_dpop_scheme_is_refused(envoy, client, key):
     assert_denied(envoy, send(client, token, proof), "dpop.token_unbound", on="DPoP")
 
 
+@pytest.mark.parametrize("cnf", [{"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}}, {"jkt": 42},
+                                 {"jkt": "not base64url!"}, {}], ids=["another method", "jkt a number",
+                                                                     "jkt not base64url", "empty"])
+def test_an_unusable_cnf_is_refused_never_served_as_bearer(envoy, client, cnf):
+    [token] = harness.mint([{"claims": {"cnf": cnf}}])
+    assert_denied(envoy, send(client, token, scheme="Bearer"), "token.cnf", on="Bearer")
+
+
 def test_no_credentials_get_both_challenges_without_an_error(envoy, client):
     r = send(client)
     assert (r.status, r.json()["reason"]) == (401, "token.missing")
@@ -225,6 +238,10 @@ def test_a_proof_accepted_by_one_worker_is_refused_by_the_other():
         streams = {e["stream"] for e in refusals}
         assert streams - {allow["stream"]}, f"every refusal came from the allowing worker {allow['stream']}"
         assert len(streams | {allow["stream"]}) == 2
+        # Counted by reason across the workers.
+        assert int(harness.admin_stats(envoy)["wasmcustom.agent_iam.denied.dpop.replay"]) == len(clients)
+        served = [h for h in envoy.upstream.server.seen if h.get("dpop") == [proof]]
+        assert len(served) == 1, served
         for c in [first, *clients]:
             c.close()
 
