@@ -2,7 +2,8 @@
 //! `jti`, scoped by its key's thumbprint, is used once within the proof's lifetime.
 //!
 //! Entries live in a fixed set of shared-data slots, each a bucket of at most
-//! [`PER_SLOT`] entries (`16-byte key hash || 8-byte expiry ms`, little-endian); an entry is
+//! [`PER_SLOT`] entries (`16-byte key hash || 8-byte expiry ms`, little-endian) after one
+//! format byte (proxy-wasm reads an empty value as no value at all); an entry is
 //! the first 16 bytes of SHA-256(`jkt` || 0x00 || `jti`), so a long `jti` costs no more and
 //! another key cannot use up a client's `jti`. A bucket is updated with compare-and-swap and
 //! retried when another worker wrote it first. Proxy-wasm's CAS does not guard a key's
@@ -18,6 +19,8 @@ use crate::shared::SharedData;
 /// Entries per slot.
 pub const PER_SLOT: usize = 16;
 const ENTRY: usize = 24;
+/// The first byte of every bucket.
+const FORMAT: u8 = 1;
 /// CAS attempts before the cache counts as unavailable.
 const ATTEMPTS: usize = 4;
 
@@ -46,9 +49,9 @@ impl ReplayCache {
         for slot in 0..self.slots {
             let key = Self::key(slot);
             match shared.get(&key) {
-                Ok((Some(_), _)) => {}
-                Ok((None, _)) => shared
-                    .set(&key, &[], None)
+                Ok((Some(b), _)) if b.first() == Some(&FORMAT) => {}
+                Ok(_) => shared
+                    .set(&key, &[FORMAT], None)
                     .map_err(|_| Reason::DpopReplayUnavailable)?,
                 Err(_) => return Err(Reason::DpopReplayUnavailable),
             }
@@ -84,8 +87,12 @@ impl ReplayCache {
             else {
                 return Err(Reason::DpopReplayUnavailable);
             };
+            let Some((&FORMAT, entries)) = bucket.split_first() else {
+                return Err(Reason::DpopReplayUnavailable);
+            };
             let mut live = Vec::with_capacity(bucket.len() + ENTRY);
-            for entry in bucket.chunks_exact(ENTRY) {
+            live.push(FORMAT);
+            for entry in entries.chunks_exact(ENTRY) {
                 let (entry_id, expiry) = entry.split_at(16);
                 let expiry = <[u8; 8]>::try_from(expiry).map_or(0, u64::from_le_bytes);
                 if expiry <= now_ms {
@@ -96,7 +103,7 @@ impl ReplayCache {
                 }
                 live.extend_from_slice(entry);
             }
-            if live.len() / ENTRY >= PER_SLOT {
+            if (live.len() - 1) / ENTRY >= PER_SLOT {
                 return Err(Reason::DpopReplayFull);
             }
             live.extend_from_slice(id);
