@@ -13,6 +13,9 @@ independent JOSE library, and cycled through by `dpop.lua`:
   thumbprint, the claims and the replay cache in shared data;
 - `DPoP, EdDSA proof`: the same with an Ed25519 key, verified in pure Rust inside the VM.
 
+Two more rows, for comparison in the same run, send a new Bearer token on every request
+(ES256, EdDSA): what a token's own signature costs when no cache answers it.
+
 Each row gives req/s (median of the rounds), Envoy's CPU time per request (user + system
 from /proc, the stable figure) and the difference to the baseline: the proof's cost. A round
 that ran out of proofs (it would replay them) is refused. Writes the DPoP section of
@@ -41,7 +44,12 @@ PATH = "/tickets/1"
 
 CASES = [("Bearer, unbound token (baseline)", None),
          ("DPoP, ES256 proof (host crypto)", "ES256"),
-         ("DPoP, EdDSA proof (pure Rust)", "EdDSA")]
+         ("DPoP, EdDSA proof (pure Rust)", "EdDSA"),
+         # For comparison, in the same run: what a token's own signature costs when no
+         # cache answers it (a new token on every request, as rotate.lua sends them).
+         ("Bearer, a new ES256 token each request (host crypto)", "cold:ES256"),
+         ("Bearer, a new EdDSA token each request (pure Rust)", "cold:EdDSA")]
+ROTATE = Path(__file__).resolve().parent / "rotate.lua"
 
 
 def write_proofs(key, alg, token, htu, count, where):
@@ -60,9 +68,9 @@ def main():
     # Room for every proof of a run (each is remembered for max_proof_age_s + clock_skew_s).
     yaml_text, listen = harness.bench_envoy_yaml("bench-dpop", extra={"dpop": {"replay_max_entries": 1048576}})
     htu = f"http://127.0.0.1:{listen}{PATH}"
-    keys = {alg: dpop.new_key(alg) for _, alg in CASES if alg}
-    recipes = [{"exp": 3600}] + [{"exp": 3600, **dpop.bound(keys[alg])} for _, alg in CASES if alg]
-    tokens = dict(zip([alg for _, alg in CASES], harness.mint(recipes)))
+    keys = {alg: dpop.new_key(alg) for _, alg in CASES if alg and not alg.startswith("cold:")}
+    recipes = [{"exp": 3600}] + [{"exp": 3600, **dpop.bound(keys[alg])} for alg in keys]
+    tokens = dict(zip([None, *keys], harness.mint(recipes)))
     envoy_core, load_cores = loadgen.split_cores()
     samples = {title: [] for title, _ in CASES}
     with harness.Envoy(yaml_text, name="bench-dpop", log_level="warning", cpus=envoy_core) as envoy:
@@ -76,9 +84,22 @@ def main():
                                   harness.OUT / f"bench-dpop-{alg}.txt")
             os.environ.update(PROOFS_FILE=str(proofs), TOKEN=tokens[alg], BENCH_PATH=PATH)
             loadgen.wrk(url, 1, args.connections, lua=LUA, cpus=load_cores)
+        cold = {}
+        for _, alg in CASES:
+            if alg and alg.startswith("cold:"):
+                # More tokens than the verified-token cache holds: every request a miss.
+                n = max(count, 4096)
+                minted = harness.mint([{"alg": alg[5:], "exp": 3600, "claims": {"jti": f"bench-{i}"}}
+                                       for i in range(n)])
+                cold[alg] = harness.OUT / f"bench-dpop-{alg[5:]}-tokens.txt"
+                cold[alg].write_text("\n".join(minted) + "\n")
         for _ in range(args.rounds):
             for title, alg in CASES:
-                if alg is None:
+                if alg in cold:
+                    os.environ.update(TOKENS_FILE=str(cold[alg]), BENCH_PATH=PATH)
+                    before = loadgen.cpu_seconds(envoy.proc.pid)
+                    out = loadgen.wrk(url, args.duration, args.connections, lua=ROTATE, cpus=load_cores)
+                elif alg is None:
                     before = loadgen.cpu_seconds(envoy.proc.pid)
                     out = loadgen.wrk(url + PATH, args.duration, args.connections, headers=base, cpus=load_cores)
                 else:
@@ -92,7 +113,7 @@ def main():
                 cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
                 samples[title].append((out["rps"], cpu / out["requests"] * 1e6))
     base_cpu = statistics.median(c for _, c in samples[CASES[0][0]])
-    rows = ["| request | req/s (median) | Envoy CPU µs/req | the proof's cost |", "|---|---|---|---|"]
+    rows = ["| request | req/s (median) | Envoy CPU µs/req | over the baseline |", "|---|---|---|---|"]
     for title, _ in CASES:
         rps = statistics.median(r for r, _ in samples[title])
         cpu = statistics.median(c for _, c in samples[title])
