@@ -28,6 +28,30 @@ pub struct Request {
     /// The body, for callers that have it up front (the CLI, the playground). The filter
     /// reads it only where a route needs it ([`crate::pipeline::Engine::begin`]).
     pub body: Option<Vec<u8>>,
+    /// Every `DPoP` header value (a proof, RFC 9449), each copy on its own.
+    pub dpop: Vec<Vec<u8>>,
+    /// `:scheme` as the host reports it.
+    pub scheme: String,
+    /// `x-forwarded-proto` (copies joined with `,`): the scheme Envoy sets from the
+    /// connection unless it trusts the hop in front (`xff_num_trusted_hops`).
+    pub forwarded_proto: Option<String>,
+    /// The connection's client certificate, when the caller knows it (the CLI); the filter
+    /// asks the host only for certificate-bound tokens.
+    pub peer_certificate: PeerCertificate,
+}
+
+/// What a request's connection says of its client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PeerCertificate {
+    /// Not known yet: the engine asks its connection source (none: no certificate).
+    #[default]
+    Unknown,
+    /// No client certificate (or no TLS).
+    Absent,
+    /// The SHA-256 of the client certificate's DER.
+    Sha256([u8; 32]),
+    /// The host could not say (fail closed).
+    Unavailable,
 }
 
 impl Request {
@@ -39,7 +63,18 @@ impl Request {
     pub fn from_json(v: &Value) -> Result<Request, String> {
         let obj = v.as_object().ok_or("expected a JSON object")?;
         for k in obj.keys() {
-            if !["method", "path", "host", "client", "headers", "body"].contains(&k.as_str()) {
+            if ![
+                "method",
+                "path",
+                "host",
+                "scheme",
+                "client",
+                "headers",
+                "body",
+                "peer_certificate_sha256",
+            ]
+            .contains(&k.as_str())
+            {
                 return Err(format!("unknown member `{k}`"));
             }
         }
@@ -54,12 +89,20 @@ impl Request {
             method: s("method", "GET")?,
             path: s("path", "/")?,
             host: s("host", "")?,
+            scheme: s("scheme", "https")?,
             client: obj
                 .contains_key("client")
                 .then(|| s("client", ""))
                 .transpose()?,
             ..Request::default()
         };
+        if let Some(v) = obj.get("peer_certificate_sha256") {
+            let digest = v
+                .as_str()
+                .and_then(|h| crate::dpop::peer_certificate_sha256(h.as_bytes()))
+                .ok_or("`peer_certificate_sha256` must be 64 lower-case hex digits (as Envoy reports it)")?;
+            req.peer_certificate = PeerCertificate::Sha256(digest);
+        }
         if let Some(b) = obj.get("body") {
             let b = b
                 .as_str()
@@ -80,6 +123,15 @@ impl Request {
                     if name.eq_ignore_ascii_case("authorization") {
                         req.authorization.push(value.as_bytes().to_vec());
                     } else {
+                        if name.eq_ignore_ascii_case("dpop") {
+                            req.dpop.push(value.as_bytes().to_vec());
+                        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                            let fp = req.forwarded_proto.get_or_insert_with(String::new);
+                            if !fp.is_empty() {
+                                fp.push(',');
+                            }
+                            fp.push_str(value);
+                        }
                         req.headers
                             .push((name.to_ascii_lowercase(), value.to_owned()));
                     }
@@ -178,6 +230,22 @@ pub struct Decision {
     pub detail: Option<String>,
     /// The JSON-RPC error code, when the reason alone does not say (a body that is not JSON).
     pub jsonrpc_code: Option<i64>,
+    /// The `Authorization` scheme the request used, once it parsed.
+    pub scheme: Option<AuthScheme>,
+    /// The DPoP proof that was checked (its key may still differ from the token's).
+    pub proof: Option<crate::dpop::ProofFacts>,
+    /// The client certificate the connection presented, when a certificate-bound token
+    /// made the filter look.
+    pub peer_certificate: Option<[u8; 32]>,
+}
+
+/// How the request presented its access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP` with a `DPoP` proof header (RFC 9449 §7.1).
+    Dpop,
 }
 
 /// One MCP call as the body carried it (what the audit trail records of it).
@@ -242,6 +310,9 @@ impl Decision {
             mcp: None,
             detail: None,
             jsonrpc_code: None,
+            scheme: None,
+            proof: None,
+            peer_certificate: None,
         }
     }
 
@@ -317,22 +388,54 @@ impl Decision {
         }
     }
 
-    /// `WWW-Authenticate` for a deny response (RFC 6750 §3), with `resource_metadata`
-    /// (RFC 9728 §5.1) on 401 and 403 when the configuration names a protected resource.
-    pub fn www_authenticate(&self, resource_metadata: Option<&str>) -> Option<String> {
+    /// `WWW-Authenticate` for a deny response: one field with a `Bearer` challenge
+    /// (RFC 6750 §3) and, with `dpop_algs`, a `DPoP` one (RFC 9449 §7.1, `algs` listing
+    /// them). The error goes on the challenge of the scheme the request used (a `dpop.*`
+    /// reason: DPoP's, except a bound token sent as Bearer); a request without credentials
+    /// gets no error code (RFC 6750 §3.1). `resource_metadata` (RFC 9728 §5.1) rides on
+    /// each challenge of a 401 or 403 when the configuration names a protected resource.
+    pub fn www_authenticate(
+        &self,
+        resource_metadata: Option<&str>,
+        dpop_algs: Option<&str>,
+    ) -> Option<String> {
         let reason = self.reason?;
-        let mut v = format!(
-            "Bearer error=\"{}\", error_description=\"{}\"",
-            self.error_code(),
-            reason.as_str()
-        );
-        if !self.scope_hint.is_empty() {
-            // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
-            v.push_str(&format!(", scope=\"{}\"", self.scope_hint.join(" ")));
+        let on_dpop = dpop_algs.is_some()
+            && reason != Reason::DpopBearerScheme
+            && (self.scheme == Some(AuthScheme::Dpop) || reason.as_str().starts_with("dpop."));
+        let mut error = Vec::new();
+        if reason != Reason::TokenMissing {
+            error.push(format!("error=\"{}\"", self.error_code()));
+            error.push(format!("error_description=\"{}\"", reason.as_str()));
+            if !self.scope_hint.is_empty() {
+                // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
+                error.push(format!("scope=\"{}\"", self.scope_hint.join(" ")));
+            }
         }
-        if let (Some(url), 401 | 403) = (resource_metadata, self.status()) {
+        let metadata = match (resource_metadata, self.status()) {
             // Validated: an https URL without quotes, spaces or control characters.
-            v.push_str(&format!(", resource_metadata=\"{url}\""));
+            (Some(url), 401 | 403) => Some(format!("resource_metadata=\"{url}\"")),
+            _ => None,
+        };
+        let challenge = |scheme: &str, mut params: Vec<String>| {
+            params.extend(metadata.clone());
+            if params.is_empty() {
+                scheme.to_owned()
+            } else {
+                format!("{scheme} {}", params.join(", "))
+            }
+        };
+        let (bearer, dpop) = if on_dpop {
+            (Vec::new(), error)
+        } else {
+            (error, Vec::new())
+        };
+        let mut v = challenge("Bearer", bearer);
+        if let Some(algs) = dpop_algs {
+            let mut params = dpop;
+            params.push(format!("algs=\"{algs}\""));
+            v.push_str(", ");
+            v.push_str(&challenge("DPoP", params));
         }
         Some(v)
     }
@@ -383,7 +486,41 @@ impl Decision {
         if let (Some(mcp), Some(obj)) = (mcp, out.as_object_mut()) {
             obj.insert("mcp".into(), mcp);
         }
+        if let (Some(b), Some(obj)) = (self.binding_json(), out.as_object_mut()) {
+            obj.insert("binding".into(), b);
+        }
         out
+    }
+
+    /// The `binding` member (as in the audit event): what a bound token is bound to and
+    /// what proved it.
+    fn binding_json(&self) -> Option<Value> {
+        use base64::Engine as _;
+        let b64 = |d: &[u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+        let t = self.token.as_ref().filter(|t| t.binding.is_bound())?;
+        let method = match (t.binding.jkt, t.binding.x5t_s256) {
+            (Some(_), Some(_)) => "dpop+mtls",
+            (Some(_), None) => "dpop",
+            _ => "mtls",
+        };
+        let mut v = json!({"method": method});
+        let obj = v.as_object_mut()?;
+        if let Some(j) = &t.binding.jkt {
+            obj.insert("jkt".into(), json!(b64(j)));
+        }
+        if let Some(x) = &t.binding.x5t_s256 {
+            obj.insert("x5t#S256".into(), json!(b64(x)));
+        }
+        if let Some(p) = &self.proof {
+            obj.insert(
+                "proof".into(),
+                json!({"jkt": b64(&p.jkt), "jti": p.jti, "htm": p.htm, "htu": p.htu, "iat": numeric_date(p.iat)}),
+            );
+        }
+        if let Some(c) = &self.peer_certificate {
+            obj.insert("peer_certificate".into(), json!(b64(c)));
+        }
+        Some(v)
     }
 }
 

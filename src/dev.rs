@@ -116,6 +116,77 @@ impl DevKeys {
     }
 }
 
+/// The public JWK (no `kid`, `alg` or `use`) a DPoP proof of `alg` (ES256, EdDSA or
+/// Ed25519, RS256) made with these keys carries.
+pub fn dpop_jwk(keys: &DevKeys, alg: &str) -> Result<Value, String> {
+    let jwks = keys.public_jwks();
+    let kty = match alg {
+        "ES256" => "EC",
+        "EdDSA" | "Ed25519" => "OKP",
+        "RS256" => "RSA",
+        other => {
+            return Err(format!(
+                "unknown DPoP alg {other} (ES256, EdDSA, Ed25519, RS256)"
+            ))
+        }
+    };
+    let mut jwk = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .and_then(|keys| keys.iter().find(|k| k.get("kty") == Some(&json!(kty))))
+        .cloned()
+        .ok_or("no such key")?;
+    if let Some(obj) = jwk.as_object_mut() {
+        for member in ["kid", "alg", "use"] {
+            obj.remove(member);
+        }
+    }
+    Ok(jwk)
+}
+
+/// The RFC 7638 thumbprint (`cnf.jkt`, base64url) of [`dpop_jwk`].
+pub fn dpop_jkt(keys: &DevKeys, alg: &str) -> Result<String, String> {
+    let jwk = dpop_jwk(keys, alg)?;
+    let (_, jkt) = crate::dpop::proof_key(&jwk).map_err(|r| r.as_str().to_owned())?;
+    Ok(b64(&jkt))
+}
+
+/// A DPoP proof (RFC 9449 §4.2) of `htm` `htu` at `iat`, bound to `access_token` (`ath`)
+/// when given, signed with the `alg` key of `keys`.
+pub fn dpop_proof(
+    keys: &DevKeys,
+    alg: &str,
+    htm: &str,
+    htu: &str,
+    access_token: Option<&str>,
+    iat: i64,
+    jti: &str,
+) -> Result<String, String> {
+    use sha2::Digest;
+    let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": dpop_jwk(keys, alg)?});
+    let mut claims = json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat});
+    if let (Some(t), Some(obj)) = (access_token, claims.as_object_mut()) {
+        obj.insert(
+            "ath".into(),
+            json!(b64(&sha2::Sha256::digest(t.as_bytes()))),
+        );
+    }
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let msg = input.as_bytes();
+    let sig: Vec<u8> = match alg {
+        "ES256" => Es256.sign(&keys.es256, msg).as_bytes().into_owned(),
+        "EdDSA" | "Ed25519" => ed25519_dalek::Signer::sign(&keys.ed25519, msg)
+            .to_bytes()
+            .to_vec(),
+        _ => Rsa::rs256().sign(&keys.rs256, msg).as_bytes().into_owned(),
+    };
+    Ok(format!("{input}.{}", b64(&sig)))
+}
+
 /// How to build one token. Claims and header members are merged over the defaults; a
 /// `null` removes a member. Times are offsets (seconds) from `now`.
 #[derive(Debug, Clone, Deserialize)]

@@ -29,6 +29,19 @@ pub struct EnvoyOptions {
     /// slashes, underscores in header names, the peer address as the client address): only
     /// for tests of the filter's own defences.
     pub raw_hcm: bool,
+    /// A second listener for mutual TLS (certificate-bound tokens, RFC 8705).
+    pub tls: Option<TlsListener>,
+}
+
+/// A listener that requires client certificates, with the same filter and routes.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub port: u16,
+    /// The server's certificate chain and private key (PEM files).
+    pub cert_chain: String,
+    pub private_key: String,
+    /// The CA(s) that sign client certificates (PEM file).
+    pub client_ca: String,
 }
 
 /// Envoy's `failure_policy` for the filter: both fail closed.
@@ -70,6 +83,7 @@ impl Default for EnvoyOptions {
             failure_policy: FailurePolicy::Closed,
             header_guard: false,
             raw_hcm: false,
+            tls: None,
         }
     }
 }
@@ -156,6 +170,10 @@ static_resources:
         guard = guard,
         hygiene = hygiene,
     ) + &feed_cluster;
+    let text = match &o.tls {
+        Some(tls) => with_tls_listener(&text, o.listen_port, tls),
+        None => text,
+    };
     if o.no_filter {
         strip_filter(&text)
     } else {
@@ -301,6 +319,56 @@ const HYGIENE: &str = r#"          normalize_path: true
           common_http_protocol_options:
             headers_with_underscores_action: REJECT_REQUEST
 "#;
+
+/// `text` with a copy of its `agents` listener that speaks TLS and requires a client
+/// certificate signed by `tls.client_ca`. Envoy then reports the certificate's SHA-256 to
+/// the filter (`connection.sha256_peer_certificate_digest`), sets `x-forwarded-proto:
+/// https` (no trusted hops) and removes any client `x-forwarded-client-cert`.
+fn with_tls_listener(text: &str, listen: u16, tls: &TlsListener) -> String {
+    let (Some(start), Some(end)) = (text.find("  - name: agents\n"), text.find("  clusters:\n"))
+    else {
+        return text.to_owned();
+    };
+    let plain = text.get(start..end).unwrap_or_default();
+    let socket = format!(
+        r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_params: {{tls_minimum_protocol_version: TLSv1_2}}
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_certificates:
+            - certificate_chain: {{filename: {cert}}}
+              private_key: {{filename: {key}}}
+            validation_context:
+              trusted_ca: {{filename: {ca}}}
+      filters:
+"#,
+        cert = tls.cert_chain,
+        key = tls.private_key,
+        ca = tls.client_ca,
+    );
+    let secure = plain
+        .replacen("  - name: agents\n", "  - name: agents_mtls\n", 1)
+        .replacen(
+            &format!("port_value: {listen}}}"),
+            &format!("port_value: {}}}", tls.port),
+            1,
+        )
+        .replacen("    - filters:\n", &socket, 1)
+        .replacen(
+            "stat_prefix: agents\n",
+            "stat_prefix: agents_mtls\n          forward_client_cert_details: SANITIZE\n",
+            1,
+        );
+    format!(
+        "{}{plain}{secure}{}",
+        text.get(..start).unwrap_or_default(),
+        text.get(end..).unwrap_or_default()
+    )
+}
 
 /// The same bootstrap without the Wasm filter (a control for benchmarks and tests).
 fn strip_filter(text: &str) -> String {

@@ -25,11 +25,13 @@ pub enum Alg {
 }
 
 impl Alg {
-    /// Exact, case-sensitive JOSE name lookup.
+    /// Exact, case-sensitive JOSE name lookup. `Ed25519` (RFC 9864's fully specified name,
+    /// which current libraries sign with) and the deprecated polymorphic `EdDSA` are one
+    /// algorithm here: we verify Ed25519 only.
     pub fn from_jose(name: &str) -> Option<Alg> {
         match name {
             "ES256" => Some(Alg::Es256),
-            "EdDSA" => Some(Alg::EdDsa),
+            "EdDSA" | "Ed25519" => Some(Alg::EdDsa),
             "RS256" => Some(Alg::Rs256),
             _ => None,
         }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod decision;
 pub mod delegation;
+pub mod dpop;
 pub mod identity;
 pub mod json;
 pub mod keys;

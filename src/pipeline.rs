@@ -9,18 +9,21 @@ use crate::agents::Registry;
 use crate::audit::{AuditLine, AuditStream, EventContext};
 use crate::budget::VerifyBudget;
 use crate::cache::VerifiedCache;
-use crate::config::{Config, HeaderNames, StaleMode, UnmatchedRoute};
+use crate::config::{Config, HeaderNames, SenderConstraint, StaleMode, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
 use crate::delegation::{authorize, AgentRules, Denial};
 use crate::policy::input::{repeated_header, InputBuilder, RequestView};
 use crate::policy::Verdict;
 use crate::reason::Reason;
 use crate::revocation::{RevocationStaleMode, RevocationState};
+use crate::shared::SharedData;
 use crate::target::Target;
 use crate::token::{verify_token, VerifiedToken};
 
 use crate::decision::{clip, clip_marked};
-pub use crate::decision::{Decision, DecisionIds, McpCall, OriginalTarget, Request};
+pub use crate::decision::{
+    AuthScheme, Decision, DecisionIds, McpCall, OriginalTarget, PeerCertificate, Request,
+};
 
 /// Largest list response the filter buffers to filter (over it: refused).
 pub const LIST_MAX_BYTES: usize = crate::mcp::MAX_BUFFERED_BYTES;
@@ -225,6 +228,15 @@ pub struct Engine {
     budget: Option<VerifyBudget>,
     /// Where the client's address comes from when a request does not carry it (the host).
     client_source: Option<fn() -> Option<String>>,
+    /// Where the connection's client certificate comes from (the host).
+    connection_source: Option<fn() -> PeerCertificate>,
+    /// The DPoP replay cache's geometry (its slots live in the host's shared data).
+    replay: crate::dpop::ReplayCache,
+    /// Replay slots of this engine alone, when no host shares data (the CLI, tests).
+    #[cfg(tools)]
+    local_replay: Option<crate::shared::Memory>,
+    /// `algs` of the DPoP challenge: the proof algorithms, both names of Ed25519.
+    dpop_algs: String,
 }
 
 impl Engine {
@@ -245,8 +257,15 @@ impl Engine {
             config.policy.as_ref().map(|p| p.revision.clone()),
         )
         .with_request_id_from(config.audit.request_id_from);
+        let replay = crate::dpop::ReplayCache::new(config.dpop.replay_max_entries);
+        let dpop_algs = crate::dpop::algs_param(&config.dpop.algorithms);
         Engine {
             audit,
+            connection_source: None,
+            replay,
+            #[cfg(tools)]
+            local_replay: None,
+            dpop_algs,
             config,
             live,
             backend,
@@ -276,6 +295,23 @@ impl Engine {
     /// needs it: a token no cache tier answers).
     pub fn set_client_source(&mut self, source: fn() -> Option<String>) {
         self.client_source = Some(source);
+    }
+
+    /// How the host reports a request's client certificate (read only for
+    /// certificate-bound tokens).
+    pub fn set_connection_source(&mut self, source: fn() -> PeerCertificate) {
+        self.connection_source = Some(source);
+    }
+
+    /// Creates the DPoP replay cache's slots in the host's shared data (once per host,
+    /// before requests: the root context's configure).
+    pub fn prepare_replay(&self, shared: &dyn SharedData) -> Result<(), Reason> {
+        self.replay.prepare(shared)
+    }
+
+    /// `algs` of the `DPoP` challenge (RFC 9449 §7.1).
+    pub fn dpop_algs(&self) -> &str {
+        &self.dpop_algs
     }
 
     /// The audit event(s) for a decision this engine made (see [`AuditStream::decision`]).
@@ -411,6 +447,18 @@ impl Engine {
     /// Decides what the headers can decide: everything, or (a POST on an MCP route
     /// whose caller passed every check before the route's) that the body must be read.
     pub fn begin(&mut self, req: &Request, now: f64) -> Begun {
+        self.begin_shared(req, now, None)
+    }
+
+    /// [`Engine::begin`] with the host's shared data, where DPoP proofs are remembered
+    /// against replay by every worker (without: this engine's own memory, or none in the
+    /// filter, where a DPoP proof is then refused).
+    pub fn begin_shared(
+        &mut self,
+        req: &Request,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+    ) -> Begun {
         let mut d = Decision::denied(self.ids.next_id(), Reason::InternalError);
         d.reason = None;
         d.policy_revision = self.config.policy.as_ref().map(|p| p.revision.clone());
@@ -419,7 +467,7 @@ impl Engine {
         d.host = clip(&host);
         let target = self.request_line(req, &mut d);
         let outcome = target.and_then(|t| {
-            self.decide(req, &t, &host, now, &mut d)
+            self.decide(req, &t, &host, now, shared, &mut d)
                 .map(|flow| (flow, t))
         });
         match outcome {
@@ -602,6 +650,7 @@ impl Engine {
         target: &Target,
         host: &str,
         now: f64,
+        shared: Option<&dyn SharedData>,
         d: &mut Decision,
     ) -> Result<Flow, Denial> {
         // The route first (it only depends on the target): on an MCP route every deny
@@ -616,10 +665,15 @@ impl Engine {
         d.route = route.map(|r| r.name.clone());
         d.jsonrpc = route.is_some_and(|r| r.mcp.is_some());
         let (token, cached) = self
-            .authenticate(req, now)
+            .authenticate(req, now, &mut d.scheme)
             .inspect_err(|_| d.presented = presented_hash(req))?;
         d.token_cached = cached;
         let token = d.token.insert(token);
+        // Possession next, on every request (a cached token skips only its signature):
+        // a stolen bound token learns nothing of the agent's standing.
+        let token = Arc::clone(token);
+        self.check_binding(req, target, &token, now, shared, d)?;
+        let token = &token;
         if self.registry_stale(now) {
             return Err(Reason::AgentRegistryStale.into());
         }
@@ -862,6 +916,7 @@ impl Engine {
             host,
             hidden: &hidden,
             mcp,
+            proof: d.proof.as_ref(),
         };
         let input = self
             .inputs
@@ -903,11 +958,143 @@ impl Engine {
         }
     }
 
+    /// The token's binding (`cnf`), checked on every request: a DPoP proof of its key
+    /// (RFC 9449), the connection's client certificate (RFC 8705), or, for an unbound
+    /// token, its issuer's `sender_constraint`.
+    fn check_binding(
+        &mut self,
+        req: &Request,
+        target: &Target,
+        token: &VerifiedToken,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+        d: &mut Decision,
+    ) -> Result<(), Reason> {
+        let binding = token.binding;
+        if binding.jkt.is_none() && d.scheme == Some(AuthScheme::Dpop) {
+            return Err(Reason::DpopTokenUnbound);
+        }
+        if !binding.is_bound() {
+            let required = self
+                .live
+                .issuers
+                .iter()
+                .find(|i| i.issuer == token.issuer)
+                .is_some_and(|i| i.sender_constraint == SenderConstraint::Required);
+            return if required {
+                Err(Reason::TokenUnbound)
+            } else {
+                Ok(())
+            };
+        }
+        if let Some(want) = binding.x5t_s256 {
+            let peer = match req.peer_certificate {
+                PeerCertificate::Unknown => self
+                    .connection_source
+                    .map_or(PeerCertificate::Absent, |source| source()),
+                known => known,
+            };
+            match peer {
+                PeerCertificate::Sha256(have) => {
+                    d.peer_certificate = Some(have);
+                    if have != want {
+                        return Err(Reason::MtlsCertificateMismatch);
+                    }
+                }
+                PeerCertificate::Unavailable => return Err(Reason::MtlsUnavailable),
+                PeerCertificate::Absent | PeerCertificate::Unknown => {
+                    return Err(Reason::MtlsCertificateMissing)
+                }
+            }
+        }
+        let Some(jkt) = binding.jkt else {
+            return Ok(());
+        };
+        if d.scheme != Some(AuthScheme::Dpop) {
+            return Err(Reason::DpopBearerScheme);
+        }
+        let proof = match req.dpop.as_slice() {
+            [] => return Err(Reason::DpopProofMissing),
+            [one] => std::str::from_utf8(one).map_err(|_| Reason::DpopProofMalformed)?,
+            _ => return Err(Reason::DpopProofRepeated),
+        };
+        let htu = match &self.config.dpop.origin {
+            Some(origin) => format!("{origin}{}", target.path),
+            None => {
+                let scheme = req.forwarded_proto.as_deref().unwrap_or(&req.scheme);
+                crate::dpop::request_htu(scheme, &req.host, &target.path).ok_or(Reason::DpopHtu)?
+            }
+        };
+        let rules = &self.config.dpop;
+        let proof_rules = crate::dpop::ProofRules {
+            algorithms: &rules.algorithms,
+            max_age_s: rules.max_proof_age_s,
+            clock_skew_s: self.config.clock_skew_s,
+            max_bytes: rules.max_proof_bytes,
+            semicolons: self.config.semicolons,
+        };
+        let facts = crate::dpop::verify_proof(
+            proof,
+            &proof_rules,
+            &crate::dpop::ProofRequest {
+                method: &req.method,
+                htu: &htu,
+                token_sha256: &token.sha256,
+                now,
+            },
+            self.backend.as_ref(),
+        )?;
+        let d_proof = d.proof.insert(facts);
+        if d_proof.jkt != jkt {
+            return Err(Reason::DpopKeyMismatch);
+        }
+        // Remembered for as long as the proof is accepted: its `iat` may be
+        // `max_proof_age_s` + the skew old.
+        let lifetime = (rules.max_proof_age_s + self.config.clock_skew_s) as f64;
+        let expires_ms = ((d_proof.iat + lifetime) * 1000.0) as u64;
+        let now_ms = (now * 1000.0) as u64;
+        let jti = d_proof.jti.clone();
+        match shared {
+            Some(shared) => self
+                .replay
+                .first_use(shared, &jkt, &jti, expires_ms, now_ms),
+            None => self.first_use_locally(&jkt, &jti, expires_ms, now_ms),
+        }
+    }
+
+    /// The replay check without a host's shared data: this engine's own slots (the CLI,
+    /// native tests); in the filter, which always has the host's, refused.
+    #[cfg(tools)]
+    fn first_use_locally(
+        &mut self,
+        jkt: &[u8; 32],
+        jti: &str,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Reason> {
+        if self.local_replay.is_none() {
+            let memory = crate::shared::Memory::default();
+            self.replay.prepare(&memory)?;
+            self.local_replay = Some(memory);
+        }
+        let memory = self
+            .local_replay
+            .as_ref()
+            .ok_or(Reason::DpopReplayUnavailable)?;
+        self.replay.first_use(memory, jkt, jti, expires_ms, now_ms)
+    }
+
+    #[cfg(filter)]
+    fn first_use_locally(&mut self, _: &[u8; 32], _: &str, _: u64, _: u64) -> Result<(), Reason> {
+        Err(Reason::DpopReplayUnavailable)
+    }
+
     /// The verified token, and whether the cache spared its signature check.
     fn authenticate(
         &mut self,
         req: &Request,
         now: f64,
+        scheme: &mut Option<AuthScheme>,
     ) -> Result<(Arc<VerifiedToken>, bool), Reason> {
         let raw = match req.authorization.as_slice() {
             [] => return Err(Reason::TokenMissing),
@@ -918,7 +1105,8 @@ impl Engine {
             return Err(Reason::TokenTooLarge);
         }
         let value = std::str::from_utf8(raw).map_err(|_| Reason::RequestMalformed)?;
-        let token = bearer_token(value)?;
+        let (used, token) = credentials(value)?;
+        *scheme = Some(used);
         if !now.is_finite() {
             return Err(Reason::InternalError);
         }
@@ -1001,16 +1189,21 @@ fn presented_hash(req: &Request) -> Option<crate::cache::TokenHash> {
     let [one] = req.authorization.as_slice() else {
         return None;
     };
-    let token = bearer_token(std::str::from_utf8(one).ok()?).ok()?;
+    let (_, token) = credentials(std::str::from_utf8(one).ok()?).ok()?;
     Some(sha2::Sha256::digest(token.as_bytes()).into())
 }
 
-/// `Bearer <token>` (RFC 6750 §2.1): scheme case-insensitive, one space, no other whitespace.
-fn bearer_token(value: &str) -> Result<&str, Reason> {
+/// `Bearer <token>` (RFC 6750 §2.1) or `DPoP <token>` (RFC 9449 §7.1): scheme
+/// case-insensitive, one space, no other whitespace.
+fn credentials(value: &str) -> Result<(AuthScheme, &str), Reason> {
     let (scheme, token) = value.split_once(' ').ok_or(Reason::TokenScheme)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        AuthScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        AuthScheme::Dpop
+    } else {
         return Err(Reason::TokenScheme);
-    }
+    };
     if token.is_empty()
         || token
             .bytes()
@@ -1018,7 +1211,7 @@ fn bearer_token(value: &str) -> Result<&str, Reason> {
     {
         return Err(Reason::TokenMalformed);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 #[cfg(test)]
@@ -1027,13 +1220,16 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn bearer_parsing_is_strict() {
-        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
-        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
-        assert_eq!(bearer_token("Basic abc"), Err(Reason::TokenScheme));
-        assert_eq!(bearer_token("Bearer"), Err(Reason::TokenScheme));
-        assert_eq!(bearer_token("Bearer  abc"), Err(Reason::TokenMalformed));
-        assert_eq!(bearer_token("Bearer a b"), Err(Reason::TokenMalformed));
+    fn credentials_parsing_is_strict() {
+        use AuthScheme::{Bearer, Dpop};
+        assert_eq!(credentials("Bearer abc"), Ok((Bearer, "abc")));
+        assert_eq!(credentials("bearer abc"), Ok((Bearer, "abc")));
+        assert_eq!(credentials("DPoP abc"), Ok((Dpop, "abc")));
+        assert_eq!(credentials("dpop abc"), Ok((Dpop, "abc")));
+        assert_eq!(credentials("Basic abc"), Err(Reason::TokenScheme));
+        assert_eq!(credentials("Bearer"), Err(Reason::TokenScheme));
+        assert_eq!(credentials("Bearer  abc"), Err(Reason::TokenMalformed));
+        assert_eq!(credentials("DPoP a b"), Err(Reason::TokenMalformed));
     }
 
     #[test]
@@ -1065,6 +1261,7 @@ mod tests {
             host: "h".into(),
             authorization: vec![format!("Bearer {token}").into_bytes()],
             headers: vec![],
+            ..Request::default()
         }
     }
 

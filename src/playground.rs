@@ -365,7 +365,7 @@ pub fn evaluate(inputs_json: &str) -> Value {
     json!({
         "ok": true,
         "decision": d.to_json(),
-        "response": response(&d, &names, worker.engine().resource_metadata_url()),
+        "response": response(&d, &names, worker.engine().resource_metadata_url(), worker.engine().dpop_algs()),
         "chain": chain(&d),
         "audit": audit,
         "notes": notes,
@@ -377,13 +377,14 @@ fn response(
     d: &Decision,
     names: &crate::config::HeaderNames,
     resource_metadata: Option<&str>,
+    dpop_algs: &str,
 ) -> Value {
     if d.allowed() {
         let headers: BTreeMap<String, String> = d.upstream_headers(names).into_iter().collect();
         json!({"status": d.status(), "upstream_headers": headers})
     } else {
         let body: Value = serde_json::from_str(&d.deny_body()).unwrap_or(Value::Null);
-        json!({"status": d.status(), "www_authenticate": d.www_authenticate(resource_metadata), "body": body})
+        json!({"status": d.status(), "www_authenticate": d.www_authenticate(resource_metadata, Some(dpop_algs)), "body": body})
     }
 }
 

@@ -109,6 +109,55 @@ pub enum Reason {
     PolicyError,
     /// The policy ran out of its evaluation budget (`policy.max_eval_ms` or `policy.max_instructions`).
     PolicyLimit,
+    /// A DPoP proof that is not one strict compact JWS (segments, base64url, JSON, duplicate members, size, forbidden header members).
+    DpopProofMalformed,
+    /// A DPoP proof whose `typ` is not `dpop+jwt`.
+    DpopTyp,
+    /// A DPoP proof `alg` that is none, symmetric, unknown, not in dpop.algorithms or not its key's.
+    DpopAlg,
+    /// A DPoP proof whose `jwk` is missing, private, symmetric or a key the token rules refuse.
+    DpopJwk,
+    /// A DPoP proof whose signature does not verify with its own `jwk`.
+    DpopSignature,
+    /// A DPoP proof without a well-typed `jti`, `htm`, `htu` or `iat`.
+    DpopClaims,
+    /// A DPoP proof for another HTTP method.
+    DpopHtm,
+    /// A DPoP proof for another URI (compared normalised, without query and fragment).
+    DpopHtu,
+    /// A DPoP proof older than dpop.max_proof_age_s (plus the clock skew).
+    DpopIatStale,
+    /// A DPoP proof issued in the future (beyond the clock skew).
+    DpopIatFuture,
+    /// A DPoP proof without `ath`, or whose `ath` is not the hash of this access token.
+    DpopAth,
+    /// A DPoP proof whose `jti` this Envoy has already accepted for that key within the proof's lifetime.
+    DpopReplay,
+    /// The DPoP replay cache bucket is full of live entries (fail closed; raise dpop.replay_max_entries).
+    DpopReplayFull,
+    /// The DPoP replay cache could not be read or written (fail closed).
+    DpopReplayUnavailable,
+    /// A token's `cnf` the filter cannot check (another confirmation method, a malformed
+    /// value): refused, never treated as a bearer token.
+    TokenCnf,
+    /// A DPoP-bound token without a `DPoP` proof header.
+    DpopProofMissing,
+    /// More than one `DPoP` header (RFC 9449 §4.3: exactly one).
+    DpopProofRepeated,
+    /// A valid DPoP proof signed by another key than the token's `cnf.jkt`.
+    DpopKeyMismatch,
+    /// A DPoP-bound token sent as `Bearer` (RFC 9449 §7.2: refused).
+    DpopBearerScheme,
+    /// An unbound token (no `cnf.jkt`) sent with the `DPoP` scheme.
+    DpopTokenUnbound,
+    /// A token without `cnf` from an issuer whose `sender_constraint` is `required`.
+    TokenUnbound,
+    /// A certificate-bound token on a connection without a client certificate (or not TLS).
+    MtlsCertificateMissing,
+    /// A certificate-bound token on a connection with another client certificate.
+    MtlsCertificateMismatch,
+    /// The host cannot report the connection's client certificate (fail closed).
+    MtlsUnavailable,
     /// An MCP POST's body is over the route's `mcp.max_body_bytes`.
     McpBodyTooLarge,
     /// An MCP POST's body is not one JSON-RPC request: not JSON, duplicate members, a
@@ -183,6 +232,30 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::PolicyError,
         Reason::PolicyLimit,
+        Reason::DpopProofMalformed,
+        Reason::DpopTyp,
+        Reason::DpopAlg,
+        Reason::DpopJwk,
+        Reason::DpopSignature,
+        Reason::DpopClaims,
+        Reason::DpopHtm,
+        Reason::DpopHtu,
+        Reason::DpopIatStale,
+        Reason::DpopIatFuture,
+        Reason::DpopAth,
+        Reason::DpopReplay,
+        Reason::DpopReplayFull,
+        Reason::DpopReplayUnavailable,
+        Reason::TokenCnf,
+        Reason::DpopProofMissing,
+        Reason::DpopProofRepeated,
+        Reason::DpopKeyMismatch,
+        Reason::DpopBearerScheme,
+        Reason::DpopTokenUnbound,
+        Reason::TokenUnbound,
+        Reason::MtlsCertificateMissing,
+        Reason::MtlsCertificateMismatch,
+        Reason::MtlsUnavailable,
         Reason::McpBodyTooLarge,
         Reason::McpBodyInvalid,
         Reason::McpBatch,
@@ -245,6 +318,30 @@ impl Reason {
             Reason::PolicyDenied => "policy.denied",
             Reason::PolicyError => "policy.error",
             Reason::PolicyLimit => "policy.limit",
+            Reason::DpopProofMalformed => "dpop.proof_malformed",
+            Reason::DpopTyp => "dpop.typ",
+            Reason::DpopAlg => "dpop.alg",
+            Reason::DpopJwk => "dpop.jwk",
+            Reason::DpopSignature => "dpop.signature",
+            Reason::DpopClaims => "dpop.claims",
+            Reason::DpopHtm => "dpop.htm",
+            Reason::DpopHtu => "dpop.htu",
+            Reason::DpopIatStale => "dpop.iat_stale",
+            Reason::DpopIatFuture => "dpop.iat_future",
+            Reason::DpopAth => "dpop.ath",
+            Reason::DpopReplay => "dpop.replay",
+            Reason::DpopReplayFull => "dpop.replay_full",
+            Reason::DpopReplayUnavailable => "dpop.replay_unavailable",
+            Reason::TokenCnf => "token.cnf",
+            Reason::DpopProofMissing => "dpop.proof_missing",
+            Reason::DpopProofRepeated => "dpop.proof_repeated",
+            Reason::DpopKeyMismatch => "dpop.key_mismatch",
+            Reason::DpopBearerScheme => "dpop.bearer_scheme",
+            Reason::DpopTokenUnbound => "dpop.token_unbound",
+            Reason::TokenUnbound => "token.unbound",
+            Reason::MtlsCertificateMissing => "mtls.certificate_missing",
+            Reason::MtlsCertificateMismatch => "mtls.certificate_mismatch",
+            Reason::MtlsUnavailable => "mtls.unavailable",
             Reason::McpBodyTooLarge => "mcp.body_too_large",
             Reason::McpBodyInvalid => "mcp.body_invalid",
             Reason::McpBatch => "mcp.batch",
@@ -271,6 +368,8 @@ impl Reason {
             Reason::McpListUnfilterable => 502,
             Reason::TokenVerifyBudget => 429,
             Reason::InternalError
+            | Reason::DpopReplayFull
+            | Reason::DpopReplayUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -303,7 +402,23 @@ impl Reason {
             | Reason::McpHeaderMismatch
             | Reason::McpReplay => "invalid_request",
             Reason::McpListUnfilterable => "server_error",
+            Reason::DpopProofMalformed
+            | Reason::DpopTyp
+            | Reason::DpopAlg
+            | Reason::DpopJwk
+            | Reason::DpopSignature
+            | Reason::DpopClaims
+            | Reason::DpopHtm
+            | Reason::DpopHtu
+            | Reason::DpopIatStale
+            | Reason::DpopIatFuture
+            | Reason::DpopAth
+            | Reason::DpopReplay
+            | Reason::DpopProofMissing
+            | Reason::DpopProofRepeated => "invalid_dpop_proof",
             Reason::InternalError
+            | Reason::DpopReplayFull
+            | Reason::DpopReplayUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -375,6 +490,30 @@ impl Reason {
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
             Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",
             Reason::PolicyLimit => "the policy exceeded its budget (policy.max_eval_ms or policy.max_instructions)",
+            Reason::DpopProofMalformed => "a DPoP proof that is not one strict compact JWS (segments, base64url, JSON, duplicate members, size, forbidden header members)",
+            Reason::DpopTyp => "a DPoP proof whose `typ` is not `dpop+jwt`",
+            Reason::DpopAlg => "a DPoP proof `alg` that is none, symmetric, unknown, not in dpop.algorithms or not its key's",
+            Reason::DpopJwk => "a DPoP proof whose `jwk` is missing, private, symmetric or a key the token rules refuse",
+            Reason::DpopSignature => "a DPoP proof whose signature does not verify with its own `jwk`",
+            Reason::DpopClaims => "a DPoP proof without a well-typed `jti`, `htm`, `htu` or `iat`",
+            Reason::DpopHtm => "a DPoP proof for another HTTP method",
+            Reason::DpopHtu => "a DPoP proof for another URI (compared normalised, without query and fragment)",
+            Reason::DpopIatStale => "a DPoP proof older than dpop.max_proof_age_s (plus the clock skew)",
+            Reason::DpopIatFuture => "a DPoP proof issued in the future (beyond the clock skew)",
+            Reason::DpopAth => "a DPoP proof without `ath`, or whose `ath` is not the hash of this access token",
+            Reason::DpopReplay => "a DPoP proof whose `jti` this Envoy has already accepted for that key within the proof's lifetime",
+            Reason::DpopReplayFull => "the DPoP replay cache bucket is full of live entries (fail closed; raise dpop.replay_max_entries)",
+            Reason::DpopReplayUnavailable => "the DPoP replay cache could not be read or written (fail closed)",
+            Reason::TokenCnf => "a `cnf` claim the filter cannot check (a confirmation method other than jkt and x5t#S256, or a malformed value)",
+            Reason::DpopProofMissing => "a DPoP-bound token without a `DPoP` proof header",
+            Reason::DpopProofRepeated => "more than one `DPoP` header (RFC 9449 §4.3: exactly one)",
+            Reason::DpopKeyMismatch => "a valid DPoP proof signed by another key than the token's `cnf.jkt`",
+            Reason::DpopBearerScheme => "a DPoP-bound token sent with the `Bearer` scheme: it must be sent as `DPoP` with a proof",
+            Reason::DpopTokenUnbound => "a token without `cnf.jkt` sent with the `DPoP` scheme",
+            Reason::TokenUnbound => "a token without `cnf` from an issuer whose sender_constraint is \"required\"",
+            Reason::MtlsCertificateMissing => "a certificate-bound token (`cnf.x5t#S256`) on a connection without a client certificate, or not over TLS",
+            Reason::MtlsCertificateMismatch => "a certificate-bound token on a connection whose client certificate is another one",
+            Reason::MtlsUnavailable => "the host cannot report the connection's client certificate (fail closed)",
             Reason::McpBodyTooLarge => "an MCP POST's body is over the route's mcp.max_body_bytes",
             Reason::McpBodyInvalid => "an MCP POST's body is not one JSON-RPC request (not JSON, duplicate members, a response, wrong shape, trailers)",
             Reason::McpBatch => "an MCP POST carries a JSON-RPC batch (an array): one message per POST",

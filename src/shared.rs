@@ -112,6 +112,8 @@ impl SharedData for Memory {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         let data = self.data.borrow();
         Ok(match data.get(key) {
+            // As through proxy-wasm: an empty value reads as no data (with its CAS token).
+            Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })

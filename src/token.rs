@@ -55,6 +55,8 @@ pub struct Issuer {
     pub keys: Vec<VerifyKey>,
     /// Set when the keys come from `jwks_uri`.
     pub remote: Option<JwksUriConfig>,
+    /// Whether unbound tokens of this issuer pass.
+    pub sender_constraint: crate::config::SenderConstraint,
 }
 
 /// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
@@ -198,6 +200,8 @@ pub struct VerifiedToken {
     pub kid: String,
     pub alg: Alg,
     pub sha256: TokenHash,
+    /// What the token is bound to (`cnf`): checked on every request, cache hit or not.
+    pub binding: crate::dpop::Binding,
     pub claims: Map<String, Value>,
 }
 
@@ -231,6 +235,7 @@ pub fn verify_token(
     }
     let key = select_key(&jws, &issuer.keys, &issuer.algorithms)?;
     let facts = check_claims(&claims, issuer, cfg, now)?;
+    let binding = crate::dpop::binding(&claims)?;
 
     let sha256: TokenHash = Sha256::digest(token.as_bytes()).into();
     let skew = cfg.clock_skew_s as f64;
@@ -265,6 +270,7 @@ pub fn verify_token(
         kid: jws.kid.clone(),
         alg: jws.alg,
         sha256,
+        binding,
         claims,
     };
     Ok((verified, cached))

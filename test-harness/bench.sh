@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark command (not part of the test suite): agent-iam side by side with Envoy's
 # native jwt_authn + RBAC in one Envoy, then the scale section; writes docs/BENCHMARKS.md
-# and docs/benchmarks.json, then the MCP rows (test-harness/bench/bench_mcp.py). Installs
+# and docs/benchmarks.json, then the MCP and DPoP rows (test-harness/bench/bench_mcp.py,
+# bench_dpop.py). Installs
 # wrk (apt) and oha (cargo, pinned) when missing.
 # Arguments go to test-harness/bench/bench_compare.py (--rounds N, --duration S, --quick).
 set -euo pipefail
@@ -19,4 +20,5 @@ fi
 test-harness/build.sh --for-tests   # bench.py and bench_audit.py time inside Envoy with hooks
 test-harness/build.sh
 python test-harness/bench/bench_compare.py "$@"
-exec python test-harness/bench/bench_mcp.py
+python test-harness/bench/bench_mcp.py
+exec python test-harness/bench/bench_dpop.py

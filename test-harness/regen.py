@@ -21,12 +21,16 @@ def main():
     (ROOT / "envoy" / "envoy.yaml").write_text(cli("generate", "envoy", "--config", "envoy/plugin.json"))
     (ROOT / "envoy" / "envoy.audit-log.yaml").write_text(cli(
         "generate", "envoy", "--config", "envoy/plugin.json", "--audit-access-log", "/tmp/agent-iam-audit.log"))
+    (ROOT / "envoy" / "envoy.mtls.yaml").write_text(cli(
+        "generate", "envoy", "--config", "envoy/plugin.json", "--tls-listen", "10443",
+        "--tls-cert", "/etc/agent-iam/tls/server.pem", "--tls-key", "/etc/agent-iam/tls/server.key",
+        "--client-ca", "/etc/agent-iam/tls/clients-ca.pem"))
     reasons = ROOT / "docs" / "reasons.md"
     text = reasons.read_text()
     start = text.index("| reason | status | `error` | meaning |")
     end = text.index("\n\n", start) + 1 if "\n\n" in text[start:] else len(text)
     reasons.write_text(text[:start] + cli("reasons") + text[end:])
-    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml and the docs/reasons.md reason table")
+    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml, envoy/envoy.mtls.yaml and the docs/reasons.md reason table")
 
 
 if __name__ == "__main__":

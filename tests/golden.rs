@@ -172,6 +172,7 @@ fn run_case(case: &Case, keys: &DevKeys, cfg_bytes: &[u8]) -> Result<(), Failed>
         host: "api.agent-iam.test".into(),
         authorization: auth.into_iter().map(String::into_bytes).collect(),
         headers: Vec::new(),
+        ..Request::default()
     };
     let got = engine.evaluate(&req, NOW as f64).to_json();
     let want = &case.expect;

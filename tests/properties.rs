@@ -263,7 +263,7 @@ proptest! {
                 (true, 7) => vec![format!("Bearer {}", toks[0]).into_bytes(); 2],
                 (true, i) => vec![format!("Bearer {}", toks[i]).into_bytes()],
             };
-            let req = Request { body: None, method, path, host: "api".into(), authorization: auth, headers: vec![], client: None };
+            let req = Request { body: None, method, path, host: "api".into(), authorization: auth, headers: vec![], client: None, ..Request::default() };
             let first = a.evaluate(&req, NOW as f64).to_json();
             prop_assert_eq!(&first, &b.evaluate(&req, NOW as f64).to_json());
             let again = a.evaluate(&req, NOW as f64).to_json();
@@ -338,7 +338,7 @@ proptest! {
         let mut engine = Engine::new(config(), Box::new(PureRust), DecisionIds::new(3));
         engine.start_feed_clock(NOW as f64);
         let auth = vec![format!("Bearer {}", tokens()[which]).into_bytes()];
-        let req = Request { body: None, method: method.clone(), path: path.clone(), host: "api".into(), authorization: auth, headers, client: None };
+        let req = Request { body: None, method: method.clone(), path: path.clone(), host: "api".into(), authorization: auth, headers, client: None, ..Request::default() };
         let d = engine.evaluate(&req, NOW as f64);
         let target = canonical(&path, Semicolons::Reject);
         let reason = d.reason.map(|r| r.as_str());

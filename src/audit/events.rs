@@ -31,7 +31,52 @@ pub(super) struct DecisionEvent<'a> {
     /// The MCP call (requests on MCP routes whose body was read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) mcp: Option<McpPart<'a>>,
+    /// What a sender-constrained token is bound to and what proved it (bound tokens only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) binding: Option<BindingPart<'a>>,
     pub(super) latency_us: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct BindingPart<'a> {
+    /// `dpop`, `mtls` or `dpop+mtls`.
+    pub(super) method: &'static str,
+    /// The token's `cnf.jkt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) jkt: Option<B64<'a>>,
+    /// The token's `cnf["x5t#S256"]`.
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub(super) x5t_s256: Option<B64<'a>>,
+    /// The DPoP proof checked (its key's thumbprint differs from `jkt` on a key mismatch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) proof: Option<ProofPart<'a>>,
+    /// The connection's client certificate (SHA-256 of its DER), when the filter read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) peer_certificate: Option<B64<'a>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ProofPart<'a> {
+    pub(super) jkt: B64<'a>,
+    pub(super) jti: &'a str,
+    pub(super) htm: &'a str,
+    pub(super) htu: &'a str,
+    #[serde(serialize_with = "numeric_date")]
+    pub(super) iat: Option<f64>,
+}
+
+/// 32 bytes as unpadded base64url (JOSE's form for thumbprints and digests).
+pub(super) struct B64<'a>(pub(super) &'a [u8; 32]);
+
+impl Serialize for B64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let mut out = [0u8; 43];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(self.0, &mut out) {
+            Ok(43) => s.serialize_str(std::str::from_utf8(&out).unwrap_or_default()),
+            _ => s.serialize_none(),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::config::RequestIdFrom;
 use super::events::{
-    clip_id, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart, PolicyPart,
-    RegistryEvent, RegistryOutcome, RequestPart, RevocationEvent, Scopes, SetOutcome, StartEvent,
-    TokenPart, FORMAT_VERSION,
+    clip_id, BindingPart, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart,
+    PolicyPart, ProofPart, RegistryEvent, RegistryOutcome, RequestPart, RevocationEvent, Scopes,
+    SetOutcome, StartEvent, TokenPart, B64, FORMAT_VERSION,
 };
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
@@ -196,6 +196,23 @@ impl AuditStream {
                 }),
                 (None, _) => None,
             },
+            binding: t.filter(|t| t.binding.is_bound()).map(|t| BindingPart {
+                method: match (t.binding.jkt, t.binding.x5t_s256) {
+                    (Some(_), Some(_)) => "dpop+mtls",
+                    (Some(_), None) => "dpop",
+                    _ => "mtls",
+                },
+                jkt: t.binding.jkt.as_ref().map(B64),
+                x5t_s256: t.binding.x5t_s256.as_ref().map(B64),
+                proof: d.proof.as_ref().map(|p| ProofPart {
+                    jkt: B64(&p.jkt),
+                    jti: &p.jti,
+                    htm: &p.htm,
+                    htu: &p.htu,
+                    iat: Some(p.iat),
+                }),
+                peer_certificate: d.peer_certificate.as_ref().map(B64),
+            }),
             latency_us: ctx.latency_us,
         };
         out.push(self.link.seal(&ev, ctx.now));

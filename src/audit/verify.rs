@@ -248,6 +248,7 @@ mod tests {
                 authorization: vec![auth.into_bytes()],
                 headers: vec![],
                 body: None,
+                ..Request::default()
             };
             let d = engine.evaluate(&req, now + i as f64);
             for l in engine.audit(&d, &ctx(now + i as f64)) {

@@ -21,12 +21,12 @@ pub use crate::problem::Problem;
 pub use crate::route::{PathMatch, Route};
 pub use crate::token::{normalize_typ, Issuer};
 pub use raw::{
-    AgentsConfig, AlgName, BackendChoice, CacheConfig, DelegationConfig, FeedConfig, HeaderNames,
-    IssuerConfig, PluginConfig, RequestConfig, RouteConfig, SemicolonMode, StaleMode,
-    UnmatchedRoute, UpstreamConfig,
+    AgentsConfig, AlgName, BackendChoice, CacheConfig, DelegationConfig, DpopConfig, FeedConfig,
+    HeaderNames, IssuerConfig, PluginConfig, RequestConfig, RouteConfig, SemicolonMode,
+    SenderConstraint, StaleMode, UnmatchedRoute, UpstreamConfig,
 };
 pub use schema::{config_schema_draft4, kong_meta};
-pub use validated::Config;
+pub use validated::{Config, DpopRules};
 
 /// Every problem found; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]

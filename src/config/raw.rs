@@ -30,6 +30,9 @@ pub struct PluginConfig {
     /// Longest token accepted, in bytes (512..=65536).
     #[serde(default = "default_token_bytes")]
     pub max_token_bytes: u64,
+    /// DPoP proofs (RFC 9449): their age, algorithms, size and replay cache.
+    #[serde(default)]
+    pub dpop: DpopConfig,
     /// Delegation (RFC 8693 `act`) limits.
     #[serde(default)]
     pub delegation: DelegationConfig,
@@ -97,20 +100,92 @@ pub struct IssuerConfig {
     /// schedule and at once (rate-limited) on an unknown `kid`.
     #[serde(default)]
     pub jwks_uri: Option<JwksUriConfig>,
-    /// Allowed algorithms (ES256, EdDSA, RS256). `none` and HMAC are never accepted.
+    /// Allowed algorithms (ES256, EdDSA or its RFC 9864 name Ed25519, RS256). `none` and HMAC
+    /// are never accepted.
     pub algorithms: Vec<AlgName>,
     /// Accepted `typ` header values, compared case-insensitively with an optional
     /// `application/` prefix.
     #[serde(default = "default_types")]
     pub accepted_types: Vec<String>,
+    /// Sender-constrained tokens: `if_bound` (default: a bound token must prove possession,
+    /// an unbound one passes) or `required` (unbound tokens are refused).
+    #[serde(default)]
+    pub sender_constraint: SenderConstraint,
 }
 
-/// Algorithm names accepted in `algorithms`.
+/// `issuers[].sender_constraint`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SenderConstraint {
+    #[default]
+    IfBound,
+    Required,
+}
+
+/// `dpop`: how DPoP proofs (RFC 9449) are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// How old a proof may be (its `iat`), in seconds, besides the clock skew (1..=300;
+    /// default 60).
+    #[serde(default = "default_proof_age")]
+    pub max_proof_age_s: u64,
+    /// Proof algorithms (ES256, EdDSA or Ed25519, RS256; default all three).
+    #[serde(default = "default_dpop_algorithms")]
+    pub algorithms: Vec<AlgName>,
+    /// Longest proof accepted, in bytes (512..=65536; default 8192).
+    #[serde(default = "default_proof_bytes")]
+    pub max_proof_bytes: u64,
+    /// Proofs remembered against replay, per Envoy (1024..=1048576; default 65536): the
+    /// sustained DPoP rate is at most this over (`max_proof_age_s` + 2 × `clock_skew_s`).
+    #[serde(default = "default_replay_entries")]
+    pub replay_max_entries: u64,
+    /// The origin clients address (`https://api.example.com`), when Envoy sits behind
+    /// something that changes the scheme or the host: a proof's `htu` must then be this
+    /// origin and the request's path. Absent: the scheme Envoy reports
+    /// (`x-forwarded-proto`, else `:scheme`) and `:authority`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            max_proof_age_s: default_proof_age(),
+            algorithms: default_dpop_algorithms(),
+            max_proof_bytes: default_proof_bytes(),
+            replay_max_entries: default_replay_entries(),
+            origin: None,
+        }
+    }
+}
+
+fn default_proof_age() -> u64 {
+    60
+}
+
+fn default_dpop_algorithms() -> Vec<AlgName> {
+    vec![AlgName::ES256, AlgName::EdDSA, AlgName::RS256]
+}
+
+fn default_proof_bytes() -> u64 {
+    8192
+}
+
+fn default_replay_entries() -> u64 {
+    65_536
+}
+
+/// Algorithm names accepted in `algorithms`. `Ed25519` (RFC 9864's fully specified name)
+/// and the deprecated `EdDSA` name one algorithm: Ed25519 signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(tools, derive(JsonSchema))]
 pub enum AlgName {
     ES256,
     EdDSA,
+    Ed25519,
     RS256,
 }
 
@@ -118,7 +193,7 @@ impl AlgName {
     pub(super) fn alg(self) -> Alg {
         match self {
             AlgName::ES256 => Alg::Es256,
-            AlgName::EdDSA => Alg::EdDsa,
+            AlgName::EdDSA | AlgName::Ed25519 => Alg::EdDsa,
             AlgName::RS256 => Alg::Rs256,
         }
     }

@@ -1,6 +1,7 @@
 //! The configuration as a whole: defaults, unknown keys, every problem reported.
 
 use super::*;
+use crate::keys::Alg;
 use serde_json::json;
 use serde_json::Value;
 
@@ -189,4 +190,63 @@ fn problems_inside_an_optional_section_carry_their_paths() {
     let mut v = base();
     v["policy"] = Value::Null;
     assert!(Config::from_json(v.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn ed25519_and_eddsa_name_one_algorithm() {
+    for name in ["EdDSA", "Ed25519"] {
+        let mut v = base();
+        v["issuers"][0]["algorithms"] = json!(["ES256", name]);
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            c.issuers[0].algorithms,
+            vec![Alg::Es256, Alg::EdDsa],
+            "{name}"
+        );
+    }
+    assert_eq!(Alg::from_jose("Ed25519"), Some(Alg::EdDsa));
+    assert_eq!(Alg::from_jose("Ed448"), None);
+}
+
+#[test]
+fn dpop_and_sender_constraints_have_safe_defaults_and_checked_values() {
+    let c = Config::from_json(base().to_string().as_bytes()).unwrap();
+    assert_eq!(c.issuers[0].sender_constraint, SenderConstraint::IfBound);
+    assert_eq!(
+        (
+            c.dpop.max_proof_age_s,
+            c.dpop.max_proof_bytes,
+            c.dpop.replay_max_entries
+        ),
+        (60, 8192, 65_536)
+    );
+    assert_eq!(c.dpop.algorithms, vec![Alg::Es256, Alg::EdDsa, Alg::Rs256]);
+    let mut v = base();
+    v["issuers"][0]["sender_constraint"] = json!("required");
+    v["dpop"] = json!({"max_proof_age_s": 30, "algorithms": ["Ed25519"]});
+    let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+    assert_eq!(c.issuers[0].sender_constraint, SenderConstraint::Required);
+    assert_eq!(
+        (c.dpop.max_proof_age_s, c.dpop.algorithms.clone()),
+        (30, vec![Alg::EdDsa])
+    );
+    let mut bad = base();
+    bad["issuers"][0]["sender_constraint"] = json!("always");
+    bad["dpop"] = json!({"max_proof_age_s": 0, "algorithms": ["EdDSA", "Ed25519"],
+                         "max_proof_bytes": 100, "replay_max_entries": 1, "nonce": true});
+    let e = err(bad);
+    assert!(e.contains("$.issuers[0].sender_constraint"), "{e}");
+    assert!(e.contains("$.dpop.nonce") || e.contains("nonce"), "{e}");
+    let mut bad = base();
+    bad["dpop"] = json!({"max_proof_age_s": 0, "algorithms": ["EdDSA", "Ed25519"],
+                         "max_proof_bytes": 100, "replay_max_entries": 1});
+    let e = err(bad);
+    for path in [
+        "$.dpop.max_proof_age_s",
+        "$.dpop.max_proof_bytes",
+        "$.dpop.replay_max_entries",
+        "$.dpop.algorithms[1]",
+    ] {
+        assert!(e.contains(path), "{path}: {e}");
+    }
 }

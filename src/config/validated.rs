@@ -39,6 +39,19 @@ pub struct Config {
     pub policy: Option<crate::policy::Policy>,
     pub audit: crate::audit::AuditConfig,
     pub verify_budget: Option<crate::budget::BudgetConfig>,
+    /// How DPoP proofs are checked.
+    pub dpop: DpopRules,
+}
+
+/// The validated `dpop` section.
+#[derive(Debug, Clone)]
+pub struct DpopRules {
+    pub max_proof_age_s: u64,
+    pub algorithms: Vec<crate::keys::Alg>,
+    pub max_proof_bytes: usize,
+    pub replay_max_entries: usize,
+    /// `scheme://host[:port]`, normalised as [`crate::dpop::request_htu`] writes it.
+    pub origin: Option<String>,
 }
 
 impl Config {

@@ -252,6 +252,20 @@ fn source_address() -> Option<String> {
     String::from_utf8(ProxyHost.property(&["source", "address"])?).ok()
 }
 
+/// The downstream connection's client certificate: Envoy's
+/// `connection.sha256_peer_certificate_digest` (lower-case hex; absent without TLS or
+/// without a client certificate). Anything else, or a failed read, is unavailable.
+fn peer_certificate() -> crate::decision::PeerCertificate {
+    use crate::decision::PeerCertificate;
+    match hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"]) {
+        Ok(None) => PeerCertificate::Absent,
+        Ok(Some(hex)) if hex.is_empty() => PeerCertificate::Absent,
+        Ok(Some(hex)) => crate::dpop::peer_certificate_sha256(&hex)
+            .map_or(PeerCertificate::Unavailable, PeerCertificate::Sha256),
+        Err(_) => PeerCertificate::Unavailable,
+    }
+}
+
 /// The root context: configuration, timer, call answers, shutdown.
 struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
@@ -287,6 +301,7 @@ impl RootContext for Root {
             return false;
         };
         worker.set_client_source(source_address);
+        worker.set_connection_source(peer_certificate);
         if hostcalls::set_tick_period(worker.tick_period()).is_err() {
             ProxyHost.log(Level::Error, "agent-iam: cannot start the poll timer");
             return false;

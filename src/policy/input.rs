@@ -144,6 +144,23 @@ pub struct RequestView<'a> {
     pub hidden: &'a dyn Fn(&str) -> bool,
     /// `input.mcp`: the MCP call the body carries (MCP routes only).
     pub mcp: Option<regorus::Value>,
+    /// `input.proof`: the request's verified DPoP proof (null without one).
+    pub proof: Option<&'a crate::dpop::ProofFacts>,
+}
+
+/// `input.proof`: what the DPoP proof bound (its key's thumbprint, base64url).
+fn proof_value(proof: Option<&crate::dpop::ProofFacts>) -> regorus::Value {
+    use base64::Engine as _;
+    use regorus::Value as V;
+    proof.map_or(V::Null, |p| {
+        let jkt = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(p.jkt);
+        object([
+            ("jkt", V::from(jkt.as_str())),
+            ("htm", V::from(p.htm.as_str())),
+            ("htu", V::from(p.htu.as_str())),
+            ("iat", V::from(p.iat)),
+        ])
+    })
 }
 
 fn headers_value(view: &RequestView<'_>) -> regorus::Value {
@@ -204,6 +221,7 @@ fn assemble(
     if let Some(mcp) = &view.mcp {
         input.insert(V::from("mcp"), mcp.clone());
     }
+    input.insert(V::from("proof"), proof_value(view.proof));
     V::from(input)
 }
 
@@ -393,6 +411,7 @@ mod tests {
             kid: "k".into(),
             alg: Alg::Es256,
             sha256: [hash; 32],
+            binding: Default::default(),
             claims: claims.as_object().unwrap().clone(),
         }
     }
@@ -456,6 +475,7 @@ mod tests {
                                 ("x-n".into(), round.to_string()),
                                 ("x-agent-tenant".into(), "forged".into()),
                             ],
+                            ..Request::default()
                         };
                         let now = 1000.5 + f64::from(round);
                         let target =
@@ -467,6 +487,7 @@ mod tests {
                             host: "h",
                             hidden: &|k| k.starts_with("x-agent-"),
                             mcp: None,
+                            proof: None,
                         };
                         let fresh = policy_input(&view, now, t, &agent, route, &reg);
                         let cached = b.build(&view, now, t, &agent, route, &reg);
@@ -532,6 +553,7 @@ mod header_tests {
             host: "",
             hidden: &|_| false,
             mcp: None,
+            proof: None,
         };
         let v = headers_value(&view);
         assert_eq!(v["accept"], regorus::Value::from("a, b"));

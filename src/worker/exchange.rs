@@ -367,7 +367,7 @@ impl Worker {
                 d.decision_id
             ),
         );
-        send_deny(host, &d, None)
+        send_deny(host, &d, None, None)
     }
 
     /// Answers the protected resource's metadata document (RFC 9728), without a token.

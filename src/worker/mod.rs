@@ -229,6 +229,17 @@ impl Worker {
         if let Some(now) = host.now() {
             engine.start_feed_clock(now);
         }
+        if let Err(reason) = engine.prepare_replay(host) {
+            // Every DPoP proof is then refused (`dpop.replay_unavailable`): fail closed.
+            log(
+                host,
+                Level::Error,
+                &format!(
+                    "agent-iam: cannot create the DPoP replay cache in shared data ({})",
+                    reason.as_str()
+                ),
+            );
+        }
         let cfg = engine.config();
         let registry = cfg.feed.as_ref().map(|f| RegistryFeed::new(host, f));
         let revocation = cfg
@@ -285,6 +296,12 @@ impl Worker {
     /// needs it).
     pub fn set_client_source(&mut self, source: fn() -> Option<String>) {
         self.engine.set_client_source(source);
+    }
+
+    /// How the host reports a request's client certificate (read only for
+    /// certificate-bound tokens).
+    pub fn set_connection_source(&mut self, source: fn() -> crate::decision::PeerCertificate) {
+        self.engine.set_connection_source(source);
     }
 
     /// Brings the engine up to what the pollers published (cheap when nothing changed).
@@ -372,7 +389,7 @@ impl Worker {
         {
             return self.answer_metadata(host, &incoming, &doc, started, now);
         }
-        let begun = self.engine.begin(&incoming.req, now);
+        let begun = self.engine.begin_shared(&incoming.req, now, Some(host));
         if let Some(i) = self.engine.take_kid_miss() {
             if let Some(j) = self.jwks.iter().find(|j| j.index == i) {
                 j.want_refetch(host, (now * 1000.0) as u64);
@@ -440,6 +457,10 @@ impl Worker {
             authorization: Vec::new(),
             headers: Vec::new(),
             body: None,
+            dpop: Vec::new(),
+            scheme: String::new(),
+            forwarded_proto: None,
+            peer_certificate: crate::decision::PeerCertificate::Unknown,
         };
         let mut request_id = None;
         let mut content_length: Option<Option<u64>> = None;
@@ -452,6 +473,7 @@ impl Worker {
                 ":method" => req.method = text(),
                 ":path" => req.path = text(),
                 ":authority" => req.host = text(),
+                ":scheme" => req.scheme = text(),
                 _ if name.eq_ignore_ascii_case("authorization") => {
                     // One value, as the single-header read reported it: repeated headers
                     // joined with ",", which never parses as a token.
@@ -478,6 +500,15 @@ impl Worker {
                     }
                     if request_id.is_none() && name.eq_ignore_ascii_case("x-request-id") {
                         request_id = Some(text());
+                    }
+                    if name.eq_ignore_ascii_case("dpop") {
+                        req.dpop.push(value.clone());
+                    } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                        let fp = req.forwarded_proto.get_or_insert_with(String::new);
+                        if !fp.is_empty() {
+                            fp.push(',');
+                        }
+                        fp.push_str(&text());
                     }
                     if with_headers.keeps(&name) {
                         let value = text();
@@ -539,7 +570,12 @@ impl Worker {
         if d.allowed() {
             Outcome::Continue
         } else {
-            send_deny(host, d, self.engine.resource_metadata_url())
+            send_deny(
+                host,
+                d,
+                self.engine.resource_metadata_url(),
+                Some(self.engine.dpop_algs()),
+            )
         }
     }
 
@@ -634,9 +670,16 @@ impl Worker {
 
 /// Answers a deny: the same response shape for every reason (a JSON-RPC error on MCP
 /// routes).
-fn send_deny(host: &dyn Host, d: &Decision, resource_metadata: Option<&str>) -> Outcome {
+fn send_deny(
+    host: &dyn Host,
+    d: &Decision,
+    resource_metadata: Option<&str>,
+    dpop_algs: Option<&str>,
+) -> Outcome {
     let body = d.deny_body();
-    let www = d.www_authenticate(resource_metadata).unwrap_or_default();
+    let www = d
+        .www_authenticate(resource_metadata, dpop_algs)
+        .unwrap_or_default();
     let headers = [
         ("content-type", "application/json"),
         ("cache-control", "no-store"),
@@ -662,6 +705,7 @@ pub fn deny_unconfigured(host: &dyn Host, why: &str) -> Outcome {
     send_deny(
         host,
         &Decision::denied(why.to_owned(), Reason::InternalError),
+        None,
         None,
     )
 }

@@ -42,7 +42,8 @@ def test_missing_route_scope_is_403_with_the_scope_named(client):
     r = client.request("/tickets/7", token=token, method="POST", body=b"{}")
     assert r.status == 403
     assert r.headers["www-authenticate"] == (
-        'Bearer error="insufficient_scope", error_description="scope.insufficient", scope="tickets:write"')
+        'Bearer error="insufficient_scope", error_description="scope.insufficient", scope="tickets:write", '
+        'DPoP algs="ES256 EdDSA Ed25519 RS256"')
     assert r.json()["reason"] == "scope.insufficient"
 
 

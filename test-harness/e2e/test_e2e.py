@@ -36,10 +36,11 @@ def test_deny_is_401_with_bearer_challenge_and_json_body(envoy, client):
     assert token.split(".")[2] not in envoy.log()
 
 
-def test_missing_token_is_401(client):
+def test_missing_token_is_401_with_both_challenges_and_no_error(client):
     r = client.request("/tickets")
     assert r.status == 401 and r.json()["reason"] == "token.missing"
-    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+    # RFC 6750 §3.1: no error code for a request without credentials.
+    assert r.headers["www-authenticate"] == 'Bearer, DPoP algs="ES256 EdDSA Ed25519 RS256"'
 
 
 def test_client_identity_headers_never_reach_upstream(client):

@@ -176,7 +176,8 @@ def test_mcp_write_tool_is_refused_with_every_needed_scope_and_a_json_rpc_error(
     # The route needs tickets:read, the tool tickets:write: both in one challenge, though
     # the caller lacks only the second.
     assert s["challenge"] == ('Bearer error="insufficient_scope", error_description="scope.insufficient", '
-                              f'scope="tickets:read tickets:write", resource_metadata="{RESOURCE_METADATA}"')
+                              f'scope="tickets:read tickets:write", resource_metadata="{RESOURCE_METADATA}", '
+                              f'DPoP algs="ES256 EdDSA Ed25519 RS256", resource_metadata="{RESOURCE_METADATA}"')
     assert s["response"]["www_authenticate"] == s["challenge"]
     err = s["response"]["body"]
     assert (err["jsonrpc"], err["id"], err["error"]["code"]) == ("2.0", 1, -31403)

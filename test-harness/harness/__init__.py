@@ -6,6 +6,9 @@ upstream and the local control plane on 127.0.0.1, and tokens minted at test tim
   harness.wait           wait_until / holds_for: the one polling loop
   harness.servers        the echo upstream, the WSGI app, quiet threaded HTTP servers
   harness.control_plane  the control plane process (registry feed, JWKS, SSF, audit collector)
+  harness.dpop           DPoP proofs (RFC 9449) made with joserfc, and hostile ones by hand
+  harness.tls            per-run TLS material (CA, server, client certificates), HttpsClient
+  harness.bound          requests with sender-constrained tokens and the checks made on the answers
 """
 
 import contextlib
@@ -89,9 +92,15 @@ def mint(recipes, now=None, keys=None):
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
                no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
-               header_guard=False):
+               header_guard=False, tls=None):
+    """`agent-iam generate envoy` with these options. `tls`: a second, TLS listener
+    (`{"port", "cert", "key", "client_ca"}`, e.g. `TlsMaterial.listener(port)`) requiring a
+    client certificate of `client_ca`."""
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
+    if tls:
+        args += ["--tls-listen", tls["port"], "--tls-cert", tls["cert"], "--tls-key", tls["key"],
+                 "--client-ca", tls["client_ca"]]
     if failure_policy:
         args += ["--failure-policy", failure_policy]
     if header_guard:
@@ -356,19 +365,18 @@ class Client:
         self.conn = None
 
     def request(self, path="/", headers=None, method="GET", token=None, body=None):
-        headers = dict(headers or {})
+        """`headers`: a dict, or a list of (name, value) pairs (a name may repeat)."""
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         if token is not None:
-            headers["authorization"] = f"Bearer {token}"
+            pairs.append(("authorization", f"Bearer {token}"))
         for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             try:
-                self.conn.request(method, path, body=body, headers=headers)
-                resp = self.conn.getresponse()
-                data = resp.read()
-                if resp.getheader("connection", "").lower() == "close":
+                status, resp_headers, data, close = send(self.conn, method, path, pairs, body)
+                if close:
                     self.close()
-                return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+                return Response(status, resp_headers, data)
             except (http.client.HTTPException, OSError):
                 self.close()
                 if attempt:
@@ -379,6 +387,28 @@ class Client:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def send(conn, method, path, pairs, body=None):
+    """One request on an `http.client` connection with these header (name, value) pairs in
+    order, repeats included, framed as `conn.request` frames it (Host, Accept-Encoding and
+    Content-Length added unless given). -> (status, {lower-cased name: value}, body,
+    whether the server closes the connection)."""
+    names = {k.lower() for k, _ in pairs}
+    conn.putrequest(method, path, skip_host="host" in names, skip_accept_encoding="accept-encoding" in names)
+    if isinstance(body, str):
+        body = body.encode()
+    if "content-length" not in names and "transfer-encoding" not in names:
+        length = http.client.HTTPConnection._get_content_length(body, method)
+        if length is not None:
+            conn.putheader("Content-Length", str(length))
+    for k, v in pairs:
+        conn.putheader(k, v)
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    data = resp.read()
+    close = resp.getheader("connection", "").lower() == "close"
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, close
 
 
 class Response:
@@ -410,12 +440,14 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
-          audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream):
+          audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream, tls=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json). `upstream` makes the upstream: a callable returning a
     context manager whose value has `.port` (default the echo `Upstream`; e.g.
-    `lambda: McpUpstream(json_response=False)`); it is `envoy.upstream`."""
+    `lambda: McpUpstream(json_response=False)`); it is `envoy.upstream`. `tls`: True (fresh
+    material) or a `TlsMaterial`: Envoy also listens with TLS and requires a client
+    certificate of its CA, on `envoy.tls_port`, with the material as `envoy.tls`."""
     config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
     with upstream() as up, ControlPlane(registry_doc(config), jwks=jwks) as cp:
         listen, admin = free_port(), free_port()
@@ -426,11 +458,15 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
             with os.fdopen(fd, "w") as f:
                 json.dump(plugin_json, f)
             path = Path(tmp)
+        material = tls_material() if tls is True else tls
+        tls_port = free_port() if material else None
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
                                control_plane=cp.port, audit_access_log=audit_access_log,
-                               failure_policy=failure_policy, header_guard=header_guard)
+                               failure_policy=failure_policy, header_guard=header_guard,
+                               tls=material.listener(tls_port) if material else None)
         with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
+            envoy.tls_port, envoy.tls = tls_port, material
             envoy.upstream = up
             envoy.control_plane = cp
             yield envoy
@@ -507,6 +543,13 @@ class DynamicStack:
         return wait_until(lambda: self.lds_stats().get(expect, 0) > before, timeout,
                           f"Envoy to count lds.{expect}",
                           detail=lambda: f"{self.lds_stats()}\n{self.envoy.log()[-5000:]}")
+
+
+def tls_material():
+    """Fresh TLS material (CA, server and client certificates) in a new folder under OUT."""
+    from harness.tls import TlsMaterial
+    OUT.mkdir(parents=True, exist_ok=True)
+    return TlsMaterial(tempfile.mkdtemp(prefix="tls-", dir=OUT))
 
 
 def render_plugin(policies_dir, base=ROOT / "envoy" / "plugin.base.json"):

@@ -7,9 +7,11 @@ plane and pulls another agent's access mid-run with a RISC account-disabled even
 Envoy runs; shows each response; then prints the audit trail the filter sent to the
 collector (who acted for whom, what was allowed or refused and why) and verifies its
 integrity with `agent-iam audit verify`, once as delivered and once with one event edited.
-Last, an MCP server built with the official MCP SDK behind the filter
+Then an MCP server built with the official MCP SDK behind the filter
 (`examples/mcp-plugin.json`): per-tool scopes, filtered tool lists, a refused call that never
-reaches the server, both protocol revisions."""
+reaches the server, both protocol revisions. Last, a DPoP-bound token (RFC 9449): served with
+a proof of its key, refused when stolen (sent as Bearer, with the thief's own proof, or with a
+captured proof replayed)."""
 
 import json
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # test-harness/: the harness library
 import harness  # noqa: E402
+from harness import dpop  # noqa: E402
 from harness import mcp_client as mc  # noqa: E402
 from harness.mcp_server import McpUpstream  # noqa: E402
 
@@ -60,7 +63,8 @@ STEPS = [
 
 def show(n, title, method, path, headers, r):
     print(f"\n[{n}] {title}")
-    shown = {k: (v[:24] + "…" if k == "authorization" else v) for k, v in headers.items()}
+    shown = {k: (v[:24] + "…" if k == "authorization" else v[:12] + "…" + v[-10:] if k == "dpop" else v)
+             for k, v in headers.items()}
     print(f"  → {method} {path} {json.dumps(shown, ensure_ascii=False)}")
     if r.status == 200:
         seen = r.json()["headers"]
@@ -198,6 +202,30 @@ def mcp_act():
         print(f"\n    the MCP server executed, in all: {[name for name, _ in server.executed]}")
 
 
+def dpop_act():
+    """A token bound to the agent's key (DPoP, RFC 9449): whoever steals it cannot use it."""
+    agent_key, thief_key = dpop.new_key("ES256"), dpop.new_key("ES256")
+    [token] = harness.mint([dpop.bound(agent_key)])
+    print("\n\nDPoP: a stolen bound token is useless. build-bot-7's token names its key (cnf.jkt, RFC 9449); "
+          "each request carries a fresh proof, signed with that key, for that method and URL")
+    with harness.stack(name="demo-dpop") as envoy:
+        url = f"http://127.0.0.1:{envoy.listen_port}/tickets/42"
+        proof = dpop.proof(agent_key, "ES256", "GET", url, token)
+        thief_proof = dpop.proof(thief_key, "ES256", "GET", url, token)
+        client = harness.Client(envoy.listen_port)
+        for n, title, headers in [
+            ("D1", "build-bot-7 sends its token with a proof from its own key",
+             {"authorization": f"DPoP {token}", "dpop": proof}),
+            ("D2", "a thief sends the stolen token as a plain Bearer token", {"authorization": f"Bearer {token}"}),
+            ("D3", "the thief signs a proof with its own key", {"authorization": f"DPoP {token}", "dpop": thief_proof}),
+            ("D4", "the thief replays the captured request, proof and all",
+             {"authorization": f"DPoP {token}", "dpop": proof}),
+        ]:
+            show(n, title, "GET", "/tickets/42", headers, client.request("/tickets/42", headers=headers))
+        client.close()
+        print(f"\n    the upstream received {len(envoy.upstream.server.seen)} of these 4 requests")
+
+
 def main():
     recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
     minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
@@ -239,6 +267,7 @@ def main():
         trail = envoy.control_plane.audit_text()
     print_trail(trail, logged)
     mcp_act()
+    dpop_act()
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
     return 0

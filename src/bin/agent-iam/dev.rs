@@ -12,6 +12,8 @@ pub enum Command {
     Keys(KeysArgs),
     Config(ConfigArgs),
     Mint(MintArgs),
+    Jkt(JktArgs),
+    Proof(ProofArgs),
 }
 
 const EXIT: &str =
@@ -52,12 +54,82 @@ pub struct MintArgs {
     recipes: String,
 }
 
+/// The RFC 7638 thumbprint of one demo key, for a token's `cnf.jkt` (a recipe's
+/// `{"claims": {"cnf": {"jkt": "…"}}}`).
+#[derive(clap::Args)]
+#[command(after_help = EXIT)]
+pub struct JktArgs {
+    /// The private keys (`dev keys --private`; `-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    keys: String,
+    /// Which key: ES256, EdDSA (or Ed25519), RS256.
+    #[arg(long, value_name = "ALG", default_value = "ES256")]
+    alg: String,
+}
+
+/// A DPoP proof (RFC 9449) for one request, signed with a demo key: the `DPoP` header's value.
+#[derive(clap::Args)]
+#[command(after_help = EXIT)]
+pub struct ProofArgs {
+    /// The private keys (`dev keys --private`; `-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    keys: String,
+    /// Which key signs: ES256, EdDSA, Ed25519, RS256.
+    #[arg(long, value_name = "ALG", default_value = "ES256")]
+    alg: String,
+    /// The request method (`htm`).
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    method: String,
+    /// The request URI (`htu`), e.g. https://api.example.com/tickets/1.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The access token the proof goes with (`ath`).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Issue time, UNIX seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
+    now: Option<i64>,
+    /// The proof's `jti` (default: random).
+    #[arg(long, value_name = "ID")]
+    jti: Option<String>,
+}
+
 pub fn run(cmd: &Command) -> Outcome {
     match cmd {
         Command::Keys(a) => keys(a),
         Command::Config(a) => common::print_json(&dev::demo_plugin_config(&read_keys(&a.keys)?)),
         Command::Mint(a) => mint(a),
+        Command::Jkt(a) => {
+            let jkt = dev::dpop_jkt(&read_keys(&a.keys)?, &a.alg)?;
+            println!("{jkt}");
+            Ok(Code::Ok)
+        }
+        Command::Proof(a) => proof(a),
     }
+}
+
+fn proof(a: &ProofArgs) -> Outcome {
+    let keys = read_keys(&a.keys)?;
+    let jti = match &a.jti {
+        Some(j) => j.clone(),
+        None => {
+            let mut bytes = [0u8; 16];
+            getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
+            hex::encode(bytes)
+        }
+    };
+    let now = common::now_or_clock(a.now);
+    let proof = dev::dpop_proof(
+        &keys,
+        &a.alg,
+        &a.method,
+        &a.url,
+        a.token.as_deref(),
+        now,
+        &jti,
+    )?;
+    println!("{proof}");
+    Ok(Code::Ok)
 }
 
 /// The demo keys in a private key file.

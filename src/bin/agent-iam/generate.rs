@@ -1,6 +1,6 @@
 //! `agent-iam generate`: deployment files from the configuration types.
 
-use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy};
+use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy, TlsListener};
 use serde_json::Value;
 
 use crate::common::{self, Outcome};
@@ -66,6 +66,19 @@ pub struct EnvoyArgs {
     /// only).
     #[arg(long = "raw-hcm")]
     raw_hcm: bool,
+    /// Add a listener on PORT that speaks TLS and requires client certificates (for
+    /// certificate-bound tokens); needs --tls-cert, --tls-key and --client-ca.
+    #[arg(long = "tls-listen", value_name = "PORT", requires_all = ["tls_cert", "tls_key", "client_ca"])]
+    tls_listen: Option<u16>,
+    /// The TLS listener's certificate chain (PEM).
+    #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_listen")]
+    tls_cert: Option<String>,
+    /// The TLS listener's private key (PEM).
+    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_listen")]
+    tls_key: Option<String>,
+    /// The CA certificate(s) client certificates must chain to (PEM).
+    #[arg(long = "client-ca", value_name = "PEM", requires = "tls_listen")]
+    client_ca: Option<String>,
 }
 
 pub fn run(cmd: &Command) -> Outcome {
@@ -93,6 +106,15 @@ fn envoy(a: &EnvoyArgs) -> Outcome {
         audit_access_log: a.audit_access_log.clone(),
         header_guard: a.header_guard,
         raw_hcm: a.raw_hcm,
+        tls: match (a.tls_listen, &a.tls_cert, &a.tls_key, &a.client_ca) {
+            (Some(port), Some(cert), Some(key), Some(ca)) => Some(TlsListener {
+                port,
+                cert_chain: cert.clone(),
+                private_key: key.clone(),
+                client_ca: ca.clone(),
+            }),
+            _ => None,
+        },
         failure_policy: match a.failure_policy.as_deref() {
             None => FailurePolicy::Closed,
             Some(p) => FailurePolicy::parse(p)

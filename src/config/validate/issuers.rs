@@ -45,6 +45,7 @@ fn one(p: &str, ic: IssuerConfig, earlier: &[Issuer], out: &mut Vec<Problem>) ->
         accepted_types,
         keys,
         remote: ic.jwks_uri,
+        sender_constraint: ic.sender_constraint,
     }
 }
 
@@ -62,7 +63,7 @@ fn audiences(p: &str, audiences: &[String], out: &mut Vec<Problem>) {
     }
 }
 
-fn algorithms(p: &str, names: &[AlgName], out: &mut Vec<Problem>) -> Vec<Alg> {
+pub(super) fn algorithms(p: &str, names: &[AlgName], out: &mut Vec<Problem>) -> Vec<Alg> {
     if names.is_empty() {
         out.push(problem(
             format!("{p}.algorithms"),

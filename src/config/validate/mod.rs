@@ -6,6 +6,7 @@
 //! stage's own code.
 
 mod agents;
+mod dpop;
 mod issuers;
 mod limits;
 mod request;
@@ -28,6 +29,7 @@ impl PluginConfig {
             clock_skew_s,
             max_token_lifetime_s,
             max_token_bytes,
+            dpop,
             delegation,
             signature_backend,
             cache,
@@ -48,6 +50,7 @@ impl PluginConfig {
         let issuers = issuers::check(issuers, out);
         limits::token(clock_skew_s, max_token_lifetime_s, max_token_bytes, out);
         limits::delegation(&delegation, out);
+        let dpop = dpop::check(&dpop, out);
         limits::cache(&cache, out);
         upstream::identity_headers(&upstream.headers, out);
         let routes = routes::check(&routes, out);
@@ -98,6 +101,7 @@ impl PluginConfig {
             signature_backend,
             cache_entries: usize::try_from(cache.max_entries).unwrap_or(0),
             headers: upstream.headers,
+            dpop,
         })
     }
 }
