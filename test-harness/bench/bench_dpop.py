@@ -26,7 +26,6 @@ Usage: python test-harness/bench/bench_dpop.py [--rounds 3] [--duration 8] [--co
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -128,11 +127,7 @@ def main():
         *rows,
         END,
     ])
-    doc = harness.ROOT / "docs" / "BENCHMARKS.md"
-    text = doc.read_text()
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-        doc.write_text(text)
+    loadgen.write_section(START, END, section)
     print(section)
 
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -140,11 +139,7 @@ def main():
         *rows,
         END,
     ])
-    doc = harness.ROOT / "docs" / "BENCHMARKS.md"
-    text = doc.read_text()
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-        doc.write_text(text)
+    loadgen.write_section(START, END, section)
     print(section)
 
 

@@ -108,3 +108,13 @@ def rss_kb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def write_section(start, end, section):
+    """Replaces the text between the markers `start` and `end` of docs/BENCHMARKS.md
+    (markers included) with `section`, when both markers are there."""
+    doc = harness.ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text()
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
+        doc.write_text(text)

@@ -371,17 +371,24 @@ class Client:
             pairs.append(("authorization", f"Bearer {token}"))
         for attempt in range(2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.conn = self._connect()
             try:
                 status, resp_headers, data, close = send(self.conn, method, path, pairs, body)
                 if close:
                     self.close()
                 return Response(status, resp_headers, data)
-            except (http.client.HTTPException, OSError):
+            except (http.client.HTTPException, OSError) as e:
                 self.close()
-                if attempt:
+                if attempt or not self._retry(e):
                     raise
         raise AssertionError("unreachable")
+
+    def _connect(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def _retry(self, error):
+        """Whether a failed request is retried once on a new connection (Envoy closed it)."""
+        return True
 
     def close(self):
         if self.conn is not None:

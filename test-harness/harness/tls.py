@@ -18,6 +18,7 @@ import os
 import ssl
 from pathlib import Path
 
+import harness
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -141,39 +142,22 @@ class TlsMaterial:
         return ctx
 
 
-class HttpsClient:
+class HttpsClient(harness.Client):
     """HTTP/1.1 over TLS to Envoy's TLS listener, one keep-alive connection (reconnects when
     Envoy closes it). `headers` may be a dict or a list of (name, value) pairs (a name may
-    repeat). Returns a `harness.Response` (status, lower-cased headers, body)."""
+    repeat). Returns a `harness.Response` (status, lower-cased headers, body). A refused
+    handshake is raised at once, never retried."""
 
     def __init__(self, port, material, client=None):
-        self.port = port
+        super().__init__(port)
         self.context = material.context(client)
-        self.conn = None
 
-    def request(self, path="/", headers=None, method="GET", token=None, body=None):
-        from harness import Response, send
-        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        if token is not None:
-            pairs.append(("authorization", f"Bearer {token}"))
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
-            try:
-                status, resp_headers, data, close = send(self.conn, method, path, pairs, body)
-                if close:
-                    self.close()
-                return Response(status, resp_headers, data)
-            except (http.client.HTTPException, OSError) as e:
-                self.close()
-                if attempt or isinstance(e, ssl.SSLError):
-                    raise
-        raise AssertionError("unreachable")
+    def _connect(self):
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
 
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+    def _retry(self, error):
+        return not isinstance(error, ssl.SSLError)
+
 
 
 HCM = "envoy.filters.network.http_connection_manager"
