@@ -16,7 +16,7 @@ import pytest
 
 import harness
 from harness import dpop
-from harness.bound import assert_allowed, assert_denied, challenge, reached, send
+from harness.bound import assert_allowed, assert_denied, challenge, event, reached, send
 
 PLUGIN = json.loads(harness.PLUGIN.read_text())
 MAX_AGE_S, SKEW_S = 60, 30  # dpop.max_proof_age_s and clock_skew_s defaults
@@ -80,6 +80,27 @@ def test_an_unbound_token_still_passes_as_bearer(envoy, client):
 
 
 # ---- refused: the proof does not fit this request ---------------------------------------
+
+def test_a_delegated_token_is_bound_to_the_current_actors_key_and_the_audit_says_which_acted(envoy, client):
+    """alice -> planner: the token the gateway receives is the planner's, bound to the
+    planner's key; the audit event names the chain and the key that signed the proof."""
+    planner = dpop.new_key("EdDSA")
+    [token] = harness.mint([dpop.bound(planner, sub="user:alice", act={"sub": "agent:planner"})])
+    proof = dpop.proof(planner, "Ed25519", "GET", htu(envoy), token)
+    r = send(client, token, proof)
+    assert r.status == 200, r
+    [seen] = reached(envoy, r)
+    assert (seen["x-agent-id"], seen["x-agent-principal"], seen["x-agent-chain"]) == (
+        ["agent:planner"], ["user:alice"], ["agent:planner"]), seen
+    e = event(envoy, seen["x-agent-decision-id"][0])
+    assert (e["agent"], e["principal"], e["chain"]) == ("agent:planner", "user:alice", ["agent:planner"])
+    assert e["binding"]["jkt"] == e["binding"]["proof"]["jkt"] == dpop.jkt(planner)
+    # The principal's (or anyone else's) key is not the actor's.
+    alice = dpop.new_key("ES256")
+    e = assert_denied(envoy, send(client, token, dpop.proof(alice, "ES256", "GET", htu(envoy), token)),
+                      "dpop.key_mismatch", on="DPoP")
+    assert e["binding"]["proof"]["jkt"] == dpop.jkt(alice) != e["binding"]["jkt"]
+
 
 def test_a_replayed_proof_is_refused(envoy, client, key, bound):
     proof = dpop.proof(key, "ES256", "GET", htu(envoy), bound)
