@@ -672,7 +672,7 @@ impl Engine {
         // Possession next, on every request (a cached token skips only its signature):
         // a stolen bound token learns nothing of the agent's standing.
         let token = Arc::clone(token);
-        self.check_binding(req, target, &token, now, shared, d)?;
+        self.check_binding(req, target, &token, now, d)?;
         let token = &token;
         if self.registry_stale(now) {
             return Err(Reason::AgentRegistryStale.into());
@@ -691,6 +691,7 @@ impl Engine {
         )?;
         let agent = d.agent.insert(agent);
         self.check_revocation(req, token, now)?;
+        self.remember_proof(d.proof.as_ref(), token.binding.jkt, now, shared)?;
         let route = route_index.and_then(|i| self.config.routes.get(i));
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
@@ -962,12 +963,11 @@ impl Engine {
     /// (RFC 9449), the connection's client certificate (RFC 8705), or, for an unbound
     /// token, its issuer's `sender_constraint`.
     fn check_binding(
-        &mut self,
+        &self,
         req: &Request,
         target: &Target,
         token: &VerifiedToken,
         now: f64,
-        shared: Option<&dyn SharedData>,
         d: &mut Decision,
     ) -> Result<(), Reason> {
         let binding = token.binding;
@@ -1044,16 +1044,37 @@ impl Engine {
             },
             self.backend.as_ref(),
         )?;
-        let d_proof = d.proof.insert(facts);
+        // The proof's `htu` as sent may carry a long query: the record keeps its start.
+        let d_proof = d.proof.insert(crate::dpop::ProofFacts {
+            htu: clip(&facts.htu),
+            ..facts
+        });
         if d_proof.jkt != jkt {
             return Err(Reason::DpopKeyMismatch);
         }
-        // Remembered for as long as the proof is accepted: its `iat` may be
-        // `max_proof_age_s` + the skew old.
-        let lifetime = (rules.max_proof_age_s + self.config.clock_skew_s) as f64;
-        let expires_ms = ((d_proof.iat + lifetime) * 1000.0) as u64;
-        let now_ms = (now * 1000.0) as u64;
-        let jti = d_proof.jti.clone();
+        Ok(())
+    }
+
+    /// Records the checked `proof` of the key `jkt` (if any) against replay: after the
+    /// registry and revocation checks, so a refused token cannot fill the cache. Refuses a
+    /// proof whose `jti` this host already accepted for that key.
+    fn remember_proof(
+        &mut self,
+        proof: Option<&crate::dpop::ProofFacts>,
+        jkt: Option<[u8; 32]>,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+    ) -> Result<(), Reason> {
+        let (Some(proof), Some(jkt)) = (proof, jkt) else {
+            return Ok(());
+        };
+        // Remembered for as long as the proof is accepted (its `iat` may be
+        // `max_proof_age_s` + the skew old), rounded up, so that no instant exists at which
+        // the proof is accepted and its entry already expired.
+        let lifetime = (self.config.dpop.max_proof_age_s + self.config.clock_skew_s) as f64;
+        let expires_ms = ((proof.iat + lifetime) * 1000.0).ceil() as u64 + 1;
+        let now_ms = (now * 1000.0).floor() as u64;
+        let jti = proof.jti.clone();
         match shared {
             Some(shared) => self
                 .replay

@@ -234,6 +234,17 @@ fn a_dpop_bound_token_needs_a_fresh_proof_of_its_key_on_every_request() {
         reason(&e.evaluate(&request(&auth, &[&good("p1")]), now + lifetime + 1.0)),
         Some("dpop.iat_stale")
     );
+    // At the last instant a proof is accepted, its entry is still alive: it is accepted
+    // once, not at every request of that instant.
+    let last = now + lifetime;
+    assert_eq!(
+        reason(&e.evaluate(&request(&auth, &[&good("p15")]), last)),
+        None
+    );
+    assert_eq!(
+        reason(&e.evaluate(&request(&auth, &[&good("p15")]), last)),
+        Some("dpop.replay")
+    );
 }
 
 #[test]
