@@ -963,7 +963,7 @@ impl Engine {
     /// (RFC 9449), the connection's client certificate (RFC 8705), or, for an unbound
     /// token, its issuer's `sender_constraint`.
     fn check_binding(
-        &self,
+        &mut self,
         req: &Request,
         target: &Target,
         token: &VerifiedToken,
@@ -1033,7 +1033,15 @@ impl Engine {
             max_bytes: rules.max_proof_bytes,
             semicolons: self.config.semicolons,
         };
-        let facts = crate::dpop::verify_proof(
+        // Proofs cost a signature check each, like tokens: a client over its budget of
+        // failed checks gets none, and a forged proof or another key's is charged.
+        let client = self.budget.as_ref().map(|_| self.budget_client(req));
+        if let (Some(budget), Some(client)) = (self.budget.as_ref(), client.as_deref()) {
+            if budget.exhausted(client, now) {
+                return Err(Reason::TokenVerifyBudget);
+            }
+        }
+        let checked = crate::dpop::verify_proof(
             proof,
             &proof_rules,
             &crate::dpop::ProofRequest {
@@ -1043,7 +1051,16 @@ impl Engine {
                 now,
             },
             self.backend.as_ref(),
-        )?;
+        );
+        let charge = match &checked {
+            Err(Reason::DpopSignature) => true,
+            Ok(f) => f.jkt != jkt,
+            Err(_) => false,
+        };
+        if let (true, Some(budget), Some(client)) = (charge, self.budget.as_mut(), client) {
+            budget.charge(&client, now);
+        }
+        let facts = checked?;
         // The proof's `htu` as sent may carry a long query: the record keeps its start.
         let d_proof = d.proof.insert(crate::dpop::ProofFacts {
             htu: clip(&facts.htu),
@@ -1110,6 +1127,16 @@ impl Engine {
         Err(Reason::DpopReplayUnavailable)
     }
 
+    /// Who a failed signature check is charged to (`verify_budget`): the client's address.
+    fn budget_client(&self, req: &Request) -> String {
+        let address = req
+            .client
+            .clone()
+            .or_else(|| self.client_source.and_then(|source| source()))
+            .unwrap_or_default();
+        crate::budget::client_key(&address).to_owned()
+    }
+
     /// The verified token, and whether the cache spared its signature check.
     fn authenticate(
         &mut self,
@@ -1142,12 +1169,7 @@ impl Engine {
         let client = match &self.budget {
             None => None,
             Some(budget) => {
-                let address = req
-                    .client
-                    .clone()
-                    .or_else(|| self.client_source.and_then(|source| source()))
-                    .unwrap_or_default();
-                let key = crate::budget::client_key(&address).to_owned();
+                let key = self.budget_client(req);
                 if budget.exhausted(&key, now) {
                     let hash = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
                     if !self.cache.hit(&hash, now, self.config.clock_skew_s as f64) {

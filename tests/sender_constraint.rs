@@ -421,3 +421,32 @@ fn challenges_offer_both_schemes_and_put_the_error_on_the_one_used() {
         format!("Bearer, DPoP error=\"invalid_token\", error_description=\"token.expired\", algs=\"{algs}\"")
     );
 }
+
+#[test]
+fn forged_proofs_and_other_keys_are_charged_to_the_clients_signature_budget() {
+    let keys = keys();
+    let now = NOW as f64;
+    let mut e = engine(&keys, |p| {
+        p["verify_budget"] = json!({"per_client_per_s": 0.01, "burst": 2});
+    });
+    let jkt = dpop_jkt(&keys, "Ed25519").unwrap();
+    let tok = token(&keys, json!({"cnf": {"jkt": jkt}}));
+    let auth = format!("DPoP {tok}");
+    let from = |client: &str, proof: &str| {
+        let mut r = request(&auth, &[proof]);
+        r.client = Some(client.into());
+        r
+    };
+    let thief = |jti: &str| proof(&keys, "ES256", "GET", HTU, Some(&tok), NOW, jti);
+    for jti in ["t1", "t2"] {
+        let d = e.evaluate(&from("10.0.0.9:1", &thief(jti)), now);
+        assert_eq!(reason(&d), Some("dpop.key_mismatch"));
+    }
+    // Over its budget, the thief's address gets no more signature checks.
+    let d = e.evaluate(&from("10.0.0.9:2", &thief("t3")), now);
+    assert_eq!(reason(&d), Some("token.verify_budget"));
+    assert_eq!(d.status(), 429);
+    // The agent, from its own address, is not affected.
+    let mine = proof(&keys, "Ed25519", "GET", HTU, Some(&tok), NOW, "a1");
+    assert_eq!(reason(&e.evaluate(&from("10.0.0.7:1", &mine), now)), None);
+}
