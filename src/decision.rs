@@ -123,15 +123,7 @@ impl Request {
                     if name.eq_ignore_ascii_case("authorization") {
                         req.authorization.push(value.as_bytes().to_vec());
                     } else {
-                        if name.eq_ignore_ascii_case("dpop") {
-                            req.dpop.push(value.as_bytes().to_vec());
-                        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-                            let fp = req.forwarded_proto.get_or_insert_with(String::new);
-                            if !fp.is_empty() {
-                                fp.push(',');
-                            }
-                            fp.push_str(value);
-                        }
+                        req.note_binding_header(name, value.as_bytes());
                         req.headers
                             .push((name.to_ascii_lowercase(), value.to_owned()));
                     }
@@ -139,6 +131,20 @@ impl Request {
             }
         }
         Ok(req)
+    }
+
+    /// Keeps what sender-constrained tokens need of header `name`: each `DPoP` copy on its
+    /// own, `x-forwarded-proto` copies joined with `,` (never a scheme the filter can name).
+    pub fn note_binding_header(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("dpop") {
+            self.dpop.push(value.to_vec());
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            let fp = self.forwarded_proto.get_or_insert_with(String::new);
+            if !fp.is_empty() {
+                fp.push(',');
+            }
+            fp.push_str(&String::from_utf8_lossy(value));
+        }
     }
 
     /// The request's `x-request-id`, if it has one.
@@ -497,12 +503,8 @@ impl Decision {
     fn binding_json(&self) -> Option<Value> {
         use base64::Engine as _;
         let b64 = |d: &[u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
-        let t = self.token.as_ref().filter(|t| t.binding.is_bound())?;
-        let method = match (t.binding.jkt, t.binding.x5t_s256) {
-            (Some(_), Some(_)) => "dpop+mtls",
-            (Some(_), None) => "dpop",
-            _ => "mtls",
-        };
+        let t = self.token.as_ref()?;
+        let method = t.binding.method()?;
         let mut v = json!({"method": method});
         let obj = v.as_object_mut()?;
         if let Some(j) = &t.binding.jkt {

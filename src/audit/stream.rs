@@ -196,23 +196,21 @@ impl AuditStream {
                 }),
                 (None, _) => None,
             },
-            binding: t.filter(|t| t.binding.is_bound()).map(|t| BindingPart {
-                method: match (t.binding.jkt, t.binding.x5t_s256) {
-                    (Some(_), Some(_)) => "dpop+mtls",
-                    (Some(_), None) => "dpop",
-                    _ => "mtls",
-                },
-                jkt: t.binding.jkt.as_ref().map(B64),
-                x5t_s256: t.binding.x5t_s256.as_ref().map(B64),
-                proof: d.proof.as_ref().map(|p| ProofPart {
-                    jkt: B64(&p.jkt),
-                    jti: &p.jti,
-                    htm: &p.htm,
-                    htu: &p.htu,
-                    iat: Some(p.iat),
+            binding: t
+                .and_then(|t| t.binding.method().map(|m| (t, m)))
+                .map(|(t, method)| BindingPart {
+                    method,
+                    jkt: t.binding.jkt.as_ref().map(B64),
+                    x5t_s256: t.binding.x5t_s256.as_ref().map(B64),
+                    proof: d.proof.as_ref().map(|p| ProofPart {
+                        jkt: B64(&p.jkt),
+                        jti: &p.jti,
+                        htm: &p.htm,
+                        htu: &p.htu,
+                        iat: Some(p.iat),
+                    }),
+                    peer_certificate: d.peer_certificate.as_ref().map(B64),
                 }),
-                peer_certificate: d.peer_certificate.as_ref().map(B64),
-            }),
             latency_us: ctx.latency_us,
         };
         out.push(self.link.seal(&ev, ctx.now));

@@ -30,6 +30,16 @@ impl Binding {
     pub fn is_bound(&self) -> bool {
         self.jkt.is_some() || self.x5t_s256.is_some()
     }
+
+    /// How the decision record names it: `dpop`, `mtls`, `dpop+mtls` (`None`: unbound).
+    pub fn method(&self) -> Option<&'static str> {
+        match (self.jkt, self.x5t_s256) {
+            (Some(_), Some(_)) => Some("dpop+mtls"),
+            (Some(_), None) => Some("dpop"),
+            (None, Some(_)) => Some("mtls"),
+            (None, None) => None,
+        }
+    }
 }
 
 fn sha256_member(cnf: &Map<String, Value>, name: &str) -> Result<Option<[u8; 32]>, Reason> {

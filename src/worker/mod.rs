@@ -471,15 +471,7 @@ impl Worker {
             let text = || String::from_utf8_lossy(&value).into_owned();
             // Read whatever else becomes of them (a reserved prefix such as `x-` strips
             // them from the request, but the proof and Envoy's scheme still count).
-            if name.eq_ignore_ascii_case("dpop") {
-                req.dpop.push(value.clone());
-            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-                let fp = req.forwarded_proto.get_or_insert_with(String::new);
-                if !fp.is_empty() {
-                    fp.push(',');
-                }
-                fp.push_str(&text());
-            }
+            req.note_binding_header(&name, &value);
             match name.as_str() {
                 ":method" => req.method = text(),
                 ":path" => req.path = text(),
