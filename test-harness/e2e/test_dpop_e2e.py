@@ -268,6 +268,25 @@ def test_a_proof_accepted_by_one_worker_is_refused_by_the_other():
             c.close()
 
 
+def test_proofs_by_another_key_are_charged_to_the_clients_signature_budget(key):
+    """With verify_budget, a thief holding a stolen token cannot buy signature checks
+    without limit: its proofs by another key are charged, and over the budget its address
+    gets no more proof checks (429), the upstream seeing none of it."""
+    plugin = json.loads(json.dumps(PLUGIN))
+    plugin["verify_budget"] = {"per_client_per_s": 0.01, "burst": 2}
+    with harness.stack(plugin_json=plugin, name="dpop-budget") as envoy:
+        c = harness.Client(envoy.listen_port)
+        [token] = harness.mint([dpop.bound(key)])
+        thief = dpop.new_key("ES256")
+        for _ in range(2):
+            assert_denied(envoy, send(c, token, dpop.proof(thief, "ES256", "GET", htu(envoy), token)),
+                          "dpop.key_mismatch", on="DPoP")
+        r = send(c, token, dpop.proof(thief, "ES256", "GET", htu(envoy), token))
+        assert (r.status, r.json()["reason"]) == (429, "token.verify_budget"), r
+        assert reached(envoy, r) == []
+        c.close()
+
+
 # ---- configuration: sender_constraint required, algorithms, origin ---------------------
 
 @pytest.fixture(scope="module")
