@@ -26,15 +26,18 @@ step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo deny (licences, duplicate versions, sources)"; cargo deny --all-features check licenses bans sources
 step "cargo test";                           cargo test --locked
-step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
-step "builds";                               test-harness/build.sh --for-tests
+# `cargo test` built (and placed) the debug CLI the rest of the suite runs: building it again
+# without the test targets would recompile the crate for nothing.
+CLI="$ROOT/target/$HOST/debug/agent-iam"
+step "Rego policy tests";                    "$CLI" policy test policies
+step "builds";                               test-harness/build.sh --for-tests --no-cli
 step "playground (browser build)";           test-harness/playground.sh --build-only
 step "Chromium + playwright-core"
 wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }
 step "end-to-end through Envoy and Chromium"
 # Two workers, each running whole modules (a module's Envoy stack is built once): most of a
 # test's time is Envoy, the feeds and the browser waiting, not CPU.
-AGENT_IAM_CLI="$ROOT/target/$HOST/debug/agent-iam" python -m pytest -q -n 2 --dist loadfile test-harness/e2e
+AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile test-harness/e2e
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
 echo "all green in ${SECONDS}s"
