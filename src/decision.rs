@@ -243,6 +243,15 @@ pub struct Decision {
     /// The client certificate the connection presented, when a certificate-bound token
     /// made the filter look.
     pub peer_certificate: Option<[u8; 32]>,
+    /// Checks in shadow that failed, in the order they ran: not applied.
+    pub shadow: Vec<ShadowDeny>,
+}
+
+/// A failed check in shadow: what it would have denied with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDeny {
+    pub check: crate::mode::Check,
+    pub reason: Reason,
 }
 
 /// How the request presented its access token.
@@ -319,11 +328,42 @@ impl Decision {
             scheme: None,
             proof: None,
             peer_certificate: None,
+            shadow: Vec::new(),
         }
     }
 
+    /// Whether the request goes upstream (no enforced check failed).
     pub fn allowed(&self) -> bool {
         self.reason.is_none()
+    }
+
+    /// The decision the checks took: the enforced deny, else the first shadowed one.
+    pub fn verdict(&self) -> Option<Reason> {
+        self.reason
+            .or_else(|| self.shadow.first().map(|s| s.reason))
+    }
+
+    /// Whether the decision was applied: false for a shadow deny (the request went on).
+    pub fn enforced(&self) -> bool {
+        self.reason.is_some() || self.shadow.is_empty()
+    }
+
+    /// The status the verdict answers with (200: allow), applied or not.
+    pub fn verdict_status(&self) -> u16 {
+        match (self.verdict(), self.policy_status) {
+            (Some(Reason::PolicyDenied), Some(s)) => s,
+            (r, _) => r.map_or(200, Reason::status),
+        }
+    }
+
+    /// Whether the identity the token carries was established: it verified, and no check
+    /// of it failed in shadow.
+    pub(crate) fn identity_established(&self) -> bool {
+        self.token.is_some()
+            && !self
+                .shadow
+                .iter()
+                .any(|s| s.check == crate::mode::Check::Token)
     }
 
     /// HTTP status: 200 for allow (the upstream answers), else the reason's status.
@@ -452,9 +492,10 @@ impl Decision {
         let a = self.agent.as_ref();
         let mut out = json!({
             "decision_id": self.decision_id,
-            "decision": if self.allowed() { "allow" } else { "deny" },
-            "status": self.status(),
-            "reason": self.reason.map(Reason::as_str),
+            "decision": if self.verdict().is_none() { "allow" } else { "deny" },
+            "enforced": self.enforced(),
+            "status": self.verdict_status(),
+            "reason": self.verdict().map(Reason::as_str),
             "agent": t.map(|t| t.agent.as_str()),
             "principal": t.map(|t| t.subject.as_str()),
             "chain": t.map(|t| t.chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>()).unwrap_or_default(),
@@ -495,7 +536,20 @@ impl Decision {
         if let (Some(b), Some(obj)) = (self.binding_json(), out.as_object_mut()) {
             obj.insert("binding".into(), b);
         }
+        if let (false, Some(obj)) = (self.shadow.is_empty(), out.as_object_mut()) {
+            obj.insert("shadow".into(), self.shadow_json());
+        }
         out
+    }
+
+    /// The `shadow` member: every check in shadow that failed, with its reason.
+    pub fn shadow_json(&self) -> Value {
+        Value::Array(
+            self.shadow
+                .iter()
+                .map(|s| json!({"check": s.check.as_str(), "reason": s.reason.as_str()}))
+                .collect(),
+        )
     }
 
     /// The `binding` member (as in the audit event): what a bound token is bound to and

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod json;
 pub mod keys;
 pub mod mcp;
+pub mod mode;
 pub mod pipeline;
 pub mod policy;
 pub mod problem;

@@ -9,13 +9,14 @@ use crate::agents::Registry;
 use crate::audit::{AuditLine, AuditStream, EventContext};
 use crate::budget::VerifyBudget;
 use crate::cache::VerifiedCache;
-use crate::config::{Config, HeaderNames, SenderConstraint, StaleMode, UnmatchedRoute};
+use crate::config::{Config, HeaderNames, SenderConstraint, UnmatchedRoute};
 use crate::crypto::SignatureBackend;
 use crate::delegation::{authorize, AgentRules, Denial};
+use crate::mode::{Check, Mode, Modes};
 use crate::policy::input::{repeated_header, InputBuilder, RequestView};
 use crate::policy::Verdict;
 use crate::reason::Reason;
-use crate::revocation::{RevocationStaleMode, RevocationState};
+use crate::revocation::RevocationState;
 use crate::shared::SharedData;
 use crate::target::Target;
 use crate::token::{verify_token, VerifiedToken};
@@ -164,7 +165,11 @@ fn arguments_sha256(v: &Value) -> [u8; 32] {
 impl Decision {
     /// Identity headers to set upstream on allow.
     pub fn upstream_headers(&self, names: &HeaderNames) -> Vec<(String, String)> {
-        let Some(t) = self.token.as_ref().filter(|_| self.allowed()) else {
+        let Some(t) = self
+            .token
+            .as_ref()
+            .filter(|_| self.allowed() && self.identity_established())
+        else {
             return Vec::new();
         };
         let mut out = vec![
@@ -179,8 +184,17 @@ impl Decision {
             let subs: Vec<&str> = t.chain.iter().map(|a| a.sub.as_str()).collect();
             out.push((names.chain.clone(), subs.join(",")));
         }
-        let effective = self.agent.as_ref().map_or(&t.scopes, |a| &a.effective);
-        if !effective.is_empty() {
+        // Only scopes the registry granted (none when the agent checks failed in shadow).
+        let delegation_failed = self
+            .shadow
+            .iter()
+            .any(|s| s.check == crate::mode::Check::Delegation);
+        let effective = match &self.agent {
+            Some(a) => Some(&a.effective),
+            None if delegation_failed => None,
+            None => Some(&t.scopes),
+        };
+        if let Some(effective) = effective.filter(|e| !e.is_empty()) {
             out.push((names.scopes.clone(), effective.join(" ")));
         }
         // Policy headers never replace the identity headers.
@@ -389,11 +403,8 @@ impl Engine {
             None => true,
             Some(at) => now - at > rc.max_staleness_s as f64,
         };
-        if stale {
-            let safe = matches!(req.method.as_str(), "GET" | "HEAD");
-            if rc.on_stale == RevocationStaleMode::Deny || !safe {
-                return Err(Reason::RevocationStale);
-            }
+        if stale && !self.config.revocation_failure.keeps(&req.method) {
+            return Err(Reason::RevocationStale);
         }
         self.live.revoked.check(
             token.jti.as_deref(),
@@ -421,14 +432,15 @@ impl Engine {
         }
     }
 
-    fn registry_stale(&self, now: f64) -> bool {
-        match (&self.config.feed, self.live.registry_fresh_at) {
-            (Some(feed), Some(at)) if feed.on_stale == StaleMode::Deny => {
-                now - at > feed.max_staleness_s as f64
-            }
-            (Some(feed), None) => feed.on_stale == StaleMode::Deny,
-            _ => false,
-        }
+    /// Whether a request of `method` is refused for a stale registry feed
+    /// (`checks.delegation.failure_mode`).
+    fn registry_stale(&self, now: f64, method: &str) -> bool {
+        let stale = match (&self.config.feed, self.live.registry_fresh_at) {
+            (Some(feed), Some(at)) => now - at > feed.max_staleness_s as f64,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        stale && !self.config.registry_failure.keeps(method)
     }
 
     /// Decides one request at `now` (UNIX seconds). A request on an MCP route is decided
@@ -497,8 +509,20 @@ impl Engine {
             max_body,
         } = wait;
         if body.len() > max_body {
-            d.reason = Some(Reason::McpBodyTooLarge);
             d.detail = Some(format!("{} bytes, the route allows {max_body}", body.len()));
+            let route = d
+                .route
+                .as_ref()
+                .and_then(|name| self.config.routes.iter().find(|r| &r.name == name));
+            let modes = self.config.modes_for(route);
+            if let Err(denial) = gate::<()>(
+                modes,
+                Check::Mcp,
+                Err(Reason::McpBodyTooLarge.into()),
+                &mut d,
+            ) {
+                d.reason = Some(denial.reason);
+            }
             return d;
         }
         if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, &mut d) {
@@ -519,8 +543,11 @@ impl Engine {
             .routes
             .iter()
             .position(|r| Some(&r.name) == d.route.as_ref())?;
-        let mcp = self.config.routes.get(route)?.mcp.as_ref()?;
-        if !mcp.filter_lists || !d.allowed() {
+        let r = self.config.routes.get(route)?;
+        let mcp = r.mcp.as_ref()?;
+        // Filtering is enforcement: a route whose MCP check is in shadow sends lists whole.
+        let shadow = self.config.modes_for(Some(r)).of(Check::Mcp) == Mode::Shadow;
+        if !mcp.filter_lists || !d.allowed() || shadow {
             return None;
         }
         Some(ListFilter {
@@ -664,58 +691,92 @@ impl Engine {
         let route = route_index.and_then(|i| self.config.routes.get(i));
         d.route = route.map(|r| r.name.clone());
         d.jsonrpc = route.is_some_and(|r| r.mcp.is_some());
-        let (token, cached) = self
+        let modes = self.config.modes_for(route);
+        let authenticated = self
             .authenticate(req, now, &mut d.scheme)
-            .inspect_err(|_| d.presented = presented_hash(req))?;
+            .inspect_err(|_| d.presented = presented_hash(req))
+            .map_err(Denial::from);
+        // In shadow, a token that failed leaves nothing to check: every later check is in
+        // shadow too (the configuration refuses anything else).
+        let Some((token, cached)) = gate(modes, Check::Token, authenticated, d)? else {
+            return Ok(Flow::Done);
+        };
         d.token_cached = cached;
         let token = d.token.insert(token);
         // Possession next, on every request (a cached token skips only its signature):
         // a stolen bound token learns nothing of the agent's standing.
         let token = Arc::clone(token);
-        self.check_binding(req, target, &token, now, d)?;
+        let bound = self
+            .check_binding(req, target, &token, now, d)
+            .map_err(Denial::from);
+        let possessed = gate(modes, Check::SenderConstraint, bound, d)?.is_some();
         let token = &token;
-        if self.registry_stale(now) {
-            return Err(Reason::AgentRegistryStale.into());
-        }
-        let rules = AgentRules {
-            allow_unregistered_subjects: self.config.allow_unregistered_subjects,
-            ceiling: self.config.ceiling,
+        let agent = if self.registry_stale(now, &req.method) {
+            Err(Reason::AgentRegistryStale.into())
+        } else {
+            let rules = AgentRules {
+                allow_unregistered_subjects: self.config.allow_unregistered_subjects,
+                ceiling: self.config.ceiling,
+            };
+            authorize(
+                &token.subject,
+                &token.chain,
+                &token.scopes,
+                &self.live.registry,
+                rules,
+                now,
+            )
         };
-        let agent = authorize(
-            &token.subject,
-            &token.chain,
-            &token.scopes,
-            &self.live.registry,
-            rules,
-            now,
-        )?;
-        let agent = d.agent.insert(agent);
-        self.check_revocation(req, token, now)?;
-        self.remember_proof(d.proof.as_ref(), token.binding.jkt, now, shared)?;
+        let agent = gate(modes, Check::Delegation, agent, d)?;
+        let agent = agent.map(|a| d.agent.insert(a).clone());
+        let revoked = self.check_revocation(req, token, now).map_err(Denial::from);
+        gate(modes, Check::Revocation, revoked, d)?;
+        if possessed {
+            let remembered = self
+                .remember_proof(d.proof.as_ref(), token.binding.jkt, now, shared)
+                .map_err(Denial::from);
+            gate(modes, Check::SenderConstraint, remembered, d)?;
+        }
+        // The route's scopes, MCP and the policy need the agent: without it (a shadowed
+        // agent check failed) they are in shadow too, and cannot run.
+        let Some(agent) = agent else {
+            return Ok(Flow::Done);
+        };
         let route = route_index.and_then(|i| self.config.routes.get(i));
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
-                return Err(Reason::RouteUnmatched.into())
+                gate::<()>(
+                    modes,
+                    Check::RouteScopes,
+                    Err(Reason::RouteUnmatched.into()),
+                    d,
+                )?;
             }
             None => {}
             Some(r) => {
                 if let Some(mcp) = &r.mcp {
                     let takes = r.methods.is_empty() || r.methods.contains(&req.method);
                     let resumes = req.headers.iter().any(|(k, _)| k == "last-event-id");
-                    if req.method == "GET" && resumes {
-                        return Err(Reason::McpReplay.into());
-                    }
-                    if !takes {
-                        return Err(Reason::RequestMethod.into());
-                    }
-                    match req.method.as_str() {
-                        // The scopes a call needs depend on the body: decided there, all
-                        // of them named in one challenge.
-                        "POST" => return Ok(Flow::NeedBody(mcp.max_body_bytes)),
-                        // A 2025-11-25 client's stream (GET) and session end (DELETE)
-                        // carry no call: the route's scopes. No other method is MCP's.
-                        "GET" | "DELETE" => {}
-                        _ => return Err(Reason::RequestMethod.into()),
+                    let refused = if req.method == "GET" && resumes {
+                        Some(Reason::McpReplay)
+                    } else if !takes {
+                        Some(Reason::RequestMethod)
+                    } else {
+                        match req.method.as_str() {
+                            // The scopes a call needs depend on the body: decided there,
+                            // all of them named in one challenge.
+                            "POST" => return Ok(Flow::NeedBody(mcp.max_body_bytes)),
+                            // A 2025-11-25 client's stream (GET) and session end (DELETE)
+                            // carry no call: the route's scopes. No other method is MCP's.
+                            "GET" | "DELETE" => None,
+                            _ => Some(Reason::RequestMethod),
+                        }
+                    };
+                    if let Some(reason) = refused {
+                        // Nothing the policy could be asked about: a shadowed refusal
+                        // (the policy is in shadow too) ends the decision.
+                        gate::<()>(modes, Check::Mcp, Err(reason.into()), d)?;
+                        return Ok(Flow::Done);
                     }
                 }
                 let missing: Vec<String> = r
@@ -725,16 +786,17 @@ impl Engine {
                     .cloned()
                     .collect();
                 if !missing.is_empty() {
-                    return Err(Denial {
+                    let denial = Denial {
                         reason: Reason::ScopeInsufficient,
                         scopes: missing,
-                    });
+                    };
+                    gate::<()>(modes, Check::RouteScopes, Err(denial), d)?;
                 }
             }
         }
         let token = Arc::clone(token);
-        let agent = agent.clone();
-        self.policy(req, target, host, now, &token, &agent, route_index, None, d)?;
+        let verdict = self.policy(req, target, host, now, &token, &agent, route_index, None, d);
+        gate(modes, Check::Policy, verdict, d)?;
         Ok(Flow::Done)
     }
 
@@ -749,6 +811,83 @@ impl Engine {
         now: f64,
         d: &mut Decision,
     ) -> Result<(), Denial> {
+        let (token, agent, route_index) = self.waited_for(d)?;
+        let route = route_index.and_then(|i| self.config.routes.get(i));
+        let Some((route, mcp)) = route.and_then(|r| r.mcp.as_ref().map(|m| (r, m))) else {
+            return Err(Reason::InternalError.into());
+        };
+        let modes = self.config.modes_for(Some(route));
+        let route_missing = route
+            .required_scopes
+            .iter()
+            .any(|s| !self.holds(&agent.effective, s));
+        let call = self.mcp_call(req, body, route, mcp, d);
+        let call = gate(modes, Check::Mcp, call, d)?;
+        // What the call needs besides the route's scopes; every scope it needs, named in
+        // one challenge.
+        let (required, call_missing) = match &call {
+            Some(c) => (
+                c.required.clone(),
+                c.required.iter().any(|s| !self.holds(&agent.effective, s)),
+            ),
+            None => (route.required_scopes.clone(), false),
+        };
+        let tool_missing = call_missing
+            && call.as_ref().is_some_and(|c| {
+                c.required
+                    .iter()
+                    .filter(|s| !route.required_scopes.contains(s))
+                    .any(|s| !self.holds(&agent.effective, s))
+            });
+        let insufficient = |d: &mut Decision| {
+            if let Some(c) = &call {
+                // A 2025-11-25 response names no call.
+                d.detail = (!c.response)
+                    .then(|| format!("{} {:?} needs {}", c.method, c.name, required.join(" ")));
+            }
+            Err(Denial {
+                reason: Reason::ScopeInsufficient,
+                scopes: required.clone(),
+            })
+        };
+        if route_missing {
+            let r: Result<(), Denial> = insufficient(d);
+            gate(modes, Check::RouteScopes, r, d)?;
+        }
+        if tool_missing {
+            let r: Result<(), Denial> = insufficient(d);
+            gate(modes, Check::Mcp, r, d)?;
+        }
+        // Without the call (refused in shadow) the policy, in shadow too, has nothing to
+        // decide on.
+        let Some(call) = call else {
+            return Ok(());
+        };
+        let verdict = self.policy(
+            req,
+            target,
+            host,
+            now,
+            &token,
+            &agent,
+            route_index,
+            call.input,
+            d,
+        );
+        gate(modes, Check::Policy, verdict, d)?;
+        Ok(())
+    }
+
+    /// The MCP check of a POST's body: one JSON-RPC request, its mirrored headers, and the
+    /// names the route lists; the call with every scope it needs (the route's first).
+    fn mcp_call(
+        &self,
+        req: &Request,
+        body: &[u8],
+        route: &crate::route::Route,
+        mcp: &crate::route::Mcp,
+        d: &mut Decision,
+    ) -> Result<CheckedCall, Denial> {
         let msg = match crate::mcp::parse_message(body) {
             Ok(msg) => msg,
             Err(crate::mcp::MessageError::Response { id }) if !modern(&req.headers) => {
@@ -792,12 +931,6 @@ impl Engine {
                 Reason::McpHeaderMismatch
             })?;
         }
-        let (token, agent, route_index) = self.waited_for(d)?;
-        let route = route_index.and_then(|i| self.config.routes.get(i));
-        let Some(mcp) = route.and_then(|r| r.mcp.as_ref().map(|m| (r, m))) else {
-            return Err(Reason::InternalError.into());
-        };
-        let (route, mcp) = mcp;
         if mcp.audit_arguments {
             if let Some(call) = d.mcp.as_mut() {
                 call.arguments = msg.arguments.clone();
@@ -831,39 +964,20 @@ impl Engine {
                 }
             }
         }
-        if required.iter().any(|s| !self.holds(&agent.effective, s)) {
-            // MCP: every scope the operation needs, in one challenge.
-            d.detail = (!response).then(|| {
-                format!(
-                    "{} {:?} needs {}",
-                    msg.method,
-                    clip(msg.name.as_deref().unwrap_or_default()),
-                    required.join(" ")
-                )
-            });
-            return Err(Denial {
-                reason: Reason::ScopeInsufficient,
-                scopes: required,
-            });
-        }
-        let input_mcp = self.config.policy.as_ref().map(|_| {
+        let input = self.config.policy.as_ref().map(|_| {
             if response {
                 crate::policy::input::mcp_response_value()
             } else {
                 crate::policy::input::mcp_value(&msg)
             }
         });
-        self.policy(
-            req,
-            target,
-            host,
-            now,
-            &token,
-            &agent,
-            route_index,
-            input_mcp,
-            d,
-        )
+        Ok(CheckedCall {
+            method: msg.method.clone(),
+            name: clip(msg.name.as_deref().unwrap_or_default()),
+            response,
+            required,
+            input,
+        })
     }
 
     /// What the header phase of `d` established: the token, the agent and the route.
@@ -1213,6 +1327,40 @@ impl Engine {
 
 /// The index of the remote (`jwks_uri`) issuer named by `token`'s `iss`, if any. Only
 /// called after a `kid` miss, so the second payload decode costs nothing in the common case.
+/// An MCP call that passed its own checks, before the scopes are compared.
+struct CheckedCall {
+    method: String,
+    /// The tool or prompt name, or the resource URI, clipped.
+    name: String,
+    /// A 2025-11-25 client's response: no call.
+    response: bool,
+    /// Every scope the call needs, the route's first.
+    required: Vec<String>,
+    /// `input.mcp`, when a policy is configured.
+    input: Option<regorus::Value>,
+}
+
+/// A check's result under its mode: a failure in shadow is recorded on `d` and the request
+/// goes on (`Ok(None)`); enforced (or a reason no mode shadows), it denies.
+fn gate<T>(
+    modes: Modes,
+    check: Check,
+    result: Result<T, Denial>,
+    d: &mut Decision,
+) -> Result<Option<T>, Denial> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(denial) if modes.of(check) == Mode::Shadow && !denial.reason.always_enforced() => {
+            d.shadow.push(crate::decision::ShadowDeny {
+                check,
+                reason: denial.reason,
+            });
+            Ok(None)
+        }
+        Err(denial) => Err(denial),
+    }
+}
+
 fn remote_issuer_of(token: &str, issuers: &[crate::token::Issuer]) -> Option<usize> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;

@@ -353,6 +353,18 @@ impl Reason {
         }
     }
 
+    /// Reasons no mode turns into a shadow deny: a request the filter cannot read as one
+    /// request, the flood guard, and the filter's own failures.
+    pub fn always_enforced(self) -> bool {
+        matches!(
+            self,
+            Reason::RequestMalformed
+                | Reason::RequestHeaderRepeated
+                | Reason::TokenVerifyBudget
+                | Reason::InternalError
+        )
+    }
+
     /// HTTP status for this reason.
     pub fn status(self) -> u16 {
         match self {

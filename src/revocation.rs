@@ -54,13 +54,10 @@ pub struct RevocationConfig {
     pub feed: PollConfig,
     /// Who signs the SETs and for whom.
     pub transmitter: TransmitterConfig,
-    /// After this long without a successful poll the state is stale (1..=3600 s).
+    /// After this long without a successful poll the state is stale (1..=3600 s); what
+    /// stale state does is `checks.revocation.failure_mode`.
     #[serde(default = "default_staleness")]
     pub max_staleness_s: u64,
-    /// With stale state: `deny` every request (default, `revocation.stale`) or
-    /// `allow_safe_methods` (GET/HEAD still decided on the last state, the rest denied).
-    #[serde(default)]
-    pub on_stale: RevocationStaleMode,
 }
 
 fn default_staleness() -> u64 {
@@ -111,16 +108,6 @@ pub struct TransmitterConfig {
     pub audience: String,
     /// The transmitter's public keys (`{"keys": [...]}`; every key needs `kid`).
     pub jwks: crate::keys::JwksConfig,
-}
-
-/// Behaviour with stale revocation state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(tools, derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum RevocationStaleMode {
-    #[default]
-    Deny,
-    AllowSafeMethods,
 }
 
 /// A validated transmitter.
@@ -691,7 +678,6 @@ pub struct Revocation {
     pub feed: PollConfig,
     pub transmitter: Transmitter,
     pub max_staleness_s: u64,
-    pub on_stale: RevocationStaleMode,
 }
 
 impl RevocationConfig {
@@ -775,7 +761,6 @@ impl RevocationConfig {
                 token_issuers: Vec::new(),
             },
             max_staleness_s: self.max_staleness_s,
-            on_stale: self.on_stale,
         })
     }
 }

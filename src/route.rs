@@ -17,6 +17,8 @@ pub struct Route {
     pub required_scopes: Vec<String>,
     /// Set on MCP endpoints.
     pub mcp: Option<Mcp>,
+    /// Every check's mode on this route, when the route sets one.
+    pub mode: Option<crate::mode::Mode>,
 }
 
 /// What an MCP route requires per call (validated `routes[].mcp`).

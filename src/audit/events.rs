@@ -16,8 +16,13 @@ pub(super) struct DecisionEvent<'a> {
     pub(super) time: &'a str,
     pub(super) decision_id: &'a str,
     pub(super) decision: &'static str,
+    /// False for a shadow deny: the checks denied, the request went upstream.
+    pub(super) enforced: bool,
     pub(super) status: u16,
     pub(super) reason: Option<&'static str>,
+    /// Every check in shadow that failed (shadow denies only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) shadow: Vec<ShadowPart>,
     pub(super) policy_reason: Option<&'a str>,
     pub(super) agent: Option<&'a str>,
     pub(super) principal: Option<&'a str>,
@@ -35,6 +40,12 @@ pub(super) struct DecisionEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) binding: Option<BindingPart<'a>>,
     pub(super) latency_us: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct ShadowPart {
+    pub(super) check: &'static str,
+    pub(super) reason: &'static str,
 }
 
 #[derive(Serialize)]

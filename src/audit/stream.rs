@@ -7,7 +7,7 @@ use super::config::RequestIdFrom;
 use super::events::{
     clip_id, BindingPart, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart,
     PolicyPart, ProofPart, RegistryEvent, RegistryOutcome, RequestPart, RevocationEvent, Scopes,
-    SetOutcome, StartEvent, TokenPart, B64, FORMAT_VERSION,
+    SetOutcome, ShadowPart, StartEvent, TokenPart, B64, FORMAT_VERSION,
 };
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
@@ -146,9 +146,22 @@ impl AuditStream {
             prev: Hex(&prev),
             time: &time,
             decision_id: &d.decision_id,
-            decision: if d.allowed() { "allow" } else { "deny" },
-            status: d.status(),
-            reason: d.reason.map(Reason::as_str),
+            decision: if d.verdict().is_none() {
+                "allow"
+            } else {
+                "deny"
+            },
+            enforced: d.enforced(),
+            status: d.verdict_status(),
+            reason: d.verdict().map(Reason::as_str),
+            shadow: d
+                .shadow
+                .iter()
+                .map(|s| ShadowPart {
+                    check: s.check.as_str(),
+                    reason: s.reason.as_str(),
+                })
+                .collect(),
             policy_reason: d.policy_reason.as_deref(),
             agent: t.map(|t| t.agent.as_str()),
             principal: t.map(|t| t.subject.as_str()),

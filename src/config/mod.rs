@@ -21,9 +21,9 @@ pub use crate::problem::Problem;
 pub use crate::route::{PathMatch, Route};
 pub use crate::token::{normalize_typ, Issuer};
 pub use raw::{
-    AgentsConfig, AlgName, BackendChoice, CacheConfig, DelegationConfig, DpopConfig, FeedConfig,
-    HeaderNames, IssuerConfig, PluginConfig, RequestConfig, RouteConfig, SemicolonMode,
-    SenderConstraint, StaleMode, UnmatchedRoute, UpstreamConfig,
+    AgentsConfig, AlgName, BackendChoice, CacheConfig, CheckConfig, ChecksConfig, DelegationConfig,
+    DpopConfig, FeedConfig, HeaderNames, IssuerConfig, PluginConfig, RequestConfig, RouteConfig,
+    SemicolonMode, SenderConstraint, UnmatchedRoute, UpstreamConfig,
 };
 pub use schema::{config_schema_draft4, kong_meta};
 pub use validated::{Config, DpopRules};
@@ -66,6 +66,10 @@ impl Config {
         }
         let value = crate::json::parse_strict(bytes, CONFIG_MAX_DEPTH)
             .map_err(|e| one("$", e.to_string()))?;
+        let moved = moved_keys(&value);
+        if !moved.is_empty() {
+            return Err(ConfigError(moved));
+        }
         let structural = schema::structural_problems(&config_schema_draft4(), &value);
         if !structural.is_empty() {
             return Err(ConfigError(structural));
@@ -76,6 +80,32 @@ impl Config {
         })?;
         raw.validate()
     }
+}
+
+/// Keys that moved, each with where it went (a plain "unknown member" would not say).
+fn moved_keys(value: &serde_json::Value) -> Vec<Problem> {
+    let moves = [
+        (
+            "/agents/feed/on_stale",
+            "$.agents.feed.on_stale",
+            "checks.delegation.failure_mode",
+        ),
+        (
+            "/revocation/on_stale",
+            "$.revocation.on_stale",
+            "checks.revocation.failure_mode",
+        ),
+    ];
+    moves
+        .iter()
+        .filter(|(pointer, _, _)| value.pointer(pointer).is_some())
+        .map(|(_, path, to)| Problem {
+            path: (*path).into(),
+            message: format!(
+                "moved to `{to}` (same values, and `deny`, `last_good` or `allow_safe_methods` for every feed)"
+            ),
+        })
+        .collect()
 }
 
 /// serde_path_to_error's path (`issuers[0].jwks`, `.` for the root) as a JSON path.

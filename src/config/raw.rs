@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::agents::AgentRecord;
 use crate::delegation::CeilingMode;
 use crate::keys::{Alg, JwksConfig, JwksUriConfig};
+use crate::mode::{FailureMode, Mode};
 
 /// The plugin configuration as written by operators (see docs/configuration.md).
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,67 @@ pub struct PluginConfig {
     /// What the filter tells the upstream on allow.
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// `enforce` (default) or `shadow`: in shadow a failed check is audited and counted
+    /// (`"enforced": false`) and the request goes upstream. `checks` and `routes[].mode`
+    /// override it.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Per check: its mode and, for the checks fed at run time, what a stale feed does.
+    #[serde(default)]
+    pub checks: ChecksConfig,
+}
+
+/// `checks`: one member per check, each optional.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChecksConfig {
+    /// The access token (`token.*`, `jwks.*`).
+    #[serde(default)]
+    pub token: Option<CheckConfig>,
+    /// Proof of possession of bound tokens (`dpop.*`, `mtls.*`, `token.unbound`).
+    #[serde(default)]
+    pub sender_constraint: Option<CheckConfig>,
+    /// The agent registry and the delegation chain (`agent.*`, `delegation.*`); its
+    /// `failure_mode` applies to the registry feed (`agents.feed`).
+    #[serde(default)]
+    pub delegation: Option<FeedCheckConfig>,
+    /// Real-time revocation (`revocation.*`); its `failure_mode` applies to the Shared
+    /// Signals feed.
+    #[serde(default)]
+    pub revocation: Option<FeedCheckConfig>,
+    /// The route table (`route.unmatched`, `scope.insufficient`).
+    #[serde(default)]
+    pub route_scopes: Option<CheckConfig>,
+    /// MCP calls (`mcp.*`).
+    #[serde(default)]
+    pub mcp: Option<CheckConfig>,
+    /// The Rego policy (`policy.*`).
+    #[serde(default)]
+    pub policy: Option<CheckConfig>,
+}
+
+/// `checks.<check>`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// `enforce` or `shadow` (absent: the configuration's `mode`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// `checks.delegation` and `checks.revocation`: a check fed at run time.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FeedCheckConfig {
+    /// `enforce` or `shadow` (absent: the configuration's `mode`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// While the feed is stale: `deny` (default), `last_good` or `allow_safe_methods`.
+    #[serde(default)]
+    pub failure_mode: Option<FailureMode>,
 }
 
 /// One trusted issuer.
@@ -257,29 +319,15 @@ pub struct FeedConfig {
     /// Per-request timeout in milliseconds (10..=60000).
     #[serde(default = "default_feed_timeout_ms")]
     pub timeout_ms: u64,
-    /// After this long without a good answer the feed is stale (1..=86400).
+    /// After this long without a good answer the feed is stale (1..=86400); what a stale
+    /// feed does is `checks.delegation.failure_mode`.
     #[serde(default = "default_staleness")]
     pub max_staleness_s: u64,
-    /// When stale: `deny` every request (default) or keep using the last good registry.
-    #[serde(default)]
-    pub on_stale: StaleMode,
     /// Accept an answer whose version orders before the one in use (a smaller decimal
     /// integer, or a different version when either is not a decimal integer). Off: such an
     /// answer is refused (logged, counted, audited) and the registry in use stays.
     #[serde(default)]
     pub allow_rollback: bool,
-}
-
-/// Behaviour with a stale registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(tools, derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum StaleMode {
-    /// Deny with `agent.registry_stale` (fail closed).
-    #[default]
-    Deny,
-    /// Keep deciding with the last good registry.
-    LastGood,
 }
 
 /// One route requirement. Exactly one of `prefix` / `exact`.
@@ -305,6 +353,9 @@ pub struct RouteConfig {
     /// An MCP endpoint: each JSON-RPC call is decided on its tool, resource or prompt.
     #[serde(default)]
     pub mcp: Option<McpRouteConfig>,
+    /// `enforce` or `shadow` for every check on this route (absent: `checks` and `mode`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
 /// `routes[].mcp`: the scopes each tool, resource (URI, or a prefix ending in `*`) and

@@ -41,6 +41,12 @@ pub struct Config {
     pub verify_budget: Option<crate::budget::BudgetConfig>,
     /// How DPoP proofs are checked.
     pub dpop: DpopRules,
+    /// Every check's mode where a route sets none (`mode`, `checks.<check>.mode`).
+    pub modes: crate::mode::Modes,
+    /// What a stale registry feed does (`checks.delegation.failure_mode`).
+    pub registry_failure: crate::mode::FailureMode,
+    /// What stale revocation state does (`checks.revocation.failure_mode`).
+    pub revocation_failure: crate::mode::FailureMode,
 }
 
 /// The validated `dpop` section.
@@ -63,6 +69,14 @@ impl Config {
             max_token_lifetime_s: self.max_token_lifetime_s,
             max_token_bytes: self.max_token_bytes,
             max_delegation_depth: self.max_delegation_depth,
+        }
+    }
+
+    /// Every check's mode on `route` (none: the request matched no route).
+    pub fn modes_for(&self, route: Option<&Route>) -> crate::mode::Modes {
+        match route.and_then(|r| r.mode) {
+            Some(m) => crate::mode::Modes::all(m),
+            None => self.modes,
         }
     }
 

@@ -445,6 +445,7 @@ mod tests {
             methods: vec![],
             required_scopes: vec!["a:read".into()],
             mcp: None,
+            mode: None,
         };
         let r2 = Route {
             required_scopes: vec!["b:read".into()],

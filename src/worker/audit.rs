@@ -26,6 +26,9 @@ struct Metrics {
     allow: Metric,
     deny: Metric,
     by_reason: Vec<(Reason, Metric)>,
+    /// Requests let through although a check in shadow failed, and by that reason.
+    shadow_deny: Metric,
+    shadow_by_reason: Vec<(Reason, Metric)>,
     latency: Metric,
     events: Metric,
     dropped: Metric,
@@ -50,6 +53,15 @@ impl Metrics {
             by_reason: Reason::ALL
                 .iter()
                 .map(|r| (*r, counter(&format!("agent_iam.denied.{}", r.as_str()))))
+                .collect(),
+            shadow_deny: counter("agent_iam.decisions.shadow_deny"),
+            shadow_by_reason: Reason::ALL
+                .iter()
+                .filter(|r| !r.always_enforced())
+                .map(|r| {
+                    let name = format!("agent_iam.shadow_denied.{}", r.as_str());
+                    (*r, counter(&name))
+                })
                 .collect(),
             latency: Metric::define(host, MetricKind::Histogram, "agent_iam.latency_us"),
             events: counter("agent_iam.audit.events"),
@@ -116,6 +128,13 @@ impl AuditOut {
                 if let Some((_, m)) = self.metrics.by_reason.iter().find(|(x, _)| *x == r) {
                     m.add(host, 1);
                 }
+            }
+        }
+        if let (None, Some(r)) = (d.reason, d.verdict()) {
+            self.metrics.shadow_deny.add(host, 1);
+            let by = &self.metrics.shadow_by_reason;
+            if let Some((_, m)) = by.iter().find(|(x, _)| *x == r) {
+                m.add(host, 1);
             }
         }
         self.metrics.latency.record(host, latency_us);

@@ -138,7 +138,8 @@ def test_broken_feed_keeps_the_last_good_registry_then_fails_closed_when_stale()
 
 
 def test_last_good_mode_keeps_serving_when_stale():
-    plugin = fast_feed_plugin(max_staleness_s=1, on_stale="last_good")
+    plugin = fast_feed_plugin(max_staleness_s=1)
+    plugin["checks"] = {"delegation": {"failure_mode": "last_good"}}
     with harness.stack(plugin_json=plugin, name="feed-last-good") as envoy:
         c = harness.Client(envoy.listen_port)
         [token] = harness.mint([{}])

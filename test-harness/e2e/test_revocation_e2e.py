@@ -149,7 +149,7 @@ def test_feed_outage_beyond_staleness_denies_then_recovers():
 
 
 def test_allow_safe_methods_keeps_reads_during_an_outage():
-    with revocation_stack(max_staleness_s=1, on_stale="allow_safe_methods") as (envoy, client):
+    with revocation_stack(max_staleness_s=1, failure_mode="allow_safe_methods") as (envoy, client):
         [token] = harness.mint([{"claims": {"scope": "tickets:read tickets:write"}}])
         envoy.control_plane.ssf_fail("500")
         r, _ = until(client, token, lambda r: r.status != 200, method="POST", body=b"{}", timeout=6)

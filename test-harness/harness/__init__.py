@@ -229,7 +229,7 @@ EVENT = {
 }
 
 
-def with_revocation(plugin, interval_ms=250, max_staleness_s=2, on_stale=None):
+def with_revocation(plugin, interval_ms=250, max_staleness_s=2, failure_mode=None):
     """`plugin` plus a revocation feed polling the local control plane's SSF endpoint
     (the transmitter signs with the demo keys)."""
     p = json.loads(json.dumps(plugin))
@@ -238,8 +238,8 @@ def with_revocation(plugin, interval_ms=250, max_staleness_s=2, on_stale=None):
         "transmitter": {"issuer": SSF_ISSUER, "audience": SSF_AUDIENCE, "jwks": p["issuers"][0]["jwks"]},
         "max_staleness_s": max_staleness_s,
     }
-    if on_stale:
-        p["revocation"]["on_stale"] = on_stale
+    if failure_mode:
+        p.setdefault("checks", {}).setdefault("revocation", {})["failure_mode"] = failure_mode
     return p
 
 

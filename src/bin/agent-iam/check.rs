@@ -146,16 +146,20 @@ fn with_audit(mut decision: String, event: Option<&str>) -> String {
 }
 
 /// `allow 200 GET /tickets/42 - 2a9f…01`: decision, status, method, path, reason (`-` on
-/// allow), decision id.
+/// allow), decision id. A shadow deny (not enforced) reads `shadow-deny`.
 fn text_line(d: &Value) -> String {
     let s = |p: &str| match d.pointer(p) {
         Some(Value::String(v)) => v.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => "-".to_owned(),
     };
+    let decision = match d.get("enforced") {
+        Some(Value::Bool(false)) => format!("shadow-{}", s("/decision")),
+        _ => s("/decision"),
+    };
     let line = format!(
         "{} {} {} {} {} {}",
-        s("/decision"),
+        decision,
         s("/status"),
         s("/request/method"),
         s("/request/path"),
@@ -189,6 +193,13 @@ mod tests {
         let allow = json!({"decision": "allow", "status": 200, "reason": null,
                            "request": {"method": "GET", "path": "/"}, "decision_id": "ab02"});
         assert_eq!(text_line(&allow), "allow 200 GET / - ab02");
+        let shadow = json!({"decision": "deny", "enforced": false, "status": 401,
+                            "reason": "token.missing", "decision_id": "ab04",
+                            "request": {"method": "GET", "path": "/"}});
+        assert_eq!(
+            text_line(&shadow),
+            "shadow-deny 401 GET / token.missing ab04"
+        );
         let call = json!({"decision": "allow", "status": 200, "reason": null, "decision_id": "ab03",
                           "request": {"method": "POST", "path": "/mcp"},
                           "mcp": {"method": "tools/call", "name": "search_tickets"}});

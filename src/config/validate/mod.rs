@@ -9,6 +9,7 @@ mod agents;
 mod dpop;
 mod issuers;
 mod limits;
+mod modes;
 mod request;
 mod resource;
 mod routes;
@@ -44,6 +45,8 @@ impl PluginConfig {
             policy,
             audit,
             upstream,
+            mode,
+            checks,
         } = self;
         let mut problems = Vec::new();
         let out = &mut problems;
@@ -63,6 +66,13 @@ impl PluginConfig {
             agents::feed(feed, out);
         }
         let registry = agents::registry(agents.registry, out);
+        let checked = modes::check(
+            mode,
+            &checks,
+            agents.feed.is_some(),
+            revocation.is_some(),
+            out,
+        );
         let revocation = revocation.and_then(|r| stage::revocation(r, &issuers, out));
         audit.validate(out);
         if let Some(b) = &verify_budget {
@@ -102,6 +112,9 @@ impl PluginConfig {
             cache_entries: usize::try_from(cache.max_entries).unwrap_or(0),
             headers: upstream.headers,
             dpop,
+            modes: checked.modes,
+            registry_failure: checked.registry_failure,
+            revocation_failure: checked.revocation_failure,
         })
     }
 }

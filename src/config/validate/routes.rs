@@ -55,6 +55,7 @@ pub(super) fn check(routes: &[RouteConfig], out: &mut Vec<Problem>) -> Vec<Route
             methods: r.methods.clone(),
             required_scopes: r.required_scopes.clone(),
             mcp,
+            mode: r.mode,
         });
     }
     shadowed_mcp(&valid, out);

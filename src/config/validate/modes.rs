@@ -1,0 +1,77 @@
+//! `mode` and `checks`: every check's mode, and what the feed-backed checks do with a
+//! stale feed.
+
+use super::super::raw::{CheckConfig, ChecksConfig, FeedCheckConfig};
+use super::problem;
+use crate::mode::{Check, FailureMode, Mode, Modes};
+use crate::problem::Problem;
+
+/// The validated modes and failure modes.
+pub(super) struct Checked {
+    pub modes: Modes,
+    pub registry_failure: FailureMode,
+    pub revocation_failure: FailureMode,
+}
+
+pub(super) fn check(
+    mode: Mode,
+    checks: &ChecksConfig,
+    registry_feed: bool,
+    revocation: bool,
+    out: &mut Vec<Problem>,
+) -> Checked {
+    let plain = |c: &Option<CheckConfig>| c.as_ref().and_then(|c| c.mode);
+    let fed = |c: &Option<FeedCheckConfig>| c.as_ref().and_then(|c| c.mode);
+    let mut modes = Modes::all(mode);
+    for (check, m) in [
+        (Check::Token, plain(&checks.token)),
+        (Check::SenderConstraint, plain(&checks.sender_constraint)),
+        (Check::Delegation, fed(&checks.delegation)),
+        (Check::Revocation, fed(&checks.revocation)),
+        (Check::RouteScopes, plain(&checks.route_scopes)),
+        (Check::Mcp, plain(&checks.mcp)),
+        (Check::Policy, plain(&checks.policy)),
+    ] {
+        if let Some(m) = m {
+            modes.set(check, m);
+        }
+    }
+    if let Some((shadowed, enforced)) = modes.inconsistency() {
+        out.push(problem(
+            format!("$.checks.{}.mode", shadowed.as_str()),
+            format!(
+                "`{s}` is shadowed but `{e}`, which needs its result, is enforced: a check \
+                 that cannot run cannot deny. Shadow `{e}` too, or enforce `{s}`",
+                s = shadowed.as_str(),
+                e = enforced.as_str()
+            ),
+        ));
+    }
+    let mut failure = |c: &Option<FeedCheckConfig>, name: &str, feed: &str, present: bool| {
+        let f = c.as_ref().and_then(|c| c.failure_mode);
+        if f.is_some() && !present {
+            out.push(problem(
+                format!("$.checks.{name}.failure_mode"),
+                format!("applies to the {feed}, which is not configured"),
+            ));
+        }
+        f.unwrap_or_default()
+    };
+    let registry_failure = failure(
+        &checks.delegation,
+        "delegation",
+        "registry feed (`agents.feed`)",
+        registry_feed,
+    );
+    let revocation_failure = failure(
+        &checks.revocation,
+        "revocation",
+        "revocation feed (`revocation`)",
+        revocation,
+    );
+    Checked {
+        modes,
+        registry_failure,
+        revocation_failure,
+    }
+}

@@ -1,0 +1,144 @@
+"""Shadow (dry-run) mode through Envoy: what the upstream executes and receives when a check
+in shadow fails (the request, without an identity when the token failed), what the audit
+trail and the metrics say (`"enforced": false`, the reason it would have denied with), and
+that a route or a check left in enforce mode still denies with nothing upstream."""
+
+import copy
+import json
+
+import pytest
+
+import harness
+
+PLUGIN = json.loads(harness.PLUGIN.read_text())
+FORGED_ID = ("x-agent-id", "agent:admin")  # a client's copy of an identity header
+
+
+def shadow_plugin():
+    """The shipped configuration in shadow, but `mail-send` enforced."""
+    p = copy.deepcopy(PLUGIN)
+    p["mode"] = "shadow"
+    for r in p["routes"]:
+        if r["name"] == "mail-send":
+            r["mode"] = "enforce"
+    return p
+
+
+@pytest.fixture(scope="module")
+def shadow():
+    with harness.stack(plugin_json=shadow_plugin(), name="shadow") as envoy:
+        yield envoy
+
+
+@pytest.fixture()
+def c(shadow):
+    client = harness.Client(shadow.listen_port)
+    yield client
+    client.close()
+
+
+def last_event(envoy, before):
+    """The one decision event logged after the first `before`."""
+    harness.wait_until(lambda: len(envoy.decision_lines()) > before, 5, "a decision event")
+    [e] = envoy.decision_lines()[before:]
+    return e
+
+
+def sent(envoy, c, path, method="GET", token=None, headers=()):
+    """Sends a request; returns (response, what the upstream received or None, its event)."""
+    seen = envoy.upstream.server.seen
+    before_seen, before_events = len(seen), len(envoy.decision_lines())
+    r = c.request(path, method=method, token=token, headers=list(headers))
+    got = seen[before_seen:]
+    assert len(got) <= 1, got
+    return r, (dict(got[0]) if got else None), last_event(envoy, before_events)
+
+
+def identity(received):
+    """The identity headers the upstream received (each name with its one value)."""
+    out = {}
+    for k, values in received.items():
+        if k.lower().startswith("x-agent-"):
+            assert len(values) == 1, (k, values)
+            out[k.lower()] = values[0]
+    return out
+
+
+def test_without_a_token_the_request_goes_up_without_an_identity(shadow, c):
+    r, up, e = sent(shadow, c, "/tickets/1", headers=[FORGED_ID])
+    assert r.status == 200, r
+    assert up is not None and identity(up) == {}, up
+    assert (e["decision"], e["enforced"], e["reason"], e["status"]) == ("deny", False, "token.missing", 401)
+    assert e["shadow"] == [{"check": "token", "reason": "token.missing"}]
+    assert harness.audit_schema_errors([e]) == []
+
+
+def test_a_forged_token_never_yields_an_identity(shadow, c):
+    [token] = harness.mint([{}])
+    head, payload, sig = token.split(".")
+    forged = ".".join([head, payload, ("A" if sig[5] != "A" else "B").join([sig[:5], sig[6:]])])
+    r, up, e = sent(shadow, c, "/tickets/1", token=forged, headers=[FORGED_ID])
+    assert r.status == 200, r
+    assert identity(up) == {}, up
+    assert (e["enforced"], e["reason"], e["agent"]) == (False, "token.signature", None)
+
+
+def test_a_verified_agent_short_of_a_scope_goes_up_with_its_identity(shadow, c):
+    [token] = harness.mint([{"claims": {"scope": "tickets:read"}}])
+    r, up, e = sent(shadow, c, "/tickets", method="POST", token=token, headers=[FORGED_ID])
+    assert r.status == 200, r
+    ident = identity(up)
+    assert ident["x-agent-id"] == "agent:build-bot-7", up
+    assert ident["x-agent-scopes"] == "tickets:read"
+    assert ident["x-agent-decision-id"] == e["decision_id"]
+    assert (e["decision"], e["enforced"], e["reason"], e["route"]) == ("deny", False, "scope.insufficient",
+                                                                        "tickets-write")
+    assert e["shadow"] == [{"check": "route_scopes", "reason": "scope.insufficient"}]
+
+
+def test_a_route_in_enforce_mode_denies_and_nothing_goes_up(shadow, c):
+    [token] = harness.mint([{}])
+    r, up, e = sent(shadow, c, "/mail/send", method="POST", token=token)
+    assert r.status == 403 and r.json()["reason"] == "scope.insufficient", r
+    assert up is None
+    assert (e["decision"], e["enforced"], e["status"]) == ("deny", True, 403)
+    r, up, e = sent(shadow, c, "/mail/send", method="POST")
+    assert r.status == 401 and up is None, r
+
+
+def test_shadow_denies_are_counted_by_reason(shadow, c):
+    def stats():
+        s = harness.admin_stats(shadow)
+        return (int(s.get("wasmcustom.agent_iam.decisions.shadow_deny", 0)),
+                int(s.get("wasmcustom.agent_iam.shadow_denied.token.missing", 0)),
+                int(s.get("wasmcustom.agent_iam.decisions.allow", 0)))
+    before = stats()
+    sent(shadow, c, "/tickets/1")
+    harness.wait_until(lambda: stats() == (before[0] + 1, before[1] + 1, before[2] + 1), 5,
+                       "shadow_deny, shadow_denied.token.missing and allow counted")
+
+
+def test_a_check_in_shadow_leaves_the_others_enforced():
+    p = copy.deepcopy(PLUGIN)
+    p["checks"] = {"route_scopes": {"mode": "shadow"}}
+    with harness.stack(plugin_json=p, name="shadow-scopes") as envoy:
+        c = harness.Client(envoy.listen_port)
+        r, up, e = sent(envoy, c, "/tickets", method="POST")
+        assert r.status == 401 and up is None, r
+        assert e["enforced"] is True
+        [token] = harness.mint([{"claims": {"scope": "tickets:read"}}])
+        r, up, e = sent(envoy, c, "/mail/send", method="POST", token=token)
+        assert r.status == 200 and identity(up)["x-agent-id"] == "agent:build-bot-7", r
+        assert (e["enforced"], e["reason"]) == (False, "scope.insufficient")
+        c.close()
+
+
+def test_an_inconsistent_mode_is_refused_at_load():
+    p = copy.deepcopy(PLUGIN)
+    p["checks"] = {"token": {"mode": "shadow"}}
+    path = harness.OUT / "shadow-inconsistent.json"
+    harness.OUT.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(p))
+    out = harness.cli("validate", "--config", path, check=False)
+    assert out.returncode != 0
+    assert "$.checks.token.mode" in out.stderr + out.stdout, out
