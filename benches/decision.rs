@@ -153,6 +153,7 @@ fn audit(c: &mut Criterion) {
         now: 1_800_000_000.25,
         latency_us: 17,
         request_id: Some("0f6ad5c3-4c43-4a8c-9d4e-0d6f1f3e9a11"),
+        traceparent: None,
     };
     let line = e.audit(&d, &ctx).pop().unwrap();
     let text = line.json().to_owned();

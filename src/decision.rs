@@ -156,6 +156,30 @@ impl Request {
     }
 }
 
+/// A W3C Trace Context `traceparent` value (`00-<trace-id>-<parent-id>-<flags>`, lower-case
+/// hex, neither id all zeros), as the audit trail records it; anything else is `None`.
+pub fn traceparent(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags]
+            if *version == "00"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && nonzero(trace)
+                && nonzero(parent) =>
+        {
+            Some(text.to_owned())
+        }
+        _ => None,
+    }
+}
+
 /// Unique decision ids per worker: a random 64-bit worker prefix and a counter.
 #[derive(Debug, Clone)]
 pub struct DecisionIds {
@@ -612,6 +636,24 @@ pub(crate) fn clip_marked(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_are_kept() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent(tp.as_bytes()).as_deref(), Some(tp));
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "",
+        ] {
+            assert_eq!(traceparent(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(traceparent(b"\xff"), None);
+    }
 
     #[test]
     fn clip_respects_char_boundaries() {

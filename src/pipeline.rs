@@ -172,12 +172,18 @@ impl Decision {
         else {
             return Vec::new();
         };
+        // The chain and the scopes only as the agent checks passed them (neither when they
+        // failed in shadow).
+        let delegation_failed = self
+            .shadow
+            .iter()
+            .any(|s| s.check == crate::mode::Check::Delegation);
         let mut out = vec![
             (names.agent.clone(), t.agent.clone()),
             (names.principal.clone(), t.subject.clone()),
             (names.decision_id.clone(), self.decision_id.clone()),
         ];
-        if !t.chain.is_empty() {
+        if !t.chain.is_empty() && !delegation_failed {
             // `x-agent-chain`: the actors' `sub`s, current first, joined by `,` without
             // spaces. Unambiguous: identity values never contain `,` or whitespace
             // (`agents::is_identity`, checked when the token is verified).
@@ -185,10 +191,6 @@ impl Decision {
             out.push((names.chain.clone(), subs.join(",")));
         }
         // Only scopes the registry granted (none when the agent checks failed in shadow).
-        let delegation_failed = self
-            .shadow
-            .iter()
-            .any(|s| s.check == crate::mode::Check::Delegation);
         let effective = match &self.agent {
             Some(a) => Some(&a.effective),
             None if delegation_failed => None,
@@ -323,6 +325,32 @@ impl Engine {
         self.replay.prepare(shared)
     }
 
+    /// Seconds a client refused with `d` should wait before trying again (`Retry-After`,
+    /// RFC 9110 §10.2.3): for the flood guard, until its budget refills one check; for a
+    /// stale feed, one poll; for a full DPoP replay cache, until a proof's entry expires;
+    /// for keys not fetched yet, the soonest refetch. `None` for other refusals (a retry
+    /// cannot change them, or nothing says when it would).
+    pub fn retry_after(&self, d: &Decision) -> Option<u64> {
+        let secs = |ms: u64| ms.div_ceil(1000).max(1);
+        let cfg = &self.config;
+        match d.reason? {
+            Reason::TokenVerifyBudget => cfg
+                .verify_budget
+                .as_ref()
+                .map(|b| (1.0 / b.per_client_per_s).ceil().max(1.0) as u64),
+            Reason::AgentRegistryStale => cfg.feed.as_ref().map(|f| secs(f.poll_interval_ms)),
+            Reason::RevocationStale => cfg.revocation.as_ref().map(|r| secs(r.feed.interval_ms)),
+            Reason::DpopReplayFull => Some(cfg.dpop.max_proof_age_s + cfg.clock_skew_s),
+            Reason::JwksUnavailable => cfg
+                .issuers
+                .iter()
+                .filter_map(|i| i.remote.as_ref().map(|r| r.min_refetch_s))
+                .min()
+                .map(|s| s.max(1)),
+            _ => None,
+        }
+    }
+
     /// `algs` of the `DPoP` challenge (RFC 9449 §7.1).
     pub fn dpop_algs(&self) -> &str {
         &self.dpop_algs
@@ -403,7 +431,9 @@ impl Engine {
             None => true,
             Some(at) => now - at > rc.max_staleness_s as f64,
         };
-        if stale && !self.config.revocation_failure.keeps(&req.method) {
+        // Before the first good poll there is no last good state to keep deciding on.
+        let known = self.live.revocation_fresh_at.is_some();
+        if stale && !(known && self.config.revocation_failure.keeps(&req.method)) {
             return Err(Reason::RevocationStale);
         }
         self.live.revoked.check(
@@ -509,20 +539,10 @@ impl Engine {
             max_body,
         } = wait;
         if body.len() > max_body {
+            // Never shadowed: the filter did not read the body (nor does Envoy, which
+            // refuses it before this point).
+            d.reason = Some(Reason::McpBodyTooLarge);
             d.detail = Some(format!("{} bytes, the route allows {max_body}", body.len()));
-            let route = d
-                .route
-                .as_ref()
-                .and_then(|name| self.config.routes.iter().find(|r| &r.name == name));
-            let modes = self.config.modes_for(route);
-            if let Err(denial) = gate::<()>(
-                modes,
-                Check::Mcp,
-                Err(Reason::McpBodyTooLarge.into()),
-                &mut d,
-            ) {
-                d.reason = Some(denial.reason);
-            }
             return d;
         }
         if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, &mut d) {
@@ -730,8 +750,9 @@ impl Engine {
         let agent = gate(modes, Check::Delegation, agent, d)?;
         let agent = agent.map(|a| d.agent.insert(a).clone());
         let revoked = self.check_revocation(req, token, now).map_err(Denial::from);
-        gate(modes, Check::Revocation, revoked, d)?;
-        if possessed {
+        let standing = gate(modes, Check::Revocation, revoked, d)?.is_some() && agent.is_some();
+        // Only a token in good standing fills the replay cache (shadowed failures included).
+        if possessed && standing {
             let remembered = self
                 .remember_proof(d.proof.as_ref(), token.binding.jkt, now, shared)
                 .map_err(Denial::from);
@@ -743,6 +764,7 @@ impl Engine {
             return Ok(Flow::Done);
         };
         let route = route_index.and_then(|i| self.config.routes.get(i));
+        let mut mcp_refused = false;
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
                 gate::<()>(
@@ -773,10 +795,10 @@ impl Engine {
                         }
                     };
                     if let Some(reason) = refused {
-                        // Nothing the policy could be asked about: a shadowed refusal
-                        // (the policy is in shadow too) ends the decision.
+                        // Refused in shadow: the route's scopes still decide, then nothing
+                        // is left the policy (in shadow too) could be asked about.
                         gate::<()>(modes, Check::Mcp, Err(reason.into()), d)?;
-                        return Ok(Flow::Done);
+                        mcp_refused = true;
                     }
                 }
                 let missing: Vec<String> = r
@@ -793,6 +815,9 @@ impl Engine {
                     gate::<()>(modes, Check::RouteScopes, Err(denial), d)?;
                 }
             }
+        }
+        if mcp_refused {
+            return Ok(Flow::Done);
         }
         let token = Arc::clone(token);
         let verdict = self.policy(req, target, host, now, &token, &agent, route_index, None, d);
@@ -840,11 +865,11 @@ impl Engine {
                     .any(|s| !self.holds(&agent.effective, s))
             });
         let insufficient = |d: &mut Decision| {
-            if let Some(c) = &call {
-                // A 2025-11-25 response names no call.
-                d.detail = (!c.response)
-                    .then(|| format!("{} {:?} needs {}", c.method, c.name, required.join(" ")));
-            }
+            // A 2025-11-25 response names no call; a call refused in shadow left its own.
+            d.detail = call
+                .as_ref()
+                .filter(|c| !c.response)
+                .map(|c| format!("{} {:?} needs {}", c.method, c.name, required.join(" ")));
             Err(Denial {
                 reason: Reason::ScopeInsufficient,
                 scopes: required.clone(),
@@ -1031,7 +1056,11 @@ impl Engine {
             host,
             hidden: &hidden,
             mcp,
-            proof: d.proof.as_ref(),
+            // Only a proof that held: one that failed in shadow is in the audit event.
+            proof: d
+                .proof
+                .as_ref()
+                .filter(|_| !d.shadow.iter().any(|s| s.check == Check::SenderConstraint)),
         };
         let input = self
             .inputs

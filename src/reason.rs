@@ -354,13 +354,17 @@ impl Reason {
     }
 
     /// Reasons no mode turns into a shadow deny: a request the filter cannot read as one
-    /// request, the flood guard, and the filter's own failures.
+    /// request (or whose body it did not read), the flood guard, and the filter's own
+    /// failures (its replay cache full or unreachable).
     pub fn always_enforced(self) -> bool {
         matches!(
             self,
             Reason::RequestMalformed
                 | Reason::RequestHeaderRepeated
                 | Reason::TokenVerifyBudget
+                | Reason::McpBodyTooLarge
+                | Reason::DpopReplayFull
+                | Reason::DpopReplayUnavailable
                 | Reason::InternalError
         )
     }

@@ -100,6 +100,7 @@ fn event(e: &mut Engine, d: &Decision) -> Value {
         now: NOW as f64,
         latency_us: 1,
         request_id: None,
+        traceparent: None,
     };
     let lines = e.audit(d, &ctx);
     serde_json::from_str(lines.last().unwrap().json()).unwrap()
@@ -339,5 +340,66 @@ fn a_stale_registry_feed_follows_its_failure_mode() {
         assert_eq!(d.reason, get, "{mode} GET");
         let d = e.evaluate(&request("POST", "/tickets", Some(&auth)), stale_at);
         assert_eq!(d.reason, post, "{mode} POST");
+        // A 503 for a stale feed says to retry after one poll (1000 ms by default).
+        let retry = (d.reason == Some(Reason::AgentRegistryStale)).then_some(1);
+        assert_eq!(e.retry_after(&d), retry, "{mode}");
     }
+}
+
+#[test]
+fn a_shadowed_mcp_refusal_leaves_the_routes_scopes_enforced() {
+    let keys = keys();
+    let mut p = plugin(&keys);
+    p["routes"] = json!([{"name": "mcp", "exact": "/mcp", "methods": ["POST", "GET"],
+                          "required_scopes": ["tickets:write"], "mcp": {"tools": {}}}]);
+    p["checks"] = json!({"mcp": {"mode": "shadow"}, "policy": {"mode": "shadow"}});
+    let mut e = engine_of(&p);
+    let reader = token(&keys, "agent:reader", "tickets:read");
+    let writer = token(&keys, "agent:writer", "tickets:write");
+    for (who, want) in [(&reader, Some(Reason::ScopeInsufficient)), (&writer, None)] {
+        // A resumed stream (mcp.replay) and a method the route does not take.
+        for (method, header) in [("GET", Some(("last-event-id", "1"))), ("DELETE", None)] {
+            let mut req = request(method, "/mcp", Some(&format!("Bearer {who}")));
+            req.headers
+                .extend(header.map(|(k, v)| (k.to_owned(), v.to_owned())));
+            let d = e.evaluate(&req, NOW as f64);
+            assert_eq!(d.reason, want, "{method}");
+            assert_eq!(d.shadow.first().map(|s| s.check.as_str()), Some("mcp"));
+        }
+    }
+}
+
+#[test]
+fn a_chain_that_failed_in_shadow_never_reaches_the_upstream() {
+    let keys = keys();
+    let mut p = plugin(&keys);
+    p["mode"] = json!("shadow");
+    let mut e = engine_of(&p);
+    let r: Recipe = serde_json::from_value(json!({"claims": {
+        "sub": "user:alice", "scope": "tickets:read", "act": {"sub": "agent:reader"}}}))
+    .unwrap();
+    let chained = mint(&keys, &r, NOW).unwrap();
+    let d = e.evaluate(
+        &request("GET", "/tickets/1", Some(&format!("Bearer {chained}"))),
+        NOW as f64,
+    );
+    assert!(d.allowed());
+    assert_eq!(
+        d.shadow.first().map(|s| s.check.as_str()),
+        Some("delegation")
+    );
+    let h = d.upstream_headers(&HeaderNames::default());
+    assert_eq!(header(&h, "x-agent-id"), Some("agent:reader"));
+    assert_eq!(header(&h, "x-agent-chain"), None);
+    assert_eq!(header(&h, "x-agent-scopes"), None);
+}
+
+#[test]
+fn the_inconsistency_names_the_key_that_set_the_shadow() {
+    let keys = keys();
+    let mut p = plugin(&keys);
+    p["mode"] = json!("shadow");
+    p["checks"] = json!({"policy": {"mode": "enforce"}});
+    let err = problems(&p);
+    assert!(err.contains("$.mode:") && err.contains("`policy`"), "{err}");
 }

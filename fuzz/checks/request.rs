@@ -49,7 +49,7 @@ pub fn check(data: &[u8]) {
     ENGINE.with(|e| {
         let mut e = e.borrow_mut();
         let d = e.evaluate(&req, 1_800_000_000.0);
-        let ctx = EventContext { now: 1_800_000_000.0, latency_us: 1, request_id: Some(&req.host) };
+        let ctx = EventContext { now: 1_800_000_000.0, latency_us: 1, request_id: Some(&req.host), traceparent: None };
         for line in e.audit(&d, &ctx) {
             assert!(!line.json().contains('\n'));
             let v: serde_json::Value = serde_json::from_str(line.json()).expect("valid JSON event");

@@ -253,6 +253,11 @@ pub(super) struct RequestPart<'a> {
     pub(super) original: Option<OriginalPart<'a>>,
     pub(super) id: Option<&'a str>,
     pub(super) id_source: Option<&'static str>,
+    /// The client's W3C `traceparent` (Envoy's own span, when tracing is on, is its child).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) traceparent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) traceparent_source: Option<&'static str>,
 }
 
 #[derive(Serialize)]

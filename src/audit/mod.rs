@@ -81,6 +81,7 @@ mod tests {
             now: 1.0,
             latency_us: 12,
             request_id: Some("req-1"),
+            traceparent: None,
         };
         for line in stream.decision(&d, &ctx) {
             assert_eq!(one_line(line.log_line()), line.log_line());

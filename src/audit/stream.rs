@@ -23,6 +23,8 @@ pub struct EventContext<'a> {
     pub latency_us: u64,
     /// Host request id (`x-request-id`), if any.
     pub request_id: Option<&'a str>,
+    /// The client's W3C `traceparent`, when it sent a well-formed one.
+    pub traceparent: Option<&'a str>,
 }
 
 /// One worker's chain of events.
@@ -184,6 +186,8 @@ impl AuditStream {
                 }),
                 id: ctx.request_id.map(clip_id),
                 id_source: ctx.request_id.map(|_| self.request_id_from.as_str()),
+                traceparent: ctx.traceparent,
+                traceparent_source: ctx.traceparent.map(|_| "client"),
             },
             policy: d
                 .policy_revision
@@ -358,6 +362,7 @@ mod tests {
             now,
             latency_us: 12,
             request_id: Some("req-1"),
+            traceparent: None,
         }
     }
 

@@ -213,6 +213,7 @@ mod tests {
             now,
             latency_us: 12,
             request_id: Some("req-1"),
+            traceparent: None,
         }
     }
 

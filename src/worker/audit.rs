@@ -130,10 +130,14 @@ impl AuditOut {
                 }
             }
         }
-        if let (None, Some(r)) = (d.reason, d.verdict()) {
+        // Requests let through by a shadowed check; every shadowed failure by its reason
+        // (also those before an enforced deny: what enforcing the check would add).
+        if d.allowed() && !d.enforced() {
             self.metrics.shadow_deny.add(host, 1);
+        }
+        for s in &d.shadow {
             let by = &self.metrics.shadow_by_reason;
-            if let Some((_, m)) = by.iter().find(|(x, _)| *x == r) {
+            if let Some((_, m)) = by.iter().find(|(x, _)| *x == s.reason) {
                 m.add(host, 1);
             }
         }

@@ -197,6 +197,7 @@ impl Worker {
             now,
             latency_us,
             request_id: incoming.request_id.as_deref(),
+            traceparent: incoming.traceparent.as_deref(),
         };
         let lines = self.engine.audit(&d, &ctx);
         self.audit.count(host, &d, latency_us);
@@ -355,6 +356,7 @@ impl Worker {
             now,
             latency_us: 0,
             request_id: None,
+            traceparent: None,
         };
         let lines = self.engine.audit(&d, &ctx);
         self.audit.count(host, &d, 0);
@@ -367,7 +369,7 @@ impl Worker {
                 d.decision_id
             ),
         );
-        send_deny(host, &d, None, None)
+        send_deny(host, &d, None, None, None)
     }
 
     /// Answers the protected resource's metadata document (RFC 9728), without a token.
@@ -386,6 +388,7 @@ impl Worker {
                 now,
                 latency_us,
                 request_id: incoming.request_id.as_deref(),
+                traceparent: incoming.traceparent.as_deref(),
             };
             self.engine.audit(&d, &ctx)
         };

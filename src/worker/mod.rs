@@ -88,6 +88,8 @@ impl Spent {
 struct Incoming {
     req: Request,
     request_id: Option<String>,
+    /// The client's `traceparent`, when well-formed (W3C Trace Context).
+    traceparent: Option<String>,
     /// Client-sent headers the filter or its policy may set (names as sent): all removed.
     strip: Vec<String>,
     /// `content-length`, when the client sent exactly one that parses.
@@ -327,10 +329,16 @@ impl Worker {
             Some(_) => self.engine.metadata_decision(req),
             None => self.engine.evaluate(req, now),
         };
+        let traceparent = req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "traceparent")
+            .and_then(|(_, v)| crate::decision::traceparent(v.as_bytes()));
         let ctx = EventContext {
             now,
             latency_us: latency_us(),
             request_id: req.request_id(),
+            traceparent: traceparent.as_deref(),
         };
         let events = self.engine.audit(&decision, &ctx);
         Checked { decision, events }
@@ -435,7 +443,8 @@ impl Worker {
             d.reason = Some(Reason::InternalError);
         }
         let spent = spent.before + spent.since.elapsed();
-        let outcome = self.finish_request(host, &d, spent, now, incoming.request_id.clone());
+        let ids = (incoming.request_id.clone(), incoming.traceparent.clone());
+        let outcome = self.finish_request(host, &d, spent, now, ids);
         if outcome == Outcome::Continue {
             if let Some(f) = list {
                 ex.filter_response(f, d);
@@ -463,6 +472,7 @@ impl Worker {
             peer_certificate: crate::decision::PeerCertificate::Unknown,
         };
         let mut request_id = None;
+        let mut traceparent = None;
         let mut content_length: Option<Option<u64>> = None;
         let mut authorization: Option<Vec<u8>> = None;
         let with_headers = self.engine.wants_headers();
@@ -504,6 +514,9 @@ impl Worker {
                     if request_id.is_none() && name.eq_ignore_ascii_case("x-request-id") {
                         request_id = Some(text());
                     }
+                    if traceparent.is_none() && name.eq_ignore_ascii_case("traceparent") {
+                        traceparent = crate::decision::traceparent(&value);
+                    }
                     if with_headers.keeps(&name) {
                         let value = text();
                         req.headers.push((name.to_ascii_lowercase(), value));
@@ -515,6 +528,7 @@ impl Worker {
         Ok(Incoming {
             req,
             request_id,
+            traceparent,
             strip,
             content_length: content_length.flatten(),
         })
@@ -550,13 +564,14 @@ impl Worker {
         d: &Decision,
         spent: Duration,
         now: f64,
-        request_id: Option<String>,
+        (request_id, traceparent): (Option<String>, Option<String>),
     ) -> Outcome {
         let latency_us = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
         let ctx = EventContext {
             now,
             latency_us,
             request_id: request_id.as_deref(),
+            traceparent: traceparent.as_deref(),
         };
         let lines = self.engine.audit(d, &ctx);
         self.audit.count(host, d, latency_us);
@@ -569,6 +584,7 @@ impl Worker {
                 d,
                 self.engine.resource_metadata_url(),
                 Some(self.engine.dpop_algs()),
+                self.engine.retry_after(d),
             )
         }
     }
@@ -586,7 +602,7 @@ impl Worker {
             .map(|h| (*h).to_owned())
             .collect();
         self.edit_headers(host, &mut d, &identity);
-        self.finish_request(host, &d, started.elapsed(), now, None)
+        self.finish_request(host, &d, started.elapsed(), now, (None, None))
     }
 
     /// The host's timer: polls, checkpoints, collector flushes, gauges.
@@ -669,16 +685,21 @@ fn send_deny(
     d: &Decision,
     resource_metadata: Option<&str>,
     dpop_algs: Option<&str>,
+    retry_after: Option<u64>,
 ) -> Outcome {
     let body = d.deny_body();
     let www = d
         .www_authenticate(resource_metadata, dpop_algs)
         .unwrap_or_default();
-    let headers = [
+    let retry = retry_after.map(|s| s.to_string());
+    let mut headers = vec![
         ("content-type", "application/json"),
         ("cache-control", "no-store"),
         ("www-authenticate", www.as_str()),
     ];
+    if let Some(retry) = &retry {
+        headers.push(("retry-after", retry.as_str()));
+    }
     if host
         .send_response(d.status(), &headers, body.as_bytes())
         .is_err()
@@ -699,6 +720,7 @@ pub fn deny_unconfigured(host: &dyn Host, why: &str) -> Outcome {
     send_deny(
         host,
         &Decision::denied(why.to_owned(), Reason::InternalError),
+        None,
         None,
         None,
     )

@@ -120,6 +120,7 @@ fn audit_bench(
         now,
         latency_us: 17,
         request_id: Some("0f6ad5c3-4c43-4a8c-9d4e-0d6f1f3e9a11"),
+        traceparent: None,
     };
     let counter = host.define_metric(MetricKind::Counter, "agent_iam.bench.counter")?;
     let histogram = host.define_metric(MetricKind::Histogram, "agent_iam.bench.histogram")?;
@@ -275,6 +276,7 @@ fn stage_bench(
         now,
         latency_us: 1,
         request_id: None,
+        traceparent: None,
     };
     let t = Instant::now();
     for _ in 0..n {

@@ -145,6 +145,8 @@ def test_verify_budget_refuses_a_flooding_client_without_verifying():
         assert refused.status == 429
         assert refused.headers["www-authenticate"].startswith(
             'Bearer error="temporarily_unavailable"')
+        # RFC 9110 §10.2.3: until the budget refills one check (1 / 0.5 per second).
+        assert refused.headers["retry-after"] == "2", refused.headers
         assert client.request("/tickets", token=early).status == 200, "cached: still served"
         r = client.request("/tickets", token=fresh)
         assert (r.status, r.json()["reason"]) == (429, "token.verify_budget"), "never verified"

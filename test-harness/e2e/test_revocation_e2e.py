@@ -138,6 +138,7 @@ def test_feed_outage_beyond_staleness_denies_then_recovers():
         envoy.control_plane.ssf_fail("500")
         r, waited = until(client, token, lambda r: r.status != 200, timeout=6)
         assert r.status == 503 and reason(r) == "revocation.stale", r
+        assert r.headers["retry-after"] == "1", r.headers  # one poll (250 ms, rounded up)
         assert waited >= 0.5  # the last good state serves until the bound
         gauge = "wasmcustom.agent_iam.revocation.feed_age_ms"
         assert int(harness.admin_stats(envoy, "revocation")[gauge]) >= 800  # updated every tick

@@ -1,4 +1,5 @@
-"""Shadow (dry-run) mode through Envoy: what the upstream executes and receives when a check
+"""Shadow (dry-run) mode through Envoy (and, on the same stack, the trace ids an event records):
+what the upstream executes and receives when a check
 in shadow fails (the request, without an identity when the token failed), what the audit
 trail and the metrics say (`"enforced": false`, the reason it would have denied with), and
 that a route or a check left in enforce mode still denies with nothing upstream."""
@@ -142,3 +143,16 @@ def test_an_inconsistent_mode_is_refused_at_load():
     out = harness.cli("validate", "--config", path, check=False)
     assert out.returncode != 0
     assert "$.checks.token.mode" in out.stderr + out.stdout, out
+
+
+def test_the_event_carries_the_clients_traceparent_and_request_id(shadow, c):
+    """(On this module's stack: any decision.) A well-formed W3C traceparent is recorded
+    with its source; a malformed one is not; x-request-id is Envoy's (it replaces the client's)."""
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    _, _, e = sent(shadow, c, "/tickets/1", headers=[("traceparent", tp), ("x-request-id", "client-chosen")])
+    assert (e["request"]["traceparent"], e["request"]["traceparent_source"]) == (tp, "client"), e["request"]
+    assert e["request"]["id"] != "client-chosen" and e["request"]["id_source"] == "envoy", e["request"]
+    for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-" + tp[3:], tp.upper(), tp + "-x"]:
+        _, _, e = sent(shadow, c, "/tickets/1", headers=[("traceparent", bad)])
+        assert "traceparent" not in e["request"], (bad, e["request"])
+    assert harness.audit_schema_errors([e]) == []

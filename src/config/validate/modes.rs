@@ -23,6 +23,7 @@ pub(super) fn check(
     let plain = |c: &Option<CheckConfig>| c.as_ref().and_then(|c| c.mode);
     let fed = |c: &Option<FeedCheckConfig>| c.as_ref().and_then(|c| c.mode);
     let mut modes = Modes::all(mode);
+    let mut explicit = Vec::new();
     for (check, m) in [
         (Check::Token, plain(&checks.token)),
         (Check::SenderConstraint, plain(&checks.sender_constraint)),
@@ -34,11 +35,18 @@ pub(super) fn check(
     ] {
         if let Some(m) = m {
             modes.set(check, m);
+            explicit.push(check);
         }
     }
     if let Some((shadowed, enforced)) = modes.inconsistency() {
+        // Where the shadow came from: the check's own mode, else the configuration's.
+        let path = if explicit.contains(&shadowed) {
+            format!("$.checks.{}.mode", shadowed.as_str())
+        } else {
+            "$.mode".to_owned()
+        };
         out.push(problem(
-            format!("$.checks.{}.mode", shadowed.as_str()),
+            path,
             format!(
                 "`{s}` is shadowed but `{e}`, which needs its result, is enforced: a check \
                  that cannot run cannot deny. Shadow `{e}` too, or enforce `{s}`",
