@@ -2,9 +2,11 @@
 DestinationRule its feeds need; Envoy Gateway's EnvoyExtensionPolicy), checked without a
 cluster and without Envoy:
 
-- against the published CRD schema of their kind (test-harness/testdata/crds/README.md),
-  as an API server would, with unknown fields as errors, and the schema's CEL rules that
-  matter here re-implemented (jsonschema does not run `x-kubernetes-validations`);
+- against the CRD schema of their kind, as an API server would, with unknown fields as
+  errors, and the schema's CEL rules that matter here re-implemented. The schemas come from
+  the npm packages @kubernetes-models/istio and @kubernetes-models/envoy-gateway (pinned by
+  e2e/crds/package-lock.json, installed by the `crd_packages` fixture), which compile the
+  CRDs of the versions named in `GENERATED_FROM` to validators; e2e/crds/validate.mjs runs them;
 - against what this filter needs: fail closed, the module pinned by a SHA-256, run before
   Istio's authentication, named `agent_iam`, no MCP route (neither control plane sets
   `allow_on_headers_stop_iteration`), and under Istio feeds whose clusters are named the way
@@ -18,6 +20,8 @@ Each check is shown failing on a broken copy of a manifest (`BROKEN` below)."""
 import copy
 import json
 import re
+import shutil
+import subprocess
 
 import jsonschema
 import pytest
@@ -27,76 +31,141 @@ import harness
 
 DEPLOY = harness.ROOT / "deploy"
 MANIFESTS = [DEPLOY / "istio" / "wasmplugin.yaml", DEPLOY / "envoy-gateway" / "envoyextensionpolicy.yaml"]
-# In the repository, or in the shared/ folder beside it.
-CRDS = [harness.HARNESS_DIR / "testdata" / "crds", harness.ROOT.parent / "shared" / "testdata" / "crds"]
+CRD_PACKAGES = harness.HARNESS_DIR / "e2e" / "crds"
+ISTIO, ENVOY_GATEWAY = "@kubernetes-models/istio", "@kubernetes-models/envoy-gateway"
+# What each package was generated from: @kubernetes-models/istio 3.0.1 from Istio 1.29.2's
+# CRDs (its package.json names the file, checked below); @kubernetes-models/envoy-gateway
+# 2.0.0 from Envoy Gateway 1.7.3's API types (github.com/envoyproxy/gateway/api/v1alpha1,
+# from which Envoy Gateway generates its CRDs; the package's changelog names the version).
+GENERATED_FROM = {ISTIO: ("3.0.1", "Istio 1.29.2"), ENVOY_GATEWAY: ("2.0.0", "Envoy Gateway 1.7.3")}
+# (apiVersion, kind): (package, module of the model class, the class, its compiled schema).
 SCHEMAS = {
-    ("extensions.istio.io/v1alpha1", "WasmPlugin"): "istio-1.30.3-wasmplugin-v1alpha1.json",
-    ("networking.istio.io/v1", "ServiceEntry"): "istio-1.30.3-serviceentry-v1.json",
-    ("networking.istio.io/v1", "DestinationRule"): "istio-1.30.3-destinationrule-v1.json",
-    ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"): "envoy-gateway-1.9.0-envoyextensionpolicy-v1alpha1.json",
+    ("extensions.istio.io/v1alpha1", "WasmPlugin"):
+        (ISTIO, "extensions.istio.io/v1alpha1/WasmPlugin", "WasmPlugin", "ExtensionsIstioIoV1alpha1WasmPlugin"),
+    ("networking.istio.io/v1", "ServiceEntry"):
+        (ISTIO, "networking.istio.io/v1/ServiceEntry", "ServiceEntry", "NetworkingIstioIoV1ServiceEntry"),
+    ("networking.istio.io/v1", "DestinationRule"):
+        (ISTIO, "networking.istio.io/v1/DestinationRule", "DestinationRule", "NetworkingIstioIoV1DestinationRule"),
+    ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"):
+        (ENVOY_GATEWAY, "gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy", "EnvoyExtensionPolicy",
+         "ComGithubEnvoyproxyGatewayApiV1alpha1EnvoyExtensionPolicy"),
 }
+# Where a schema keeps any field (x-kubernetes-preserve-unknown-fields): the plugin
+# configuration, which the filter's validator checks instead.
+FREE_FORM = {"WasmPlugin": {"spec.pluginConfig"}, "EnvoyExtensionPolicy": {"spec.wasm[0].config"}}
 SHA256 = re.compile(r"^[a-f0-9]{64}$")
 # Istio's cluster names (pilot/pkg/model/service.go, BuildSubsetKey): outbound|PORT|SUBSET|HOST.
 ISTIO_CLUSTER = re.compile(r"^outbound\|(?P<port>[0-9]{1,5})\|(?P<subset>[^|]*)\|"
                            r"(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 IN_MESH_SERVICE = re.compile(r"\.svc\.cluster\.local$")
-# The apiVersion, kind and metadata every object has, which an API server checks itself (the
-# Istio CRDs' schemas do not list them; Envoy Gateway's says only `metadata: object`).
-OBJECT_META = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"},
-        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
+# What an API server checks of every object's metadata itself (the schemas say only its types).
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain
+NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label
 
 
 def documents(path):
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
-def closed(node):
-    """`node` with unknown fields made errors. A structural CRD schema does not say
-    `additionalProperties: false`: the API server prunes fields it does not know (or, with
-    kubectl's strict field validation, refuses them). Here an unknown field is an error:
-    `additionalProperties: false` is set wherever a schema lists `properties` and does not
-    say `x-kubernetes-preserve-unknown-fields` (pluginConfig and config keep theirs: the
-    filter's validator checks those)."""
-    if isinstance(node, list):
-        return [closed(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: closed(v) if k != "properties" else {p: closed(s) for p, s in v.items()} for k, v in node.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
+def installed_versions():
+    out = {}
+    for name in json.loads((CRD_PACKAGES / "package.json").read_text())["dependencies"]:
+        meta = CRD_PACKAGES / "node_modules" / name / "package.json"
+        out[name] = json.loads(meta.read_text())["version"] if meta.is_file() else None
     return out
 
 
-def crd_validator(api_version, kind):
-    name = SCHEMAS.get((api_version, kind))
-    assert name, f"no CRD schema for {api_version} {kind}: add it to SCHEMAS"
-    path = next((d / name for d in CRDS if (d / name).exists()), None)
-    if path is None:
-        pytest.fail(f"test-harness/testdata/crds/{name} is missing: the README there says where it comes from "
-                    "and how it is extracted")
-    schema = json.loads(path.read_text())
-    schema["properties"] = {**schema.get("properties", {}), "apiVersion": {"type": "string"},
-                            "kind": {"type": "string"}, "metadata": OBJECT_META}
-    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
-    return jsonschema.Draft7Validator(closed(schema))
+@pytest.fixture(scope="session", autouse=True)
+def crd_packages():
+    """Installs the pinned schema packages (`npm ci`, into e2e/crds/node_modules) when they are
+    missing or not the pinned versions. The packages ask for Node.js 22; they load on 20,
+    which is what they are checked with here. Fails, never skips, when they cannot be had."""
+    wanted = json.loads((CRD_PACKAGES / "package.json").read_text())["dependencies"]
+    if installed_versions() != wanted:
+        if not shutil.which("npm") or not shutil.which("node"):
+            pytest.fail("Node.js and npm are needed to install the CRD schema packages (test-harness/e2e/crds)")
+        proc = subprocess.run(["npm", "ci", "--engine-strict=false", "--no-audit", "--no-fund", "--loglevel=error"],
+                              cwd=CRD_PACKAGES, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"npm ci in test-harness/e2e/crds failed:\n{proc.stdout}{proc.stderr}")
+    assert installed_versions() == wanted
+    assert {name: version for name, (version, _) in GENERATED_FROM.items()} == wanted
 
 
-def schema_problems(doc):
-    validator = crd_validator(doc.get("apiVersion"), doc.get("kind"))
-    return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-            for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+RESULTS = {}
+
+
+def crd_results(docs):
+    """What e2e/crds/validate.mjs says of each document (see there), cached by content."""
+    keys = [json.dumps(d, sort_keys=True) for d in docs]
+    todo = [(k, d) for k, d in zip(keys, docs) if k not in RESULTS]
+    if todo:
+        request = []
+        for _, doc in todo:
+            spec = SCHEMAS.get((doc.get("apiVersion"), doc.get("kind")))
+            assert spec, f"no CRD schema for {doc.get('apiVersion')} {doc.get('kind')}: add it to SCHEMAS"
+            package, model, cls, schema = spec
+            request.append({"package": package, "model": model, "class": cls, "schema": schema, "doc": doc})
+        proc = subprocess.run(["node", str(CRD_PACKAGES / "validate.mjs")], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            pytest.fail(f"test-harness/e2e/crds/validate.mjs failed:\n{proc.stderr}")
+        for (key, _), result in zip(todo, json.loads(proc.stdout), strict=True):
+            RESULTS[key] = result
+    return [RESULTS[k] for k in keys]
+
+
+def dotted(pointer):
+    """A JSON pointer as `spec.match[0].ports`."""
+    out = ""
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out.lstrip(".") or "(root)"
+
+
+def unknown_fields(node, pointer, fields, free):
+    """Unknown fields are errors here. A CRD schema does not say `additionalProperties: false`:
+    an API server prunes the fields it does not know (or, with kubectl's strict field
+    validation, refuses them), and so the packages' validators accept them. A field is known
+    where the schema looked it up (`fields`); an object where it looked up no field keeps any
+    (x-kubernetes-preserve-unknown-fields: the plugin configuration) and goes to `free`."""
+    out = []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            out += unknown_fields(item, f"{pointer}/{i}", fields, free)
+    elif isinstance(node, dict) and pointer in fields:
+        if not fields[pointer]:
+            free.add(dotted(pointer))
+            return out
+        for key, value in node.items():
+            if key not in fields[pointer]:
+                out.append(f"{dotted(pointer)}: unknown field '{key}'")
+            else:
+                out += unknown_fields(value, f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}", fields, free)
+    return out
+
+
+def schema_problems(doc, free=None):
+    [result] = crd_results([doc])
+    # The schema run on the recording copy must decide as the model's validate() did.
+    assert result["schema_valid"] == (result["errors"] == []), result
+    out = []
+    for e in result["errors"]:
+        detail = f" {e['params']['allowedValues']}" if e["keyword"] == "enum" else ""
+        out.append(f"{dotted(e['path'])}: {e['message']}{detail}")
+    out += unknown_fields(doc, "", result["fields"], set() if free is None else free)
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not NAME.match(str(meta.get("name", ""))):
+        out.append(f"metadata.name: {meta and meta.get('name')!r}: an object needs a name (a DNS subdomain)")
+    elif "namespace" in meta and not NAMESPACE.match(str(meta["namespace"])):
+        out.append(f"metadata.namespace: {meta['namespace']!r}: not a namespace name (a DNS label)")
+    return out
 
 
 def cel_problems(doc):
-    """The CEL rules (`x-kubernetes-validations`) of these CRDs that bear on our manifests."""
+    """The CEL rules (`x-kubernetes-validations`) of these CRDs (the versions in GENERATED_FROM)
+    that bear on our manifests. The packages' validators do not run CEL."""
     spec, out = doc.get("spec", {}), []
     if doc["kind"] == "WasmPlugin":
         if sum(k in spec for k in ("selector", "targetRef", "targetRefs")) > 1:
@@ -111,7 +180,7 @@ def cel_problems(doc):
     if doc["kind"] == "EnvoyExtensionPolicy":
         if ("targetRef" in spec) == ("targetRefs" in spec) and not spec.get("targetSelectors"):
             out.append("spec: either targetRef or targetRefs must be used")
-        kinds = ("Gateway", "ListenerSet", "HTTPRoute", "GRPCRoute", "UDPRoute", "TCPRoute", "TLSRoute")
+        kinds = ("Gateway", "HTTPRoute", "GRPCRoute", "UDPRoute", "TCPRoute", "TLSRoute")
         for ref in spec.get("targetRefs", []) + ([spec["targetRef"]] if "targetRef" in spec else []):
             if ref.get("group") != "gateway.networking.k8s.io" or ref.get("kind") not in kinds:
                 out.append(f"spec.targetRefs: {ref}: only gateway.networking.k8s.io {'/'.join(kinds)}")
@@ -296,18 +365,18 @@ def drop_destination_rule(docs):
 # (manifest, what is broken, how, a piece of the problem it must give).
 BROKEN = [
     ("istio", "a wrong phase", lambda d: wasmplugin(d)["spec"].update(phase="AUTHENTICATION"),
-     "'AUTHENTICATION' is not one of"),
+     "spec.phase: must be equal to one of the allowed values ['UNSPECIFIED_PHASE', 'AUTHN', 'AUTHZ', 'STATS']"),
     ("istio", "a misspelt field", lambda d: wasmplugin(d)["spec"].update(failstrategy="FAIL_CLOSE"),
-     "'failstrategy' was unexpected"),
+     "spec: unknown field 'failstrategy'"),
     ("istio", "a misspelt metadata field", lambda d: wasmplugin(d)["metadata"].update(lables={"a": "b"}),
-     "'lables' was unexpected"),
+     "metadata: unknown field 'lables'"),
     ("istio", "FAIL_OPEN", lambda d: wasmplugin(d)["spec"].update(failStrategy="FAIL_OPEN"),
      "must say FAIL_CLOSE"),
     ("istio", "no failStrategy", lambda d: wasmplugin(d)["spec"].pop("failStrategy"), "must say FAIL_CLOSE"),
     ("istio", "phase STATS", lambda d: wasmplugin(d)["spec"].update(phase="STATS"), "must be AUTHN"),
     ("istio", "no sha256", lambda d: wasmplugin(d)["spec"].pop("sha256"), "must be pinned"),
     ("istio", "an upper-case sha256", lambda d: wasmplugin(d)["spec"].update(sha256="AB" * 32),
-     "does not match '(^$|^[a-f0-9]{64}$)'"),
+     'spec.sha256: must match pattern "(^$|^[a-f0-9]{64}$)"'),
     ("istio", "selector and targetRefs", lambda d: wasmplugin(d)["spec"].update(
         targetRefs=[{"kind": "Service", "name": "tickets"}]), "only one of targetRefs or selector"),
     ("istio", "an ftp url", lambda d: wasmplugin(d)["spec"].update(url="ftp://x/agent_iam.wasm"),
@@ -338,10 +407,16 @@ BROKEN = [
     ("istio", "a ServiceEntry port that is not HTTP",
      lambda d: serviceentry(d)["spec"]["ports"][0].update(protocol="HTTPS"), "must say protocol HTTP"),
     ("istio", "a misspelt ServiceEntry field", lambda d: serviceentry(d)["spec"].update(resolutions="DNS"),
-     "'resolutions' was unexpected"),
+     "spec: unknown field 'resolutions'"),
+    ("istio", "a ServiceEntry port given as a string",
+     lambda d: serviceentry(d)["spec"]["ports"][0].update(number="80"), "spec.ports[0].number: must be integer"),
+    ("istio", "no name", lambda d: wasmplugin(d)["metadata"].pop("name"), "an object needs a name"),
     ("envoy-gateway", "failOpen true", lambda d: eep_wasm(d).update(failOpen=True), "must say false"),
     ("envoy-gateway", "no failOpen", lambda d: eep_wasm(d).pop("failOpen"), "must say false"),
-    ("envoy-gateway", "a misspelt field", lambda d: eep_wasm(d).update(failopen=False), "'failopen' was unexpected"),
+    ("envoy-gateway", "a misspelt field", lambda d: eep_wasm(d).update(failopen=False),
+     "spec.wasm[0]: unknown field 'failopen'"),
+    ("envoy-gateway", "a code type the schema does not know", lambda d: eep_wasm(d)["code"].update(type="OCI"),
+     "spec.wasm[0].code.type: must be equal to one of the allowed values ['HTTP', 'Image']"),
     ("envoy-gateway", "type HTTP with an image", lambda d: eep_wasm(d)["code"].update(type="HTTP"),
      "If type is HTTP, http field needs to be set."),
     ("envoy-gateway", "an image without sha256", lambda d: eep_wasm(d)["code"]["image"].pop("sha256"),
@@ -374,11 +449,34 @@ def test_istio_hands_the_filter_whole_numbers_as_integers():
 
 
 def test_unknown_fields_are_errors_except_where_the_schema_keeps_them():
-    schema = closed({"type": "object", "properties": {
-        "spec": {"type": "object", "properties": {
-            "kept": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "list": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "integer"}}}}}}}})
-    validator = jsonschema.Draft7Validator(schema)
-    assert validator.is_valid({"spec": {"kept": {"anything": 1}, "list": [{"n": 1}]}})
-    assert not validator.is_valid({"spec": {"list": [{"n": 1, "m": 2}]}})
-    assert not validator.is_valid({"spec": {}, "other": 1})
+    """Unknown fields are found at every depth, in lists too, and only where the schema keeps
+    any field (x-kubernetes-preserve-unknown-fields) and in maps (labels) are they allowed."""
+    for path in MANIFESTS:
+        for doc in documents(path):
+            free = set()
+            assert schema_problems(doc, free) == []
+            assert free == FREE_FORM.get(doc["kind"], set()), doc["kind"]
+    docs = copy.deepcopy(documents(MANIFESTS[0]))
+    plugin = wasmplugin(docs)
+    plugin["metadata"]["labels"] = {"any-label": "x"}
+    plugin["spec"]["selector"]["matchLabels"]["any-key"] = "x"
+    plugin["spec"]["pluginConfig"]["anything"] = {"at": {"any": "depth"}}
+    assert schema_problems(plugin) == []
+    plugin["spec"]["match"][0]["ports"][0]["nmber"] = 8080
+    plugin["spec"]["selector"] = {"matchLabel": {"app": "tickets"}}
+    plugin["sepc"] = {}
+    assert sorted(schema_problems(plugin)) == ["(root): unknown field 'sepc'",
+                                               "spec.match[0].ports[0]: unknown field 'nmber'",
+                                               "spec.selector: unknown field 'matchLabel'"]
+
+
+def test_the_packages_are_the_named_versions_of_the_crds():
+    """The Istio package names the CRD file it was generated from; the version named in
+    GENERATED_FROM (and in docs/deploy-istio.md) must be that one."""
+    meta = json.loads((CRD_PACKAGES / "node_modules" / ISTIO / "package.json").read_text())
+    istio = GENERATED_FROM[ISTIO][1].removeprefix("Istio ")
+    assert f"/istio/istio/{istio}/manifests/charts/base/files/crd-all.gen.yaml" in " ".join(
+        meta["crd-generate"]["input"])
+    guide = (harness.ROOT / "docs" / "deploy-istio.md").read_text()
+    for _, named in GENERATED_FROM.values():
+        assert named in guide
