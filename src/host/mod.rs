@@ -4,6 +4,13 @@
 //!
 //! Every host call's `Result` is handled: the SDK's trait helpers `unwrap()`, and a trap
 //! takes the worker's VM down.
+//!
+//! The module imports only host functions Kong's ngx_wasm_module implements, besides two
+//! it calls only on a host identified as Envoy (`proxy_get_log_level`,
+//! `proxy_call_foreign_function`): `tests/kong_imports.rs` checks the built module against
+//! Kong's list. So the SDK's trait methods that would reach one Kong lacks (gRPC, stream
+//! reset, `proxy_done`, shared-queue lookup) are overridden below with ones that make no
+//! host call; the filter uses none of them.
 
 // `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
 #![allow(unsafe_code)]
@@ -14,7 +21,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{
+    Action, BufferType, Bytes, ContextType, LogLevel, MapType, MetricType, Status,
+};
 
 use crate::crypto::ForeignCall;
 use crate::shared::{HostError, SharedData};
@@ -53,6 +62,50 @@ extern "C" {
         data: *const u8,
         data_size: usize,
     ) -> u32;
+    // The SDK's wrappers of these three panic on any status but the few they list: a host
+    // that refuses a local answer (Envoy once one was sent, Kong once the response has
+    // started) must get a status back, not a VM trap.
+    #[link_name = "proxy_send_local_response"]
+    fn abi_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    #[link_name = "proxy_get_log_level"]
+    fn abi_get_log_level(return_level: *mut u32) -> u32;
+    #[link_name = "proxy_call_foreign_function"]
+    fn abi_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// A header map in the ABI's encoding: the pair count, each name's and value's length
+/// (u32 LE), then each name and value, NUL-terminated.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::new();
+    out.extend_from_slice(&len32(headers.len()));
+    for (name, value) in headers {
+        out.extend_from_slice(&len32(name.len()));
+        out.extend_from_slice(&len32(value.len()));
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 const REQUEST_BODY: u32 = 0;
@@ -121,10 +174,12 @@ impl Host for ProxyHost {
     }
 
     fn log_enabled(&self, l: Level) -> bool {
-        match hostcalls::get_log_level() {
-            Ok(host) => (host as u32) <= (level(l) as u32),
+        let mut host: u32 = 0;
+        // SAFETY: the host writes one u32 through a pointer to a live local.
+        match unsafe { abi_get_log_level(&mut host) } {
+            0 => host <= level(l) as u32,
             // A host that cannot tell: assume the line is written.
-            Err(_) => true,
+            _ => true,
         }
     }
 
@@ -230,11 +285,24 @@ impl Host for ProxyHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
-        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).map_err(err)
-    }
-
-    fn reset_request(&self) {
-        let _ = hostcalls::reset_http_request();
+        let map = serialize_headers(headers);
+        // SAFETY: every pointer is to a live buffer of the given length; the host copies.
+        let status = unsafe {
+            abi_send_local_response(
+                u32::from(status),
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                map.as_ptr(),
+                map.len(),
+                -1,
+            )
+        };
+        match status {
+            0 => Ok(()),
+            other => Err(HostError(format!("send_local_response: status {other}"))),
+        }
     }
 }
 
@@ -243,8 +311,81 @@ struct EnvoyForeign;
 
 impl ForeignCall for EnvoyForeign {
     fn call(&self, name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        hostcalls::call_foreign_function(name, Some(args)).map_err(|s| format!("{s:?}"))
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len: usize = 0;
+        // SAFETY: as in `get_body`: the host hands over a buffer it allocated through this
+        // module's allocator, with its length.
+        let status = unsafe {
+            abi_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut data,
+                &mut len,
+            )
+        };
+        match status {
+            0 if data.is_null() => Ok(None),
+            0 => Ok(Some(unsafe { Vec::from_raw_parts(data, len, len) })),
+            1 => Err("NotFound".into()),
+            other => Err(format!("status {other}")),
+        }
     }
+}
+
+/// The SDK's `Context` methods that reach a host function Kong lacks, made host-call-free
+/// (nothing in the filter calls them; a call answers "unavailable").
+macro_rules! no_missing_host_calls {
+    () => {
+        fn resolve_shared_queue(&self, _vm_id: &str, _name: &str) -> Option<u32> {
+            None
+        }
+
+        fn dispatch_grpc_call(
+            &self,
+            _upstream: &str,
+            _service: &str,
+            _method: &str,
+            _metadata: Vec<(&str, &[u8])>,
+            _message: Option<&[u8]>,
+            _timeout: Duration,
+        ) -> Result<u32, Status> {
+            Err(Status::InternalFailure)
+        }
+
+        fn cancel_grpc_call(&self, _token_id: u32) {}
+
+        fn open_grpc_stream(
+            &self,
+            _cluster: &str,
+            _service: &str,
+            _method: &str,
+            _metadata: Vec<(&str, &[u8])>,
+        ) -> Result<u32, Status> {
+            Err(Status::InternalFailure)
+        }
+
+        fn send_grpc_stream_message(&self, _token_id: u32, _message: Option<&[u8]>, _end: bool) {}
+
+        fn cancel_grpc_stream(&self, _token_id: u32) {}
+
+        fn close_grpc_stream(&self, _token_id: u32) {}
+
+        fn get_grpc_status(&self) -> (u32, Option<String>) {
+            (2, None)
+        }
+
+        fn call_foreign_function(
+            &self,
+            _name: &str,
+            _arguments: Option<&[u8]>,
+        ) -> Result<Option<Bytes>, Status> {
+            Err(Status::NotFound)
+        }
+
+        fn done(&self) {}
+    };
 }
 
 /// The downstream peer's address as Envoy reports it (`source.address`, `ip:port`).
@@ -272,6 +413,8 @@ struct Root {
 }
 
 impl Context for Root {
+    no_missing_host_calls!();
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
         if let Some(mut w) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
             w.on_call_response(&ProxyHost, token, body);
@@ -334,7 +477,9 @@ struct Http {
     exchange: Exchange,
 }
 
-impl Context for Http {}
+impl Context for Http {
+    no_missing_host_calls!();
+}
 
 fn action(outcome: Outcome) -> Action {
     match outcome {
@@ -358,6 +503,11 @@ impl Http {
 }
 
 impl HttpContext for Http {
+    // Stream resets: Kong has none (and the filter answers instead, see `answer`).
+    fn reset_http_request(&self) {}
+
+    fn reset_http_response(&self) {}
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.with_worker(|w, ex| w.on_request(&ProxyHost, ex, end_of_stream))
     }

@@ -71,6 +71,8 @@ pub struct AuditOut {
     filter_state: bool,
     /// Whether the host's log level lets info lines through (checked on every tick).
     log_visible: bool,
+    /// Whether the host can tell its log level (Envoy can; Kong traps when asked).
+    asks_log_level: bool,
     /// Out-of-band events (checkpoints) waiting for the next request's filter state.
     pending_fs: Vec<AuditLine>,
     collector: Option<Collector>,
@@ -78,11 +80,14 @@ pub struct AuditOut {
 }
 
 impl AuditOut {
-    pub fn new(host: &dyn Host, cfg: &AuditConfig) -> AuditOut {
+    /// `on_envoy`: the host was identified as Envoy, so its log level can be asked (on
+    /// any other host every audit line is written).
+    pub fn new(host: &dyn Host, cfg: &AuditConfig, on_envoy: bool) -> AuditOut {
         let a = AuditOut {
             log: cfg.log_lines(),
             filter_state: cfg.filter_state,
-            log_visible: host.log_enabled(Level::Info),
+            log_visible: !on_envoy || host.log_enabled(Level::Info),
+            asks_log_level: on_envoy,
             pending_fs: Vec::new(),
             collector: cfg.collector.clone().map(Collector::new),
             metrics: Metrics::define(host),
@@ -188,7 +193,9 @@ impl AuditOut {
 
     /// Checkpoints, collector flushes, drop reports, the log-level check.
     pub fn on_tick(&mut self, host: &dyn Host, engine: &mut Engine, now_ms: u64) {
-        self.log_visible = host.log_enabled(Level::Info);
+        if self.asks_log_level {
+            self.log_visible = host.log_enabled(Level::Info);
+        }
         if let Some(mine) = host.memory_bytes() {
             // Not "last one wins": the main thread's VM decides nothing and stays small.
             let m = self.metrics.memory;
