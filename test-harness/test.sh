@@ -25,9 +25,10 @@ step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo deny (licences, duplicate versions, sources)"; cargo deny --all-features check licenses bans sources
+# The release module first: tests/kong_imports.rs checks it.
+step "builds";                               test-harness/build.sh --for-tests
 step "cargo test";                           cargo test --locked
 step "Rego policy tests";                    cargo run -q --locked --bin agent-iam -- policy test policies
-step "builds";                               test-harness/build.sh --for-tests
 step "playground (browser build)";           test-harness/playground.sh --build-only
 step "Chromium + playwright-core"
 wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }

@@ -5,12 +5,13 @@
 //! Every host call's `Result` is handled: the SDK's trait helpers `unwrap()`, and a trap
 //! takes the worker's VM down.
 //!
-//! The module imports only host functions Kong's ngx_wasm_module implements, besides two
-//! it calls only on a host identified as Envoy (`proxy_get_log_level`,
-//! `proxy_call_foreign_function`): `tests/kong_imports.rs` checks the built module against
-//! Kong's list. So the SDK's trait methods that would reach one Kong lacks (gRPC, stream
-//! reset, `proxy_done`, shared-queue lookup) are overridden below with ones that make no
-//! host call; the filter uses none of them.
+//! The module must load on Kong too: it imports only host functions Kong's ngx_wasm_module
+//! has, with Kong's signatures, and calls only those Kong implements, except
+//! `proxy_call_foreign_function`, called only on a host identified as Envoy.
+//! `tests/kong_imports.rs` checks the built module against Kong's list. Hence no
+//! `proxy_get_log_level` (Kong declares it with another signature, so a module importing it
+//! does not instantiate there) and no stream reset (`proxy_close_stream`: calling it traps
+//! on Kong; the filter answers a bare 500 instead, see `worker::host::answer`).
 
 // `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
 #![allow(unsafe_code)]
@@ -21,9 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{
-    Action, BufferType, Bytes, ContextType, LogLevel, MapType, MetricType, Status,
-};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use crate::crypto::ForeignCall;
 use crate::shared::{HostError, SharedData};
@@ -63,8 +62,8 @@ extern "C" {
         data_size: usize,
     ) -> u32;
     // The SDK's wrappers of these three panic on any status but the few they list: a host
-    // that refuses a local answer (Envoy once one was sent, Kong once the response has
-    // started) must get a status back, not a VM trap.
+    // that refuses a local answer, lacks a foreign function or a property (Kong answers
+    // `NotFound` to setting Envoy's filter state) must get a status back, not a VM trap.
     #[link_name = "proxy_send_local_response"]
     fn abi_send_local_response(
         status_code: u32,
@@ -76,8 +75,13 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
-    #[link_name = "proxy_get_log_level"]
-    fn abi_get_log_level(return_level: *mut u32) -> u32;
+    #[link_name = "proxy_set_property"]
+    fn abi_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     #[link_name = "proxy_call_foreign_function"]
     fn abi_call_foreign_function(
         name: *const u8,
@@ -173,16 +177,6 @@ impl Host for ProxyHost {
         let _ = hostcalls::log(level(l), msg);
     }
 
-    fn log_enabled(&self, l: Level) -> bool {
-        let mut host: u32 = 0;
-        // SAFETY: the host writes one u32 through a pointer to a live local.
-        match unsafe { abi_get_log_level(&mut host) } {
-            0 => host <= level(l) as u32,
-            // A host that cannot tell: assume the line is written.
-            _ => true,
-        }
-    }
-
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
@@ -233,7 +227,15 @@ impl Host for ProxyHost {
     }
 
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_property(path.to_vec(), Some(value)).map_err(err)
+        // The ABI's path: the segments joined by NUL bytes.
+        let joined = path.join("\0");
+        // SAFETY: both buffers are live for the call; the host copies them.
+        let status =
+            unsafe { abi_set_property(joined.as_ptr(), joined.len(), value.as_ptr(), value.len()) };
+        match status {
+            0 => Ok(()),
+            other => Err(HostError(format!("set_property: status {other}"))),
+        }
     }
 
     fn memory_bytes(&self) -> Option<u64> {
@@ -334,60 +336,6 @@ impl ForeignCall for EnvoyForeign {
     }
 }
 
-/// The SDK's `Context` methods that reach a host function Kong lacks, made host-call-free
-/// (nothing in the filter calls them; a call answers "unavailable").
-macro_rules! no_missing_host_calls {
-    () => {
-        fn resolve_shared_queue(&self, _vm_id: &str, _name: &str) -> Option<u32> {
-            None
-        }
-
-        fn dispatch_grpc_call(
-            &self,
-            _upstream: &str,
-            _service: &str,
-            _method: &str,
-            _metadata: Vec<(&str, &[u8])>,
-            _message: Option<&[u8]>,
-            _timeout: Duration,
-        ) -> Result<u32, Status> {
-            Err(Status::InternalFailure)
-        }
-
-        fn cancel_grpc_call(&self, _token_id: u32) {}
-
-        fn open_grpc_stream(
-            &self,
-            _cluster: &str,
-            _service: &str,
-            _method: &str,
-            _metadata: Vec<(&str, &[u8])>,
-        ) -> Result<u32, Status> {
-            Err(Status::InternalFailure)
-        }
-
-        fn send_grpc_stream_message(&self, _token_id: u32, _message: Option<&[u8]>, _end: bool) {}
-
-        fn cancel_grpc_stream(&self, _token_id: u32) {}
-
-        fn close_grpc_stream(&self, _token_id: u32) {}
-
-        fn get_grpc_status(&self) -> (u32, Option<String>) {
-            (2, None)
-        }
-
-        fn call_foreign_function(
-            &self,
-            _name: &str,
-            _arguments: Option<&[u8]>,
-        ) -> Result<Option<Bytes>, Status> {
-            Err(Status::NotFound)
-        }
-
-        fn done(&self) {}
-    };
-}
-
 /// The downstream peer's address as Envoy reports it (`source.address`, `ip:port`).
 fn source_address() -> Option<String> {
     String::from_utf8(ProxyHost.property(&["source", "address"])?).ok()
@@ -413,8 +361,6 @@ struct Root {
 }
 
 impl Context for Root {
-    no_missing_host_calls!();
-
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
         if let Some(mut w) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
             w.on_call_response(&ProxyHost, token, body);
@@ -477,9 +423,7 @@ struct Http {
     exchange: Exchange,
 }
 
-impl Context for Http {
-    no_missing_host_calls!();
-}
+impl Context for Http {}
 
 fn action(outcome: Outcome) -> Action {
     match outcome {
@@ -503,7 +447,8 @@ impl Http {
 }
 
 impl HttpContext for Http {
-    // Stream resets: Kong has none (and the filter answers instead, see `answer`).
+    // The SDK's defaults call `proxy_close_stream`, which traps on Kong; the filter never
+    // resets a stream (overriding them keeps the import out of the module).
     fn reset_http_request(&self) {}
 
     fn reset_http_response(&self) {}

@@ -30,9 +30,6 @@ pub trait Host: SharedData {
     fn now(&self) -> Option<f64>;
     /// Writes one log line (the worker has already folded it onto one line).
     fn log(&self, level: Level, msg: &str);
-    /// Whether lines of `level` reach the host's log. Asked only of a host identified as
-    /// Envoy: Kong's Wasm host has no `proxy_get_log_level` (calling it traps there).
-    fn log_enabled(&self, level: Level) -> bool;
 
     /// Defines (or finds) a metric shared by every worker of this host.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;

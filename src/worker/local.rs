@@ -52,10 +52,6 @@ pub struct LocalHost {
     shared: Memory,
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
-    /// The lowest level the log shows.
-    pub log_level: Cell<Option<Level>>,
-    /// How often the worker asked for the log level.
-    pub log_level_asked: Cell<u32>,
     /// Calls dispatched and not yet answered; `clusters` lists those that exist.
     pub calls: RefCell<Vec<Call>>,
     pub clusters: RefCell<Vec<String>>,
@@ -175,12 +171,6 @@ impl Host for LocalHost {
 
     fn log(&self, level: Level, msg: &str) {
         self.logs.borrow_mut().push((level, msg.to_owned()));
-    }
-
-    fn log_enabled(&self, level: Level) -> bool {
-        self.log_level_asked
-            .set(self.log_level_asked.get().saturating_add(1));
-        self.log_level.get().is_none_or(|min| level >= min)
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {

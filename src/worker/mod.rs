@@ -263,7 +263,7 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, iss)| iss.remote.as_ref().map(|u| JwksFeed::new(i, iss, u)))
             .collect();
-        let audit = AuditOut::new(host, &cfg.audit, host_is_envoy(host));
+        let audit = AuditOut::new(host, &cfg.audit);
         // Tick often: the shared-data lease keeps polls one interval apart, and a fresh
         // host polls within one tick instead of one interval.
         let mut tick = audit.tick_period(cfg.audit.checkpoint_s);

@@ -290,37 +290,6 @@ fn a_host_without_verify_signature_gets_pure_rust_on_auto_and_a_config_error_on_
 }
 
 #[test]
-fn only_envoy_is_asked_for_its_log_level() {
-    let k = keys();
-    let mut plugin = open_plugin(&k);
-    plugin["audit"] = json!({"log": true});
-    let good = format!("Bearer {}", token(&k, json!({})));
-
-    // Kong (no `xds.node`): never asked (it traps there); every audit line is written.
-    let host = LocalHost::at(NOW as f64);
-    host.log_level.set(Some(super::Level::Warn));
-    let mut w = worker(&host, &plugin);
-    get(&mut w, &host, &good, &[]);
-    w.on_tick(&host);
-    get(&mut w, &host, &good, &[]);
-    assert_eq!(host.log_level_asked.get(), 0);
-    assert!(!host.logged("agent-iam audit ").is_empty());
-    assert!(host.logged("hides info lines").is_empty());
-
-    // Envoy: asked at start and on every tick; lines its level hides are counted.
-    let host = LocalHost::at(NOW as f64);
-    envoy_node(&host);
-    host.log_level.set(Some(super::Level::Warn));
-    let mut w = worker(&host, &plugin);
-    assert_eq!(host.logged("hides info lines").len(), 1);
-    get(&mut w, &host, &good, &[]);
-    w.on_tick(&host);
-    assert_eq!(host.log_level_asked.get(), 2);
-    assert!(host.logged("agent-iam audit ").is_empty());
-    assert!(host.metric_value("agent_iam.audit.log_hidden").unwrap() >= 2);
-}
-
-#[test]
 fn a_bad_configuration_is_logged_with_its_paths() {
     let host = LocalHost::at(NOW as f64);
     let problems = Worker::configure(&host, br#"{"issuers": [], "bogus": 1}"#, None)
