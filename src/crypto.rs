@@ -83,21 +83,30 @@ impl<C: ForeignCall> HostCrypto<C> {
         HostCrypto { call }
     }
 
+    /// Configure-time check that the host answers `verify_signature` at all (a host
+    /// without it answers an error, Envoy `NotFound`): a dummy signature under a fixed
+    /// P-256 key (the curve's generator point) must come back as a verdict.
+    pub fn probe(&self) -> Result<(), String> {
+        let args = encode_verify_args(&PROBE_SPKI, &dummy_es256(), b"agent-iam host crypto probe");
+        match self.call.call(VERIFY_FN, &args) {
+            Err(e) => Err(e),
+            Ok(None) => Err("no result".into()),
+            Ok(Some(bytes)) => match parse_verify_result(&bytes) {
+                HostVerdict::Valid => Err("it accepted a dummy signature".into()),
+                HostVerdict::Invalid(Some(err)) if err.contains("initialize") => {
+                    Err(format!("it cannot import a P-256 key: {err}"))
+                }
+                HostVerdict::Invalid(_) => Ok(()),
+            },
+        }
+    }
+
     /// Configure-time check that BoringSSL imports `key`: a dummy signature must be
     /// *rejected as a signature*, not fail key import. Envoy does not check keys itself.
     pub fn self_test(&self, key: &VerifyKey) -> Result<(), String> {
         let dummy = match key.alg {
             Alg::EdDsa => return Ok(()),
-            Alg::Es256 => {
-                // r = s = 1: a well-formed signature that can never verify.
-                let mut sig = [0u8; 64];
-                for i in [31, 63] {
-                    if let Some(b) = sig.get_mut(i) {
-                        *b = 1;
-                    }
-                }
-                p1363_to_der(&sig).unwrap_or_default()
-            }
+            Alg::Es256 => dummy_es256(),
             Alg::Rs256 => vec![1u8; rsa_len(key)],
         };
         let args = encode_verify_args(&key.spki_der, &dummy, b"agent-iam key self-test");
@@ -115,6 +124,28 @@ impl<C: ForeignCall> HostCrypto<C> {
             },
         }
     }
+}
+
+/// SubjectPublicKeyInfo (DER) of the P-256 public key that is the curve's generator point
+/// (private key 1): a valid key no signature in the probe can verify under.
+const PROBE_SPKI: [u8; 91] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04, 0x6b, 0x17, 0xd1, 0xf2, 0xe1,
+    0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d,
+    0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe,
+    0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b,
+    0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
+];
+
+/// r = s = 1 (DER): a well-formed ECDSA signature that can never verify.
+fn dummy_es256() -> Vec<u8> {
+    let mut sig = [0u8; 64];
+    for i in [31, 63] {
+        if let Some(b) = sig.get_mut(i) {
+            *b = 1;
+        }
+    }
+    p1363_to_der(&sig).unwrap_or_default()
 }
 
 fn rsa_len(key: &VerifyKey) -> usize {

@@ -25,12 +25,13 @@ step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
 step "cargo deny (licences, duplicate versions, sources)"; cargo deny --all-features check licenses bans sources
+# The release module first: tests/kong_imports.rs checks it.
+step "builds";                               test-harness/build.sh --for-tests --no-cli
 step "cargo test";                           cargo test --locked
 # `cargo test` built (and placed) the debug CLI the rest of the suite runs: building it again
 # without the test targets would recompile the crate for nothing.
 CLI="$ROOT/target/$HOST/debug/agent-iam"
 step "Rego policy tests";                    "$CLI" policy test policies
-step "builds";                               test-harness/build.sh --for-tests --no-cli
 step "playground (browser build)";           test-harness/playground.sh --build-only
 step "Chromium + playwright-core"
 wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }

@@ -4,6 +4,14 @@
 //!
 //! Every host call's `Result` is handled: the SDK's trait helpers `unwrap()`, and a trap
 //! takes the worker's VM down.
+//!
+//! The module must load on Kong too: it imports only host functions Kong's ngx_wasm_module
+//! has, with Kong's signatures, and calls only those Kong implements, except
+//! `proxy_call_foreign_function`, called only on a host identified as Envoy.
+//! `tests/kong_imports.rs` checks the built module against Kong's list. Hence no
+//! `proxy_get_log_level` (Kong declares it with another signature, so a module importing it
+//! does not instantiate there) and no stream reset (`proxy_close_stream`: calling it traps
+//! on Kong; the filter answers a bare 500 instead, see `worker::host::answer`).
 
 // `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
 #![allow(unsafe_code)]
@@ -53,6 +61,55 @@ extern "C" {
         data: *const u8,
         data_size: usize,
     ) -> u32;
+    // The SDK's wrappers of these three panic on any status but the few they list: a host
+    // that refuses a local answer, lacks a foreign function or a property (Kong answers
+    // `NotFound` to setting Envoy's filter state) must get a status back, not a VM trap.
+    #[link_name = "proxy_send_local_response"]
+    fn abi_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    #[link_name = "proxy_set_property"]
+    fn abi_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    #[link_name = "proxy_call_foreign_function"]
+    fn abi_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// A header map in the ABI's encoding: the pair count, each name's and value's length
+/// (u32 LE), then each name and value, NUL-terminated.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::new();
+    out.extend_from_slice(&len32(headers.len()));
+    for (name, value) in headers {
+        out.extend_from_slice(&len32(name.len()));
+        out.extend_from_slice(&len32(value.len()));
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 const REQUEST_BODY: u32 = 0;
@@ -120,14 +177,6 @@ impl Host for ProxyHost {
         let _ = hostcalls::log(level(l), msg);
     }
 
-    fn log_enabled(&self, l: Level) -> bool {
-        match hostcalls::get_log_level() {
-            Ok(host) => (host as u32) <= (level(l) as u32),
-            // A host that cannot tell: assume the line is written.
-            Err(_) => true,
-        }
-    }
-
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
@@ -178,7 +227,15 @@ impl Host for ProxyHost {
     }
 
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_property(path.to_vec(), Some(value)).map_err(err)
+        // The ABI's path: the segments joined by NUL bytes.
+        let joined = path.join("\0");
+        // SAFETY: both buffers are live for the call; the host copies them.
+        let status =
+            unsafe { abi_set_property(joined.as_ptr(), joined.len(), value.as_ptr(), value.len()) };
+        match status {
+            0 => Ok(()),
+            other => Err(HostError(format!("set_property: status {other}"))),
+        }
     }
 
     fn memory_bytes(&self) -> Option<u64> {
@@ -230,11 +287,24 @@ impl Host for ProxyHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
-        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).map_err(err)
-    }
-
-    fn reset_request(&self) {
-        let _ = hostcalls::reset_http_request();
+        let map = serialize_headers(headers);
+        // SAFETY: every pointer is to a live buffer of the given length; the host copies.
+        let status = unsafe {
+            abi_send_local_response(
+                u32::from(status),
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                map.as_ptr(),
+                map.len(),
+                -1,
+            )
+        };
+        match status {
+            0 => Ok(()),
+            other => Err(HostError(format!("send_local_response: status {other}"))),
+        }
     }
 }
 
@@ -243,7 +313,26 @@ struct EnvoyForeign;
 
 impl ForeignCall for EnvoyForeign {
     fn call(&self, name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        hostcalls::call_foreign_function(name, Some(args)).map_err(|s| format!("{s:?}"))
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len: usize = 0;
+        // SAFETY: as in `get_body`: the host hands over a buffer it allocated through this
+        // module's allocator, with its length.
+        let status = unsafe {
+            abi_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut data,
+                &mut len,
+            )
+        };
+        match status {
+            0 if data.is_null() => Ok(None),
+            0 => Ok(Some(unsafe { Vec::from_raw_parts(data, len, len) })),
+            1 => Err("NotFound".into()),
+            other => Err(format!("status {other}")),
+        }
     }
 }
 
@@ -358,6 +447,12 @@ impl Http {
 }
 
 impl HttpContext for Http {
+    // The SDK's defaults call `proxy_close_stream`, which traps on Kong; the filter never
+    // resets a stream (overriding them keeps the import out of the module).
+    fn reset_http_request(&self) {}
+
+    fn reset_http_response(&self) {}
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.with_worker(|w, ex| w.on_request(&ProxyHost, ex, end_of_stream))
     }

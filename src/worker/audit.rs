@@ -35,7 +35,6 @@ struct Metrics {
     delivered: Metric,
     send_failures: Metric,
     queue_depth: Metric,
-    log_hidden: Metric,
     /// MCP list responses filtered, and the entries removed from them.
     lists_filtered: Metric,
     list_entries_removed: Metric,
@@ -69,7 +68,6 @@ impl Metrics {
             delivered: counter("agent_iam.audit.delivered"),
             send_failures: counter("agent_iam.audit.send_failures"),
             queue_depth: Metric::gauge(host, "agent_iam.audit.queue_depth"),
-            log_hidden: counter("agent_iam.audit.log_hidden"),
             lists_filtered: counter("agent_iam.mcp.lists_filtered"),
             list_entries_removed: counter("agent_iam.mcp.list_entries_removed"),
             memory: Metric::gauge(host, "agent_iam.memory_bytes"),
@@ -81,8 +79,6 @@ impl Metrics {
 pub struct AuditOut {
     log: bool,
     filter_state: bool,
-    /// Whether the host's log level lets info lines through (checked on every tick).
-    log_visible: bool,
     /// Out-of-band events (checkpoints) waiting for the next request's filter state.
     pending_fs: Vec<AuditLine>,
     collector: Option<Collector>,
@@ -91,22 +87,13 @@ pub struct AuditOut {
 
 impl AuditOut {
     pub fn new(host: &dyn Host, cfg: &AuditConfig) -> AuditOut {
-        let a = AuditOut {
+        AuditOut {
             log: cfg.log_lines(),
             filter_state: cfg.filter_state,
-            log_visible: host.log_enabled(Level::Info),
             pending_fs: Vec::new(),
             collector: cfg.collector.clone().map(Collector::new),
             metrics: Metrics::define(host),
-        };
-        if a.log && !a.log_visible {
-            log(
-                host,
-                Level::Warn,
-                "agent-iam: audit.log is on but the host's log level hides info lines; audit log lines are counted in agent_iam.audit.log_hidden instead",
-            );
         }
-        a
     }
 
     /// How often `on_tick` must run.
@@ -190,13 +177,9 @@ impl AuditOut {
     fn out_of_request(&mut self, host: &dyn Host, line: AuditLine, pending: bool) {
         self.metrics.events.add(host, 1);
         if self.log {
-            if self.log_visible {
-                // One event, one line: client-sent values (U+2028, NEL, DEL survive JSON
-                // escaping) never start a line of their own.
-                log(host, Level::Info, line.log_line());
-            } else {
-                self.metrics.log_hidden.add(host, 1);
-            }
+            // One event, one line: client-sent values (U+2028, NEL, DEL survive JSON
+            // escaping) never start a line of their own.
+            log(host, Level::Info, line.log_line());
         }
         if pending && self.filter_state {
             if self.pending_fs.len() >= MAX_PENDING_FILTER_STATE {
@@ -209,9 +192,8 @@ impl AuditOut {
         }
     }
 
-    /// Checkpoints, collector flushes, drop reports, the log-level check.
+    /// Checkpoints, collector flushes, drop reports.
     pub fn on_tick(&mut self, host: &dyn Host, engine: &mut Engine, now_ms: u64) {
-        self.log_visible = host.log_enabled(Level::Info);
         if let Some(mine) = host.memory_bytes() {
             // Not "last one wins": the main thread's VM decides nothing and stays small.
             let m = self.metrics.memory;

@@ -403,9 +403,7 @@ impl Worker {
         } else {
             doc
         };
-        if host.send_response(200, &headers, body.as_bytes()).is_err() {
-            host.reset_request();
-        }
+        super::host::answer(host, 200, &headers, body.as_bytes());
         Outcome::Answered
     }
 }

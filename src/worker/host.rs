@@ -30,8 +30,6 @@ pub trait Host: SharedData {
     fn now(&self) -> Option<f64>;
     /// Writes one log line (the worker has already folded it onto one line).
     fn log(&self, level: Level, msg: &str);
-    /// Whether lines of `level` reach the host's log.
-    fn log_enabled(&self, level: Level) -> bool;
 
     /// Defines (or finds) a metric shared by every worker of this host.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
@@ -82,14 +80,40 @@ pub trait Host: SharedData {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError>;
-    /// Resets the current request's stream (when even a local answer failed).
-    fn reset_request(&self);
 }
 
 /// Logs one line, folded onto one line: values from feeds and peers never start a line of
 /// their own.
 pub fn log(host: &dyn Host, level: Level, msg: &str) {
     host.log(level, &crate::audit::one_line(msg));
+}
+
+/// Answers the current request locally with `status`, `headers` and `body`. When the host
+/// refuses that answer, a bare 500 (no headers, no body) instead; when it refuses that too,
+/// the caller still stops the request ([`super::Outcome::Answered`]): it never goes
+/// upstream. Only calls every host has: Kong's has no stream reset.
+pub fn answer(host: &dyn Host, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let Err(e) = host.send_response(status, headers, body) else {
+        return;
+    };
+    log(
+        host,
+        Level::Error,
+        &format!(
+            "agent-iam: the host refused the {status} answer ({}); answering a bare 500",
+            e.0
+        ),
+    );
+    if let Err(e) = host.send_response(500, &[], &[]) {
+        log(
+            host,
+            Level::Critical,
+            &format!(
+                "agent-iam: the host refused the bare 500 too ({}); the request is held and never goes upstream",
+                e.0
+            ),
+        );
+    }
 }
 
 /// A counter or gauge the worker may have failed to define (then nothing is counted).

@@ -36,7 +36,8 @@ pub struct Stream {
     pub set: Vec<(String, String)>,
     pub response: Option<Response>,
     pub properties: Vec<(String, Vec<u8>)>,
-    pub reset: bool,
+    /// The statuses of the local answers the host refused, in order.
+    pub refused: Vec<u16>,
     /// The request body the host buffered.
     pub body: Vec<u8>,
     /// The upstream's response (headers and body), as the worker left them.
@@ -51,8 +52,6 @@ pub struct LocalHost {
     shared: Memory,
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
-    /// The lowest level the log shows.
-    pub log_level: Cell<Option<Level>>,
     /// Calls dispatched and not yet answered; `clusters` lists those that exist.
     pub calls: RefCell<Vec<Call>>,
     pub clusters: RefCell<Vec<String>>,
@@ -63,6 +62,9 @@ pub struct LocalHost {
     /// Host calls that fail (by name: "request_headers", "remove", "set", "send_response",
     /// "shared_set").
     pub failing: RefCell<Vec<&'static str>>,
+    /// How many of the next local answers the host refuses (besides "send_response" in
+    /// `failing`, which refuses them all).
+    pub refuse_answers: Cell<u32>,
 }
 
 impl LocalHost {
@@ -169,10 +171,6 @@ impl Host for LocalHost {
 
     fn log(&self, level: Level, msg: &str) {
         self.logs.borrow_mut().push((level, msg.to_owned()));
-    }
-
-    fn log_enabled(&self, level: Level) -> bool {
-        self.log_level.get().is_none_or(|min| level >= min)
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
@@ -322,7 +320,12 @@ impl Host for LocalHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
-        self.fails("send_response")?;
+        let refuse = self.refuse_answers.get();
+        if refuse > 0 || self.fails("send_response").is_err() {
+            self.refuse_answers.set(refuse.saturating_sub(1));
+            self.stream.borrow_mut().refused.push(status);
+            return Err(HostError("send_response failed".into()));
+        }
         self.stream.borrow_mut().response = Some((
             status,
             headers
@@ -332,9 +335,5 @@ impl Host for LocalHost {
             body.to_vec(),
         ));
         Ok(())
-    }
-
-    fn reset_request(&self) {
-        self.stream.borrow_mut().reset = true;
     }
 }

@@ -141,6 +141,17 @@ fn backend(
         return Ok((Box::new(PureRust), on_envoy));
     };
     let crypto = HostCrypto::new(Foreign(foreign.clone()));
+    if let Err(e) = crypto.probe() {
+        if cfg.signature_backend == BackendChoice::Host {
+            return Err(vec![format!("$.signature_backend: \"host\" needs the host's verify_signature, which is unavailable ({e}); use \"pure\" or \"auto\"")]);
+        }
+        log(
+            host,
+            Level::Warn,
+            &format!("agent-iam: the host's verify_signature is unavailable ({e}); signatures use pure Rust"),
+        );
+        return Ok((Box::new(PureRust), on_envoy));
+    }
     let mut problems = Vec::new();
     for (i, issuer) in cfg.issuers.iter().enumerate() {
         for (j, key) in issuer.keys.iter().enumerate() {
@@ -700,17 +711,7 @@ fn send_deny(
     if let Some(retry) = &retry {
         headers.push(("retry-after", retry.as_str()));
     }
-    if host
-        .send_response(d.status(), &headers, body.as_bytes())
-        .is_err()
-    {
-        log(
-            host,
-            Level::Error,
-            "agent-iam: send_http_response failed; resetting the stream",
-        );
-        host.reset_request();
-    }
+    host::answer(host, d.status(), &headers, body.as_bytes());
     Outcome::Answered
 }
 

@@ -4,6 +4,9 @@
 //! `x-agent-iam-test-vector: raw;<host|pure>;<jwk base64url>;<msg hex>;<sig hex>` or
 //! `x-agent-iam-test-vector: jws;<host|pure>;<jwk base64url>;<compact jws>`
 //! → 200 with body `valid`, `invalid` or `key-rejected: ...`.
+//!
+//! `x-agent-iam-test-foreign: NAME` → 200 with body `ok N` (N bytes returned) or
+//! `error STATUS`: what the host answers a call of its foreign function NAME.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -29,6 +32,17 @@ pub(super) fn handle(host: &dyn Host, foreign: Option<&Rc<dyn ForeignCall>>) -> 
     // `x-agent-iam-test-noop: 1`: continue at once (the cost of the filter's plumbing alone).
     if host.request_header("x-agent-iam-test-noop").is_some() {
         return Some(Outcome::Continue);
+    }
+    // What a host answers for a foreign function it may not have, without a trap.
+    if let Some(name) = host.request_header("x-agent-iam-test-foreign") {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let verdict = match foreign.map(|f| f.call(&name, b"")) {
+            None => "no foreign functions".to_owned(),
+            Some(Ok(r)) => format!("ok {}", r.map_or(0, |b| b.len())),
+            Some(Err(e)) => format!("error {e}"),
+        };
+        let _ = host.send_response(200, &[], verdict.as_bytes());
+        return Some(Outcome::Answered);
     }
     let raw = host.request_header("x-agent-iam-test-vector")?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -149,15 +149,144 @@ fn host_failures_on_the_request_deny_and_are_audited() {
     assert_eq!(reason(&host).as_deref(), Some("internal.error"));
     assert_eq!(host.logged("cannot read the host clock").len(), 1);
 
-    // Even the deny cannot be sent: the stream is reset.
     host.clock.set(Some(NOW as f64));
-    host.failing.borrow_mut().push("send_response");
-    assert_eq!(get(&mut w, &host, "Bearer x", &[]), Outcome::Answered);
-    assert!(host.stream.borrow().reset);
     assert_eq!(
         host.metric_value("agent_iam.denied.internal.error"),
         Some(3)
     );
+}
+
+#[test]
+fn a_refused_deny_is_answered_with_a_bare_500_and_still_audited() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = open_plugin(&k);
+    plugin["audit"] = json!({"log": true});
+    let mut w = worker(&host, &plugin);
+
+    // The host refuses the 401: a bare 500 goes out instead; the deny is audited and
+    // counted under its own reason, as any deny.
+    host.refuse_answers.set(1);
+    assert_eq!(get(&mut w, &host, "Bearer x.y.z", &[]), Outcome::Answered);
+    let s = host.stream.borrow().clone();
+    assert_eq!(s.refused, vec![401]);
+    assert_eq!(s.response, Some((500, vec![], vec![])));
+    assert!(s.set.is_empty());
+    assert_eq!(host.logged("refused the 401 answer").len(), 1);
+    assert_eq!(
+        host.metric_value("agent_iam.denied.token.malformed"),
+        Some(1)
+    );
+    let audited = host.logged("agent-iam audit ");
+    assert!(audited
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"token.malformed\""));
+
+    // It refuses every answer: nothing is sent, the request is still stopped (the host
+    // pauses it: it never goes upstream), and audited.
+    host.failing.borrow_mut().push("send_response");
+    assert_eq!(get(&mut w, &host, "Bearer x.y.z", &[]), Outcome::Answered);
+    let s = host.stream.borrow().clone();
+    assert_eq!(s.refused, vec![401, 500]);
+    assert_eq!(s.response, None);
+    assert_eq!(host.logged("the request is held").len(), 1);
+    assert_eq!(
+        host.metric_value("agent_iam.denied.token.malformed"),
+        Some(2)
+    );
+
+    // An allowed request is never answered.
+    host.failing.borrow_mut().clear();
+    let good = format!("Bearer {}", token(&k, json!({})));
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
+    assert!(host.stream.borrow().refused.is_empty());
+}
+
+/// What Envoy reports as `xds.node` (an `envoy.config.core.v3.Node` whose
+/// `user_agent_name` is "envoy").
+fn envoy_node(host: &LocalHost) {
+    host.properties
+        .borrow_mut()
+        .insert("xds.node".into(), b"\x0a\x02id\x32\x05envoy".to_vec());
+}
+
+/// A host's `verify_signature`: `None` answers like a host without it (Envoy's
+/// `NotFound`); every call is counted.
+struct FakeForeign {
+    answer: Option<Vec<u8>>,
+    calls: std::cell::Cell<u32>,
+}
+
+impl crate::crypto::ForeignCall for FakeForeign {
+    fn call(&self, _name: &str, _args: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.calls.set(self.calls.get() + 1);
+        self.answer
+            .clone()
+            .map(Some)
+            .ok_or_else(|| "NotFound".into())
+    }
+}
+
+fn foreign(answer: Option<&[u8]>) -> std::rc::Rc<FakeForeign> {
+    std::rc::Rc::new(FakeForeign {
+        answer: answer.map(<[u8]>::to_vec),
+        calls: std::cell::Cell::new(0),
+    })
+}
+
+fn configure_with(
+    host: &LocalHost,
+    plugin: &Value,
+    f: &std::rc::Rc<FakeForeign>,
+) -> Result<Worker, Vec<String>> {
+    let call: std::rc::Rc<dyn crate::crypto::ForeignCall> = f.clone();
+    Worker::configure(host, plugin.to_string().as_bytes(), Some(call))
+}
+
+#[test]
+fn a_host_without_verify_signature_gets_pure_rust_on_auto_and_a_config_error_on_host() {
+    let k = keys();
+    let good = format!("Bearer {}", token(&k, json!({})));
+
+    // Identified as Envoy, but its `verify_signature` answers "not found".
+    let host = LocalHost::at(NOW as f64);
+    envoy_node(&host);
+    let missing = foreign(None);
+    let mut w = configure_with(&host, &open_plugin(&k), &missing).unwrap();
+    assert_eq!(missing.calls.get(), 1, "one probe at configure time");
+    assert_eq!(
+        host.logged("verify_signature is unavailable (NotFound); signatures use pure Rust")
+            .len(),
+        1
+    );
+    assert_eq!(host.logged("ES256=pure-rust RS256=pure-rust").len(), 1);
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
+    assert_eq!(missing.calls.get(), 1, "requests never call it");
+
+    let mut p = open_plugin(&k);
+    p["signature_backend"] = json!("host");
+    let problems = configure_with(&host, &p, &missing).err().unwrap();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].starts_with("$.signature_backend: \"host\" needs the host's verify_signature, which is unavailable (NotFound)"), "{problems:?}");
+
+    // A working one (answers "invalid" to the dummy signatures): host crypto.
+    let host = LocalHost::at(NOW as f64);
+    envoy_node(&host);
+    let working = foreign(Some(b"\x08\x00"));
+    configure_with(&host, &p, &working).unwrap();
+    assert_eq!(host.logged("ES256=host RS256=host").len(), 1);
+
+    // Not Envoy (Kong: calling a foreign function it does not know traps): never called,
+    // whatever the configuration asks for.
+    let host = LocalHost::at(NOW as f64);
+    let untouched = foreign(Some(b"\x08\x00"));
+    let mut w = configure_with(&host, &open_plugin(&k), &untouched).unwrap();
+    assert_eq!(host.logged("ES256=pure-rust").len(), 1);
+    assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
+    let problems = configure_with(&host, &p, &untouched).err().unwrap();
+    assert!(problems[0].starts_with("$.signature_backend"));
+    assert_eq!(untouched.calls.get(), 0);
 }
 
 #[test]

@@ -55,6 +55,23 @@ def test_fail_reload_denies_then_a_fresh_vm_serves():
         assert int(stats["wasm.agent_iam.vm_reload_success"]) >= 1, stats
 
 
+def test_an_unknown_foreign_function_answers_not_found_and_the_vm_keeps_serving():
+    """What a host without `verify_signature` answers, from Envoy's own foreign-function
+    table: "not found" as a status, never a trap (with it the filter falls back to pure Rust
+    on `signature_backend: auto` and refuses `host` at configure time, see the worker's
+    unit tests)."""
+    with harness.stack(wasm=harness.HOOKS_WASM, name="foreign-missing") as envoy:
+        client = harness.Client(envoy.listen_port)
+        [token] = harness.mint([{}])
+        r = client.request("/tickets", headers={"x-agent-iam-test-foreign": "agent_iam_no_such_function"})
+        assert (r.status, r.body) == (200, b"error NotFound"), r.body
+        r = client.request("/tickets", headers={"x-agent-iam-test-foreign": "verify_signature"})
+        assert r.status == 200 and r.body.startswith(b"error "), r.body  # no arguments: refused
+        assert client.request("/tickets", token=token).status == 200
+        assert "agent-iam: panic" not in envoy.log()
+        assert "signatures ES256=host RS256=host" in envoy.log()
+
+
 def test_no_request_can_smuggle_an_identity_header(envoy, client):
     check_smuggling(envoy, client)
 
