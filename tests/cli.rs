@@ -270,3 +270,43 @@ fn reasons_and_policy_results_come_as_json_too() {
     );
     assert!(stdout(&o).starts_with("deny policy.denied 403 tenant.mismatch (revision "));
 }
+
+#[test]
+fn generate_envoy_passes_the_module_sha256_of_the_wasm_it_points_at() {
+    let dir = std::env::temp_dir().join(format!("agent-iam-cli-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("agent_iam.wasm");
+    std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+    // sha256sum of those 8 bytes.
+    let sha = "93a44bbb96c751218e4c00d479e4c14358122a389acca16205b1e4d0dc5f9476";
+    let env_line = |out: &Output| {
+        stdout(out)
+            .lines()
+            .find(|l| l.contains("AGENT_IAM_MODULE_SHA256"))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    let gen = |extra: &[&str]| {
+        let wasm = wasm.to_str().unwrap();
+        let mut args = vec!["generate", "envoy", "--config", PLUGIN, "--wasm", wasm];
+        args.extend_from_slice(extra);
+        run(&args, "")
+    };
+    let out = gen(&[]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(
+        env_line(&out).as_deref(),
+        Some(format!("key_values: {{AGENT_IAM_MODULE_SHA256: \"{sha}\"}}").as_str())
+    );
+    let given = "AB".repeat(32);
+    let out = gen(&["--module-sha256", &given]);
+    assert!(env_line(&out).unwrap().contains(&"ab".repeat(32)));
+    assert_eq!(env_line(&gen(&["--no-module-sha256"])), None);
+    assert_eq!(code(&gen(&["--module-sha256", "abc"])), 2);
+    // Envoy loads the module from a path that does not exist here: nothing to hash.
+    std::fs::remove_file(&wasm).unwrap();
+    let out = gen(&[]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(env_line(&out), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

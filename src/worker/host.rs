@@ -57,6 +57,11 @@ pub trait Host: SharedData {
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError>;
     /// This VM's linear memory, in bytes (`None` outside a VM).
     fn memory_bytes(&self) -> Option<u64>;
+    /// A variable of the VM's environment: in the filter, the WASI environment the loader
+    /// sets (Envoy's `vm_config.environment_variables`, Istio's `vmConfig.env`).
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
 
     /// Every header of the current request, in order (names as the host reports them).
     fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError>;

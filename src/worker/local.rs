@@ -58,6 +58,8 @@ pub struct LocalHost {
     next_token: Cell<u32>,
     answer: RefCell<Answer>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    /// The VM's environment (the process's is never read).
+    pub env: RefCell<HashMap<String, String>>,
     pub stream: RefCell<Stream>,
     /// Host calls that fail (by name: "request_headers", "remove", "set", "send_response",
     /// "shared_set").
@@ -245,6 +247,10 @@ impl Host for LocalHost {
 
     fn memory_bytes(&self) -> Option<u64> {
         None
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.borrow().get(name).cloned()
     }
 
     fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {

@@ -167,6 +167,32 @@ fn backend(
     }
 }
 
+/// The environment variable the loader sets to the module's SHA-256 (a module cannot hash
+/// its own bytes).
+pub const MODULE_SHA256_ENV: &str = "AGENT_IAM_MODULE_SHA256";
+
+/// The module's SHA-256 as the start-up log line shows it: the loader's value when it is
+/// one (64 hex digits, shown in lower case), else what to do about it.
+fn module_sha256(host: &dyn Host) -> String {
+    match host.env(MODULE_SHA256_ENV) {
+        None => format!("unknown (set {MODULE_SHA256_ENV})"),
+        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            v.to_ascii_lowercase()
+        }
+        Some(_) => format!("invalid ({MODULE_SHA256_ENV} is not 64 hex digits)"),
+    }
+}
+
+/// The gauge naming this build (value 1): `agent_iam.build_info.<version>.<commit>`, the
+/// version's dots as underscores (a stat name's dots separate its parts).
+pub fn build_info_metric(version: &str, commit: &str) -> String {
+    format!(
+        "agent_iam.build_info.{}.{}",
+        version.replace('.', "_"),
+        commit.replace('.', "_")
+    )
+}
+
 impl Worker {
     /// Builds a worker from the plugin configuration; `foreign` is the host's foreign
     /// function call, where it has one (Envoy's `verify_signature`). Every problem is
@@ -176,6 +202,13 @@ impl Worker {
         bytes: &[u8],
         foreign: Option<Rc<dyn ForeignCall>>,
     ) -> Result<Worker, Vec<String>> {
+        // Which build this VM runs, whatever its configuration: defined once per VM (every
+        // VM names the same gauge).
+        Metric::gauge(
+            host,
+            &build_info_metric(crate::VERSION, env!("AGENT_IAM_COMMIT")),
+        )
+        .record(host, 1);
         let built = Config::from_json(bytes)
             .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
             .and_then(|cfg| {
@@ -208,7 +241,7 @@ impl Worker {
             host,
             Level::Info,
             &format!(
-                "agent-iam {} configured: {} issuer(s), {keys} key(s); signatures ES256={} RS256={} EdDSA={}; host={}; cache={} entries/worker; build commit={} features={} id={}",
+                "agent-iam {} configured: {} issuer(s), {keys} key(s); signatures ES256={} RS256={} EdDSA={}; host={}; cache={} entries/worker; build commit={} features={} id={} module_sha256={}",
                 crate::VERSION,
                 cfg.issuers.len(),
                 backend.name_for(Alg::Es256),
@@ -219,6 +252,7 @@ impl Worker {
                 env!("AGENT_IAM_COMMIT"),
                 env!("AGENT_IAM_FEATURES"),
                 env!("AGENT_IAM_BUILD_ID"),
+                module_sha256(host),
             ),
         );
         Ok(Worker::new(

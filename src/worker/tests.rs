@@ -310,6 +310,71 @@ fn a_bad_configuration_is_logged_with_its_paths() {
     assert!(problems[0].starts_with("$.signature_backend"));
 }
 
+#[test]
+fn the_start_up_line_names_the_build_and_the_module_hash_the_loader_gives() {
+    let k = keys();
+    let sha = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    let cases = [
+        (
+            Some(sha),
+            format!("module_sha256={}", sha.to_ascii_lowercase()),
+        ),
+        (
+            None,
+            "module_sha256=unknown (set AGENT_IAM_MODULE_SHA256)".into(),
+        ),
+        (
+            Some("abc"),
+            "module_sha256=invalid (AGENT_IAM_MODULE_SHA256 is not 64 hex digits)".into(),
+        ),
+        (
+            Some(&"g".repeat(64)),
+            "module_sha256=invalid (AGENT_IAM_MODULE_SHA256 is not 64 hex digits)".into(),
+        ),
+    ];
+    for (value, shown) in cases {
+        let host = LocalHost::at(NOW as f64);
+        if let Some(v) = value {
+            host.env
+                .borrow_mut()
+                .insert("AGENT_IAM_MODULE_SHA256".into(), v.into());
+        }
+        worker(&host, &open_plugin(&k));
+        let line = host.logged("configured: ");
+        assert_eq!(line.len(), 1);
+        assert!(
+            line[0].ends_with(&shown),
+            "{} does not end with {shown}",
+            line[0]
+        );
+        assert!(line[0].contains(&format!(
+            "build commit={} features={} id=",
+            env!("AGENT_IAM_COMMIT"),
+            env!("AGENT_IAM_FEATURES")
+        )));
+    }
+}
+
+#[test]
+fn the_build_info_gauge_is_one_from_the_first_configuration_on() {
+    let name = super::build_info_metric(crate::VERSION, env!("AGENT_IAM_COMMIT"));
+    assert_eq!(
+        super::build_info_metric("0.1.0", "0123456789ab"),
+        "agent_iam.build_info.0_1_0.0123456789ab"
+    );
+    assert_eq!(
+        super::build_info_metric("1.2.0-rc.1", "unknown"),
+        "agent_iam.build_info.1_2_0-rc_1.unknown"
+    );
+    let host = LocalHost::at(NOW as f64);
+    worker(&host, &open_plugin(&keys()));
+    assert_eq!(host.metric_value(&name), Some(1));
+    // A rejected configuration still tells which build rejected it.
+    let host = LocalHost::at(NOW as f64);
+    assert!(Worker::configure(&host, b"{}", None).is_err());
+    assert_eq!(host.metric_value(&name), Some(1));
+}
+
 fn with_feed(k: &DevKeys) -> Value {
     let mut p = demo_plugin_config(k);
     p["unmatched_route"] = json!("allow");

@@ -92,12 +92,17 @@ def mint(recipes, now=None, keys=None):
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
                no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
-               header_guard=False, tls=None):
+               header_guard=False, tls=None, module_sha256=None):
     """`agent-iam generate envoy` with these options. `tls`: a second, TLS listener
     (`{"port", "cert", "key", "client_ca"}`, e.g. `TlsMaterial.listener(port)`) requiring a
-    client certificate of `client_ca`."""
+    client certificate of `client_ca`. `module_sha256`: None (the generator hashes `wasm`),
+    False (none passed to the VM) or the hex to pass."""
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
+    if module_sha256 is False:
+        args.append("--no-module-sha256")
+    elif module_sha256:
+        args += ["--module-sha256", module_sha256]
     if tls:
         args += ["--tls-listen", tls["port"], "--tls-cert", tls["cert"], "--tls-key", tls["key"],
                  "--client-ca", tls["client_ca"]]

@@ -2,6 +2,7 @@
 
 use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy, TlsListener};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::common::{self, Outcome};
 
@@ -14,7 +15,7 @@ pub enum Command {
         after_help = "Exit codes:\n  0  written\n  2  usage error"
     )]
     KongMeta,
-    Envoy(EnvoyArgs),
+    Envoy(Box<EnvoyArgs>),
 }
 
 /// An Envoy bootstrap (YAML) with the filter in front of one upstream, with Envoy's own
@@ -79,6 +80,19 @@ pub struct EnvoyArgs {
     /// The CA certificate(s) client certificates must chain to (PEM).
     #[arg(long = "client-ca", value_name = "PEM", requires = "tls_listen")]
     client_ca: Option<String>,
+    /// The module's SHA-256 (64 hex digits), passed to the VM as AGENT_IAM_MODULE_SHA256 for
+    /// the filter's start-up log line [default: the SHA-256 of the --wasm file, when it
+    /// exists here].
+    #[arg(
+        long = "module-sha256",
+        value_name = "HEX",
+        conflicts_with = "no_module_sha256"
+    )]
+    module_sha256: Option<String>,
+    /// Leave AGENT_IAM_MODULE_SHA256 out (the filter then logs `unknown`): for a bootstrap
+    /// that must not change whenever the module is rebuilt.
+    #[arg(long = "no-module-sha256")]
+    no_module_sha256: bool,
 }
 
 pub fn run(cmd: &Command) -> Outcome {
@@ -95,8 +109,24 @@ fn envoy(a: &EnvoyArgs) -> Outcome {
     }
     let plugin: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", a.config))?;
     let d = EnvoyOptions::default();
+    let wasm_path = a.wasm.clone().unwrap_or(d.wasm_path);
+    let module_sha256 = match (&a.module_sha256, a.no_module_sha256) {
+        (_, true) => None,
+        (Some(hex), false) => {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("--module-sha256: `{hex}` is not 64 hex digits"));
+            }
+            Some(hex.to_ascii_lowercase())
+        }
+        (None, false) => match std::fs::read(&wasm_path) {
+            Ok(bytes) => Some(hex::encode(Sha256::digest(&bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{wasm_path}: {e}")),
+        },
+    };
     let o = EnvoyOptions {
-        wasm_path: a.wasm.clone().unwrap_or(d.wasm_path),
+        module_sha256,
+        wasm_path,
         listen_port: a.listen.unwrap_or(d.listen_port),
         admin_port: a.admin.unwrap_or(d.admin_port),
         upstream_port: a.upstream.unwrap_or(d.upstream_port),
