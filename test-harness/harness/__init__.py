@@ -92,11 +92,12 @@ def mint(recipes, now=None, keys=None):
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
                no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
-               header_guard=False, tls=None, module_sha256=None):
+               header_guard=False, tls=None, module_sha256=None, ecds=None):
     """`agent-iam generate envoy` with these options. `tls`: a second, TLS listener
     (`{"port", "cert", "key", "client_ca"}`, e.g. `TlsMaterial.listener(port)`) requiring a
     client certificate of `client_ca`. `module_sha256`: None (the generator hashes `wasm`),
-    False (none passed to the VM) or the hex to pass."""
+    False (none passed to the VM) or the hex to pass. `ecds`: the file the filter's
+    configuration comes from (ECDS, watched; written when absent)."""
     args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
     if module_sha256 is False:
@@ -116,6 +117,8 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
         args.append("--direct-response")
     if no_filter:
         args.append("--no-filter")
+    if ecds:
+        args += ["--ecds", ecds]
     return cli(*args).stdout
 
 
@@ -277,7 +280,7 @@ def registry_doc(plugin, version="1"):
 class Envoy:
     """A real Envoy process. Use as a context manager; the log is dumped on failure."""
 
-    def __init__(self, yaml_text, name="envoy", concurrency=1, log_level="info", cpus=None):
+    def __init__(self, yaml_text, name="envoy", concurrency=1, log_level="info", cpus=None, extra_args=()):
         OUT.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUT))
@@ -288,6 +291,7 @@ class Envoy:
         self.log_level = log_level
         self.cpus = cpus  # e.g. "0": pin Envoy (benchmarks keep it off the load generator's core)
         self.proc = None
+        self.extra_args = [str(a) for a in extra_args]
         self.admin_port = None
         for line in yaml_text.splitlines():
             if "port_value" in line and self.admin_port is None:
@@ -299,7 +303,7 @@ class Envoy:
         pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self.proc = subprocess.Popen(
             pin + ["envoy", "-c", str(self.config), "--concurrency", str(self.concurrency),
-             "--disable-hot-restart", "-l", self.log_level],
+             "--disable-hot-restart", "-l", self.log_level] + self.extra_args,
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until(self._ready, READY_TIMEOUT_S, f"Envoy {self.name} to be ready (admin /ready)",
                    ignore=(OSError, http.client.HTTPException), detail=self.log)

@@ -1,6 +1,8 @@
 //! `agent-iam generate`: deployment files from the configuration types.
 
-use agent_iam::generate::{envoy_bootstrap, EnvoyOptions, FailurePolicy, TlsListener};
+use agent_iam::generate::{
+    ecds_resource, envoy_bootstrap, filter_snippet, EnvoyOptions, FailurePolicy, TlsListener,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -16,6 +18,23 @@ pub enum Command {
     )]
     KongMeta,
     Envoy(Box<EnvoyArgs>),
+    /// The filter's http_filters entry alone (YAML), for a connection manager of your own
+    /// (the same options as `generate envoy`; the ports are not used).
+    #[command(after_help = "\
+Exit codes:
+  0  written
+  1  the configuration is invalid (its problems on standard error)
+  2  usage error, or a file that cannot be read")]
+    Filter(Box<EnvoyArgs>),
+    /// The ECDS resource (a DiscoveryResponse, JSON) carrying the filter's configuration:
+    /// move it over the file a bootstrap made with `generate envoy --ecds FILE` watches, or
+    /// push it from an xDS control plane; Envoy applies it without draining a listener.
+    #[command(after_help = "\
+Exit codes:
+  0  written
+  1  the configuration is invalid (its problems on standard error)
+  2  usage error, or a file that cannot be read")]
+    Ecds(Box<EnvoyArgs>),
 }
 
 /// An Envoy bootstrap (YAML) with the filter in front of one upstream, with Envoy's own
@@ -93,16 +112,33 @@ pub struct EnvoyArgs {
     /// that must not change whenever the module is rebuilt.
     #[arg(long = "no-module-sha256")]
     no_module_sha256: bool,
+    /// The filter's configuration comes through ECDS from FILE, watched for changes (written
+    /// with version 1 when absent; replace it with `agent-iam generate ecds`).
+    #[arg(long = "ecds", value_name = "FILE")]
+    ecds: Option<String>,
+    /// The ECDS resource's version_info (what Envoy reports as the version in force)
+    /// [default: 1].
+    #[arg(long = "resource-version", value_name = "VERSION")]
+    resource_version: Option<String>,
 }
 
 pub fn run(cmd: &Command) -> Outcome {
     match cmd {
         Command::KongMeta => common::print_json(&agent_iam::config::kong_meta()),
-        Command::Envoy(a) => envoy(a),
+        Command::Envoy(a) => envoy(a, Output::Bootstrap),
+        Command::Filter(a) => envoy(a, Output::Filter),
+        Command::Ecds(a) => envoy(a, Output::Ecds),
     }
 }
 
-fn envoy(a: &EnvoyArgs) -> Outcome {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Bootstrap,
+    Filter,
+    Ecds,
+}
+
+fn envoy(a: &EnvoyArgs, out: Output) -> Outcome {
     let (bytes, cfg) = common::load_config(&a.config)?;
     if let Err(code) = cfg {
         return Ok(code);
@@ -150,6 +186,35 @@ fn envoy(a: &EnvoyArgs) -> Outcome {
             Some(p) => FailurePolicy::parse(p)
                 .ok_or_else(|| format!("--failure-policy: `{p}` is not `closed` or `reload`"))?,
         },
+        ecds_file: a.ecds.clone(),
     };
-    common::write_out(&envoy_bootstrap(&plugin, &o))
+    let version = a.resource_version.as_deref().unwrap_or("1");
+    match out {
+        Output::Filter => common::write_out(&filter_snippet(&plugin, &o)),
+        Output::Ecds => common::write_out(&ecds_resource(&plugin, &o, version)),
+        Output::Bootstrap => {
+            if let Some(path) = &o.ecds_file {
+                write_initial_resource(path, &ecds_resource(&plugin, &o, version))?;
+            }
+            common::write_out(&envoy_bootstrap(&plugin, &o))
+        }
+    }
+}
+
+/// Writes the ECDS file a new bootstrap watches, unless one is there (a live
+/// configuration is replaced with `generate ecds`, never by regenerating the bootstrap).
+fn write_initial_resource(path: &str, text: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if p.exists() {
+        eprintln!(
+            "agent-iam: {path} exists: left as it is (replace it with `agent-iam generate ecds`)"
+        );
+        return Ok(());
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(p, text).map_err(|e| format!("{path}: {e}"))?;
+    eprintln!("agent-iam: wrote {path} (the filter's configuration for ECDS)");
+    Ok(())
 }
