@@ -3,10 +3,10 @@
 //! batches to a collector cluster. Plus the decision metrics.
 //!
 //! The collector queue is per worker and bounded: when it is full the oldest events are
-//! dropped, counted (`agent_iam.audit.dropped`) and logged; checkpoints carry the running
+//! dropped, counted (`agent_iam.audit.dropped_total`) and logged; checkpoints carry the running
 //! drop count so `agent-iam audit verify` can say why a gap is there.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::host::{log, Host, Level, Metric, MetricKind};
@@ -17,18 +17,62 @@ use crate::reason::Reason;
 /// Filter-state key (Envoy prefixes it: `wasm.agent_iam.audit`).
 const FILTER_STATE_KEY: &str = "agent_iam.audit";
 
+/// (decision, check, reason) of `agent_iam.decisions_total`.
+type DecisionKey = (&'static str, &'static str, &'static str);
+
+/// (check, reason) of `agent_iam.shadow_denied_total`.
+type ShadowKey = (&'static str, &'static str);
+
+/// A route's name as a stat name part: letters, digits, `_` and `-` kept, anything else
+/// (`.` separates a stat name's parts, `/` is common in route names) as `_`; `none` for a
+/// request that matched no route.
+pub fn route_label(route: Option<&str>) -> String {
+    match route {
+        None | Some("") => "none".to_owned(),
+        Some(r) => r
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The check a reason belongs to, as the metrics label it.
+pub fn check_label(r: Reason) -> &'static str {
+    let code = r.as_str();
+    let category = code.split('.').next().unwrap_or_default();
+    match (r, category) {
+        (Reason::TokenUnbound | Reason::TokenCnf, _) => "sender_constraint",
+        (Reason::RouteUnmatched | Reason::ScopeInsufficient, _) => "route_scopes",
+        (Reason::RequestHeaderRepeated, _) => "request",
+        (_, "token" | "jwks") => "token",
+        (_, "dpop" | "mtls") => "sender_constraint",
+        (_, "agent" | "delegation") => "delegation",
+        (_, "revocation") => "revocation",
+        (_, "mcp") => "mcp",
+        (_, "policy") => "policy",
+        (_, "request") => "request",
+        _ => "internal",
+    }
+}
+
 /// Out-of-band events kept for the next request's filter state.
 const MAX_PENDING_FILTER_STATE: usize = 64;
 
 /// Metric ids (defined by name; Envoy shares them across workers and prefixes them with
 /// `wasmcustom.`).
 struct Metrics {
-    allow: Metric,
-    deny: Metric,
-    by_reason: Vec<(Reason, Metric)>,
-    /// Requests let through although a check in shadow failed, and by that reason.
-    shadow_deny: Metric,
-    shadow_by_reason: Vec<(Reason, Metric)>,
+    /// `agent_iam.decisions_total` by route, then by (decision, check, reason): defined on
+    /// first use (routes and reasons are bounded by the configuration and the code).
+    decisions: HashMap<String, Vec<(DecisionKey, Metric)>>,
+    /// `agent_iam.shadow_denied_total` by route, then by (check, reason): every failure of a
+    /// check in shadow.
+    shadowed: HashMap<String, Vec<(ShadowKey, Metric)>>,
     latency: Metric,
     events: Metric,
     dropped: Metric,
@@ -47,29 +91,20 @@ impl Metrics {
     fn define(host: &dyn Host) -> Metrics {
         let counter = |name: &str| Metric::counter(host, name);
         Metrics {
-            allow: counter("agent_iam.decisions.allow"),
-            deny: counter("agent_iam.decisions.deny"),
-            by_reason: Reason::ALL
-                .iter()
-                .map(|r| (*r, counter(&format!("agent_iam.denied.{}", r.as_str()))))
-                .collect(),
-            shadow_deny: counter("agent_iam.decisions.shadow_deny"),
-            shadow_by_reason: Reason::ALL
-                .iter()
-                .filter(|r| !r.always_enforced())
-                .map(|r| {
-                    let name = format!("agent_iam.shadow_denied.{}", r.as_str());
-                    (*r, counter(&name))
-                })
-                .collect(),
-            latency: Metric::define(host, MetricKind::Histogram, "agent_iam.latency_us"),
-            events: counter("agent_iam.audit.events"),
-            dropped: counter("agent_iam.audit.dropped"),
-            delivered: counter("agent_iam.audit.delivered"),
-            send_failures: counter("agent_iam.audit.send_failures"),
+            decisions: HashMap::new(),
+            shadowed: HashMap::new(),
+            latency: Metric::define(
+                host,
+                MetricKind::Histogram,
+                "agent_iam.decision_duration_microseconds",
+            ),
+            events: counter("agent_iam.audit.events_total"),
+            dropped: counter("agent_iam.audit.dropped_total"),
+            delivered: counter("agent_iam.audit.delivered_total"),
+            send_failures: counter("agent_iam.audit.send_failures_total"),
             queue_depth: Metric::gauge(host, "agent_iam.audit.queue_depth"),
-            lists_filtered: counter("agent_iam.mcp.lists_filtered"),
-            list_entries_removed: counter("agent_iam.mcp.list_entries_removed"),
+            lists_filtered: counter("agent_iam.mcp.lists_filtered_total"),
+            list_entries_removed: counter("agent_iam.mcp.list_entries_removed_total"),
             memory: Metric::gauge(host, "agent_iam.memory_bytes"),
         }
     }
@@ -106,27 +141,49 @@ impl AuditOut {
         }
     }
 
-    /// The metrics of one decision.
-    pub fn count(&self, host: &dyn Host, d: &Decision, latency_us: u64) {
-        match d.reason {
-            None => self.metrics.allow.add(host, 1),
-            Some(r) => {
-                self.metrics.deny.add(host, 1);
-                if let Some((_, m)) = self.metrics.by_reason.iter().find(|(x, _)| *x == r) {
-                    m.add(host, 1);
-                }
+    /// The metrics of one decision: `agent_iam.decisions_total` with its decision (`allow`,
+    /// `deny`, `shadow_deny`), check, reason and route, every shadowed failure in
+    /// `agent_iam.shadow_denied_total`, and the filter's time.
+    pub fn count(&mut self, host: &dyn Host, d: &Decision, latency_us: u64) {
+        let route = route_label(d.route.as_deref());
+        let key = match (d.reason, d.verdict()) {
+            (Some(r), _) => ("deny", check_label(r), r.as_str()),
+            (None, Some(r)) => {
+                let check = d.shadow.first().map_or("none", |s| s.check.as_str());
+                ("shadow_deny", check, r.as_str())
             }
-        }
-        // Requests let through by a shadowed check; every shadowed failure by its reason
-        // (also those before an enforced deny: what enforcing the check would add).
-        if d.allowed() && !d.enforced() {
-            self.metrics.shadow_deny.add(host, 1);
-        }
+            (None, None) => ("allow", "none", "none"),
+        };
+        let by_route = self.metrics.decisions.entry(route.clone()).or_default();
+        let metric = match by_route.iter().find(|(k, _)| *k == key) {
+            Some((_, m)) => *m,
+            None => {
+                let (decision, check, reason) = key;
+                let name = format!(
+                    "agent_iam.decisions_total.decision.{decision}.check.{check}.reason.{reason}.route.{route}"
+                );
+                let m = Metric::counter(host, &name);
+                by_route.push((key, m));
+                m
+            }
+        };
+        metric.add(host, 1);
         for s in &d.shadow {
-            let by = &self.metrics.shadow_by_reason;
-            if let Some((_, m)) = by.iter().find(|(x, _)| *x == s.reason) {
-                m.add(host, 1);
-            }
+            let key = (s.check.as_str(), s.reason.as_str());
+            let by_route = self.metrics.shadowed.entry(route.clone()).or_default();
+            let metric = match by_route.iter().find(|(k, _)| *k == key) {
+                Some((_, m)) => *m,
+                None => {
+                    let name = format!(
+                        "agent_iam.shadow_denied_total.check.{}.reason.{}.route.{route}",
+                        key.0, key.1
+                    );
+                    let m = Metric::counter(host, &name);
+                    by_route.push((key, m));
+                    m
+                }
+            };
+            metric.add(host, 1);
         }
         self.metrics.latency.record(host, latency_us);
     }

@@ -136,6 +136,19 @@ impl LocalHost {
             .map(|(_, _, v)| *v)
     }
 
+    /// The sum of `agent_iam.decisions_total` over every series with this `decision` (and
+    /// `reason`, if given), whatever its check and route.
+    pub fn decisions(&self, decision: &str, reason: Option<&str>) -> u64 {
+        let prefix = format!("agent_iam.decisions_total.decision.{decision}.");
+        self.metrics
+            .borrow()
+            .iter()
+            .filter(|(n, _, _)| n.starts_with(&prefix))
+            .filter(|(n, _, _)| reason.is_none_or(|r| n.contains(&format!(".reason.{r}.route."))))
+            .map(|(_, _, v)| *v)
+            .sum()
+    }
+
     /// Log lines containing `needle`.
     pub fn logged(&self, needle: &str) -> Vec<String> {
         self.logs

@@ -183,11 +183,18 @@ fn module_sha256(host: &dyn Host) -> String {
     }
 }
 
-/// The gauge naming this build (value 1): `agent_iam.build_info.<version>.<commit>`, the
-/// version's dots as underscores (a stat name's dots separate its parts).
+/// A gauge value in seconds (Prometheus's unit) from milliseconds, rounded up: a feed
+/// 200 ms old reads 1, never 0.
+pub(crate) fn seconds_up(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// The gauge naming this build (value 1): `agent_iam.build_info.version.<version>.commit.<commit>`
+/// (the shipped `stats_tags` make both labels), the version's dots as underscores (a stat
+/// name's dots separate its parts).
 pub fn build_info_metric(version: &str, commit: &str) -> String {
     format!(
-        "agent_iam.build_info.{}.{}",
+        "agent_iam.build_info.version.{}.commit.{}",
         version.replace('.', "_"),
         commit.replace('.', "_")
     )
@@ -313,7 +320,7 @@ impl Worker {
         let jwks_age = if jwks.is_empty() {
             Metric::default()
         } else {
-            Metric::gauge(host, "agent_iam.jwks.age_ms")
+            Metric::gauge(host, "agent_iam.jwks.age_seconds")
         };
         let mut worker = Worker {
             engine,
@@ -668,7 +675,7 @@ impl Worker {
             age = age.max(j.age_ms(host, now_ms));
         }
         if let Some(age) = age {
-            self.jwks_age.record(host, age);
+            self.jwks_age.record(host, seconds_up(age));
         }
     }
 

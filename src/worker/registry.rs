@@ -70,9 +70,9 @@ impl RegistryFeed {
                 "registry feed",
                 "the last good registry",
             ),
-            age_gauge: Metric::gauge(host, "agent_iam.registry.feed_age_ms"),
-            answers_refused: Metric::counter(host, "agent_iam.registry.answers_refused"),
-            rollbacks_refused: Metric::counter(host, "agent_iam.registry.rollbacks_refused"),
+            age_gauge: Metric::gauge(host, "agent_iam.registry.feed_age_seconds"),
+            answers_refused: Metric::counter(host, "agent_iam.registry.answers_refused_total"),
+            rollbacks_refused: Metric::counter(host, "agent_iam.registry.rollbacks_refused_total"),
             refusals_audited: HashSet::new(),
         }
     }
@@ -86,7 +86,8 @@ impl RegistryFeed {
     pub fn on_tick(&mut self, host: &dyn Host, now_ms: u64) {
         if let Ok((Some(head), _)) = host.get(&self.head_key) {
             if let Some((_, fresh)) = parse_head(&head) {
-                self.age_gauge.record(host, now_ms.saturating_sub(fresh));
+                let age = super::seconds_up(now_ms.saturating_sub(fresh));
+                self.age_gauge.record(host, age);
             }
         }
         if self.poll.busy() || !self.poll.take_lease(host, self.interval_ms, now_ms) {

@@ -93,11 +93,11 @@ impl RevocationFeed {
             ),
             again: false,
             metrics: Metrics {
-                age: Metric::gauge(host, "agent_iam.revocation.feed_age_ms"),
-                polls_ok: counter("agent_iam.revocation.polls_ok"),
-                poll_failures: counter("agent_iam.revocation.poll_failures"),
-                sets_refused: counter("agent_iam.revocation.sets_refused"),
-                unsupported_subjects: counter("agent_iam.revocation.unsupported_subjects"),
+                age: Metric::gauge(host, "agent_iam.revocation.feed_age_seconds"),
+                polls_ok: counter("agent_iam.revocation.polls_ok_total"),
+                poll_failures: counter("agent_iam.revocation.poll_failures_total"),
+                sets_refused: counter("agent_iam.revocation.sets_refused_total"),
+                unsupported_subjects: counter("agent_iam.revocation.unsupported_subjects_total"),
             },
             refusals_audited: HashSet::new(),
         }
@@ -144,7 +144,8 @@ impl RevocationFeed {
     pub fn on_tick(&mut self, host: &dyn Host, now_ms: u64) {
         if let Ok((Some(head), _)) = host.get(&self.head_key) {
             if let Some(fresh) = parse_head(&head).map(|(_, f)| f) {
-                self.metrics.age.record(host, now_ms.saturating_sub(fresh));
+                let age = super::seconds_up(now_ms.saturating_sub(fresh));
+                self.metrics.age.record(host, age);
             }
         }
         if self.poll.busy() {

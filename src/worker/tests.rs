@@ -93,7 +93,7 @@ fn a_request_is_decided_edited_audited_and_answered() {
     assert_eq!(fs[0].0, "agent_iam.audit");
     assert_eq!(String::from_utf8_lossy(&fs[0].1).lines().count(), 2);
     assert_eq!(host.logged("agent-iam audit ").len(), 2);
-    assert_eq!(host.metric_value("agent_iam.decisions.allow"), Some(1));
+    assert_eq!(host.decisions("allow", None), 1);
 
     // Denied: answered with the deny response; the forged header is still removed and
     // nothing of the filter's is set.
@@ -117,11 +117,8 @@ fn a_request_is_decided_edited_audited_and_answered() {
         .removed
         .contains(&"X-Agent-Id".to_owned()));
     assert!(host.stream.borrow().set.is_empty());
-    assert_eq!(host.metric_value("agent_iam.decisions.deny"), Some(1));
-    assert_eq!(
-        host.metric_value("agent_iam.denied.token.malformed"),
-        Some(1)
-    );
+    assert_eq!(host.decisions("deny", None), 1);
+    assert_eq!(host.decisions("deny", Some("token.malformed")), 1);
 }
 
 #[test]
@@ -150,10 +147,7 @@ fn host_failures_on_the_request_deny_and_are_audited() {
     assert_eq!(host.logged("cannot read the host clock").len(), 1);
 
     host.clock.set(Some(NOW as f64));
-    assert_eq!(
-        host.metric_value("agent_iam.denied.internal.error"),
-        Some(3)
-    );
+    assert_eq!(host.decisions("deny", Some("internal.error")), 3);
 }
 
 #[test]
@@ -173,10 +167,7 @@ fn a_refused_deny_is_answered_with_a_bare_500_and_still_audited() {
     assert_eq!(s.response, Some((500, vec![], vec![])));
     assert!(s.set.is_empty());
     assert_eq!(host.logged("refused the 401 answer").len(), 1);
-    assert_eq!(
-        host.metric_value("agent_iam.denied.token.malformed"),
-        Some(1)
-    );
+    assert_eq!(host.decisions("deny", Some("token.malformed")), 1);
     let audited = host.logged("agent-iam audit ");
     assert!(audited
         .last()
@@ -191,10 +182,7 @@ fn a_refused_deny_is_answered_with_a_bare_500_and_still_audited() {
     assert_eq!(s.refused, vec![401, 500]);
     assert_eq!(s.response, None);
     assert_eq!(host.logged("the request is held").len(), 1);
-    assert_eq!(
-        host.metric_value("agent_iam.denied.token.malformed"),
-        Some(2)
-    );
+    assert_eq!(host.decisions("deny", Some("token.malformed")), 2);
 
     // An allowed request is never answered.
     host.failing.borrow_mut().clear();
@@ -360,11 +348,11 @@ fn the_build_info_gauge_is_one_from_the_first_configuration_on() {
     let name = super::build_info_metric(crate::VERSION, env!("AGENT_IAM_COMMIT"));
     assert_eq!(
         super::build_info_metric("0.1.0", "0123456789ab"),
-        "agent_iam.build_info.0_1_0.0123456789ab"
+        "agent_iam.build_info.version.0_1_0.commit.0123456789ab"
     );
     assert_eq!(
         super::build_info_metric("1.2.0-rc.1", "unknown"),
-        "agent_iam.build_info.1_2_0-rc_1.unknown"
+        "agent_iam.build_info.version.1_2_0-rc_1.commit.unknown"
     );
     let host = LocalHost::at(NOW as f64);
     worker(&host, &open_plugin(&keys()));
@@ -429,7 +417,7 @@ fn the_registry_feed_polls_once_per_interval_publishes_and_every_worker_applies_
     b.on_tick(&host);
     answer(&mut b, &host, "cp", "200", &registry("0", "suspended"));
     assert_eq!(
-        host.metric_value("agent_iam.registry.rollbacks_refused"),
+        host.metric_value("agent_iam.registry.rollbacks_refused_total"),
         Some(1)
     );
     assert_eq!(host.logged("answer refused").len(), 1);
@@ -473,7 +461,7 @@ fn remote_keys_are_fetched_published_and_refetched_on_an_unknown_kid() {
     assert_eq!(host.logged("keys version 1 applied").len(), 1);
     host.advance_ms(1500);
     w.on_tick(&host);
-    assert_eq!(host.metric_value("agent_iam.jwks.age_ms"), Some(1500));
+    assert_eq!(host.metric_value("agent_iam.jwks.age_seconds"), Some(2));
 
     // An unknown kid asks for a refetch: the next tick fetches before the schedule.
     let rotated = format!(
@@ -544,7 +532,10 @@ fn the_collector_queue_batches_retries_in_order_and_drops_the_oldest_when_full()
     // The batch fails: it goes back in front, and the worker backs off.
     host.answer("503", b"");
     w.on_call_response(&host, first.token, 0);
-    assert_eq!(host.metric_value("agent_iam.audit.send_failures"), Some(1));
+    assert_eq!(
+        host.metric_value("agent_iam.audit.send_failures_total"),
+        Some(1)
+    );
     w.on_tick(&host);
     assert!(host.take_call("sink").is_none(), "backing off");
 
@@ -552,7 +543,7 @@ fn the_collector_queue_batches_retries_in_order_and_drops_the_oldest_when_full()
     for _ in 0..3 {
         get(&mut w, &host, &good, &[]);
     }
-    assert_eq!(host.metric_value("agent_iam.audit.dropped"), Some(1));
+    assert_eq!(host.metric_value("agent_iam.audit.dropped_total"), Some(1));
     host.advance_ms(300);
     w.on_tick(&host);
     assert_eq!(host.logged("dropped the 1 oldest event(s)").len(), 1);
@@ -565,7 +556,10 @@ fn the_collector_queue_batches_retries_in_order_and_drops_the_oldest_when_full()
     // Delivered: the next batch goes out at once.
     host.answer("200", b"");
     w.on_call_response(&host, retry.token, 0);
-    assert_eq!(host.metric_value("agent_iam.audit.delivered"), Some(2));
+    assert_eq!(
+        host.metric_value("agent_iam.audit.delivered_total"),
+        Some(2)
+    );
     let next = host.take_call("sink").unwrap();
     assert_eq!(lines(&next.body)[0]["seq"], 4);
     assert_eq!(host.logged("audit collector recovered").len(), 1);
@@ -618,10 +612,13 @@ fn the_revocation_feed_verifies_applies_acknowledges_and_every_worker_enforces()
     host.answer("200", body.as_bytes());
     a.on_call_response(&host, call.token, body.len());
     assert_eq!(
-        host.metric_value("agent_iam.revocation.sets_refused"),
+        host.metric_value("agent_iam.revocation.sets_refused_total"),
         Some(1)
     );
-    assert_eq!(host.metric_value("agent_iam.revocation.polls_ok"), Some(1));
+    assert_eq!(
+        host.metric_value("agent_iam.revocation.polls_ok_total"),
+        Some(1)
+    );
     assert_eq!(host.logged("revocation applied: SET set-1").len(), 1);
 
     // The other worker enforces it on its next request.
@@ -651,7 +648,7 @@ fn the_revocation_feed_verifies_applies_acknowledges_and_every_worker_enforces()
         .logged("\"jti\":\"set-3\",\"outcome\":\"applied\"")
         .is_empty());
     assert_eq!(
-        host.metric_value("agent_iam.revocation.poll_failures"),
+        host.metric_value("agent_iam.revocation.poll_failures_total"),
         Some(1)
     );
     host.advance_ms(250);
@@ -961,7 +958,7 @@ fn a_tools_list_shows_only_what_the_caller_may_call() {
     assert_eq!(filtered["result"]["cacheScope"], "private");
     drop(s);
     assert_eq!(
-        host.metric_value("agent_iam.mcp.list_entries_removed"),
+        host.metric_value("agent_iam.mcp.list_entries_removed_total"),
         Some(2)
     );
 
@@ -1074,10 +1071,7 @@ fn a_request_that_ends_before_its_body_is_audited_as_a_deny() {
     let events = host.logged("\"reason\":\"mcp.body_invalid\"");
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].contains("ended before its whole body"));
-    assert_eq!(
-        host.metric_value("agent_iam.denied.mcp.body_invalid"),
-        Some(1)
-    );
+    assert_eq!(host.decisions("deny", Some("mcp.body_invalid")), 1);
 }
 
 #[test]

@@ -247,8 +247,8 @@ def test_a_version_rollback_is_refused_and_audited_unless_allowed(allow_rollback
         for e in refused:
             assert (e["version"], e["previous"]) == ("9", "10") and "rollback" in e["detail"], e
         stats = harness.admin_stats(envoy, "registry")
-        assert int(stats["wasmcustom.agent_iam.registry.rollbacks_refused"]) >= 10, stats
-        assert int(stats["wasmcustom.agent_iam.registry.answers_refused"]) >= 10, stats
+        assert int(stats["wasmcustom.agent_iam.registry.rollbacks_refused_total"]) >= 10, stats
+        assert int(stats["wasmcustom.agent_iam.registry.answers_refused_total"]) >= 10, stats
         assert envoy.wait_for_log("registry feed: answer refused: version 9 is older than version 10")
         assert harness.audit_schema_errors(envoy.audit_events()) == []
         # A newer version applies again.

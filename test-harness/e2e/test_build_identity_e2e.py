@@ -64,7 +64,7 @@ def test_the_start_up_line_and_the_gauge_name_the_build_and_the_module():
             assert line.endswith(f"module_sha256={sha256(harness.WASM)}")
         # One gauge naming the build, set to 1, defined once however many VMs start.
         assert harness.admin_stats(envoy, "build_info") == {
-            f"wasmcustom.agent_iam.build_info.{VERSION.replace('.', '_')}.{commit}": "1"}
+            f"wasmcustom.agent_iam.build_info.version.{VERSION.replace('.', '_')}.commit.{commit}": "1"}
 
 
 def test_the_test_hook_build_says_so_and_without_the_variable_how_to_get_the_hash():

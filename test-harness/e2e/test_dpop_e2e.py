@@ -261,7 +261,7 @@ def test_a_proof_accepted_by_one_worker_is_refused_by_the_other():
         assert streams - {allow["stream"]}, f"every refusal came from the allowing worker {allow['stream']}"
         assert len(streams | {allow["stream"]}) == 2
         # Counted by reason across the workers.
-        assert int(harness.admin_stats(envoy)["wasmcustom.agent_iam.denied.dpop.replay"]) == len(clients)
+        assert harness.count(envoy, reason="dpop.replay", check="sender_constraint") == len(clients)
         served = [h for h in envoy.upstream.server.seen if h.get("dpop") == [proof]]
         assert len(served) == 1, served
         for c in [first, *clients]:

@@ -140,13 +140,13 @@ def test_feed_outage_beyond_staleness_denies_then_recovers():
         assert r.status == 503 and reason(r) == "revocation.stale", r
         assert r.headers["retry-after"] == "1", r.headers  # one poll (250 ms, rounded up)
         assert waited >= 0.5  # the last good state serves until the bound
-        gauge = "wasmcustom.agent_iam.revocation.feed_age_ms"
-        assert int(harness.admin_stats(envoy, "revocation")[gauge]) >= 800  # updated every tick
+        gauge = "wasmcustom.agent_iam.revocation.feed_age_seconds"
+        assert int(harness.admin_stats(envoy, "revocation")[gauge]) >= 1  # seconds, rounded up
         envoy.control_plane.ssf_fail("none")
         until(client, token, lambda r: r.status == 200)
         # Every VM records the gauge on its own tick (100 ms): give it a few ticks.
         harness.wait_until(lambda: int(harness.admin_stats(envoy, "revocation")[gauge]), 2,
-                           "the feed age gauge to come down below 1000 ms", expect=lambda age: age < 1000)
+                           "the feed age gauge to come down to 1 s", expect=lambda age: age <= 1)
 
 
 def test_allow_safe_methods_keeps_reads_during_an_outage():
@@ -293,7 +293,7 @@ def test_an_unsupported_subject_format_is_refused_counted_and_audited():
         [token] = harness.mint([{"claims": VIA_PLANNER}])
         phone = {"format": "phone_number", "phone_number": "+12065550100"}
         envoy.control_plane.push_sets([lifecycle_set("phone-dis", "account_disabled", phone, time.time())])
-        stat = "wasmcustom.agent_iam.revocation.unsupported_subjects"
+        stat = "wasmcustom.agent_iam.revocation.unsupported_subjects_total"
         harness.wait_until(lambda: int(harness.admin_stats(envoy, "revocation").get(stat, 0)) >= 1, 5,
                            "the unsupported subject to be counted")
         time.sleep(2 * INTERVAL_S)

@@ -5,7 +5,9 @@ trail and the metrics say (`"enforced": false`, the reason it would have denied 
 that a route or a check left in enforce mode still denies with nothing upstream."""
 
 import copy
+import http.client
 import json
+import re
 
 import pytest
 
@@ -109,14 +111,41 @@ def test_a_route_in_enforce_mode_denies_and_nothing_goes_up(shadow, c):
 
 def test_shadow_denies_are_counted_by_reason(shadow, c):
     def stats():
-        s = harness.admin_stats(shadow)
-        return (int(s.get("wasmcustom.agent_iam.decisions.shadow_deny", 0)),
-                int(s.get("wasmcustom.agent_iam.shadow_denied.token.missing", 0)),
-                int(s.get("wasmcustom.agent_iam.decisions.allow", 0)))
+        return (harness.count(shadow, decision="shadow_deny", check="token", reason="token.missing",
+                              route="tickets-read"),
+                harness.count(shadow, "shadow_denied_total", check="token", reason="token.missing"),
+                harness.count(shadow, decision="allow"))
     before = stats()
     sent(shadow, c, "/tickets/1")
-    harness.wait_until(lambda: stats() == (before[0] + 1, before[1] + 1, before[2] + 1), 5,
-                       "shadow_deny, shadow_denied.token.missing and allow counted")
+    harness.wait_until(lambda: stats() == (before[0] + 1, before[1] + 1, before[2]), 5,
+                       "a shadow_deny and a shadowed token.missing counted, no allow")
+
+
+def test_prometheus_sees_labels_not_names(shadow, c):
+    """The generated bootstrap's stats_tags: /stats/prometheus shows the decision, check,
+    reason and route as labels, counters ending in _total, units in the names."""
+    [token] = harness.mint([{}])
+    sent(shadow, c, "/tickets/1", token=token)
+    sent(shadow, c, "/mail/send", method="POST", token=token)  # enforced: a deny
+    conn = http.client.HTTPConnection("127.0.0.1", shadow.admin_port, timeout=5)
+    conn.request("GET", "/stats/prometheus")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    ours = [line for line in text.splitlines() if line.startswith("agent_iam_")]
+    assert 'agent_iam_decisions_total{decision="allow",check="none",reason="none",route="tickets-read"}' in text
+    assert ('agent_iam_decisions_total{decision="deny",check="route_scopes",reason="scope.insufficient",'
+            'route="mail-send"}') in text, ours
+    assert 'agent_iam_decisions_total{decision="shadow_deny",check="token",reason="token.missing",' \
+           'route="tickets-read"}' in text, ours
+    assert 'agent_iam_shadow_denied_total{check="token",reason="token.missing",route="tickets-read"}' in text
+    assert "# TYPE agent_iam_decisions_total counter" in text
+    assert re.search(r'^agent_iam_build_info\{version="[0-9_]+",commit="[0-9a-f]+(-dirty)?"\} 1$', text, re.M), ours
+    assert "# TYPE agent_iam_decision_duration_microseconds histogram" in text
+    counters = {line.split()[2] for line in text.splitlines()
+                if line.startswith("# TYPE agent_iam_") and line.split()[3] == "counter"}
+    assert counters and all(name.endswith("_total") for name in counters), counters
+    # No series carries a reason or a route in its name.
+    assert not [line for line in ours if ".denied" in line or "token_missing" in line.split("{")[0]]
 
 
 def test_a_check_in_shadow_leaves_the_others_enforced():

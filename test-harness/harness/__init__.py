@@ -586,9 +586,31 @@ def admin_stats(envoy, filter_re="agent_iam"):
     return out
 
 
+def labelled(envoy, metric="decisions_total"):
+    """`agent_iam.<metric>` (`decisions_total`, `shadow_denied_total`) from /stats, each series
+    as ({label: value}, count): the labels the shipped stats_tags extract."""
+    prefix = f"wasmcustom.agent_iam.{metric}"
+    out = []
+    for name, value in admin_stats(envoy, f"agent_iam.{metric}").items():
+        if not name.startswith(prefix + "."):
+            continue
+        parts, labels = name[len(prefix) + 1:].split("."), {}
+        while parts:
+            key = parts.pop(0)
+            take = 2 if key == "reason" and parts[:1] != ["none"] else 1
+            labels[key], parts = ".".join(parts[:take]), parts[take:]
+        out.append((labels, int(value)))
+    return out
+
+
+def count(envoy, metric="decisions_total", **labels):
+    """The sum of `agent_iam.<metric>` over the series whose labels include `labels`."""
+    return sum(v for have, v in labelled(envoy, metric) if all(have.get(k) == w for k, w in labels.items()))
+
+
 def wait_revocation_fresh(envoy, timeout=10):
     """Until the first revocation poll has been applied (counter `polls_ok`)."""
-    wait_until(lambda: int(admin_stats(envoy, "revocation").get("wasmcustom.agent_iam.revocation.polls_ok", 0)) >= 1,
+    wait_until(lambda: int(admin_stats(envoy, "revocation").get("wasmcustom.agent_iam.revocation.polls_ok_total", 0)) >= 1,
                timeout, "the first revocation poll to be applied (revocation.polls_ok)")
 
 
