@@ -38,7 +38,7 @@ wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }
 step "end-to-end through Envoy and Chromium"
 # Two workers, each running whole modules (a module's Envoy stack is built once): most of a
 # test's time is Envoy, the feeds and the browser waiting, not CPU.
-AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile test-harness/e2e
+AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile --durations=25 test-harness/e2e
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
 echo "all green in ${SECONDS}s"

@@ -20,20 +20,10 @@ pub enum Command {
     Envoy(Box<EnvoyArgs>),
     /// The filter's http_filters entry alone (YAML), for a connection manager of your own
     /// (the same options as `generate envoy`; the ports are not used).
-    #[command(after_help = "\
-Exit codes:
-  0  written
-  1  the configuration is invalid (its problems on standard error)
-  2  usage error, or a file that cannot be read")]
     Filter(Box<EnvoyArgs>),
     /// The ECDS resource (a DiscoveryResponse, JSON) carrying the filter's configuration:
     /// move it over the file a bootstrap made with `generate envoy --ecds FILE` watches, or
     /// push it from an xDS control plane; Envoy applies it without draining a listener.
-    #[command(after_help = "\
-Exit codes:
-  0  written
-  1  the configuration is invalid (its problems on standard error)
-  2  usage error, or a file that cannot be read")]
     Ecds(Box<EnvoyArgs>),
 }
 
