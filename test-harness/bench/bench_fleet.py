@@ -338,7 +338,7 @@ def run(args):
     section = "\n".join([
         START,
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({cpu_model()}), {cores} cores, "
-        f"{args.envoys} Envoys at `--concurrency 1` (unpinned) against one control plane, "
+        f"{args.envoys} Envoy{'s' if args.envoys > 1 else ''} at `--concurrency 1` (unpinned) against one control plane, "
         f"{args.rounds} pushes of each kind, revocation poll interval {args.interval_ms} ms:",
         "",
         *rows,
@@ -346,8 +346,8 @@ def run(args):
         f"- Start-up, every Envoy at once: all ready after {fleet.ready_all_s:.1f} s, all serving after "
         f"{fleet.serving_all_s:.1f} s (one Envoy's ready time: median {statistics.median(each):.1f} s, "
         f"max {each[-1]:.1f} s).",
-        f"- ECDS updates: {applied} applied, {sum(rejected.values())} rejected; the {args.envoys} files were "
-        f"replaced within {statistics.median(spread) * 1000:.1f} ms (median; max {max(spread) * 1000:.1f} ms); "
+        f"- ECDS updates: {applied} applied, {sum(rejected.values())} rejected; the {args.envoys} "
+        f"file{'s were' if args.envoys > 1 else ' was'} replaced within {statistics.median(spread) * 1000:.1f} ms (median; max {max(spread) * 1000:.1f} ms); "
         f"revocation polls failed: {failed_polls}; "
         f"answers neither old nor new: {odd}.",
         f"- A probe pass over every Envoy took {cycle_ms:.1f} ms (median): the resolution of these times.",
