@@ -17,6 +17,26 @@ use crate::reason::Reason;
 /// Filter-state key (Envoy prefixes it: `wasm.agent_iam.audit`).
 const FILTER_STATE_KEY: &str = "agent_iam.audit";
 
+/// The counter of `key` on `route` in `map`, defined as `name()` on first use (the route's
+/// entry is allocated only then, not on every request).
+fn series<K: PartialEq + Copy>(
+    host: &dyn Host,
+    map: &mut HashMap<String, Vec<(K, Metric)>>,
+    route: &str,
+    key: K,
+    name: impl FnOnce() -> String,
+) -> Metric {
+    if let Some((_, m)) = map
+        .get(route)
+        .and_then(|v| v.iter().find(|(k, _)| *k == key))
+    {
+        return *m;
+    }
+    let m = Metric::counter(host, &name());
+    map.entry(route.to_owned()).or_default().push((key, m));
+    m
+}
+
 /// (decision, check, reason) of `agent_iam.decisions_total`.
 type DecisionKey = (&'static str, &'static str, &'static str);
 
@@ -154,36 +174,25 @@ impl AuditOut {
             }
             (None, None) => ("allow", "none", "none"),
         };
-        let by_route = self.metrics.decisions.entry(route.clone()).or_default();
-        let metric = match by_route.iter().find(|(k, _)| *k == key) {
-            Some((_, m)) => *m,
-            None => {
-                let (decision, check, reason) = key;
-                let name = format!(
-                    "agent_iam.decisions_total.decision.{decision}.check.{check}.reason.{reason}.route.{route}"
-                );
-                let m = Metric::counter(host, &name);
-                by_route.push((key, m));
-                m
-            }
-        };
-        metric.add(host, 1);
+        let (decision, check, reason) = key;
+        series(host, &mut self.metrics.decisions, &route, key, || {
+            format!("agent_iam.decisions_total.decision.{decision}.check.{check}.reason.{reason}.route.{route}")
+        })
+        .add(host, 1);
         for s in &d.shadow {
-            let key = (s.check.as_str(), s.reason.as_str());
-            let by_route = self.metrics.shadowed.entry(route.clone()).or_default();
-            let metric = match by_route.iter().find(|(k, _)| *k == key) {
-                Some((_, m)) => *m,
-                None => {
-                    let name = format!(
-                        "agent_iam.shadow_denied_total.check.{}.reason.{}.route.{route}",
-                        key.0, key.1
-                    );
-                    let m = Metric::counter(host, &name);
-                    by_route.push((key, m));
-                    m
-                }
-            };
-            metric.add(host, 1);
+            let (check, reason) = (s.check.as_str(), s.reason.as_str());
+            series(
+                host,
+                &mut self.metrics.shadowed,
+                &route,
+                (check, reason),
+                || {
+                    format!(
+                        "agent_iam.shadow_denied_total.check.{check}.reason.{reason}.route.{route}"
+                    )
+                },
+            )
+            .add(host, 1);
         }
         self.metrics.latency.record(host, latency_us);
     }
