@@ -38,6 +38,9 @@ pub struct Request {
     /// The connection's client certificate, when the caller knows it (the CLI); the filter
     /// asks the host only for certificate-bound tokens.
     pub peer_certificate: PeerCertificate,
+    /// Envoy's route metadata `filter_metadata.agent_iam.route` as the host reported it
+    /// (read only with `route_metadata`): the name of the route the request is decided on.
+    pub envoy_route: Option<Vec<u8>>,
 }
 
 /// What a request's connection says of its client certificate.
@@ -58,7 +61,8 @@ impl Request {
     /// A request as `agent-iam check` and the playground read it: a JSON object with
     /// optional `method` (default GET), `path` (default /), `host`, `client` (its address,
     /// for `verify_budget`), `headers` (name → string or array of strings) and `body` (a
-    /// string: what an MCP route decides on).
+    /// string: what an MCP route decides on), `peer_certificate_sha256` and `envoy_route`
+    /// (the route name Envoy's route metadata would give, with `route_metadata`).
     /// `authorization` values go to [`Request::authorization`].
     pub fn from_json(v: &Value) -> Result<Request, String> {
         let obj = v.as_object().ok_or("expected a JSON object")?;
@@ -72,6 +76,7 @@ impl Request {
                 "headers",
                 "body",
                 "peer_certificate_sha256",
+                "envoy_route",
             ]
             .contains(&k.as_str())
             {
@@ -102,6 +107,9 @@ impl Request {
                 .and_then(|h| crate::dpop::peer_certificate_sha256(h.as_bytes()))
                 .ok_or("`peer_certificate_sha256` must be 64 lower-case hex digits (as Envoy reports it)")?;
             req.peer_certificate = PeerCertificate::Sha256(digest);
+        }
+        if obj.contains_key("envoy_route") {
+            req.envoy_route = Some(s("envoy_route", "")?.into_bytes());
         }
         if let Some(b) = obj.get("body") {
             let b = b

@@ -625,9 +625,10 @@ impl Engine {
         let mcp_route = |r: &crate::route::Route| {
             r.mcp.is_some()
                 && match &r.path {
-                    crate::route::PathMatch::Exact(p) | crate::route::PathMatch::Prefix(p) => {
-                        path.strip_prefix(root) == Some(p.trim_end_matches('/'))
-                    }
+                    Some(
+                        crate::route::PathMatch::Exact(p) | crate::route::PathMatch::Prefix(p),
+                    ) => path.strip_prefix(root) == Some(p.trim_end_matches('/')),
+                    None => false,
                 }
         };
         if path != root && path != pr.metadata_path && !self.config.routes.iter().any(mcp_route) {
@@ -700,14 +701,25 @@ impl Engine {
         shared: Option<&dyn SharedData>,
         d: &mut Decision,
     ) -> Result<Flow, Denial> {
-        // The route first (it only depends on the target): on an MCP route every deny
-        // is a JSON-RPC error.
-        let route_index =
-            crate::route::mcp_route_for(&self.config.routes, &target.path).or_else(|| {
+        // The route first (it only depends on the target, or on the route Envoy chose):
+        // on an MCP route every deny is a JSON-RPC error.
+        let route_index = match &req.envoy_route {
+            Some(named) if self.config.route_metadata => {
+                let Some(i) = crate::route::named(&self.config.routes, named) else {
+                    d.detail = Some(format!(
+                        "Envoy's route names {:?}, no configured route",
+                        String::from_utf8_lossy(named)
+                    ));
+                    return Err(Reason::RouteMetadata.into());
+                };
+                Some(i)
+            }
+            _ => crate::route::mcp_route_for(&self.config.routes, &target.path).or_else(|| {
                 self.config
                     .route_for(&req.method, &target.path)
                     .and_then(|r| self.config.routes.iter().position(|x| std::ptr::eq(x, r)))
-            });
+            }),
+        };
         let route = route_index.and_then(|i| self.config.routes.get(i));
         d.route = route.map(|r| r.name.clone());
         d.jsonrpc = route.is_some_and(|r| r.mcp.is_some());

@@ -17,6 +17,10 @@ pub enum Reason {
     RequestMethod,
     /// A header a policy may read was sent more than once.
     RequestHeaderRepeated,
+    /// With `route_metadata`: once the filter had edited it (the canonical path, its
+    /// identity headers), the request matched another Envoy route than the one it was
+    /// decided on.
+    RequestRouteChanged,
     /// No `Authorization` header.
     TokenMissing,
     /// `Authorization` is not `Bearer <token>`.
@@ -101,6 +105,8 @@ pub enum Reason {
     RevocationStale,
     /// The request matches no configured route.
     RouteUnmatched,
+    /// Envoy's route metadata (`filter_metadata.agent_iam.route`) names no configured route.
+    RouteMetadata,
     /// The effective scopes lack a scope the route requires.
     ScopeInsufficient,
     /// The Rego policy denied the request.
@@ -187,6 +193,7 @@ impl Reason {
         Reason::RequestTarget,
         Reason::RequestMethod,
         Reason::RequestHeaderRepeated,
+        Reason::RequestRouteChanged,
         Reason::TokenMissing,
         Reason::TokenScheme,
         Reason::TokenTooLarge,
@@ -228,6 +235,7 @@ impl Reason {
         Reason::RevocationAgent,
         Reason::RevocationStale,
         Reason::RouteUnmatched,
+        Reason::RouteMetadata,
         Reason::ScopeInsufficient,
         Reason::PolicyDenied,
         Reason::PolicyError,
@@ -273,6 +281,7 @@ impl Reason {
             Reason::RequestTarget => "request.target",
             Reason::RequestMethod => "request.method",
             Reason::RequestHeaderRepeated => "request.header_repeated",
+            Reason::RequestRouteChanged => "request.route_changed",
             Reason::TokenMissing => "token.missing",
             Reason::TokenScheme => "token.scheme",
             Reason::TokenTooLarge => "token.too_large",
@@ -314,6 +323,7 @@ impl Reason {
             Reason::RevocationAgent => "revocation.agent",
             Reason::RevocationStale => "revocation.stale",
             Reason::RouteUnmatched => "route.unmatched",
+            Reason::RouteMetadata => "route.metadata",
             Reason::ScopeInsufficient => "scope.insufficient",
             Reason::PolicyDenied => "policy.denied",
             Reason::PolicyError => "policy.error",
@@ -361,6 +371,8 @@ impl Reason {
             self,
             Reason::RequestMalformed
                 | Reason::RequestHeaderRepeated
+                | Reason::RequestRouteChanged
+                | Reason::RouteMetadata
                 | Reason::TokenVerifyBudget
                 | Reason::McpBodyTooLarge
                 | Reason::DpopReplayFull
@@ -376,6 +388,7 @@ impl Reason {
             | Reason::RequestTarget
             | Reason::RequestMethod
             | Reason::RequestHeaderRepeated
+            | Reason::RequestRouteChanged
             | Reason::McpBodyInvalid
             | Reason::McpBatch
             | Reason::McpHeaderMismatch
@@ -384,6 +397,7 @@ impl Reason {
             Reason::McpListUnfilterable => 502,
             Reason::TokenVerifyBudget => 429,
             Reason::InternalError
+            | Reason::RouteMetadata
             | Reason::DpopReplayFull
             | Reason::DpopReplayUnavailable
             | Reason::JwksUnavailable
@@ -412,12 +426,13 @@ impl Reason {
             | Reason::RequestTarget
             | Reason::RequestMethod
             | Reason::RequestHeaderRepeated
+            | Reason::RequestRouteChanged
             | Reason::McpBodyTooLarge
             | Reason::McpBodyInvalid
             | Reason::McpBatch
             | Reason::McpHeaderMismatch
             | Reason::McpReplay => "invalid_request",
-            Reason::McpListUnfilterable => "server_error",
+            Reason::McpListUnfilterable | Reason::RouteMetadata => "server_error",
             Reason::DpopProofMalformed
             | Reason::DpopTyp
             | Reason::DpopAlg
@@ -455,6 +470,7 @@ impl Reason {
             Reason::RequestTarget => "the target is not one canonical origin-form path: absolute-form, fragment, %2F, \\, NUL or control escapes, raw bytes outside RFC 3986, `;` (unless allowed)",
             Reason::RequestMethod => "the method is not an upper-case token the configuration knows (RFC 9110 methods and those routes name)",
             Reason::RequestHeaderRepeated => "a header was sent more than once where a policy may read it (only list-valued headers may repeat)",
+            Reason::RequestRouteChanged => "the request, once the filter edited it (canonical path, identity headers), matched another Envoy route than the one it was decided on (route_metadata: true)",
             Reason::TokenMissing => "no Authorization header",
             Reason::TokenScheme => "Authorization is not `Bearer <token>`",
             Reason::TokenTooLarge => "token longer than max_token_bytes",
@@ -502,6 +518,7 @@ impl Reason {
             Reason::RevocationAgent => "the subject or an actor is disabled (RISC account-disabled)",
             Reason::RevocationStale => "no successful revocation poll within revocation.max_staleness_s",
             Reason::RouteUnmatched => "the request matches no configured route (unmatched_route: deny)",
+            Reason::RouteMetadata => "Envoy's route metadata (filter_metadata.agent_iam.route) names no configured route (route_metadata: true)",
             Reason::ScopeInsufficient => "the effective scopes lack a scope the route requires",
             Reason::PolicyDenied => "the Rego policy denied (status and policy_reason from the policy; default 403)",
             Reason::PolicyError => "the policy's decision was undefined or malformed, or evaluation failed",

@@ -12,7 +12,8 @@ pub enum PathMatch {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
-    pub path: PathMatch,
+    /// `None`: a route only Envoy's route metadata selects (`route_metadata`).
+    pub path: Option<PathMatch>,
     pub methods: Vec<String>,
     pub required_scopes: Vec<String>,
     /// Set on MCP endpoints.
@@ -85,10 +86,18 @@ impl Route {
     /// Whether the route's path covers the canonical `path` (whatever the method).
     pub fn covers(&self, path: &str) -> bool {
         match &self.path {
-            PathMatch::Exact(p) => p == path,
-            PathMatch::Prefix(p) => crate::target::prefix_covers(p, path),
+            Some(PathMatch::Exact(p)) => p == path,
+            Some(PathMatch::Prefix(p)) => crate::target::prefix_covers(p, path),
+            None => false,
         }
     }
+}
+
+/// The route Envoy's route metadata names (`filter_metadata.agent_iam.route`, the bytes
+/// the host reported): `None` when they are not exactly one configured route's name.
+pub fn named(routes: &[Route], metadata: &[u8]) -> Option<usize> {
+    let name = std::str::from_utf8(metadata).ok()?;
+    routes.iter().position(|r| r.name == name)
 }
 
 /// The most specific MCP route whose path covers `path`, whatever the method: an MCP
@@ -101,8 +110,9 @@ pub fn mcp_route_for(routes: &[Route], path: &str) -> Option<usize> {
             continue;
         }
         let (len, exact) = match &r.path {
-            PathMatch::Exact(p) => (p.len(), true),
-            PathMatch::Prefix(p) => (p.len(), false),
+            Some(PathMatch::Exact(p)) => (p.len(), true),
+            Some(PathMatch::Prefix(p)) => (p.len(), false),
+            None => continue,
         };
         let better = best
             .is_none_or(|(_, blen, bexact)| (exact && !bexact) || (exact == bexact && len > blen));
@@ -121,13 +131,14 @@ pub fn most_specific<'a>(routes: &'a [Route], method: &str, path: &str) -> Optio
     let exact = routes
         .iter()
         .filter(eligible)
-        .find(|r| r.path == PathMatch::Exact(path.to_owned()));
+        .find(|r| r.path == Some(PathMatch::Exact(path.to_owned())));
     exact.or_else(|| {
         let mut best: Option<&Route> = None;
         for r in routes.iter().filter(eligible) {
-            if let PathMatch::Prefix(p) = &r.path {
-                let longer = best
-                    .is_none_or(|b| matches!(&b.path, PathMatch::Prefix(bp) if p.len() > bp.len()));
+            if let Some(PathMatch::Prefix(p)) = &r.path {
+                let longer = best.is_none_or(
+                    |b| matches!(&b.path, Some(PathMatch::Prefix(bp)) if p.len() > bp.len()),
+                );
                 if crate::target::prefix_covers(p, path) && longer {
                     best = Some(r);
                 }

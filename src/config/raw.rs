@@ -54,6 +54,13 @@ pub struct PluginConfig {
     /// Route requirements; the most specific match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Envoy: a request whose Envoy route carries `metadata.filter_metadata.agent_iam.route`
+    /// is decided on the `routes[]` entry of that name, whatever its path (a name no entry
+    /// has is refused, `route.metadata`); a request whose route carries none is matched
+    /// on `routes[]` paths. Routes with neither `prefix` nor `exact` are selected this way
+    /// only. Default false.
+    #[serde(default)]
+    pub route_metadata: bool,
     /// The resource the routes protect, for OAuth Protected Resource Metadata (RFC 9728)
     /// and the `resource_metadata` of every challenge.
     #[serde(default)]
@@ -335,10 +342,12 @@ pub struct FeedConfig {
 #[cfg_attr(tools, derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Label used in decisions (defaults to the path).
+    /// Label used in decisions (defaults to the path), unique; the name Envoy's route
+    /// metadata selects the route by.
     #[serde(default)]
     pub name: Option<String>,
-    /// Matches paths starting with this (query string excluded).
+    /// Matches paths starting with this (query string excluded). With `route_metadata`,
+    /// a route may have neither `prefix` nor `exact`: only Envoy's route metadata selects it.
     #[serde(default)]
     pub prefix: Option<String>,
     /// Matches exactly this path (query string excluded).

@@ -24,6 +24,8 @@ pub struct Config {
     pub allow_unregistered_subjects: bool,
     pub ceiling: CeilingMode,
     pub routes: Vec<Route>,
+    /// Read the route from Envoy's route metadata (`filter_metadata.agent_iam.route`).
+    pub route_metadata: bool,
     /// `protected_resource`, with its metadata URL and path.
     pub protected_resource: Option<crate::mcp::ProtectedResource>,
     /// `scope_implies`, closed: each scope with every scope it grants, directly or not.

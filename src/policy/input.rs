@@ -441,7 +441,7 @@ mod tests {
         };
         let r1 = Route {
             name: "same".into(),
-            path: PathMatch::Prefix("/a".into()),
+            path: Some(PathMatch::Prefix("/a".into())),
             methods: vec![],
             required_scopes: vec!["a:read".into()],
             mcp: None,

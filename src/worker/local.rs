@@ -58,6 +58,10 @@ pub struct LocalHost {
     next_token: Cell<u32>,
     answer: RefCell<Answer>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    /// Envoy's route table, as far as the filter sees it: `(path prefix, the route's
+    /// `filter_metadata.agent_iam.route`)`, the longest prefix of the current `:path` wins
+    /// (so a rewritten path can land on another route, as in Envoy).
+    pub envoy_routes: RefCell<Vec<(String, Option<String>)>>,
     /// The VM's environment (the process's is never read).
     pub env: RefCell<HashMap<String, String>>,
     pub stream: RefCell<Stream>,
@@ -247,6 +251,17 @@ impl Host for LocalHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let routes = self.envoy_routes.borrow();
+        if path == super::ROUTE_METADATA && !routes.is_empty() {
+            let s = self.stream.borrow();
+            let target = s.headers.iter().find(|(k, _)| k == ":path")?;
+            let target = String::from_utf8_lossy(&target.1);
+            return routes
+                .iter()
+                .filter(|(prefix, _)| target.starts_with(prefix.as_str()))
+                .max_by_key(|(prefix, _)| prefix.len())
+                .and_then(|(_, name)| name.clone().map(String::into_bytes));
+        }
         self.properties.borrow().get(&path.join(".")).cloned()
     }
 

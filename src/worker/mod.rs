@@ -171,6 +171,16 @@ fn backend(
 /// its own bytes).
 pub const MODULE_SHA256_ENV: &str = "AGENT_IAM_MODULE_SHA256";
 
+/// Where Envoy reports the route metadata `filter_metadata.agent_iam.route` of the route
+/// the request is on (a string leaf: its bytes; other types never name a route).
+pub const ROUTE_METADATA: [&str; 5] = [
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "agent_iam",
+    "route",
+];
+
 /// The module's SHA-256 as the start-up log line shows it: the loader's value when it is
 /// one (64 hex digits, shown in lower case), else what to do about it.
 fn module_sha256(host: &dyn Host) -> String {
@@ -489,6 +499,7 @@ impl Worker {
         now: f64,
     ) -> Outcome {
         self.edit_headers(host, &mut d, &incoming.strip);
+        self.same_route(host, &mut d, &incoming.req);
         let list = self.engine.list_filter(&d);
         if list.is_some() && host.remove_request_header("accept-encoding").is_err() {
             // The list must come back uncompressed for the filter to read it.
@@ -522,6 +533,7 @@ impl Worker {
             scheme: String::new(),
             forwarded_proto: None,
             peer_certificate: crate::decision::PeerCertificate::Unknown,
+            envoy_route: None,
         };
         let mut request_id = None;
         let mut traceparent = None;
@@ -577,6 +589,9 @@ impl Worker {
             }
         }
         req.authorization.extend(authorization);
+        if cfg.route_metadata {
+            req.envoy_route = host.property(&ROUTE_METADATA);
+        }
         Ok(Incoming {
             req,
             request_id,
@@ -605,6 +620,30 @@ impl Worker {
         }
         if !ok {
             d.reason = Some(Reason::InternalError);
+            d.policy_status = None;
+        }
+    }
+
+    /// With `route_metadata`, an allowed request's Envoy route once the filter has edited
+    /// it (a new path or new headers can match another route) must be the route it was
+    /// decided on: otherwise the upstream would execute it under other rules.
+    fn same_route(&self, host: &dyn Host, d: &mut Decision, req: &Request) {
+        if !self.engine.config().route_metadata || !d.allowed() {
+            return;
+        }
+        let now = host.property(&ROUTE_METADATA);
+        if now != req.envoy_route {
+            let name = |v: &Option<Vec<u8>>| {
+                v.as_deref().map_or("none".to_owned(), |b| {
+                    format!("{:?}", String::from_utf8_lossy(b))
+                })
+            };
+            d.detail = Some(format!(
+                "decided on the Envoy route named {}, now on {}",
+                name(&req.envoy_route),
+                name(&now)
+            ));
+            d.reason = Some(Reason::RequestRouteChanged);
             d.policy_status = None;
         }
     }

@@ -1100,3 +1100,135 @@ fn the_arguments_reach_the_audit_event_only_where_the_route_opts_in() {
         assert_eq!(host.logged("\"arguments_sha256\":\"").len(), 1);
     }
 }
+
+/// Routes only Envoy's route metadata selects, and Envoy's table: `/admin` names the
+/// admin route, `/` the public one, `/plain` carries no metadata.
+fn metadata_plugin(k: &DevKeys) -> Value {
+    let mut p = open_plugin(k);
+    p["route_metadata"] = json!(true);
+    p["unmatched_route"] = json!("deny");
+    p["audit"] = json!({"log": true});
+    p["routes"] = json!([
+        {"name": "admin", "required_scopes": ["admin"]},
+        {"name": "public"},
+    ]);
+    p
+}
+
+fn envoy_routes(host: &LocalHost) {
+    *host.envoy_routes.borrow_mut() = vec![
+        ("/admin".into(), Some("admin".into())),
+        ("/plain".into(), None),
+        ("/".into(), Some("public".into())),
+        ("/typo".into(), Some("admn".into())),
+    ];
+}
+
+fn get_path(w: &mut Worker, host: &LocalHost, auth: &str, path: &str) -> Outcome {
+    host.request(&[
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.test"),
+        ("authorization", auth),
+    ]);
+    w.on_request(host, &mut Exchange::default(), true)
+}
+
+#[test]
+fn envoy_route_metadata_names_the_route_a_request_is_decided_on() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    envoy_routes(&host);
+    let mut w = worker(&host, &metadata_plugin(&k));
+    let reader = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"scope": "tickets:read"}}))
+    );
+    let admin = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"scope": "admin"}}))
+    );
+    let cases = [
+        (
+            &reader,
+            "/admin/users",
+            Some(403),
+            Some("scope.insufficient"),
+        ),
+        (&admin, "/admin/users", None, None),
+        (&reader, "/public/status", None, None),
+        // No metadata on Envoy's route: `routes[]` paths decide, and none has one.
+        (&admin, "/plain", Some(403), Some("route.unmatched")),
+        // A name no route has: refused whatever the caller holds.
+        (&admin, "/typo", Some(503), Some("route.metadata")),
+    ];
+    for (auth, path, want_status, want_reason) in cases {
+        let out = get_path(&mut w, &host, auth, path);
+        assert_eq!(status(&host), want_status, "{path}");
+        assert_eq!(reason(&host).as_deref(), want_reason, "{path}");
+        assert_eq!(out == Outcome::Continue, want_status.is_none(), "{path}");
+    }
+    assert_eq!(host.decisions("allow", None), 2);
+    assert_eq!(host.decisions("deny", Some("route.metadata")), 1);
+}
+
+#[test]
+fn a_request_the_filter_edits_onto_another_envoy_route_is_refused() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    envoy_routes(&host);
+    let mut w = worker(&host, &metadata_plugin(&k));
+    let reader = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"scope": "tickets:read"}}))
+    );
+    // Envoy (without merge_slashes) puts `//admin/users` on `/`, the public route; its
+    // canonical form, the path the upstream would get, is on the admin route.
+    let out = get_path(&mut w, &host, &reader, "//admin/users");
+    assert_eq!(out, Outcome::Answered);
+    assert_eq!(status(&host), Some(400));
+    assert_eq!(reason(&host).as_deref(), Some("request.route_changed"));
+    // The event names the route it was decided on and the target as sent.
+    let events = host.logged("\"reason\":\"request.route_changed\"");
+    assert_eq!(events.len(), 1);
+    assert!(events[0].contains("\"route\":\"public\""), "{}", events[0]);
+    assert!(
+        events[0].contains("\"target\":\"//admin/users\""),
+        "{}",
+        events[0]
+    );
+    // A rewrite that stays on its route goes on.
+    let out = get_path(&mut w, &host, &reader, "/public//status");
+    assert_eq!(out, Outcome::Continue);
+    assert_eq!(header(&host, ":path").as_deref(), Some("/public/status"));
+}
+
+#[test]
+fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow() {
+    let k = keys();
+    let admin = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"scope": "admin"}}))
+    );
+    // Off: the metadata is never read; paths decide.
+    let host = LocalHost::at(NOW as f64);
+    envoy_routes(&host);
+    let mut plugin = metadata_plugin(&k);
+    plugin["route_metadata"] = json!(false);
+    plugin["routes"] = json!([{"prefix": "/typo", "required_scopes": ["tickets:read"]}]);
+    let mut w = worker(&host, &plugin);
+    get_path(&mut w, &host, &admin, "/typo");
+    assert_eq!(reason(&host).as_deref(), Some("scope.insufficient"));
+    // In shadow, a route the filter cannot name is still refused: no check could say
+    // which rules the request should have met.
+    let host = LocalHost::at(NOW as f64);
+    envoy_routes(&host);
+    let mut plugin = metadata_plugin(&k);
+    plugin["mode"] = json!("shadow");
+    let mut w = worker(&host, &plugin);
+    get_path(&mut w, &host, &admin, "/typo");
+    assert_eq!(reason(&host).as_deref(), Some("route.metadata"));
+    let out = get_path(&mut w, &host, &admin, "//admin/x");
+    assert_eq!(out, Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("request.route_changed"));
+}

@@ -47,6 +47,7 @@ impl PluginConfig {
             upstream,
             mode,
             checks,
+            route_metadata,
         } = self;
         let mut problems = Vec::new();
         let out = &mut problems;
@@ -56,7 +57,7 @@ impl PluginConfig {
         let dpop = dpop::check(&dpop, out);
         limits::cache(&cache, out);
         upstream::identity_headers(&upstream.headers, out);
-        let routes = routes::check(&routes, out);
+        let routes = routes::check(&routes, route_metadata, out);
         let protected_resource =
             protected_resource.map(|pr| resource::protected_resource(pr, &issuers, out));
         let scope_implies = resource::scope_implies(&scope_implies, out);
@@ -97,6 +98,7 @@ impl PluginConfig {
             allow_unregistered_subjects: agents.allow_unregistered_subjects,
             ceiling: delegation.on_scope_exceeds_ceiling,
             routes,
+            route_metadata,
             protected_resource,
             scope_implies,
             unmatched_route,

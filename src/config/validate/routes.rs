@@ -1,6 +1,7 @@
-//! `routes[]`: exactly one of `prefix` / `exact`, written in canonical form (requests are
-//! matched in canonical form: a route written otherwise would never match), methods and
-//! scopes that are tokens.
+//! `routes[]`: exactly one of `prefix` / `exact` (or neither, for a route only Envoy's
+//! route metadata selects), written in canonical form (requests are matched in canonical
+//! form: a route written otherwise would never match), methods and scopes that are
+//! tokens, and names that identify one route each.
 
 use super::problem;
 use crate::config::raw::{McpRouteConfig, OtherTools, RouteConfig};
@@ -9,22 +10,33 @@ use crate::route::{Mcp, PathMatch, ResourceMatch, Route};
 use crate::target::{canonical, is_method_name, Semicolons};
 
 /// Every well-formed route (one without a path is left out; its problem is reported).
-pub(super) fn check(routes: &[RouteConfig], out: &mut Vec<Problem>) -> Vec<Route> {
+pub(super) fn check(
+    routes: &[RouteConfig],
+    route_metadata: bool,
+    out: &mut Vec<Problem>,
+) -> Vec<Route> {
     let mut valid = Vec::new();
     for (i, r) in routes.iter().enumerate() {
         let p = format!("$.routes[{i}]");
         let path = match (&r.prefix, &r.exact) {
-            (Some(x), None) => PathMatch::Prefix(x.clone()),
-            (None, Some(x)) => PathMatch::Exact(x.clone()),
+            (Some(x), None) => Some(PathMatch::Prefix(x.clone())),
+            (None, Some(x)) => Some(PathMatch::Exact(x.clone())),
+            (None, None) if route_metadata => None,
+            (None, None) => {
+                out.push(problem(
+                    p,
+                    "exactly one of `prefix` or `exact` is required (or neither, for a route Envoy's route metadata selects: set `route_metadata: true`)",
+                ));
+                continue;
+            }
             _ => {
                 out.push(problem(p, "exactly one of `prefix` or `exact` is required"));
                 continue;
             }
         };
-        let text = match &path {
-            PathMatch::Prefix(x) | PathMatch::Exact(x) => x,
-        };
-        canonical_path(&p, text, out);
+        if let Some(PathMatch::Prefix(x) | PathMatch::Exact(x)) = &path {
+            canonical_path(&p, x, out);
+        }
         for (j, m) in r.methods.iter().enumerate() {
             if !is_method_name(m) {
                 out.push(problem(
@@ -41,10 +53,31 @@ pub(super) fn check(routes: &[RouteConfig], out: &mut Vec<Problem>) -> Vec<Route
                 ));
             }
         }
-        let name = r.name.clone().unwrap_or_else(|| match &path {
-            PathMatch::Prefix(x) => format!("{x}*"),
-            PathMatch::Exact(x) => x.clone(),
-        });
+        let name = match (&r.name, &path) {
+            (Some(n), _) => n.clone(),
+            (None, Some(PathMatch::Prefix(x))) => format!("{x}*"),
+            (None, Some(PathMatch::Exact(x))) => x.clone(),
+            (None, None) => {
+                out.push(problem(
+                    &p,
+                    "a route without `prefix` or `exact` needs a `name`: the one Envoy's route metadata gives",
+                ));
+                continue;
+            }
+        };
+        // The name identifies the route: in audit events and metrics, to the policy, to
+        // Envoy's route metadata and when an MCP call resumes with its body.
+        if valid.iter().any(|v: &Route| v.name == name) {
+            out.push(problem(
+                format!("{p}.name"),
+                format!(
+                    "another route is already named \"{name}\": every route's name must be unique"
+                ),
+            ));
+        }
+        if name.is_empty() {
+            out.push(problem(format!("{p}.name"), "a route's name is not empty"));
+        }
         let mcp = r
             .mcp
             .as_ref()
@@ -93,8 +126,8 @@ fn shadowed_mcp(routes: &[Route], out: &mut Vec<Problem>) {
         if r.mcp.is_some() {
             continue;
         }
-        let path = match &r.path {
-            PathMatch::Prefix(x) | PathMatch::Exact(x) => x,
+        let Some(PathMatch::Prefix(path) | PathMatch::Exact(path)) = &r.path else {
+            continue;
         };
         if let Some(m) = routes.iter().find(|m| m.mcp.is_some() && m.covers(path)) {
             out.push(problem(
@@ -255,5 +288,40 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} in {text}");
         }
+    }
+
+    #[test]
+    fn route_names_are_unique_and_pathless_routes_need_route_metadata_and_a_name() {
+        let mut p = plugin(json!({}));
+        p["routes"] = json!([
+            {"name": "api", "prefix": "/a"},
+            {"name": "api", "prefix": "/b"},
+            {"prefix": "/c"},
+            {"name": "/c*", "exact": "/d"},
+            {"name": "envoy-only"},
+        ]);
+        let text = Config::from_json(p.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "$.routes[1].name: another route is already named \"api\"",
+            "$.routes[3].name: another route is already named \"/c*\"",
+            "$.routes[4]: exactly one of `prefix` or `exact` is required (or neither, for a route Envoy's route metadata selects: set `route_metadata: true`)",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        p["route_metadata"] = json!(true);
+        p["routes"] = json!([{"name": "envoy-only", "required_scopes": ["a"]}, {}]);
+        let text = Config::from_json(p.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("$.routes[1]: a route without `prefix` or `exact` needs a `name`"),
+            "{text}"
+        );
+        p["routes"] = json!([{"name": "envoy-only", "required_scopes": ["a"]}]);
+        let c = Config::from_json(p.to_string().as_bytes()).unwrap();
+        assert!(c.route_for("GET", "/envoy-only").is_none());
+        assert!(c.routes[0].path.is_none());
     }
 }
