@@ -689,7 +689,16 @@ impl Engine {
         if !self.config.methods.contains(&req.method) {
             return Err(Reason::RequestMethod.into());
         }
-        Ok(target?)
+        let target = target?;
+        // Envoy picked the route, and so its metadata, on the target as sent; the target
+        // the filter would forward re-routes the request once it is set (a wasm filter's
+        // header edits clear Envoy's route cache, and the filter cannot read the new
+        // route): `//reports` on the catch-all could reach `/reports`.
+        if self.config.route_metadata && d.rewrite.is_some() {
+            d.rewrite = None;
+            return Err(Reason::RequestNotCanonical.into());
+        }
+        Ok(target)
     }
 
     fn decide(
@@ -812,6 +821,15 @@ impl Engine {
                         gate::<()>(modes, Check::Mcp, Err(reason.into()), d)?;
                         mcp_refused = true;
                     }
+                } else if !r.methods.is_empty() && !r.methods.contains(&req.method) {
+                    // Only a route Envoy's metadata named gets here with a method it does
+                    // not take (a path match takes the method into account).
+                    gate::<()>(
+                        modes,
+                        Check::RouteScopes,
+                        Err(Reason::RequestMethod.into()),
+                        d,
+                    )?;
                 }
                 let missing: Vec<String> = r
                     .required_scopes

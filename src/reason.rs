@@ -17,10 +17,9 @@ pub enum Reason {
     RequestMethod,
     /// A header a policy may read was sent more than once.
     RequestHeaderRepeated,
-    /// With `route_metadata`: once the filter had edited it (the canonical path, its
-    /// identity headers), the request matched another Envoy route than the one it was
-    /// decided on.
-    RequestRouteChanged,
+    /// With `route_metadata`: the target is not in canonical form. Envoy chose the route
+    /// on the target as sent; its canonical form could be on another Envoy route.
+    RequestNotCanonical,
     /// No `Authorization` header.
     TokenMissing,
     /// `Authorization` is not `Bearer <token>`.
@@ -193,7 +192,7 @@ impl Reason {
         Reason::RequestTarget,
         Reason::RequestMethod,
         Reason::RequestHeaderRepeated,
-        Reason::RequestRouteChanged,
+        Reason::RequestNotCanonical,
         Reason::TokenMissing,
         Reason::TokenScheme,
         Reason::TokenTooLarge,
@@ -281,7 +280,7 @@ impl Reason {
             Reason::RequestTarget => "request.target",
             Reason::RequestMethod => "request.method",
             Reason::RequestHeaderRepeated => "request.header_repeated",
-            Reason::RequestRouteChanged => "request.route_changed",
+            Reason::RequestNotCanonical => "request.not_canonical",
             Reason::TokenMissing => "token.missing",
             Reason::TokenScheme => "token.scheme",
             Reason::TokenTooLarge => "token.too_large",
@@ -371,7 +370,7 @@ impl Reason {
             self,
             Reason::RequestMalformed
                 | Reason::RequestHeaderRepeated
-                | Reason::RequestRouteChanged
+                | Reason::RequestNotCanonical
                 | Reason::RouteMetadata
                 | Reason::TokenVerifyBudget
                 | Reason::McpBodyTooLarge
@@ -388,7 +387,7 @@ impl Reason {
             | Reason::RequestTarget
             | Reason::RequestMethod
             | Reason::RequestHeaderRepeated
-            | Reason::RequestRouteChanged
+            | Reason::RequestNotCanonical
             | Reason::McpBodyInvalid
             | Reason::McpBatch
             | Reason::McpHeaderMismatch
@@ -426,7 +425,7 @@ impl Reason {
             | Reason::RequestTarget
             | Reason::RequestMethod
             | Reason::RequestHeaderRepeated
-            | Reason::RequestRouteChanged
+            | Reason::RequestNotCanonical
             | Reason::McpBodyTooLarge
             | Reason::McpBodyInvalid
             | Reason::McpBatch
@@ -470,7 +469,7 @@ impl Reason {
             Reason::RequestTarget => "the target is not one canonical origin-form path: absolute-form, fragment, %2F, \\, NUL or control escapes, raw bytes outside RFC 3986, `;` (unless allowed)",
             Reason::RequestMethod => "the method is not an upper-case token the configuration knows (RFC 9110 methods and those routes name)",
             Reason::RequestHeaderRepeated => "a header was sent more than once where a policy may read it (only list-valued headers may repeat)",
-            Reason::RequestRouteChanged => "the request, once the filter edited it (canonical path, identity headers), matched another Envoy route than the one it was decided on (route_metadata: true)",
+            Reason::RequestNotCanonical => "route_metadata: the target is not in canonical form (Envoy chose the route on it as sent; its canonical form could be on another route)",
             Reason::TokenMissing => "no Authorization header",
             Reason::TokenScheme => "Authorization is not `Bearer <token>`",
             Reason::TokenTooLarge => "token longer than max_token_bytes",

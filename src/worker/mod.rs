@@ -499,7 +499,6 @@ impl Worker {
         now: f64,
     ) -> Outcome {
         self.edit_headers(host, &mut d, &incoming.strip);
-        self.same_route(host, &mut d, &incoming.req);
         let list = self.engine.list_filter(&d);
         if list.is_some() && host.remove_request_header("accept-encoding").is_err() {
             // The list must come back uncompressed for the filter to read it.
@@ -620,30 +619,6 @@ impl Worker {
         }
         if !ok {
             d.reason = Some(Reason::InternalError);
-            d.policy_status = None;
-        }
-    }
-
-    /// With `route_metadata`, an allowed request's Envoy route once the filter has edited
-    /// it (a new path or new headers can match another route) must be the route it was
-    /// decided on: otherwise the upstream would execute it under other rules.
-    fn same_route(&self, host: &dyn Host, d: &mut Decision, req: &Request) {
-        if !self.engine.config().route_metadata || !d.allowed() {
-            return;
-        }
-        let now = host.property(&ROUTE_METADATA);
-        if now != req.envoy_route {
-            let name = |v: &Option<Vec<u8>>| {
-                v.as_deref().map_or("none".to_owned(), |b| {
-                    format!("{:?}", String::from_utf8_lossy(b))
-                })
-            };
-            d.detail = Some(format!(
-                "decided on the Envoy route named {}, now on {}",
-                name(&req.envoy_route),
-                name(&now)
-            ));
-            d.reason = Some(Reason::RequestRouteChanged);
             d.policy_status = None;
         }
     }

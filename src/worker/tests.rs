@@ -1173,7 +1173,7 @@ fn envoy_route_metadata_names_the_route_a_request_is_decided_on() {
 }
 
 #[test]
-fn a_request_the_filter_edits_onto_another_envoy_route_is_refused() {
+fn with_route_metadata_a_target_the_filter_would_rewrite_is_refused() {
     let k = keys();
     let host = LocalHost::at(NOW as f64);
     envoy_routes(&host);
@@ -1184,20 +1184,26 @@ fn a_request_the_filter_edits_onto_another_envoy_route_is_refused() {
     );
     // Envoy (without merge_slashes) puts `//admin/users` on `/`, the public route; its
     // canonical form, the path the upstream would get, is on the admin route.
-    let out = get_path(&mut w, &host, &reader, "//admin/users");
-    assert_eq!(out, Outcome::Answered);
-    assert_eq!(status(&host), Some(400));
-    assert_eq!(reason(&host).as_deref(), Some("request.route_changed"));
-    // The event names the route it was decided on and the target as sent.
-    let events = host.logged("\"reason\":\"request.route_changed\"");
-    assert_eq!(events.len(), 1);
-    assert!(events[0].contains("\"route\":\"public\""), "{}", events[0]);
+    for target in ["//admin/users", "/public//status", "/public/%7Eme"] {
+        let out = get_path(&mut w, &host, &reader, target);
+        assert_eq!(out, Outcome::Answered, "{target}");
+        assert_eq!(status(&host), Some(400));
+        assert_eq!(reason(&host).as_deref(), Some("request.not_canonical"));
+        // Nothing was forwarded: the path is the client's.
+        assert_eq!(header(&host, ":path").as_deref(), Some(target));
+    }
+    let events = host.logged("\"reason\":\"request.not_canonical\"");
+    assert_eq!(events.len(), 3);
     assert!(
         events[0].contains("\"target\":\"//admin/users\""),
         "{}",
         events[0]
     );
-    // A rewrite that stays on its route goes on.
+    // Without route_metadata the filter forwards the canonical form.
+    let mut plugin = metadata_plugin(&k);
+    plugin["route_metadata"] = json!(false);
+    plugin["routes"] = json!([{"prefix": "/public"}]);
+    let mut w = worker(&host, &plugin);
     let out = get_path(&mut w, &host, &reader, "/public//status");
     assert_eq!(out, Outcome::Continue);
     assert_eq!(header(&host, ":path").as_deref(), Some("/public/status"));
@@ -1230,5 +1236,5 @@ fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow(
     assert_eq!(reason(&host).as_deref(), Some("route.metadata"));
     let out = get_path(&mut w, &host, &admin, "//admin/x");
     assert_eq!(out, Outcome::Answered);
-    assert_eq!(reason(&host).as_deref(), Some("request.route_changed"));
+    assert_eq!(reason(&host).as_deref(), Some("request.not_canonical"));
 }

@@ -456,14 +456,16 @@ def raw_request(port, payload: bytes, timeout=5.0):
 
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
-          audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream, tls=None):
+          audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream, tls=None,
+          edit_yaml=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json). `upstream` makes the upstream: a callable returning a
     context manager whose value has `.port` (default the echo `Upstream`; e.g.
     `lambda: McpUpstream(json_response=False)`); it is `envoy.upstream`. `tls`: True (fresh
     material) or a `TlsMaterial`: Envoy also listens with TLS and requires a client
-    certificate of its CA, on `envoy.tls_port`, with the material as `envoy.tls`."""
+    certificate of its CA, on `envoy.tls_port`, with the material as `envoy.tls`. `edit_yaml`:
+    a function of the generated bootstrap's text returning the one Envoy runs."""
     config = plugin_json if plugin_json is not None else json.loads(Path(plugin).read_text())
     with upstream() as up, ControlPlane(registry_doc(config), jwks=jwks) as cp:
         listen, admin = free_port(), free_port()
@@ -480,6 +482,8 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
                                control_plane=cp.port, audit_access_log=audit_access_log,
                                failure_policy=failure_policy, header_guard=header_guard,
                                tls=material.listener(tls_port) if material else None)
+        if edit_yaml:
+            yaml_text = edit_yaml(yaml_text)
         with Envoy(yaml_text, name=name, concurrency=concurrency) as envoy:
             envoy.listen_port = listen
             envoy.tls_port, envoy.tls = tls_port, material
