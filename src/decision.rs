@@ -250,6 +250,10 @@ pub struct Decision {
     pub policy_status: Option<u16>,
     /// Headers the policy adds upstream on allow.
     pub policy_headers: Vec<(String, String)>,
+    /// The `input` document the policy was evaluated on, when the engine keeps it
+    /// ([`crate::pipeline::Engine::keep_policy_inputs`]: the authoring tools).
+    #[cfg(tools)]
+    pub policy_input: Option<regorus::Value>,
     pub method: String,
     /// The canonical target (path and query) the decision was taken on, clipped to
     /// [`MAX_FIELD`] bytes with a trailing `…` when longer; empty when it was refused.
@@ -348,6 +352,8 @@ impl Decision {
             policy_reason: None,
             policy_status: None,
             policy_headers: Vec::new(),
+            #[cfg(tools)]
+            policy_input: None,
             method: String::new(),
             path: String::new(),
             host: String::new(),

@@ -251,9 +251,15 @@ pub struct Engine {
     /// Replay slots of this engine alone, when no host shares data (the CLI, tests).
     #[cfg(tools)]
     local_replay: Option<crate::shared::Memory>,
+    /// Keep each decision's policy `input` in it (`policy input`, `check --explain`).
+    #[cfg(tools)]
+    keep_inputs: bool,
     /// `algs` of the DPoP challenge: the proof algorithms, both names of Ed25519.
     dpop_algs: String,
 }
+
+/// The route of the filter's own answers of its Protected Resource Metadata (RFC 9728).
+pub const METADATA_ROUTE: &str = "oauth-protected-resource";
 
 impl Engine {
     pub fn new(config: Config, backend: Box<dyn SignatureBackend>, ids: DecisionIds) -> Self {
@@ -281,6 +287,8 @@ impl Engine {
             replay,
             #[cfg(tools)]
             local_replay: None,
+            #[cfg(tools)]
+            keep_inputs: false,
             dpop_algs,
             config,
             live,
@@ -660,8 +668,15 @@ impl Engine {
         d.method = clip(&req.method);
         d.host = clip(&crate::target::canonical_host(&req.host));
         d.path = clip_marked(&req.path);
-        d.route = Some("oauth-protected-resource".into());
+        d.route = Some(METADATA_ROUTE.into());
         d
+    }
+
+    /// From now on, each decision keeps the `input` document its policy was evaluated on
+    /// ([`Decision::policy_input`]): what the authoring tools show.
+    #[cfg(tools)]
+    pub fn keep_policy_inputs(&mut self) {
+        self.keep_inputs = true;
     }
 
     /// Where 401 and 403 challenges point clients for the resource's metadata.
@@ -1095,6 +1110,10 @@ impl Engine {
         let input = self
             .inputs
             .build(&view, now, token, agent, route, &self.live.registry);
+        #[cfg(tools)]
+        if self.keep_inputs {
+            d.policy_input = Some(input.clone());
+        }
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {
                 if let Some((name, _)) = headers.iter().find(|(k, _)| !config.is_filter_header(k)) {

@@ -73,6 +73,7 @@ fn every_subcommand_has_help_with_its_exit_codes() {
         &["generate", "kong-meta"],
         &["policy", "test"],
         &["policy", "eval"],
+        &["policy", "input"],
         &["policy", "render"],
         &["dev", "keys"],
         &["dev", "config"],
@@ -261,10 +262,23 @@ fn reasons_and_policy_results_come_as_json_too() {
     let input = r#"{"chain":[],"token":{"tenant":"acme"},"request":{"method":"GET","path":"/tenants/globex/tickets","segments":["tenants","globex","tickets"],"headers":{}}}"#;
     let o = run(&["policy", "eval", "--input", "-", "policies"], input);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["reason"], "tenant.mismatch");
+    let o = run(
+        &["policy", "eval", "--input", "-", "--decision", "policies"],
+        input,
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["result"]["policy_reason"], "tenant.mismatch");
     let o = run(
         &[
-            "policy", "eval", "--input", "-", "--format", "text", "policies",
+            "policy",
+            "eval",
+            "--input",
+            "-",
+            "--decision",
+            "--format",
+            "text",
+            "policies",
         ],
         input,
     );
@@ -309,4 +323,52 @@ fn generate_envoy_passes_the_module_sha256_of_the_wasm_it_points_at() {
     assert_eq!(code(&out), 0);
     assert_eq!(env_line(&out), None);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn policy_test_exit_codes_are_opa_tests() {
+    let dir = std::env::temp_dir().join(format!("agent-iam-cli-{}", std::process::id()));
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("p.rego"),
+        "package pkg\n\nimport rego.v1\n\nallow if input.ok\n\nnever if {\n\tinput.x == 1\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("p_test.rego"),
+        "package pkg_test\n\nimport rego.v1\n\ntest_allows if {\n\tdata.pkg.allow with input as {\"ok\": true}\n}\n\ntest_fails if {\n\tdata.pkg.allow with input as {\"ok\": false}\n}\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let o = run(&["policy", "test", d], "");
+    assert_eq!(code(&o), 2, "a failing test");
+    assert!(stdout(&o).starts_with("FAIL data.pkg_test.test_fails (pkg/p_test.rego:9)\n"));
+    let o = run(
+        &["policy", "test", "--run", "allows", "--threshold", "90", d],
+        "",
+    );
+    assert_eq!(code(&o), 2, "coverage below the threshold");
+    assert!(stdout(&o).contains("coverage 50.0% is below the threshold 90%\n"));
+    let o = run(
+        &["policy", "test", "--run", "allows", "--threshold", "50", d],
+        "",
+    );
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert_eq!(
+        code(&run(&["policy", "test", "--run", "nothing", d], "")),
+        1
+    );
+    assert_eq!(code(&run(&["policy", "test", "/nonexistent/dir"], "")), 1);
+    assert_eq!(
+        code(&run(&["policy", "test", "--threshold", "101", d], "")),
+        2
+    );
+    std::fs::write(pkg.join("broken.rego"), "package pkg\n\nallow if {\n").unwrap();
+    assert_eq!(
+        code(&run(&["policy", "test", d], "")),
+        1,
+        "does not compile"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -138,7 +138,7 @@ pub fn engine_for(
         for (line, col, builtin) in unavailable_builtins(text) {
             problems.push(problem(
                 &path,
-                format!("{name}:{line}:{col}: builtin `{builtin}` is not available in this build of agent-iam (see policies/README.md)"),
+                format!("{name}:{line}:{col}: builtin `{builtin}` is not available in this build of agent-iam (see docs/POLICIES.md)"),
             ));
         }
     }

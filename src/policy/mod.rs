@@ -34,7 +34,10 @@ pub use compile::engine_for;
 pub use config::{revision, PolicyConfig, DEFAULT_ENTRYPOINT};
 pub use screen::{unavailable_builtins, MAX_NESTING};
 #[cfg(tools)]
-pub use tools::{merge_json, render_into, run_tests, PolicyFiles, TestResult};
+pub use tools::{
+    eval_query, merge_json, render_into, run_tests, run_tests_with, FileCoverage, PolicyFiles,
+    QueryValue, TestCase, TestOptions, TestResult, TestRun,
+};
 pub use value::{object, opt_str, strings, to_rego, to_rego_object};
 pub use verdict::{interpret, Verdict};
 
@@ -71,7 +74,7 @@ fn problem(path: &str, message: String) -> Problem {
 /// An error's first line, clipped: what goes into a verdict, a log line or a problem.
 fn first_line(s: &str) -> String {
     s.lines()
-        .next()
+        .find(|l| !l.trim().is_empty())
         .unwrap_or_default()
         .chars()
         .take(300)

@@ -171,3 +171,133 @@ fn revision_changes_with_policy_or_data() {
     b.data = Some(serde_json::json!({"limits": {"max": 3}}));
     assert_ne!(revision(&a), revision(&b));
 }
+
+fn files(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn data_files_load_at_the_path_of_their_directory_like_opa() {
+    let pf = PolicyFiles::from_files(
+        &files(&[
+            ("data.json", r#"{"top": 1}"#),
+            ("agent_iam/data.json", r#"{"max": 3}"#),
+            ("agent_iam/limits/data.json", r#"[1, 2]"#),
+            (
+                "agent_iam/p.rego",
+                "package agent_iam\nx := data.agent_iam.max\n",
+            ),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        pf.data,
+        Some(serde_json::json!({"top": 1, "agent_iam": {"max": 3, "limits": [1, 2]}}))
+    );
+    // Two files setting one value, and a top document that is not an object, are errors.
+    let clash = PolicyFiles::from_files(
+        &files(&[
+            ("data.json", r#"{"agent_iam": {"max": 1}}"#),
+            ("agent_iam/data.json", r#"{"max": 3}"#),
+        ]),
+        false,
+    )
+    .unwrap_err();
+    assert!(clash.contains("sets data.agent_iam.max"), "{clash}");
+    let top = PolicyFiles::from_files(&files(&[("data.json", "[1]")]), false).unwrap_err();
+    assert!(top.contains("the top data.json must be an object"), "{top}");
+}
+
+#[test]
+fn the_test_runner_reports_location_output_selection_and_coverage() {
+    let modules = files(&[
+        (
+            "pkg/p.rego",
+            "package pkg\n\nimport rego.v1\n\nallow if input.ok\n\nnever if {\n\tinput.x == 1\n\tinput.y == 2\n}\n",
+        ),
+        (
+            "pkg/p_test.rego",
+            "package pkg_test\n\nimport rego.v1\n\ntest_allows if {\n\tprint(\"checking allow\")\n\tdata.pkg.allow with input as {\"ok\": true}\n}\n\ntest_fails if {\n\tdata.pkg.allow with input as {\"ok\": false}\n}\n\ntest_errs if {\n\t1 / 0 == 1\n}\n",
+        ),
+    ]);
+    let clock = || 7_u64;
+    let run = run_tests_with(
+        &modules,
+        None,
+        &TestOptions {
+            select: None,
+            clock: Some(&clock),
+            coverage: true,
+        },
+    )
+    .unwrap();
+    let by = |rule: &str| run.tests.iter().find(|t| t.rule.ends_with(rule)).unwrap();
+    let allows = by("test_allows");
+    assert_eq!((allows.file.as_str(), allows.line), ("pkg/p_test.rego", 5));
+    assert_eq!(allows.outcome, Ok(true));
+    assert_eq!(allows.duration_ns, Some(0));
+    assert_eq!(allows.output.len(), 1, "{:?}", allows.output);
+    assert!(
+        allows.output[0].contains("checking allow"),
+        "{:?}",
+        allows.output
+    );
+    assert_eq!(
+        (by("test_fails").line, &by("test_fails").outcome),
+        (10, &Ok(false))
+    );
+    let err = by("test_errs").outcome.clone().unwrap_err();
+    assert!(err.contains("p_test.rego:15"), "{err}");
+    // Coverage of the module under test only: `never`'s body was not evaluated.
+    let cov = run.coverage.as_ref().unwrap();
+    assert_eq!(cov.len(), 1, "{cov:?}");
+    assert_eq!(cov[0].path, "pkg/p.rego");
+    assert!(cov[0].covered.contains(&5), "{cov:?}");
+    assert!(cov[0].not_covered.contains(&8), "{cov:?}");
+    let pct = run.coverage_percent().unwrap();
+    assert!(pct > 0.0 && pct < 100.0, "{pct}");
+    // Selection.
+    let only = |rule: &str| rule.ends_with("test_allows");
+    let run = run_tests_with(
+        &modules,
+        None,
+        &TestOptions {
+            select: Some(&only),
+            ..TestOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(run.tests.len(), 1);
+    assert!(run.coverage.is_none());
+}
+
+#[test]
+fn any_query_evaluates_to_its_value_its_bindings_or_undefined() {
+    let modules = files(&[(
+        "p.rego",
+        "package p\n\nimport rego.v1\n\ndeny contains \"a\" if input.a\n\ndeny contains \"b\" if input.b\n",
+    )]);
+    let input = serde_json::json!({"a": true, "b": true});
+    let q = |query: &str| eval_query(&modules, None, &input, query).unwrap();
+    assert_eq!(
+        q("data.p.deny"),
+        QueryValue::Value(serde_json::json!(["a", "b"]))
+    );
+    assert_eq!(
+        q("count(data.p.deny) + 1"),
+        QueryValue::Value(serde_json::json!(3))
+    );
+    assert_eq!(
+        q("x := data.p.deny[_]"),
+        QueryValue::Bindings(vec![
+            serde_json::json!({"x": "a"}),
+            serde_json::json!({"x": "b"})
+        ])
+    );
+    assert_eq!(q("data.p.nothing"), QueryValue::Undefined);
+    assert!(eval_query(&modules, None, &input, "data.p.deny[").is_err());
+}

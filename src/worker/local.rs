@@ -59,9 +59,11 @@ pub struct LocalHost {
     answer: RefCell<Answer>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
     /// Envoy's route table, as far as the filter sees it: `(path prefix, the route's
-    /// `filter_metadata.agent_iam.route`)`, the longest prefix of the current `:path` wins
-    /// (so a rewritten path can land on another route, as in Envoy).
+    /// `filter_metadata.agent_iam`: none, or its `route`'s bytes, empty when it has none)`;
+    /// the longest prefix of the current `:path` wins.
     pub envoy_routes: RefCell<Vec<(String, Option<String>)>>,
+    /// How many times the worker read that metadata.
+    pub route_reads: Cell<u32>,
     /// The VM's environment (the process's is never read).
     pub env: RefCell<HashMap<String, String>>,
     pub stream: RefCell<Stream>,
@@ -252,15 +254,24 @@ impl Host for LocalHost {
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let routes = self.envoy_routes.borrow();
-        if path == super::ROUTE_METADATA && !routes.is_empty() {
+        let section = super::ROUTE_METADATA.get(..4).unwrap_or_default();
+        let leaf = path == super::ROUTE_METADATA;
+        if (leaf || path == section) && !routes.is_empty() {
+            self.route_reads.set(self.route_reads.get() + 1);
             let s = self.stream.borrow();
             let target = s.headers.iter().find(|(k, _)| k == ":path")?;
             let target = String::from_utf8_lossy(&target.1);
-            return routes
+            let metadata = routes
                 .iter()
                 .filter(|(prefix, _)| target.starts_with(prefix.as_str()))
                 .max_by_key(|(prefix, _)| prefix.len())
-                .and_then(|(_, name)| name.clone().map(String::into_bytes));
+                .and_then(|(_, m)| m.clone())?;
+            // As Envoy: the section is a serialized map; an empty string reads as none.
+            return match (leaf, metadata.is_empty()) {
+                (false, _) => Some(b"map".to_vec()),
+                (true, true) => None,
+                (true, false) => Some(metadata.into_bytes()),
+            };
         }
         self.properties.borrow().get(&path.join(".")).cloned()
     }

@@ -171,6 +171,15 @@ fn backend(
 /// its own bytes).
 pub const MODULE_SHA256_ENV: &str = "AGENT_IAM_MODULE_SHA256";
 
+/// What the route the request is on says in `filter_metadata.agent_iam`: `None` when it has
+/// no such metadata; otherwise the bytes of its `route` (empty when it has none, is empty,
+/// null or cannot be read: no route is named so, the request is refused).
+fn envoy_route(host: &dyn Host) -> Option<Vec<u8>> {
+    let section = ROUTE_METADATA.get(..4).unwrap_or_default();
+    host.property(section)?;
+    Some(host.property(&ROUTE_METADATA).unwrap_or_default())
+}
+
 /// Where Envoy reports the route metadata `filter_metadata.agent_iam.route` of the route
 /// the request is on (a string leaf: its bytes; other types never name a route).
 pub const ROUTE_METADATA: [&str; 5] = [
@@ -354,6 +363,12 @@ impl Worker {
     /// The engine (the CLI reads its configuration; tests inspect it).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine, to change what it keeps of each decision (the authoring tools).
+    #[cfg(tools)]
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 
     /// How the host reports a request's client address (read only when `verify_budget`
@@ -589,7 +604,7 @@ impl Worker {
         }
         req.authorization.extend(authorization);
         if cfg.route_metadata {
-            req.envoy_route = host.property(&ROUTE_METADATA);
+            req.envoy_route = envoy_route(host);
         }
         Ok(Incoming {
             req,

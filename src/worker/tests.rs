@@ -1121,6 +1121,8 @@ fn envoy_routes(host: &LocalHost) {
         ("/plain".into(), None),
         ("/".into(), Some("public".into())),
         ("/typo".into(), Some("admn".into())),
+        // `agent_iam` metadata without a (usable) `route`: refused, never matched on paths.
+        ("/empty".into(), Some(String::new())),
     ];
 }
 
@@ -1161,6 +1163,7 @@ fn envoy_route_metadata_names_the_route_a_request_is_decided_on() {
         (&admin, "/plain", Some(403), Some("route.unmatched")),
         // A name no route has: refused whatever the caller holds.
         (&admin, "/typo", Some(503), Some("route.metadata")),
+        (&admin, "/empty", Some(503), Some("route.metadata")),
     ];
     for (auth, path, want_status, want_reason) in cases {
         let out = get_path(&mut w, &host, auth, path);
@@ -1169,7 +1172,28 @@ fn envoy_route_metadata_names_the_route_a_request_is_decided_on() {
         assert_eq!(out == Outcome::Continue, want_status.is_none(), "{path}");
     }
     assert_eq!(host.decisions("allow", None), 2);
-    assert_eq!(host.decisions("deny", Some("route.metadata")), 1);
+    assert_eq!(host.decisions("deny", Some("route.metadata")), 2);
+    // A method the named route does not list is refused, in shadow too (counted as such).
+    let mut plugin = metadata_plugin(&k);
+    plugin["routes"][1]["methods"] = json!(["GET"]);
+    for mode in ["enforce", "shadow"] {
+        plugin["mode"] = json!(mode);
+        let mut w = worker(&host, &plugin);
+        host.request(&[
+            (":method", "DELETE"),
+            (":path", "/public/status"),
+            (":authority", "api.test"),
+            ("authorization", &reader),
+        ]);
+        let out = w.on_request(&host, &mut Exchange::default(), true);
+        let refused = mode == "enforce";
+        assert_eq!(out == Outcome::Answered, refused, "{mode}");
+        assert_eq!(
+            reason(&host).as_deref(),
+            refused.then_some("request.method"),
+            "{mode}"
+        );
+    }
 }
 
 #[test]
@@ -1216,7 +1240,7 @@ fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow(
         "Bearer {}",
         token(&k, json!({"claims": {"scope": "admin"}}))
     );
-    // Off: the metadata is never read; paths decide.
+    // Off: the metadata is never read (the table would answer `admn`); paths decide.
     let host = LocalHost::at(NOW as f64);
     envoy_routes(&host);
     let mut plugin = metadata_plugin(&k);
@@ -1225,6 +1249,7 @@ fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow(
     let mut w = worker(&host, &plugin);
     get_path(&mut w, &host, &admin, "/typo");
     assert_eq!(reason(&host).as_deref(), Some("scope.insufficient"));
+    assert_eq!(host.route_reads.get(), 0);
     // In shadow, a route the filter cannot name is still refused: no check could say
     // which rules the request should have met.
     let host = LocalHost::at(NOW as f64);

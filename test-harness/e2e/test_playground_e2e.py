@@ -228,7 +228,8 @@ def rendered_plugin(inputs):
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_text(text)
     (tmp / "config.json").write_text(inputs["config"])
-    out = harness.cli("policy", "render", "--config", tmp / "config.json", tmp / "agent_iam").stdout
+    # The page's directory as a whole: data.json files load at the path of their directory.
+    out = harness.cli("policy", "render", "--config", tmp / "config.json", tmp).stdout
     return json.loads(out)
 
 

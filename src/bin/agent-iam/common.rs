@@ -19,6 +19,9 @@ pub enum Code {
 }
 
 impl Code {
+    /// `policy test`'s status when a test fails, as `opa test`'s: 2.
+    pub const TESTS_FAILED: Code = Code::Usage;
+
     pub fn failed_if(failed: bool) -> Code {
         if failed {
             Code::Failed

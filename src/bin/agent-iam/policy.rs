@@ -14,45 +14,95 @@ use crate::common::{self, Code, Format, Outcome};
 pub enum Command {
     Test(TestArgs),
     Eval(EvalArgs),
+    Input(InputArgs),
     Render(RenderArgs),
+}
+
+/// Print the `input` document the gateway builds for each request, exactly as its policy
+/// sees it (to write tests from real requests).
+///
+/// REQUESTS are what `agent-iam check` reads: one JSON object per line. A request the
+/// built-in checks deny never reaches the policy: its line is {"error": ...}.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  every request reached the policy (one input document per line)
+  1  a request did not (denied before the policy, or not a request), or the configuration
+     is invalid or has no policy
+  2  usage error, or a file that cannot be read")]
+pub struct InputArgs {
+    /// The plugin configuration, with its policy (JSON; `-`: standard input).
+    #[arg(long, value_name = "PLUGIN.json")]
+    config: String,
+    /// Decision time, UNIX seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
+    now: Option<i64>,
+    /// JSON lines, one request each (`-`: standard input).
+    #[arg(value_name = "REQUESTS", default_value = "-")]
+    requests: String,
 }
 
 /// Run every `test_*` rule in DIR/**/*_test.rego (like `opa test`).
 #[derive(clap::Args)]
 #[command(after_help = "\
 Exit codes:
-  0  every test passed
-  1  a test failed or erred, there is no test, or a module does not compile
-  2  usage error, or DIR cannot be read")]
+  0  every test passed (and coverage reached --threshold); the codes are opa test's
+  1  a module does not compile, there is no test, DIR cannot be read
+  2  a test failed or erred, coverage is below --threshold, or a usage error")]
 pub struct TestArgs {
-    /// `text`: `PASS rule` / `FAIL rule` / `ERROR rule: why` lines and a summary; `json`:
-    /// {"dir", "passed", "failed", "tests": [{"rule", "result", "error"?}]}.
+    /// `text`: `FAIL rule (file:line)` / `ERROR rule (file:line): why` lines (every test's
+    /// `PASS`, time and `print()` output with `-v`) and a summary; `json`: {"dir",
+    /// "passed", "failed", "tests": [{"rule", "file", "line", "result", "error"?,
+    /// "duration_ns", "output"}], "coverage"?}.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Every test with its result, time and `print()` output (text format).
+    #[arg(short, long)]
+    verbose: bool,
+    /// Only the tests whose rule (`data.pkg.test_name`) matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    run: Option<String>,
+    /// Report which lines of the modules (not the tests) the tests evaluated.
+    #[arg(long)]
+    coverage: bool,
+    /// Fail (exit 2) when coverage is below this percentage (implies --coverage).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    threshold: Option<f64>,
     /// The policy directory (*.rego, data.json).
     #[arg(value_name = "DIR", default_value = "policies")]
     dir: String,
 }
 
-/// Evaluate the policy's decision for one `input` document, on the gateway's engine, and
-/// check that the interpreter (which runs `policy test`) agrees.
+/// Evaluate a query (a rule, `data.agent_iam.authz.deny`, any expression) against one
+/// `input` document and print its value as JSON; with --decision, the decision the gateway
+/// takes (on its engine, checked against the interpreter that runs `policy test`).
 #[derive(clap::Args)]
 #[command(after_help = "\
 Exit codes:
-  0  evaluated (allowed or denied)
-  1  a module does not compile, or the interpreter disagrees with the gateway's engine
+  0  evaluated (with --decision: allowed or denied)
+  1  a module or the query does not compile, the query is undefined (\"undefined\" on
+     standard error), or the interpreter disagrees with the gateway's engine
   2  usage error, or a file that cannot be read")]
 pub struct EvalArgs {
+    /// The query (default: the entrypoint). Its value is printed as one JSON line; a query
+    /// with variables (`x := data.a[_]`) prints every binding that satisfies it.
+    #[arg(long, value_name = "QUERY", conflicts_with = "decision")]
+    query: Option<String>,
+    /// The decision view: the entrypoint's value as the gateway reads it (allow, or deny
+    /// with its reason and status), on the gateway's engine.
+    #[arg(long)]
+    decision: bool,
     /// The `input` document (JSON; `-`: standard input).
     #[arg(long, value_name = "FILE")]
     input: String,
     /// More `data` (JSON; `-`: standard input), merged over DIR's data.json.
     #[arg(long, value_name = "FILE")]
     data: Option<String>,
-    /// The rule that decides.
+    /// The rule that decides (`policy.entrypoint`).
     #[arg(long, value_name = "RULE", default_value = agent_iam::policy::DEFAULT_ENTRYPOINT)]
     entrypoint: String,
-    /// `json`: {"revision", "entrypoint", "engine", "result"}; `text`: one line.
+    /// With --decision, `json`: {"revision", "entrypoint", "engine", "result"}; `text`: one
+    /// line. A query's value is always JSON.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
     /// The policy directory (*.rego, data.json).
@@ -81,6 +131,7 @@ pub fn run(cmd: &Command) -> Outcome {
     match cmd {
         Command::Test(a) => test(a),
         Command::Eval(a) => eval(a),
+        Command::Input(a) => input(a),
         Command::Render(a) => render(a),
     }
 }
@@ -139,50 +190,200 @@ fn report(problems: &[Problem]) -> Code {
     Code::Failed
 }
 
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a percentage (0 to 100)")),
+    }
+}
+
 fn test(a: &TestArgs) -> Outcome {
     let dir = &a.dir;
-    let pd = load_policy_dir(dir, true)?;
-    let results = match agent_iam::policy::run_tests(&pd.modules, pd.data.as_ref()) {
+    // As opa test: what cannot be loaded is status 1 (2 is a failed test).
+    let pd = match load_policy_dir(dir, true) {
+        Ok(pd) => pd,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Code::Failed);
+        }
+    };
+    let select = match &a.run {
+        Some(re) => Some(regex::Regex::new(re).map_err(|e| format!("--run: {e}"))?),
+        None => None,
+    };
+    let matches = |rule: &str| select.as_ref().is_none_or(|re| re.is_match(rule));
+    let started = std::time::Instant::now();
+    let clock = || u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let opts = agent_iam::policy::TestOptions {
+        select: Some(&matches),
+        clock: Some(&clock),
+        coverage: a.coverage || a.threshold.is_some(),
+    };
+    let run = match agent_iam::policy::run_tests_with(&pd.modules, pd.data.as_ref(), &opts) {
         Ok(r) => r,
         Err(problems) => return Ok(report(&problems)),
     };
-    let (mut pass, mut fail) = (0, 0);
-    let mut rows = Vec::new();
+    let passed = run.tests.iter().filter(|t| t.outcome == Ok(true)).count();
+    let failed = run.tests.len() - passed;
+    let below = match (a.threshold, run.coverage_percent()) {
+        (Some(min), Some(got)) => (got < min).then_some((got, min)),
+        _ => None,
+    };
     // Written at once: a closed pipe (`| head`) is then an error, not a panic.
+    let text = match a.format {
+        Format::Text => test_text(&run, a.verbose, dir, (passed, failed), below),
+        Format::Json => format!("{}\n", test_json(&run, dir, (passed, failed))),
+    };
+    common::write_out(&text)?;
+    if run.tests.is_empty() {
+        eprintln!("{dir}: no test (test_* rules in *_test.rego modules) matched");
+        return Ok(Code::Failed);
+    }
+    Ok(if failed > 0 || below.is_some() {
+        Code::TESTS_FAILED
+    } else {
+        Code::Ok
+    })
+}
+
+/// `opa test`'s text: failures (every test with `verbose`), the coverage, a summary.
+fn test_text(
+    run: &agent_iam::policy::TestRun,
+    verbose: bool,
+    dir: &str,
+    (passed, failed): (usize, usize),
+    below: Option<(f64, f64)>,
+) -> String {
     let mut text = String::new();
-    for (rule, outcome) in &results {
-        let (word, error) = match outcome {
+    for t in &run.tests {
+        let (word, error) = match &t.outcome {
             Ok(true) => ("PASS", None),
             Ok(false) => ("FAIL", None),
             Err(e) => ("ERROR", Some(e)),
         };
-        if word == "PASS" {
-            pass += 1;
+        if word == "PASS" && !verbose {
+            continue;
+        }
+        text.push_str(&format!("{word} {} ({}:{})", t.rule, t.file, t.line));
+        if verbose {
+            if let Some(ns) = t.duration_ns {
+                text.push_str(&format!(" {}", duration(ns)));
+            }
+        }
+        text.push('\n');
+        // regorus's error: the position and message, then the line with a caret.
+        for line in error
+            .iter()
+            .flat_map(|e| e.lines())
+            .filter(|l| !l.trim().is_empty())
+        {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if verbose || word != "PASS" {
+            for line in &t.output {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    if let Some(files) = &run.coverage {
+        for f in files {
+            text.push_str(&format!(
+                "coverage {}: {:.1}% ({} of {} lines)",
+                f.path,
+                f.percent(),
+                f.covered.len(),
+                f.covered.len() + f.not_covered.len()
+            ));
+            if !f.not_covered.is_empty() {
+                text.push_str(&format!(", not covered: {}", lines(&f.not_covered)));
+            }
+            text.push('\n');
+        }
+        if let Some(total) = run.coverage_percent() {
+            text.push_str(&format!("coverage: {total:.1}%\n"));
+        }
+    }
+    if let Some((got, min)) = below {
+        text.push_str(&format!(
+            "coverage {got:.1}% is below the threshold {min}%\n"
+        ));
+    }
+    text.push_str(&format!(
+        "{passed} passed, {failed} failed ({} test(s) in {dir})\n",
+        run.tests.len()
+    ));
+    text
+}
+
+fn test_json(
+    run: &agent_iam::policy::TestRun,
+    dir: &str,
+    (passed, failed): (usize, usize),
+) -> Value {
+    let tests: Vec<Value> = run
+        .tests
+        .iter()
+        .map(|t| {
+            let (result, error) = match &t.outcome {
+                Ok(true) => ("pass", None),
+                Ok(false) => ("fail", None),
+                Err(e) => ("error", Some(e)),
+            };
+            json!({"rule": t.rule, "file": t.file, "line": t.line, "result": result,
+                   "error": error, "duration_ns": t.duration_ns, "output": t.output})
+        })
+        .collect();
+    let mut out = json!({"dir": dir, "passed": passed, "failed": failed, "tests": tests});
+    if let (Some(files), Some(obj)) = (&run.coverage, out.as_object_mut()) {
+        let per_file: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    json!({"covered": f.covered, "not_covered": f.not_covered,
+                           "coverage": round1(f.percent())}),
+                )
+            })
+            .collect();
+        obj.insert(
+            "coverage".into(),
+            json!({"files": per_file, "coverage": run.coverage_percent().map(round1)}),
+        );
+    }
+    out
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// `1.2ms`, `850µs`: a test's time as `opa test -v` shows it.
+fn duration(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{}µs", ns / 1_000),
+        _ => format!("{:.1}ms", ns as f64 / 1e6),
+    }
+}
+
+/// `3-5, 9`: line numbers as ranges.
+fn lines(ns: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while let Some(&start) = ns.get(i) {
+        let mut end = start;
+        while ns.get(i + 1) == Some(&(end + 1)) {
+            end += 1;
+            i += 1;
+        }
+        out.push(if start == end {
+            start.to_string()
         } else {
-            fail += 1;
-        }
-        match (a.format, error) {
-            (Format::Text, None) => text.push_str(&format!("{word} {rule}\n")),
-            (Format::Text, Some(e)) => text.push_str(&format!("{word} {rule}: {e}\n")),
-            (Format::Json, e) => rows.push(json!({
-                "rule": rule,
-                "result": word.to_ascii_lowercase(),
-                "error": e,
-            })),
-        }
+            format!("{start}-{end}")
+        });
+        i += 1;
     }
-    match a.format {
-        Format::Text => text.push_str(&format!(
-            "{pass} passed, {fail} failed ({} test(s) in {dir})\n",
-            results.len()
-        )),
-        Format::Json => text.push_str(&format!(
-            "{}\n",
-            json!({"dir": dir, "passed": pass, "failed": fail, "tests": rows})
-        )),
-    }
-    common::write_out(&text)?;
-    Ok(Code::failed_if(fail > 0 || results.is_empty()))
+    out.join(", ")
 }
 
 fn eval(a: &EvalArgs) -> Outcome {
@@ -196,6 +397,24 @@ fn eval(a: &EvalArgs) -> Outcome {
             None => data = Some(v),
             Some(d) => agent_iam::policy::merge_json(d, v),
         }
+    }
+    if !a.decision {
+        let query = a.query.as_deref().unwrap_or(&a.entrypoint);
+        return match agent_iam::policy::eval_query(&pd.modules, data.as_ref(), &input, query) {
+            Err(problems) => Ok(report(&problems)),
+            Ok(agent_iam::policy::QueryValue::Undefined) => {
+                eprintln!("undefined");
+                Ok(Code::Failed)
+            }
+            Ok(agent_iam::policy::QueryValue::Value(v)) => {
+                common::write_out(&format!("{v}\n"))?;
+                Ok(Code::Ok)
+            }
+            Ok(agent_iam::policy::QueryValue::Bindings(all)) => {
+                common::write_out(&format!("{}\n", Value::Array(all)))?;
+                Ok(Code::Ok)
+            }
+        };
     }
     let cfg = agent_iam::policy::PolicyConfig {
         modules: pd.modules,
@@ -238,6 +457,74 @@ fn eval(a: &EvalArgs) -> Outcome {
         return Ok(Code::Failed);
     }
     Ok(Code::Ok)
+}
+
+fn input(a: &InputArgs) -> Outcome {
+    common::one_stdin(&[&a.config, &a.requests])?;
+    let now = common::now_or_clock(a.now);
+    let cfg = match common::load_config(&a.config)?.1 {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if cfg.policy.is_none() {
+        eprintln!("{}: no policy: the gateway builds no input", a.config);
+        return Ok(Code::Failed);
+    }
+    let host = agent_iam::worker::local::LocalHost::at(now as f64);
+    let mut worker = agent_iam::worker::Worker::new(
+        &host,
+        cfg,
+        Box::new(agent_iam::crypto::PureRust),
+        agent_iam::pipeline::DecisionIds::from_entropy(),
+        None,
+    );
+    worker.engine_mut().keep_policy_inputs();
+    let mut text = String::new();
+    let mut failed = false;
+    let lines = common::lines(&a.requests)?;
+    for (n, line) in std::io::BufRead::lines(lines).enumerate() {
+        let line = line.map_err(|e| format!("{}: {e}", a.requests))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = serde_json::from_str::<Value>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| agent_iam::pipeline::Request::from_json(&v));
+        let out = match req {
+            Err(e) => Err(format!("line {}: {e}", n + 1)),
+            Ok(req) => {
+                let checked = worker.check(&req, now as f64, || 0);
+                let d = checked.decision;
+                match (d.policy_input, d.reason) {
+                    (Some(input), _) => input
+                        .to_json_str()
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                        .map(|v| v.to_string())
+                        .ok_or_else(|| format!("line {}: the input is not JSON", n + 1)),
+                    (None, Some(r)) => Err(format!(
+                        "line {}: denied by the built-in checks ({}) before the policy",
+                        n + 1,
+                        r.as_str()
+                    )),
+                    (None, None) => Err(format!(
+                        "line {}: decided without the policy (nothing for it to decide)",
+                        n + 1
+                    )),
+                }
+            }
+        };
+        match out {
+            Ok(input) => text.push_str(&input),
+            Err(e) => {
+                failed = true;
+                text.push_str(&json!({ "error": e }).to_string());
+            }
+        }
+        text.push('\n');
+    }
+    common::write_out(&text)?;
+    Ok(Code::failed_if(failed))
 }
 
 fn verdict_json(v: &Verdict) -> Value {

@@ -75,8 +75,17 @@ pub(super) fn check(
                 ),
             ));
         }
-        if name.is_empty() {
-            out.push(problem(format!("{p}.name"), "a route's name is not empty"));
+        if name.is_empty() || name.chars().any(char::is_control) {
+            out.push(problem(
+                format!("{p}.name"),
+                "a route's name is not empty and has no control characters",
+            ));
+        }
+        if name == crate::pipeline::METADATA_ROUTE {
+            out.push(problem(
+                format!("{p}.name"),
+                format!("\"{name}\" names the filter's answers of its protected resource metadata"),
+            ));
         }
         let mcp = r
             .mcp

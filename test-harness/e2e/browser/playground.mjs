@@ -5,7 +5,7 @@
 //   node playground.mjs URL OUT_DIR
 //
 // Writes OUT_DIR/playground.json ({"cases": [...]}) and the screenshots playground.png
-// (the default, allowed request: the picture in docs/policies.md), playground-policy-edit.png,
+// (the default, allowed request: the picture in docs/POLICIES.md), playground-policy-edit.png,
 // playground-mcp.png (a write tool refused) and playground-errors.png.
 // Exits non-zero when the page cannot be driven; the checks on what it showed are the
 // Python test's.
