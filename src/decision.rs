@@ -250,6 +250,11 @@ pub struct Decision {
     pub policy_status: Option<u16>,
     /// Headers the policy adds upstream on allow.
     pub policy_headers: Vec<(String, String)>,
+    /// SHA-256 of the policy's `input` document (its JSON, members sorted), whenever the
+    /// policy ran: an audit event names what was decided on without holding it.
+    pub policy_input_sha256: Option<[u8; 32]>,
+    /// The `input` as the audit event records it (`routes[].audit_policy_input`), redacted.
+    pub audited_input: Option<regorus::Value>,
     /// The `input` document the policy was evaluated on, when the engine keeps it
     /// ([`crate::pipeline::Engine::keep_policy_inputs`]: the authoring tools).
     #[cfg(tools)]
@@ -352,6 +357,8 @@ impl Decision {
             policy_reason: None,
             policy_status: None,
             policy_headers: Vec::new(),
+            policy_input_sha256: None,
+            audited_input: None,
             #[cfg(tools)]
             policy_input: None,
             method: String::new(),

@@ -258,6 +258,35 @@ pub struct Engine {
     dpop_algs: String,
 }
 
+/// `input` without the configured headers and claims (their values read `"(redacted)"`).
+fn redacted(input: &regorus::Value, redact: &crate::audit::RedactConfig) -> regorus::Value {
+    let mut out = input.clone();
+    if redact.headers.is_empty() && redact.claims.is_empty() {
+        return out;
+    }
+    let hidden = regorus::Value::from("(redacted)");
+    let mut hide = |path: &[&str], names: &[String]| {
+        let mut v = &mut out;
+        for key in path {
+            let Ok(obj) = v.as_object_mut() else { return };
+            let Some(next) = obj.get_mut(&regorus::Value::from(*key)) else {
+                return;
+            };
+            v = next;
+        }
+        if let Ok(obj) = v.as_object_mut() {
+            for name in names {
+                if let Some(slot) = obj.get_mut(&regorus::Value::from(name.as_str())) {
+                    *slot = hidden.clone();
+                }
+            }
+        }
+    };
+    hide(&["request", "headers"], &redact.headers);
+    hide(&["token"], &redact.claims);
+    out
+}
+
 /// The route of the filter's own answers of its Protected Resource Metadata (RFC 9728).
 pub const METADATA_ROUTE: &str = "oauth-protected-resource";
 
@@ -1113,6 +1142,15 @@ impl Engine {
         #[cfg(tools)]
         if self.keep_inputs {
             d.policy_input = Some(input.clone());
+        }
+        // What the decision was taken on, for replay: its hash, and on routes that opt in
+        // the document itself (redacted). Members serialise sorted: the hash is stable.
+        if let Ok(text) = serde_json::to_vec(&input) {
+            use sha2::Digest;
+            d.policy_input_sha256 = Some(sha2::Sha256::digest(&text).into());
+        }
+        if route.is_some_and(|r| r.audit_policy_input) {
+            d.audited_input = Some(redacted(&input, &config.audit.policy_input_redact));
         }
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {

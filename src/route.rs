@@ -20,6 +20,8 @@ pub struct Route {
     pub mcp: Option<Mcp>,
     /// Every check's mode on this route, when the route sets one.
     pub mode: Option<crate::mode::Mode>,
+    /// Decision events carry the policy's `input` (`audit_policy_input`).
+    pub audit_policy_input: bool,
 }
 
 /// What an MCP route requires per call (validated `routes[].mcp`).

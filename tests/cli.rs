@@ -372,3 +372,54 @@ fn policy_test_exit_codes_are_opa_tests() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn replay_catches_a_deliberate_policy_edit_on_the_recorded_traffic() {
+    let args = [
+        "policy",
+        "replay",
+        "--audit",
+        "examples/replay/audit.ndjson",
+        "--format",
+        "json",
+        "--max-changes",
+        "0",
+    ];
+    let o = run(&args, "");
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["replayed"].as_u64(), v["changed"].as_u64()),
+        (Some(11), Some(0))
+    );
+    // The tenant rule dropped: the recorded cross-tenant reads become allows.
+    let dir = std::env::temp_dir().join(format!("agent-iam-replay-{}", std::process::id()));
+    let pkg = dir.join("agent_iam");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for entry in std::fs::read_dir("policies/agent_iam").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name != "tenant.rego" {
+            std::fs::copy(&path, pkg.join(&name)).unwrap();
+        }
+    }
+    let rego = std::fs::read_to_string("policies/agent_iam/tenant.rego").unwrap();
+    let edited = rego.replace(
+        "deny contains \"tenant.mismatch\"",
+        "unused contains \"tenant.mismatch\"",
+    );
+    assert_ne!(edited, rego);
+    std::fs::write(pkg.join("tenant.rego"), edited).unwrap();
+    let mut args = args.to_vec();
+    let d = dir.to_str().unwrap().to_owned();
+    args.extend(["--policies", &d]);
+    let o = run(&args, "");
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert!(!changes.is_empty());
+    assert!(changes
+        .iter()
+        .all(|c| c["kind"] == "deny -> allow" && c["from"] == "policy.denied tenant.mismatch"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

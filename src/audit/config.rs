@@ -31,6 +31,23 @@ pub struct AuditConfig {
     /// manager replaces every client's id, as `agent-iam generate envoy` writes it).
     #[serde(default)]
     pub request_id_from: RequestIdFrom,
+    /// What a decision event's policy `input` (routes with `audit_policy_input`) leaves
+    /// out: these request headers and token claims read `"(redacted)"`.
+    #[serde(default)]
+    pub policy_input_redact: RedactConfig,
+}
+
+/// `audit.policy_input_redact`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Request header names (lower-case).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Token claim names (top-level).
+    #[serde(default)]
+    pub claims: Vec<String>,
 }
 
 /// `audit.request_id_from`.
@@ -60,6 +77,7 @@ impl Default for AuditConfig {
             checkpoint_s: default_checkpoint_s(),
             collector: None,
             request_id_from: RequestIdFrom::Client,
+            policy_input_redact: RedactConfig::default(),
         }
     }
 }
@@ -130,6 +148,26 @@ impl AuditConfig {
                 message,
             })
         };
+        for (i, h) in self.policy_input_redact.headers.iter().enumerate() {
+            if h.is_empty()
+                || h.bytes().any(|b| {
+                    !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                })
+            {
+                bad(
+                    &format!("policy_input_redact.headers[{i}]"),
+                    format!("\"{h}\" is not a lower-case header name"),
+                );
+            }
+        }
+        for (i, c) in self.policy_input_redact.claims.iter().enumerate() {
+            if c.is_empty() {
+                bad(
+                    &format!("policy_input_redact.claims[{i}]"),
+                    "a claim name is not empty".into(),
+                );
+            }
+        }
         if !(1..=3600).contains(&self.checkpoint_s) {
             bad(
                 "checkpoint_s",

@@ -272,6 +272,12 @@ pub(super) struct OriginalPart<'a> {
 #[derive(Serialize)]
 pub(super) struct PolicyPart<'a> {
     pub(super) revision: &'a str,
+    /// SHA-256 of the `input` the policy decided on (decision events where it ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) input_sha256: Option<Hex<'a>>,
+    /// The `input` itself, on routes with `audit_policy_input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) input: Option<&'a regorus::Value>,
 }
 
 /// The actors' `sub`s, newest first.

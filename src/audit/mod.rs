@@ -21,7 +21,7 @@ mod verify;
 use blake2::digest::consts::U32;
 use blake2::Blake2b;
 
-pub use config::{AuditConfig, CollectorConfig, RequestIdFrom};
+pub use config::{AuditConfig, CollectorConfig, RedactConfig, RequestIdFrom};
 pub use events::{RegistryOutcome, RegistryVerdict, SetOutcome, SetVerdict, FORMAT_VERSION};
 pub use stream::{AuditLine, AuditStream, EventContext};
 pub use time::{parse_rfc3339_micros, rfc3339_micros};

@@ -189,10 +189,11 @@ impl AuditStream {
                 traceparent: ctx.traceparent,
                 traceparent_source: ctx.traceparent.map(|_| "client"),
             },
-            policy: d
-                .policy_revision
-                .as_deref()
-                .map(|revision| PolicyPart { revision }),
+            policy: d.policy_revision.as_deref().map(|revision| PolicyPart {
+                revision,
+                input_sha256: d.policy_input_sha256.as_ref().map(Hex),
+                input: d.audited_input.as_ref(),
+            }),
             mcp: match (&d.mcp, &d.detail) {
                 (Some(m), _) => Some(McpPart {
                     method: Some(&m.method),
@@ -325,10 +326,11 @@ impl AuditStream {
             time: &time,
             version: crate::VERSION,
             checkpoint_s: self.checkpoint_s,
-            policy: self
-                .policy_revision
-                .as_deref()
-                .map(|revision| PolicyPart { revision }),
+            policy: self.policy_revision.as_deref().map(|revision| PolicyPart {
+                revision,
+                input_sha256: None,
+                input: None,
+            }),
         };
         self.link.seal(&ev, now)
     }

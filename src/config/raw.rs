@@ -365,6 +365,11 @@ pub struct RouteConfig {
     /// `enforce` or `shadow` for every check on this route (absent: `checks` and `mode`).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Write the policy's `input` document into each decision event on this route (default
+    /// false: only its SHA-256), for `agent-iam policy replay`. The input carries the
+    /// token's claims and the request's headers: `audit.policy_input_redact` removes some.
+    #[serde(default)]
+    pub audit_policy_input: bool,
 }
 
 /// `routes[].mcp`: the scopes each tool, resource (URI, or a prefix ending in `*`) and

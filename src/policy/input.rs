@@ -442,6 +442,7 @@ mod tests {
         let r1 = Route {
             name: "same".into(),
             path: Some(PathMatch::Prefix("/a".into())),
+            audit_policy_input: false,
             methods: vec![],
             required_scopes: vec!["a:read".into()],
             mcp: None,

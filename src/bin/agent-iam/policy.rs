@@ -15,7 +15,42 @@ pub enum Command {
     Test(TestArgs),
     Eval(EvalArgs),
     Input(InputArgs),
+    Replay(ReplayArgs),
     Render(RenderArgs),
+}
+
+/// Re-decide recorded decisions with a candidate policy: what would it have decided on
+/// that traffic?
+///
+/// Reads decision events (audit log lines, collector batches, `check --audit` files) whose
+/// `policy.input` was recorded (routes with `audit_policy_input`), evaluates the candidate
+/// policy on each input and reports the decisions that change: allow → deny, deny → allow
+/// and deny → deny for another reason, grouped by route, agent and reasons.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  replayed (and no more decisions changed than --max-changes)
+  1  more decisions changed than --max-changes, or a module does not compile
+  2  usage error, or a file that cannot be read")]
+pub struct ReplayArgs {
+    /// Audit files (one event per line, or `agent-iam audit {...}` log lines).
+    #[arg(long = "audit", value_name = "FILE", required = true, num_args = 1..)]
+    audit: Vec<String>,
+    /// The candidate policy directory (*.rego, data.json).
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: String,
+    /// The plugin configuration whose `policy.entrypoint` and budgets apply (default: the
+    /// default entrypoint).
+    #[arg(long, value_name = "PLUGIN.json")]
+    config: Option<String>,
+    /// Fail (exit 1) when more decisions than this change.
+    #[arg(long, value_name = "N")]
+    max_changes: Option<usize>,
+    /// `text`: a summary and the changes grouped; `json`: {"replayed", "unchanged",
+    /// "changed", "without_input", "changes": [{"decision_id", "route", "agent", "from",
+    /// "to"}]}.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// Print the `input` document the gateway builds for each request, exactly as its policy
@@ -132,6 +167,7 @@ pub fn run(cmd: &Command) -> Outcome {
         Command::Test(a) => test(a),
         Command::Eval(a) => eval(a),
         Command::Input(a) => input(a),
+        Command::Replay(a) => replay(a),
         Command::Render(a) => render(a),
     }
 }
@@ -525,6 +561,150 @@ fn input(a: &InputArgs) -> Outcome {
     }
     common::write_out(&text)?;
     Ok(Code::failed_if(failed))
+}
+
+/// A policy outcome as a decision event records it: the decision, its reason and the
+/// policy's own reason.
+type Outcome3 = (String, Option<String>, Option<String>);
+
+/// What the policy decided in a recorded event: its deny (enforced or in shadow), else allow.
+fn recorded_outcome(e: &Value) -> Outcome3 {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let policy_reason = s(e.get("policy_reason"));
+    if let Some(r) = s(e.get("reason")).filter(|r| r.starts_with("policy.")) {
+        return ("deny".into(), Some(r), policy_reason);
+    }
+    let shadowed = e.get("shadow").and_then(Value::as_array).and_then(|all| {
+        all.iter()
+            .find(|x| x.get("check").and_then(Value::as_str) == Some("policy"))
+    });
+    match shadowed {
+        Some(x) => ("deny".into(), s(x.get("reason")), policy_reason),
+        None => ("allow".into(), None, None),
+    }
+}
+
+fn candidate_outcome(v: &Verdict) -> Outcome3 {
+    match v {
+        Verdict::Allow { .. } => ("allow".into(), None, None),
+        Verdict::Deny { reason, .. } => {
+            ("deny".into(), Some("policy.denied".into()), reason.clone())
+        }
+        Verdict::Error(_) => ("deny".into(), Some("policy.error".into()), None),
+        Verdict::Limit => ("deny".into(), Some("policy.limit".into()), None),
+    }
+}
+
+fn outcome_text(o: &Outcome3) -> String {
+    match o {
+        (d, None, _) => d.clone(),
+        (_, Some(r), None) => r.clone(),
+        (_, Some(r), Some(p)) => format!("{r} {p}"),
+    }
+}
+
+fn replay(a: &ReplayArgs) -> Outcome {
+    let pd = load_policy_dir(&a.policies, false)?;
+    let configured = match &a.config {
+        Some(path) => common::read_json(path)?.get("policy").cloned(),
+        None => None,
+    };
+    let entrypoint = configured
+        .as_ref()
+        .and_then(|p| p.get("entrypoint"))
+        .and_then(Value::as_str)
+        .unwrap_or(agent_iam::policy::DEFAULT_ENTRYPOINT)
+        .to_owned();
+    let policy = match agent_iam::policy::Policy::compile(&agent_iam::policy::PolicyConfig {
+        modules: pd.modules,
+        data: pd.data,
+        entrypoint,
+        max_eval_ms: 1000,
+        max_instructions: 10_000_000,
+        headers: Vec::new(),
+    }) {
+        Ok(p) => p,
+        Err(problems) => return Ok(report(&problems)),
+    };
+    let (mut replayed, mut without_input) = (0usize, 0usize);
+    let mut changes: Vec<Value> = Vec::new();
+    for path in &a.audit {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for line in text.lines() {
+            let Some(event) = agent_iam::audit::event_text(line) else {
+                continue;
+            };
+            let Ok(e) = serde_json::from_str::<Value>(event) else {
+                continue;
+            };
+            if e.get("kind").and_then(Value::as_str) != Some("decision") {
+                continue;
+            }
+            let Some(input) = e.pointer("/policy/input") else {
+                if e.pointer("/policy/input_sha256").is_some() {
+                    without_input += 1;
+                }
+                continue;
+            };
+            replayed += 1;
+            let before = recorded_outcome(&e);
+            let after = candidate_outcome(&policy.evaluate(agent_iam::policy::to_rego(input)));
+            if before != after {
+                changes.push(json!({
+                    "decision_id": e.get("decision_id"),
+                    "route": e.get("route"),
+                    "agent": e.get("agent"),
+                    "from": outcome_text(&before),
+                    "to": outcome_text(&after),
+                    "kind": format!("{} -> {}", before.0, after.0),
+                }));
+            }
+        }
+    }
+    let changed = changes.len();
+    let text = match a.format {
+        Format::Json => format!(
+            "{}\n",
+            json!({"revision": policy.revision, "replayed": replayed, "unchanged": replayed - changed,
+                   "changed": changed, "without_input": without_input, "changes": changes})
+        ),
+        Format::Text => replay_text(&policy.revision, replayed, without_input, &changes),
+    };
+    common::write_out(&text)?;
+    Ok(Code::failed_if(
+        a.max_changes.is_some_and(|max| changed > max),
+    ))
+}
+
+/// The summary, then each kind of change with its groups (route, agent, from → to): how
+/// many, and one decision id to look up.
+fn replay_text(revision: &str, replayed: usize, without_input: usize, changes: &[Value]) -> String {
+    let mut text = format!(
+        "replayed {replayed} decision(s) with policy revision {revision}: {} changed, {} unchanged; {without_input} decision(s) recorded without their input\n",
+        changes.len(),
+        replayed - changes.len()
+    );
+    let s = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    for kind in ["allow -> deny", "deny -> allow", "deny -> deny"] {
+        let of_kind: Vec<&Value> = changes.iter().filter(|c| s(c, "kind") == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("{kind}: {}\n", of_kind.len()));
+        let mut groups: BTreeMap<(String, String, String, String), (usize, String)> =
+            BTreeMap::new();
+        for c in of_kind {
+            let key = (s(c, "route"), s(c, "agent"), s(c, "from"), s(c, "to"));
+            let slot = groups.entry(key).or_insert((0, s(c, "decision_id")));
+            slot.0 += 1;
+        }
+        for ((route, agent, from, to), (n, id)) in groups {
+            text.push_str(&format!(
+                "  {n}  route {route}, agent {agent}: {from} -> {to} (e.g. {id})\n"
+            ));
+        }
+    }
+    text
 }
 
 fn verdict_json(v: &Verdict) -> Value {

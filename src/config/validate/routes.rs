@@ -98,6 +98,7 @@ pub(super) fn check(
             required_scopes: r.required_scopes.clone(),
             mcp,
             mode: r.mode,
+            audit_policy_input: r.audit_policy_input,
         });
     }
     shadowed_mcp(&valid, out);
