@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,46 @@ def test_runaway_policy_is_cut_off_and_the_worker_keeps_serving(dynamic):
     assert r.status == 503 and r.json()["reason"] == "policy.limit", r
     assert c.request("/tickets/ok", token=token).status == 200
     c.close()
+
+
+def test_decisions_recorded_by_envoy_replay_against_a_candidate_policy(tmp_path):
+    """Envoy records the policy's input on a route that opts in (redacted as configured);
+    `agent-iam policy replay` re-decides those events: the shipped policies change nothing,
+    a candidate without the tenant rule turns the recorded cross-tenant deny into an allow."""
+    plugin = json.loads(harness.PLUGIN.read_text())
+    for r in plugin["routes"]:
+        r["audit_policy_input"] = r["name"] == "tenants"
+    plugin["audit"] = {"policy_input_redact": {"headers": ["x-secret"]}}
+    with harness.stack(plugin_json=plugin, name="replay") as envoy:
+        c = harness.Client(envoy.listen_port)
+        [acme] = harness.mint([TENANT_ACME])
+        statuses = [c.request(p, token=acme, headers={"x-secret": "s3cr3t"}).status
+                    for p in ["/tenants/acme/tickets", "/tenants/globex/tickets", "/tickets/1"]]
+        c.close()
+        assert statuses == [200, 403, 200]
+        harness.wait_until(lambda: len(envoy.decision_lines()) >= 3, 5, "three decision events")
+        events = envoy.decision_lines()
+        log = tmp_path / "envoy.log"
+        log.write_text(envoy.log())
+    # The tenants route recorded its inputs, redacted; /tickets only the input's hash.
+    recorded = [e for e in events if e["route"] == "tenants"]
+    assert [e["policy"]["input"]["request"]["headers"]["x-secret"] for e in recorded] == ["(redacted)"] * 2
+    other = next(e for e in events if e["route"] == "tickets-read")
+    assert "input" not in other["policy"] and len(other["policy"]["input_sha256"]) == 64
+
+    def replay(policies):
+        out = harness.cli("policy", "replay", "--audit", log, "--policies", policies, "--format", "json",
+                          check=False)
+        return json.loads(out.stdout)
+
+    same = replay(harness.ROOT / "policies")
+    assert (same["replayed"], same["changed"], same["without_input"]) == (2, 0, 1), same
+    candidate = copy_policies()
+    tenant = Path(candidate) / "agent_iam" / "tenant.rego"
+    tenant.write_text(tenant.read_text().replace('deny contains "tenant.mismatch"', 'unused contains "x"'))
+    changed = replay(candidate)
+    assert changed["changed"] == 1, changed
+    [change] = changed["changes"]
+    assert (change["kind"], change["from"], change["to"], change["route"]) == (
+        "deny -> allow", "policy.denied tenant.mismatch", "allow", "tenants")
+    assert change["decision_id"] == recorded[1]["decision_id"]
