@@ -687,7 +687,7 @@ fn post(
     extra: &[(&str, &str)],
 ) -> Outcome {
     let k = keys();
-    let auth = format!("Bearer {}", token(&k, json!({"claims": {"scope": scope}})));
+    let auth = bearer(&k, scope);
     let mut headers = vec![
         (":method", "POST"),
         (":path", "/mcp"),
@@ -997,10 +997,7 @@ fn an_mcp_endpoint_is_decided_as_one_whatever_the_method_or_the_spelling_of_a_ur
         .push(json!({"prefix": "/", "required_scopes": []}));
     let mut w = worker(&host, &plugin);
     let mut ex = Exchange::default();
-    let auth = format!(
-        "Bearer {}",
-        token(&k, json!({"claims": {"scope": "tickets:read"}}))
-    );
+    let auth = bearer(&k, "tickets:read");
     host.request(&[
         (":method", "GET"),
         (":path", "/mcp"),
@@ -1115,6 +1112,11 @@ fn metadata_plugin(k: &DevKeys) -> Value {
     p
 }
 
+/// `Bearer <a token of the demo issuer with scope>`.
+fn bearer(k: &DevKeys, scope: &str) -> String {
+    format!("Bearer {}", token(k, json!({"claims": {"scope": scope}})))
+}
+
 fn envoy_routes(host: &LocalHost) {
     *host.envoy_routes.borrow_mut() = vec![
         ("/admin".into(), Some("admin".into())),
@@ -1142,14 +1144,8 @@ fn envoy_route_metadata_names_the_route_a_request_is_decided_on() {
     let host = LocalHost::at(NOW as f64);
     envoy_routes(&host);
     let mut w = worker(&host, &metadata_plugin(&k));
-    let reader = format!(
-        "Bearer {}",
-        token(&k, json!({"claims": {"scope": "tickets:read"}}))
-    );
-    let admin = format!(
-        "Bearer {}",
-        token(&k, json!({"claims": {"scope": "admin"}}))
-    );
+    let reader = bearer(&k, "tickets:read");
+    let admin = bearer(&k, "admin");
     let cases = [
         (
             &reader,
@@ -1202,10 +1198,7 @@ fn with_route_metadata_a_target_the_filter_would_rewrite_is_refused() {
     let host = LocalHost::at(NOW as f64);
     envoy_routes(&host);
     let mut w = worker(&host, &metadata_plugin(&k));
-    let reader = format!(
-        "Bearer {}",
-        token(&k, json!({"claims": {"scope": "tickets:read"}}))
-    );
+    let reader = bearer(&k, "tickets:read");
     // Envoy (without merge_slashes) puts `//admin/users` on `/`, the public route; its
     // canonical form, the path the upstream would get, is on the admin route.
     for target in ["//admin/users", "/public//status", "/public/%7Eme"] {
@@ -1236,10 +1229,7 @@ fn with_route_metadata_a_target_the_filter_would_rewrite_is_refused() {
 #[test]
 fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow() {
     let k = keys();
-    let admin = format!(
-        "Bearer {}",
-        token(&k, json!({"claims": {"scope": "admin"}}))
-    );
+    let admin = bearer(&k, "admin");
     // Off: the metadata is never read (the table would answer `admn`); paths decide.
     let host = LocalHost::at(NOW as f64);
     envoy_routes(&host);
