@@ -251,7 +251,7 @@ pub struct Engine {
     /// Replay slots of this engine alone, when no host shares data (the CLI, tests).
     #[cfg(tools)]
     local_replay: Option<crate::shared::Memory>,
-    /// Keep each decision's policy `input` in it (`policy input`, `check --explain`).
+    /// Keep each decision's policy `input` in it (`agent-iam policy input`).
     #[cfg(tools)]
     keep_inputs: bool,
     /// `algs` of the DPoP challenge: the proof algorithms, both names of Ed25519.

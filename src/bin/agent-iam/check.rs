@@ -58,15 +58,8 @@ pub fn run(args: &Args) -> Outcome {
         eprintln!("agent-iam: agents.feed is polled inside Envoy only; the CLI decides with the inline agents.registry");
     }
     let input = common::lines(&args.requests)?;
-    // The filter's worker, on a host without clusters (the inline registry decides).
     let host = LocalHost::at(now as f64);
-    let mut worker = Worker::new(
-        &host,
-        cfg,
-        Box::new(PureRust),
-        DecisionIds::from_entropy(),
-        None,
-    );
+    let mut worker = local_worker(&host, cfg);
     let mut audit_file = match &args.audit {
         Some(p) => Some((
             p,
@@ -127,7 +120,20 @@ pub fn run(args: &Args) -> Outcome {
     Ok(Code::failed_if(failed))
 }
 
-fn request_from_line(line: &str) -> Result<Request, String> {
+/// The filter's worker, on a host without clusters (the inline registry decides), with
+/// pure-Rust signatures.
+pub fn local_worker(host: &LocalHost, cfg: agent_iam::config::Config) -> Worker {
+    Worker::new(
+        host,
+        cfg,
+        Box::new(PureRust),
+        DecisionIds::from_entropy(),
+        None,
+    )
+}
+
+/// One line of REQUESTS as a request.
+pub fn request_from_line(line: &str) -> Result<Request, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     Request::from_json(&v)
 }

@@ -507,13 +507,7 @@ fn input(a: &InputArgs) -> Outcome {
         return Ok(Code::Failed);
     }
     let host = agent_iam::worker::local::LocalHost::at(now as f64);
-    let mut worker = agent_iam::worker::Worker::new(
-        &host,
-        cfg,
-        Box::new(agent_iam::crypto::PureRust),
-        agent_iam::pipeline::DecisionIds::from_entropy(),
-        None,
-    );
+    let mut worker = crate::check::local_worker(&host, cfg);
     worker.engine_mut().keep_policy_inputs();
     let mut text = String::new();
     let mut failed = false;
@@ -523,21 +517,15 @@ fn input(a: &InputArgs) -> Outcome {
         if line.trim().is_empty() {
             continue;
         }
-        let req = serde_json::from_str::<Value>(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|v| agent_iam::pipeline::Request::from_json(&v));
-        let out = match req {
+        let out = match crate::check::request_from_line(&line) {
             Err(e) => Err(format!("line {}: {e}", n + 1)),
             Ok(req) => {
                 let checked = worker.check(&req, now as f64, || 0);
                 let d = checked.decision;
                 match (d.policy_input, d.reason) {
-                    (Some(input), _) => input
-                        .to_json_str()
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                        .map(|v| v.to_string())
-                        .ok_or_else(|| format!("line {}: the input is not JSON", n + 1)),
+                    (Some(input), _) => {
+                        serde_json::to_string(&input).map_err(|e| format!("line {}: {e}", n + 1))
+                    }
                     (None, Some(r)) => Err(format!(
                         "line {}: denied by the built-in checks ({}) before the policy",
                         n + 1,
