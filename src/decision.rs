@@ -286,6 +286,11 @@ pub struct Decision {
     pub peer_certificate: Option<[u8; 32]>,
     /// Checks in shadow that failed, in the order they ran: not applied.
     pub shadow: Vec<ShadowDeny>,
+    /// The checks that ran (passed, failed, or failed in shadow).
+    pub ran: crate::mode::CheckSet,
+    /// The check whose enforced failure denied (`None` on allow, and for a request refused
+    /// before the checks: its target, its headers, the route Envoy named).
+    pub failed: Option<crate::mode::Check>,
 }
 
 /// A failed check in shadow: what it would have denied with.
@@ -374,6 +379,8 @@ impl Decision {
             proof: None,
             peer_certificate: None,
             shadow: Vec::new(),
+            ran: crate::mode::CheckSet::default(),
+            failed: None,
         }
     }
 

@@ -86,6 +86,21 @@ impl Check {
     }
 }
 
+/// The checks that ran on a request (passed, failed, or failed in shadow): what
+/// `agent-iam check --explain` reports. One byte, set as the pipeline goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckSet(u8);
+
+impl CheckSet {
+    pub fn insert(&mut self, check: Check) {
+        self.0 |= 1 << check.index();
+    }
+
+    pub fn contains(&self, check: Check) -> bool {
+        self.0 & (1 << check.index()) != 0
+    }
+}
+
 /// The mode of every check, for one route (or the configuration's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Modes([Mode; 7]);

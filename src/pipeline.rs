@@ -258,10 +258,15 @@ pub struct Engine {
     dpop_algs: String,
 }
 
-/// `input` without the configured headers and claims (their values read `"(redacted)"`).
-fn redacted(input: &regorus::Value, redact: &crate::audit::RedactConfig) -> regorus::Value {
+/// `input` without the configured headers and claims, and without an MCP call's arguments
+/// unless the route audits them (`mcp.audit_arguments`): their values read `"(redacted)"`.
+fn redacted(
+    input: &regorus::Value,
+    redact: &crate::audit::RedactConfig,
+    hide_arguments: bool,
+) -> regorus::Value {
     let mut out = input.clone();
-    if redact.headers.is_empty() && redact.claims.is_empty() {
+    if redact.headers.is_empty() && redact.claims.is_empty() && !hide_arguments {
         return out;
     }
     let hidden = regorus::Value::from("(redacted)");
@@ -276,14 +281,19 @@ fn redacted(input: &regorus::Value, redact: &crate::audit::RedactConfig) -> rego
         }
         if let Ok(obj) = v.as_object_mut() {
             for name in names {
-                if let Some(slot) = obj.get_mut(&regorus::Value::from(name.as_str())) {
-                    *slot = hidden.clone();
+                match obj.get_mut(&regorus::Value::from(name.as_str())) {
+                    // Absent and null stay what they are: a policy may test for them.
+                    Some(slot) if *slot != regorus::Value::Null => *slot = hidden.clone(),
+                    _ => {}
                 }
             }
         }
     };
     hide(&["request", "headers"], &redact.headers);
     hide(&["token"], &redact.claims);
+    if hide_arguments {
+        hide(&["mcp"], &["arguments".to_owned()]);
+    }
     out
 }
 
@@ -830,6 +840,7 @@ impl Engine {
         };
         let route = route_index.and_then(|i| self.config.routes.get(i));
         let mut mcp_refused = false;
+        d.ran.insert(Check::RouteScopes);
         match route {
             None if self.config.unmatched_route == UnmatchedRoute::Deny => {
                 gate::<()>(
@@ -916,6 +927,7 @@ impl Engine {
             return Err(Reason::InternalError.into());
         };
         let modes = self.config.modes_for(Some(route));
+        d.ran.insert(Check::RouteScopes);
         let route_missing = route
             .required_scopes
             .iter()
@@ -1149,8 +1161,14 @@ impl Engine {
             use sha2::Digest;
             d.policy_input_sha256 = Some(sha2::Sha256::digest(&text).into());
         }
-        if route.is_some_and(|r| r.audit_policy_input) {
-            d.audited_input = Some(redacted(&input, &config.audit.policy_input_redact));
+        if let Some(r) = route.filter(|r| r.audit_policy_input) {
+            // The arguments are recorded only where the route records them anyway.
+            let hide_arguments = r.mcp.as_ref().is_some_and(|m| !m.audit_arguments);
+            d.audited_input = Some(redacted(
+                &input,
+                &config.audit.policy_input_redact,
+                hide_arguments,
+            ));
         }
         match policy.evaluate(input) {
             Verdict::Allow { headers } => {
@@ -1464,6 +1482,7 @@ fn gate<T>(
     result: Result<T, Denial>,
     d: &mut Decision,
 ) -> Result<Option<T>, Denial> {
+    d.ran.insert(check);
     match result {
         Ok(v) => Ok(Some(v)),
         Err(denial) if modes.of(check) == Mode::Shadow && !denial.reason.always_enforced() => {
@@ -1473,7 +1492,10 @@ fn gate<T>(
             });
             Ok(None)
         }
-        Err(denial) => Err(denial),
+        Err(denial) => {
+            d.failed = Some(check);
+            Err(denial)
+        }
     }
 }
 

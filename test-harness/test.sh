@@ -31,7 +31,7 @@ step "cargo test";                           cargo test --locked
 # `cargo test` built (and placed) the debug CLI the rest of the suite runs: building it again
 # without the test targets would recompile the crate for nothing.
 CLI="$ROOT/target/$HOST/debug/agent-iam"
-step "Rego policy tests";                    "$CLI" policy test policies
+step "Rego policy check and tests";         "$CLI" policy check policies && "$CLI" policy test policies
 # The end-to-end tests mostly wait (on Envoy, feeds, poll intervals): the playground's
 # browser build uses the CPU they leave, at the lowest priority, and its tests run last.
 step "playground (browser build, in the background)"

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const PLUGIN: &str = "envoy/plugin.json";
 const KEYS: &str = "test-harness/keys/demo-private.json";
@@ -71,8 +71,10 @@ fn every_subcommand_has_help_with_its_exit_codes() {
         &["reasons"],
         &["generate", "envoy"],
         &["generate", "kong-meta"],
+        &["policy", "check"],
         &["policy", "test"],
         &["policy", "eval"],
+        &["policy", "replay"],
         &["policy", "input"],
         &["policy", "render"],
         &["dev", "keys"],
@@ -209,6 +211,102 @@ fn check_reads_a_file_or_stdin_and_writes_json_or_text() {
 }
 
 #[test]
+fn check_explain_names_the_checks_that_ran_and_the_rules_that_held() {
+    let o = run(
+        &[
+            "check",
+            "--explain",
+            "--config",
+            "examples/replay/plugin.json",
+            "--now",
+            NOW,
+            "examples/replay/requests.jsonl",
+        ],
+        "",
+    );
+    assert_eq!(code(&o), 0);
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let checks = |d: &Value| -> Vec<String> {
+        d["explain"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["check"].as_str().unwrap(),
+                    c["result"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    // Denied by the policy: every built-in check passed, the rule that added the reason
+    // is named where it is written.
+    let by_policy = lines
+        .iter()
+        .find(|d| d["reason"] == "policy.denied")
+        .unwrap();
+    assert_eq!(
+        checks(by_policy),
+        [
+            "token passed",
+            "sender_constraint passed",
+            "delegation passed",
+            "revocation passed",
+            "route_scopes passed",
+            "mcp not run",
+            "policy denied"
+        ]
+    );
+    let policy = &by_policy["explain"]["policy"];
+    assert_eq!(policy["verdict"], "deny tenant.mismatch");
+    let deny = policy["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "data.agent_iam.authz.deny")
+        .unwrap();
+    assert_eq!(deny["value"], json!(["tenant.mismatch"]));
+    assert_eq!(
+        (deny["file"].as_str(), deny["line"].as_u64()),
+        (Some("agent_iam/tenant.rego"), Some(9))
+    );
+    // Denied by the route's scopes: the policy never ran.
+    let by_scope = lines
+        .iter()
+        .find(|d| d["reason"] == "scope.insufficient")
+        .unwrap();
+    assert_eq!(
+        &checks(by_scope)[4..],
+        ["route_scopes denied", "mcp not run", "policy not run"]
+    );
+    assert!(by_scope["explain"]["policy"].is_null());
+    // Text: indented lines under each decision.
+    let o = run(
+        &[
+            "check",
+            "--explain",
+            "--format",
+            "text",
+            "--config",
+            "examples/replay/plugin.json",
+            "--now",
+            NOW,
+            "examples/replay/requests.jsonl",
+        ],
+        "",
+    );
+    assert!(stdout(&o)
+        .contains("  policy             denied policy.denied: deny tenant.mismatch (revision "));
+    assert!(stdout(&o).contains(
+        "    data.agent_iam.authz.deny = [\"tenant.mismatch\"] (agent_iam/tenant.rego:9)\n"
+    ));
+}
+
+#[test]
 fn audit_verify_reads_stdin_and_reports_json() {
     let trail = std::env::temp_dir().join(format!("agent-iam-cli-{}.ndjson", std::process::id()));
     let t = trail.to_str().unwrap();
@@ -323,6 +421,45 @@ fn generate_envoy_passes_the_module_sha256_of_the_wasm_it_points_at() {
     assert_eq!(code(&out), 0);
     assert_eq!(env_line(&out), None);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn policy_check_finds_what_evaluation_would_not() {
+    let o = run(&["policy", "check", "policies"], "");
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).ends_with("policies: 5 module(s), 16 of 16 rule definition(s) reached from data.agent_iam.authz.decision; 0 error(s), 1 warning(s)\n"), "{}", stdout(&o));
+    // The clock read is a warning: --strict fails on it.
+    assert_eq!(
+        code(&run(&["policy", "check", "--strict", "policies"], "")),
+        1
+    );
+    let o = run(&["policy", "check", "--format", "json", "policies"], "");
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["reads_time"], true);
+    assert!(v["reads"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("input.request.method")));
+
+    let dir = std::env::temp_dir().join(format!("agent-iam-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("p.rego"),
+        "package agent_iam.authz\n\nimport rego.v1\n\ndecision := {\"allow\": ok}\n\nok if input.request.verb == \"GET\"\n\nspare if input.subject.id\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let o = run(&["policy", "check", d], "");
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{d}/p.rego:7:7: error: input.request.verb: the gateway never sets this (input.request has: headers, host, method, path, query, segments) [input.unknown]\n\
+             {d}/p.rego:9:1: warning: rule data.agent_iam.authz.spare is never evaluated by the entrypoint data.agent_iam.authz.decision [unreachable]\n\
+             {d}: 1 module(s), 2 of 3 rule definition(s) reached from data.agent_iam.authz.decision; 1 error(s), 1 warning(s)\n"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -13,8 +13,8 @@
 //! Files by purpose: `config` (the section, its revision), `compile` (the section's
 //! checks, screening modules in `screen`, compiling), `evaluate` (RVM and interpreter),
 //! `verdict` (the decision document), `value` (regorus values), [`input`] (the policy
-//! input); `tools` (the CLI's and the playground's authoring helpers) is not compiled
-//! into the filter.
+//! input); `tools` (the CLI's and the playground's authoring helpers) and `lint`
+//! (`policy check`) are not compiled into the filter.
 
 use regorus::CompiledPolicy;
 
@@ -24,6 +24,8 @@ mod compile;
 mod config;
 mod evaluate;
 pub mod input;
+#[cfg(tools)]
+pub mod lint;
 mod screen;
 #[cfg(tools)]
 mod tools;
@@ -35,8 +37,8 @@ pub use config::{revision, PolicyConfig, DEFAULT_ENTRYPOINT};
 pub use screen::{unavailable_builtins, MAX_NESTING};
 #[cfg(tools)]
 pub use tools::{
-    eval_query, merge_json, render_into, run_tests, run_tests_with, FileCoverage, PolicyFiles,
-    QueryValue, TestCase, TestOptions, TestResult, TestRun,
+    eval_query, explain_rules, merge_json, render_into, run_tests, run_tests_with, FileCoverage,
+    PolicyFiles, QueryValue, RuleValue, TestCase, TestOptions, TestResult, TestRun,
 };
 pub use value::{object, opt_str, strings, to_rego, to_rego_object};
 pub use verdict::{interpret, Verdict};

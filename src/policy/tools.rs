@@ -328,6 +328,75 @@ pub enum QueryValue {
 
 /// Evaluates any Rego query (`data.pkg.rule`, an expression, `x := data.a[_]`) against
 /// `input`, on the interpreter `policy test` runs on.
+/// A rule's value on one input, where it is defined: what `check --explain` lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleValue {
+    pub rule: String,
+    pub file: String,
+    pub line: u32,
+    pub value: serde_json::Value,
+}
+
+/// The entrypoint, and the rules with conditions it reaches (functions, constants and
+/// derived values aside), that have a value on `input` other than `false` or an empty
+/// collection: the rules whose conditions held, each with its value, evaluated on the
+/// interpreter (the engine `policy test` runs).
+pub fn explain_rules(
+    modules: &BTreeMap<String, String>,
+    data: Option<&serde_json::Value>,
+    entrypoint: &str,
+    input: &serde_json::Value,
+) -> Result<Vec<RuleValue>, Vec<Problem>> {
+    let report = super::lint::check(modules, data, entrypoint);
+    let mut engine = engine_for(modules, data, 5_000)?;
+    engine.set_input(super::to_rego(input));
+    let shown = |r: &&super::lint::RuleInfo| {
+        r.name == entrypoint || (r.reachable && !r.function && r.conditional)
+    };
+    let mut out = Vec::new();
+    for r in report.definitions.iter().filter(shown) {
+        let value = engine.eval_rule(r.name.clone()).map_err(|e| {
+            vec![Problem {
+                path: r.name.clone(),
+                message: first_line(&format!("{e:#}")),
+            }]
+        })?;
+        let empty = match &value {
+            Value::Undefined | Value::Bool(false) => true,
+            Value::Set(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if empty {
+            continue;
+        }
+        let text = value.to_json_str().map_err(|e| {
+            vec![Problem {
+                path: r.name.clone(),
+                message: e.to_string(),
+            }]
+        })?;
+        // A set of literal members (`deny contains "reason" if …`): where the first member
+        // present is emitted, rather than where the rule is first defined.
+        let (file, line) = match &value {
+            Value::Set(members) => members
+                .iter()
+                .filter_map(|m| m.as_string().ok())
+                .find_map(|m| r.emitters.iter().find(|(k, _, _)| **k == **m))
+                .map_or((r.file.clone(), r.line), |(_, f, l)| (f.clone(), *l)),
+            _ => (r.file.clone(), r.line),
+        };
+        out.push(RuleValue {
+            rule: r.name.clone(),
+            file,
+            line,
+            value: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        });
+    }
+    Ok(out)
+}
+
 pub fn eval_query(
     modules: &BTreeMap<String, String>,
     data: Option<&serde_json::Value>,

@@ -19,13 +19,16 @@ from harness import dpop
 from harness.bound import assert_allowed, assert_denied, challenge, event, reached, send
 
 PLUGIN = json.loads(harness.PLUGIN.read_text())
+for _route in PLUGIN["routes"]:
+    _route["audit_policy_input"] = True  # the proof as the policy sees it, in the events
 MAX_AGE_S, SKEW_S = 60, 30  # dpop.max_proof_age_s and clock_skew_s defaults
 
 
 @pytest.fixture(scope="module")
 def envoy():
-    """The shipped plugin: dpop defaults, issuers `sender_constraint` if_bound."""
-    with harness.stack(name="dpop") as e:
+    """The shipped plugin: dpop defaults, issuers `sender_constraint` if_bound; the routes
+    record the policy's input."""
+    with harness.stack(plugin_json=PLUGIN, name="dpop") as e:
         yield e
 
 
@@ -58,6 +61,10 @@ def test_a_valid_proof_of_the_bound_key_is_allowed(envoy, client, alg):
     # The proof's own key thumbprint is recorded too: the key that acted.
     assert e["binding"] == {"method": "dpop", "jkt": dpop.jkt(key),
                             "proof": {"jkt": dpop.jkt(key), **{k: claims[k] for k in ("jti", "htm", "htu", "iat")}}}
+    # The policy saw the verified proof, as the published input schema describes it.
+    seen = e["policy"]["input"]
+    assert harness.policy_input_schema_errors([seen]) == []
+    assert seen["proof"] == {"jkt": dpop.jkt(key), **{k: claims[k] for k in ("htm", "htu", "iat")}}
 
 
 def test_a_proof_htu_with_a_query_or_fragment_is_accepted(envoy, client, key, bound):

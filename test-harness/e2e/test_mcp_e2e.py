@@ -43,6 +43,8 @@ MCP_ROUTE = {
         "prompts": {"triage": ["tickets:write"]},
         "other_tools": "deny", "filter_lists": True, "max_body_bytes": MAX_BODY,
     },
+    # The decision events carry the policy's input (checked against the published schema).
+    "audit_policy_input": True,
 }
 # Rego sees the call: ticket 1 may not be deleted, whoever asks.
 MCP_POLICY = """package agent_iam.authz
@@ -246,6 +248,13 @@ def test_a_read_agent_calls_a_read_tool_and_the_server_runs_it(desk, era, server
     assert desk.server.executed[since:] == [("search_tickets", {"q": "printer"})]
     read = mc.read_resource(desk.port, token(), era, "tickets://7")
     assert read.error is None and read.result.contents[0].text == "ticket 7", read
+    # The policy saw the call as the published input schema describes it.
+    inputs = [e["policy"]["input"] for e in desk.envoy.decision_lines()
+              if (e.get("policy") or {}).get("input", {}).get("mcp")]
+    assert harness.policy_input_schema_errors(inputs) == []
+    assert {"search_tickets", "tickets://7"} <= {i["mcp"]["name"] for i in inputs}, inputs
+    # The route does not audit arguments (mcp.audit_arguments): nor does its recorded input.
+    assert {json.dumps(i["mcp"]["arguments"]) for i in inputs} <= {'"(redacted)"', "null"}, inputs
 
 
 @ERA

@@ -155,6 +155,7 @@ def test_decisions_recorded_by_envoy_replay_against_a_candidate_policy(tmp_path)
     # The tenants route recorded its inputs, redacted; /tickets only the input's hash.
     recorded = [e for e in events if e["route"] == "tenants"]
     assert [e["policy"]["input"]["request"]["headers"]["x-secret"] for e in recorded] == ["(redacted)"] * 2
+    assert harness.policy_input_schema_errors([e["policy"]["input"] for e in recorded]) == []
     other = next(e for e in events if e["route"] == "tickets-read")
     assert "input" not in other["policy"] and len(other["policy"]["input_sha256"]) == 64
 

@@ -39,6 +39,7 @@ OUT = HARNESS_DIR / "out"
 READY_TIMEOUT_S = 30
 AUDIT_PREFIX = "agent-iam audit "
 AUDIT_SCHEMA = ROOT / "schemas" / "audit-event.schema.json"
+POLICY_INPUT_SCHEMA = ROOT / "schemas" / "policy-input.schema.json"
 
 
 def python_env():
@@ -54,6 +55,14 @@ def audit_schema_errors(events):
     validator = jsonschema.Draft202012Validator(json.loads(AUDIT_SCHEMA.read_text()))
     return [f"{e.get('kind')} seq {e.get('seq')}: {err.message}"
             for e in events for err in validator.iter_errors(e)]
+
+
+def policy_input_schema_errors(inputs):
+    """Violations of the published policy input schema by `inputs` (empty when all valid)."""
+    import jsonschema
+    validator = jsonschema.Draft202012Validator(json.loads(POLICY_INPUT_SCHEMA.read_text()))
+    return [f"input {i}: {err.json_path}: {err.message}"
+            for i, doc in enumerate(inputs) for err in validator.iter_errors(doc)]
 
 
 def audit_verify(*args):

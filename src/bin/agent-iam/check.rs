@@ -39,6 +39,11 @@ pub struct Args {
     /// (decision, status, method, path, reason, decision id).
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
+    /// Per request, the built-in checks in the order they run (passed, denied, denied in
+    /// shadow, not run), the policy's verdict and the rules that had a value (json: the
+    /// member "explain").
+    #[arg(long)]
+    explain: bool,
     /// JSON lines, one request each (`-`: standard input).
     #[arg(value_name = "REQUESTS", default_value = "-")]
     requests: String,
@@ -47,10 +52,17 @@ pub struct Args {
 pub fn run(args: &Args) -> Outcome {
     common::one_stdin(&[&args.config, &args.requests])?;
     let now = common::now_or_clock(args.now);
-    let cfg = match common::load_config(&args.config)?.1 {
+    let (bytes, cfg) = common::load_config(&args.config)?;
+    let cfg = match cfg {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // The policy's sources (the validated configuration holds it compiled): what
+    // `--explain` evaluates rule by rule.
+    let policy: Option<agent_iam::policy::PolicyConfig> = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("policy").cloned())
+        .and_then(|p| serde_json::from_value(p).ok());
     if cfg.signature_backend == BackendChoice::Host {
         eprintln!("agent-iam: signature_backend \"host\" exists only inside Envoy; the CLI verifies with pure Rust (same verdicts on every Wycheproof vector)");
     }
@@ -60,6 +72,9 @@ pub fn run(args: &Args) -> Outcome {
     let input = common::lines(&args.requests)?;
     let host = LocalHost::at(now as f64);
     let mut worker = local_worker(&host, cfg);
+    if args.explain {
+        worker.engine_mut().keep_policy_inputs();
+    }
     let mut audit_file = match &args.audit {
         Some(p) => Some((
             p,
@@ -91,12 +106,21 @@ pub fn run(args: &Args) -> Outcome {
                         writeln!(f, "{}", e.json()).map_err(|e| format!("--audit {p}: {e}"))?;
                     }
                 }
-                let decision = d.to_json();
-                match args.format {
-                    Format::Json => {
+                let mut decision = d.to_json();
+                let explained = args
+                    .explain
+                    .then(|| explain(&d, &decision, policy.as_ref()));
+                match (args.format, explained) {
+                    (Format::Json, explained) => {
+                        if let (Some(e), Some(obj)) = (explained, decision.as_object_mut()) {
+                            obj.insert("explain".into(), e);
+                        }
                         with_audit(decision.to_string(), events.last().map(|e| e.json()))
                     }
-                    Format::Text => text_line(&decision),
+                    (Format::Text, None) => text_line(&decision),
+                    (Format::Text, Some(e)) => {
+                        format!("{}\n{}", text_line(&decision), explain_text(&e))
+                    }
                 }
             }
             Err(e) => {
@@ -182,6 +206,168 @@ fn text_line(d: &Value) -> String {
         }
         _ => line,
     }
+}
+
+/// What `--explain` adds to a decision: {"checks": [{"check", "result" (passed, denied,
+/// shadow-denied, not run; none for a policy not configured), "reason"?, "detail"?}], "policy": {"revision", "verdict", "rules": [{"rule", "file", "line",
+/// "value"}]} or null}.
+fn explain(
+    d: &agent_iam::decision::Decision,
+    json: &Value,
+    policy: Option<&agent_iam::policy::PolicyConfig>,
+) -> Value {
+    use agent_iam::mode::Check;
+    let s = |p: &str| json.pointer(p).and_then(Value::as_str).unwrap_or("-");
+    let list = |p: &str| {
+        json.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let mut checks = Vec::new();
+    if d.reason.is_some() && d.failed.is_none() {
+        checks.push(json!({"check": "request", "result": "denied", "reason": s("/reason")}));
+    }
+    for c in Check::ALL {
+        let shadow = d.shadow.iter().find(|x| x.check == c);
+        let (result, reason) = if d.failed == Some(c) {
+            ("denied", d.reason.map(|r| r.as_str()))
+        } else if let Some(x) = shadow {
+            ("shadow-denied", Some(x.reason.as_str()))
+        } else if c == Check::Policy && d.ran.contains(c) && d.policy_revision.is_none() {
+            ("none", None)
+        } else if d.ran.contains(c) {
+            ("passed", None)
+        } else {
+            ("not run", None)
+        };
+        let detail = match (c, result) {
+            (_, "not run") => None,
+            (Check::Token, _) if d.token.is_some() => Some(format!(
+                "{} key {} of {}{}",
+                s("/token/alg"),
+                s("/token/kid"),
+                s("/token/iss"),
+                if d.token_cached { " (cached)" } else { "" }
+            )),
+            (Check::SenderConstraint, _) => Some(match json.get("binding") {
+                Some(b) => format!(
+                    "{} bound",
+                    b.get("method").and_then(Value::as_str).unwrap_or("-")
+                ),
+                None => "bearer (not bound)".to_owned(),
+            }),
+            (Check::Delegation, "passed") => Some(format!(
+                "agent {} for {}, chain [{}], effective scopes [{}]",
+                s("/agent"),
+                s("/principal"),
+                list("/chain"),
+                list("/scopes/effective")
+            )),
+            (Check::RouteScopes, _) => Some(match json.get("route").and_then(Value::as_str) {
+                Some(r) => format!("route {r}"),
+                None => "no route matched".to_owned(),
+            }),
+            (Check::Mcp, _) => json
+                .pointer("/mcp/method")
+                .and_then(Value::as_str)
+                .map(|m| format!("{m} {}", s("/mcp/name"))),
+            (Check::Policy, "none") => Some("no policy configured".to_owned()),
+            _ => None,
+        };
+        let mut entry = serde_json::Map::new();
+        entry.insert("check".into(), json!(c.as_str()));
+        entry.insert("result".into(), json!(result));
+        if let Some(r) = reason {
+            entry.insert("reason".into(), json!(r));
+        }
+        if let Some(text) = detail {
+            entry.insert("detail".into(), json!(text));
+        }
+        checks.push(Value::Object(entry));
+    }
+    let policy = match (policy, &d.policy_input) {
+        (Some(p), Some(input)) => {
+            let verdict = match (d.failed, &d.policy_reason) {
+                (Some(Check::Policy), Some(r)) => format!("deny {r}"),
+                (Some(Check::Policy), None) => format!("deny {}", s("/reason")),
+                _ if d.shadow.iter().any(|x| x.check == Check::Policy) => "deny (shadow)".into(),
+                _ => "allow".into(),
+            };
+            let input = serde_json::to_value(input).unwrap_or(Value::Null);
+            let rules = match agent_iam::policy::explain_rules(
+                &p.modules,
+                p.data.as_ref(),
+                &p.entrypoint,
+                &input,
+            ) {
+                Ok(rules) => rules
+                    .into_iter()
+                    .map(|r| json!({"rule": r.rule, "file": r.file, "line": r.line, "value": r.value}))
+                    .collect(),
+                Err(problems) => problems
+                    .into_iter()
+                    .map(|p| json!({"rule": p.path, "error": p.message}))
+                    .collect::<Vec<_>>(),
+            };
+            json!({"revision": d.policy_revision, "verdict": verdict, "rules": rules})
+        }
+        _ => Value::Null,
+    };
+    json!({"checks": checks, "policy": policy})
+}
+
+/// `--explain` as indented lines under the decision's line.
+fn explain_text(e: &Value) -> String {
+    let mut out = String::new();
+    for c in e["checks"].as_array().into_iter().flatten() {
+        let s = |k: &str| c.get(k).and_then(Value::as_str);
+        out.push_str(&format!(
+            "  {:<18} {}",
+            s("check").unwrap_or("-"),
+            s("result").unwrap_or("-")
+        ));
+        if let Some(r) = s("reason") {
+            out.push_str(&format!(" {r}"));
+        }
+        if let Some(d) = s("detail") {
+            out.push_str(&format!(": {d}"));
+        }
+        if s("check") == Some("policy") {
+            if let Some(p) = e.get("policy").filter(|p| !p.is_null()) {
+                out.push_str(&format!(
+                    ": {} (revision {})",
+                    p["verdict"].as_str().unwrap_or("-"),
+                    p["revision"].as_str().unwrap_or("-")
+                ));
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(p) = e.get("policy").filter(|p| !p.is_null()) {
+        for r in p["rules"].as_array().into_iter().flatten() {
+            match r.get("error").and_then(Value::as_str) {
+                Some(err) => out.push_str(&format!(
+                    "    {}: error: {err}\n",
+                    r["rule"].as_str().unwrap_or("-")
+                )),
+                None => out.push_str(&format!(
+                    "    {} = {} ({}:{})\n",
+                    r["rule"].as_str().unwrap_or("-"),
+                    r["value"],
+                    r["file"].as_str().unwrap_or("-"),
+                    r["line"]
+                )),
+            }
+        }
+    }
+    out.pop();
+    out
 }
 
 #[cfg(test)]

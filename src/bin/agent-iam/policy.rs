@@ -12,6 +12,7 @@ use crate::common::{self, Code, Format, Outcome};
 /// Test, evaluate and ship Rego policies.
 #[derive(clap::Subcommand)]
 pub enum Command {
+    Check(CheckArgs),
     Test(TestArgs),
     Eval(EvalArgs),
     Input(InputArgs),
@@ -75,6 +76,32 @@ pub struct InputArgs {
     /// JSON lines, one request each (`-`: standard input).
     #[arg(value_name = "REQUESTS", default_value = "-")]
     requests: String,
+}
+
+/// Check DIR's modules without evaluating them: parse and compile errors, builtins this
+/// build lacks, `input` paths the gateway never sets (schemas/policy-input.schema.json),
+/// rules the entrypoint never reaches, and reads of the clock (`input.time`).
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  no error (warnings allowed, unless --strict)
+  1  an error (a warning too with --strict), or DIR cannot be read
+  2  usage error")]
+pub struct CheckArgs {
+    /// The rule that decides (`policy.entrypoint`): reachability starts there.
+    #[arg(long, value_name = "RULE", default_value = agent_iam::policy::DEFAULT_ENTRYPOINT)]
+    entrypoint: String,
+    /// Warnings (an unreachable rule, a read of `input.time`) fail too.
+    #[arg(long)]
+    strict: bool,
+    /// `text`: `file:line:col: error|warning: message [code]` lines and a summary; `json`:
+    /// {"dir", "entrypoint", "rules", "reachable", "errors", "warnings", "findings":
+    /// [{"file", "line", "col", "severity", "code", "message"}], "reads", "reads_time"}.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// The policy directory (*.rego, data.json; *_test.rego are not checked).
+    #[arg(value_name = "DIR", default_value = "policies")]
+    dir: String,
 }
 
 /// Run every `test_*` rule in DIR/**/*_test.rego (like `opa test`).
@@ -164,6 +191,7 @@ pub struct RenderArgs {
 
 pub fn run(cmd: &Command) -> Outcome {
     match cmd {
+        Command::Check(a) => check(a),
         Command::Test(a) => test(a),
         Command::Eval(a) => eval(a),
         Command::Input(a) => input(a),
@@ -231,6 +259,60 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a percentage (0 to 100)")),
     }
+}
+
+fn check(a: &CheckArgs) -> Outcome {
+    use agent_iam::policy::lint::Severity;
+    let dir = &a.dir;
+    let pd = match load_policy_dir(dir, false) {
+        Ok(pd) => pd,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Code::Failed);
+        }
+    };
+    let r = agent_iam::policy::lint::check(&pd.modules, pd.data.as_ref(), &a.entrypoint);
+    let (errors, warnings) = (r.count(Severity::Error), r.count(Severity::Warning));
+    let text = match a.format {
+        Format::Text => {
+            let mut text = String::new();
+            for f in &r.findings {
+                if let Some(file) = &f.file {
+                    text.push_str(&format!("{dir}/{file}:{}:{}: ", f.line, f.col));
+                }
+                text.push_str(&format!(
+                    "{}: {} [{}]\n",
+                    f.severity.as_str(),
+                    f.message,
+                    f.code
+                ));
+            }
+            text.push_str(&format!(
+                "{dir}: {} module(s), {} of {} rule definition(s) reached from {}; {errors} error(s), {warnings} warning(s)\n",
+                pd.modules.len(),
+                r.reachable,
+                r.rules,
+                a.entrypoint
+            ));
+            text
+        }
+        Format::Json => {
+            let findings: Vec<Value> = r
+                .findings
+                .iter()
+                .map(|f| {
+                    json!({"file": f.file, "line": f.line, "col": f.col,
+                           "severity": f.severity.as_str(), "code": f.code, "message": f.message})
+                })
+                .collect();
+            let v = json!({"dir": dir, "entrypoint": a.entrypoint, "rules": r.rules,
+                "reachable": r.reachable, "errors": errors, "warnings": warnings,
+                "findings": findings, "reads": r.reads, "reads_time": r.reads_time});
+            format!("{v}\n")
+        }
+    };
+    common::write_out(&text)?;
+    Ok(Code::failed_if(errors > 0 || (a.strict && warnings > 0)))
 }
 
 fn test(a: &TestArgs) -> Outcome {
