@@ -354,6 +354,7 @@ pub fn evaluate(inputs_json: &str) -> Value {
         None,
     );
     worker.assume_no_revocations(inputs.now);
+    worker.engine_mut().keep_policy_inputs();
     let Checked {
         decision: d,
         mut events,
@@ -368,7 +369,148 @@ pub fn evaluate(inputs_json: &str) -> Value {
         "response": response(&d, &names, worker.engine().resource_metadata_url(), worker.engine().dpop_algs()),
         "chain": chain(&d),
         "audit": audit,
+        "input": d.policy_input.as_ref().and_then(|i| serde_json::to_value(i).ok()),
         "notes": notes,
+    })
+}
+
+/// What the page sends to [`export_test`] and [`replay`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseInputs {
+    pub config: String,
+    #[serde(default)]
+    pub policy_files: BTreeMap<String, String>,
+    /// [`export_test`]: the `input` to pin (what [`evaluate`] or [`replay`] returned).
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// [`export_test`]: the module exported before, to append to.
+    #[serde(default)]
+    pub existing: Option<String>,
+    /// [`replay`]: one decision event (JSON, or an `agent-iam audit {...}` log line).
+    #[serde(default)]
+    pub event: Option<String>,
+}
+
+/// The configuration with the policy files, and the modules and data (tests excluded).
+fn case_policy(inputs: &CaseInputs) -> Result<(Config, PolicyFiles), Value> {
+    let as_inputs = Inputs {
+        config: inputs.config.clone(),
+        policy_files: inputs.policy_files.clone(),
+        request: String::new(),
+        token: String::new(),
+        now: 0.0,
+    };
+    let (config, _) =
+        build_config(&as_inputs, &mut Vec::new()).map_err(|e| failed(e, Vec::new()))?;
+    let pf = PolicyFiles::from_files(&inputs.policy_files, false)
+        .map_err(|e| failed(vec![error("policy", e)], Vec::new()))?;
+    if config.policy.is_none() {
+        return Err(failed(
+            vec![error(
+                "policy",
+                "no Rego modules: there is no policy verdict to pin or replay",
+            )],
+            Vec::new(),
+        ));
+    }
+    Ok((config, pf))
+}
+
+/// A `_test.rego` module pinning the policy's current verdict on `input`
+/// (`{"config", "policy_files", "input", "existing"}`): `{"ok", "file", "text"}`.
+pub fn export_test(inputs_json: &str) -> Value {
+    let inputs: CaseInputs = match serde_json::from_str(inputs_json) {
+        Ok(i) => i,
+        Err(e) => return failed(vec![error("page", e.to_string())], Vec::new()),
+    };
+    let Some(input) = inputs.input.as_ref().filter(|i| i.is_object()) else {
+        return failed(
+            vec![error(
+                "page",
+                "no policy input: evaluate a request the policy decides (or replay an event) first",
+            )],
+            Vec::new(),
+        );
+    };
+    let (config, pf) = match case_policy(&inputs) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let entrypoint = config
+        .policy
+        .as_ref()
+        .map(|p| p.entrypoint.clone())
+        .unwrap_or_default();
+    match crate::policy::test_module(
+        &pf.modules,
+        pf.data.as_ref(),
+        &entrypoint,
+        input,
+        inputs.existing.as_deref(),
+    ) {
+        Ok(text) => json!({"ok": true, "file": EXPORTED_TESTS, "text": text}),
+        Err(problems) => failed(
+            problems.iter().map(|p| config_problem(p, None)).collect(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Where [`export_test`]'s module goes among the policy files.
+pub const EXPORTED_TESTS: &str = "agent_iam/playground_test.rego";
+
+/// Re-decides one recorded decision event with the page's policy
+/// (`{"config", "policy_files", "event"}`): `{"ok", "decision_id", "route", "agent",
+/// "recorded", "now", "changed", "revision", "input"}`, as `agent-iam policy replay` does
+/// for a whole trail.
+pub fn replay(inputs_json: &str) -> Value {
+    let inputs: CaseInputs = match serde_json::from_str(inputs_json) {
+        Ok(i) => i,
+        Err(e) => return failed(vec![error("page", e.to_string())], Vec::new()),
+    };
+    let text = inputs.event.as_deref().unwrap_or_default().trim();
+    let text = crate::audit::event_text(text).unwrap_or(text);
+    let event = match crate::json::parse_strict(text.as_bytes(), MAX_DEPTH) {
+        Ok(e) => e,
+        Err(e) => return failed(vec![error("event", e.to_string())], Vec::new()),
+    };
+    if event.get("kind").and_then(Value::as_str) != Some("decision") {
+        return failed(
+            vec![error(
+                "event",
+                "not a decision event (`kind` is not \"decision\")",
+            )],
+            Vec::new(),
+        );
+    }
+    let Some(input) = event.pointer("/policy/input") else {
+        let why = if event.pointer("/policy/input_sha256").is_some() {
+            "the event holds only the input's hash: its route does not record the input (`audit_policy_input`)"
+        } else {
+            "the policy did not run on this decision: there is no input to replay"
+        };
+        return failed(vec![error("event", why)], Vec::new());
+    };
+    let (config, _) = match case_policy(&inputs) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(policy) = config.policy.as_ref() else {
+        return failed(vec![error("policy", "no policy")], Vec::new());
+    };
+    let before = crate::policy::recorded_outcome(&event);
+    let after = crate::policy::candidate_outcome(&policy.evaluate(crate::policy::to_rego(input)));
+    json!({
+        "ok": true,
+        "decision_id": event.get("decision_id"),
+        "route": event.get("route"),
+        "agent": event.get("agent"),
+        "recorded": crate::policy::outcome_text(&before),
+        "now": crate::policy::outcome_text(&after),
+        "changed": before != after,
+        "revision": policy.revision,
+        "input": input,
     })
 }
 
@@ -924,6 +1066,93 @@ mod tests {
             before["chain"],
             json!([{"role": "agent", "id": "agent:build-bot-7", "for_itself": true}])
         );
+    }
+
+    /// The page shows the input the policy saw, exports it as a test that passes, and
+    /// replays a recorded event: the loop of the authoring tools, in the browser.
+    #[test]
+    fn the_input_exports_as_a_passing_test_and_an_event_replays() {
+        let t = token(json!({}));
+        let get = json!({"method": "GET", "path": "/tickets/1"});
+        let r = evaluate(&inputs(&base_config(), &policy_files(), get, &t));
+        let input = &r["input"];
+        assert_eq!(input["request"]["path"], "/tickets/1", "{r}");
+        assert_eq!(input["agent"]["id"], "agent:build-bot-7");
+        let case = |input: &Value, existing: Option<&str>| {
+            export_test(
+                &json!({"config": base_config(), "policy_files": policy_files(),
+                        "input": input, "existing": existing})
+                .to_string(),
+            )
+        };
+        let one = case(input, None);
+        assert_eq!(one["file"], EXPORTED_TESTS, "{one}");
+        let text = one["text"].as_str().unwrap();
+        assert!(
+            text.contains("test_get_tickets_1_is_allowed if {"),
+            "{text}"
+        );
+        // A second case appends to the first.
+        let two = case(input, Some(text));
+        let text = two["text"].as_str().unwrap().to_owned();
+        assert!(
+            text.contains("case_2 := ") && text.contains("_is_allowed_2 if {"),
+            "{text}"
+        );
+        let mut files = policy_files();
+        files.insert(EXPORTED_TESTS.into(), text);
+        let tests = policy_tests(&serde_json::to_string(&files).unwrap());
+        let ours: Vec<&Value> = tests["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["test"].as_str().unwrap().contains("playground_test"))
+            .collect();
+        assert_eq!(ours.len(), 2, "{tests}");
+        assert!(ours.iter().all(|t| t["result"] == "pass"), "{tests}");
+        // Without a request the policy saw, there is nothing to export.
+        assert_eq!(case(&Value::Null, None)["ok"], false);
+
+        // A recorded cross-tenant deny: unchanged with the shipped policy, allowed once the
+        // tenant rule is gone.
+        let trail = std::fs::read_to_string("examples/replay/audit.ndjson").unwrap();
+        let event = trail
+            .lines()
+            .find(|l| l.contains("\"policy_reason\":\"tenant.mismatch\""))
+            .unwrap();
+        let replayed = |files: &BTreeMap<String, String>| {
+            replay(
+                &json!({"config": base_config(), "policy_files": files, "event": event})
+                    .to_string(),
+            )
+        };
+        let same = replayed(&policy_files());
+        assert_eq!(
+            (&same["recorded"], &same["now"], &same["changed"]),
+            (
+                &json!("policy.denied tenant.mismatch"),
+                &json!("policy.denied tenant.mismatch"),
+                &json!(false)
+            ),
+            "{same}"
+        );
+        let mut files = policy_files();
+        let tenant = files.get_mut("agent_iam/tenant.rego").unwrap();
+        *tenant = tenant.replace("deny contains \"tenant.mismatch\"", "unused contains \"x\"");
+        let changed = replayed(&files);
+        assert_eq!(
+            (&changed["now"], &changed["changed"]),
+            (&json!("allow"), &json!(true)),
+            "{changed}"
+        );
+        assert_eq!(changed["input"]["request"]["segments"][0], "tenants");
+        // An event without its input says why.
+        let start = trail.lines().next().unwrap();
+        let r = replay(
+            &json!({"config": base_config(), "policy_files": policy_files(), "event": start})
+                .to_string(),
+        );
+        assert_eq!(r["errors"][0]["panel"], "event", "{r}");
     }
 
     #[test]

@@ -18,6 +18,20 @@ pub fn mcp_request(spec: &str) -> String {
     agent_iam::playground::mcp_request(spec).to_string()
 }
 
+/// A `_test.rego` module pinning the policy's verdict on an `input`
+/// (`{"config", "policy_files", "input", "existing"}`).
+#[wasm_bindgen]
+pub fn export_test(inputs: &str) -> String {
+    agent_iam::playground::export_test(inputs).to_string()
+}
+
+/// Re-decides one recorded decision event with the page's policy
+/// (`{"config", "policy_files", "event"}`).
+#[wasm_bindgen]
+pub fn replay(inputs: &str) -> String {
+    agent_iam::playground::replay(inputs).to_string()
+}
+
 /// Runs the policy files' `test_*` rules (`{path: text}`).
 #[wasm_bindgen]
 pub fn policy_tests(files: &str) -> String {

@@ -4,7 +4,7 @@
 import init, * as core from "./agent_iam_playground.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: {}, current: null, keys: null, errors: [] };
+const state = { files: {}, current: null, keys: null, errors: [], input: null };
 
 function call(fn, ...args) {
   try {
@@ -115,6 +115,7 @@ function showDecision(r) {
   $("challenge").textContent = r.ok ? (r.response.www_authenticate ?? "—") : "—";
   $("response").textContent = r.ok ? pretty(r.response) : "";
   $("audit").textContent = r.ok ? pretty(r.audit) : "";
+  showInput(r.ok ? r.input : null);
   drawChain(r.ok ? r.chain : []);
   const notes = $("notes");
   notes.replaceChildren();
@@ -168,6 +169,117 @@ function setMode() {
   $("http-editor").hidden = mcpMode();
   $("mcp-editor").hidden = !mcpMode();
   if (mcpMode() && !$("mcp-body").value) buildMcp();
+}
+
+// The input the policy decided on (null: the built-in checks decided alone).
+function showInput(input) {
+  state.input = input ?? null;
+  $("input").textContent = state.input ? pretty(state.input) : "— (the policy did not run)";
+  $("export-test").disabled = !state.input;
+}
+
+function addFile(name, text) {
+  saveCurrentFile();
+  if (state.files[name] === undefined) $("policy-file").add(new Option(name, name));
+  state.files[name] = text;
+  state.current = null;
+  selectFile(name);
+}
+
+// A `_test.rego` case pinning the current verdict on the shown input, appended to the
+// earlier export; also offered as a download (a blob URL: nothing is sent anywhere).
+function exportTest() {
+  saveCurrentFile();
+  const r = call(core.export_test, JSON.stringify({
+    config: $("config").value,
+    policy_files: state.files,
+    input: state.input,
+    existing: state.files["agent_iam/playground_test.rego"] ?? null,
+  }));
+  if (!r.ok) {
+    showErrors(r.errors);
+    return;
+  }
+  showErrors([]);
+  addFile(r.file, r.text);
+  const a = $("download-test");
+  if (a.href) URL.revokeObjectURL(a.href);
+  a.href = URL.createObjectURL(new Blob([r.text], { type: "text/plain" }));
+  a.download = r.file.split("/").pop();
+  a.hidden = false;
+  done();
+}
+
+function replayEvent() {
+  saveCurrentFile();
+  const r = call(core.replay, JSON.stringify({
+    config: $("config").value,
+    policy_files: state.files,
+    event: $("event").value,
+  }));
+  if (!r.ok) {
+    showErrors(r.errors);
+    $("replayed").textContent = "";
+    return done();
+  }
+  showErrors([]);
+  $("replayed").textContent = `${r.decision_id ?? "decision"} (route ${r.route ?? "—"}, ${r.agent ?? "—"}): ` +
+    `recorded ${r.recorded} · now ${r.now} · ${r.changed ? "CHANGED" : "unchanged"} (policy revision ${r.revision})`;
+  $("replayed").className = `hint ${r.changed ? "changed" : "unchanged"}`;
+  showInput(r.input);
+  done();
+}
+
+// The page's state in the URL fragment (deflated JSON, base64url): a case shared as a link.
+const EDITORS = ["config", "recipe", "token", "request", "request-mode", "mcp-path", "mcp-host", "mcp-method",
+  "mcp-name", "mcp-version", "mcp-arguments", "mcp-headers", "mcp-body", "now", "event"];
+
+async function pack(obj) {
+  const stream = new Blob([JSON.stringify(obj)]).stream().pipeThrough(new CompressionStream("deflate-raw"));
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function unpack(text) {
+  const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+async function share() {
+  saveCurrentFile();
+  const editors = Object.fromEntries(EDITORS.map((id) => [id, $(id).value]));
+  const hash = `#case=${await pack({ v: 1, editors, files: state.files, current: state.current })}`;
+  history.replaceState(null, "", hash);
+  $("share-link").value = location.href;
+  $("share-link").hidden = false;
+  $("share-link").select();
+  done();
+}
+
+// A shared case: `true` when the fragment held one (and the editors now show it).
+async function restore() {
+  const m = location.hash.match(/^#case=([A-Za-z0-9_-]+)$/);
+  if (!m) return false;
+  try {
+    const saved = await unpack(m[1]);
+    for (const [id, value] of Object.entries(saved.editors ?? {})) if (EDITORS.includes(id)) $(id).value = value;
+    state.files = saved.files ?? state.files;
+    state.current = null;
+    const select = $("policy-file");
+    select.replaceChildren();
+    for (const name of Object.keys(state.files)) select.add(new Option(name, name));
+    selectFile(state.files[saved.current] !== undefined ? saved.current : Object.keys(state.files)[0]);
+    $("http-editor").hidden = mcpMode();
+    $("mcp-editor").hidden = !mcpMode();
+    return true;
+  } catch (e) {
+    showErrors([{ panel: "page", message: `the link's case could not be read: ${e}` }]);
+    return false;
+  }
 }
 
 function evaluate() {
@@ -257,6 +369,7 @@ async function main() {
   const select = $("policy-file");
   for (const name of Object.keys(state.files)) select.add(new Option(name, name));
   selectFile(Object.keys(state.files).find((n) => n.endsWith("authz.rego")) ?? Object.keys(state.files)[0]);
+  const shared = await restore();
   select.onchange = () => selectFile(select.value);
   $("evaluate").onclick = evaluate;
   $("run-tests").onclick = runTests;
@@ -274,7 +387,11 @@ async function main() {
   $("mcp-version").onchange = buildMcp;
   $("mcp-build").onclick = buildMcp;
   $("token").oninput = decodeToken;
-  mint();
+  $("export-test").onclick = exportTest;
+  $("replay").onclick = replayEvent;
+  $("share").onclick = share;
+  if (shared) decodeToken();
+  else mint();
   evaluate();
   runTests();
   document.body.dataset.ready = "1";

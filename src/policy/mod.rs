@@ -13,13 +13,16 @@
 //! Files by purpose: `config` (the section, its revision), `compile` (the section's
 //! checks, screening modules in `screen`, compiling), `evaluate` (RVM and interpreter),
 //! `verdict` (the decision document), `value` (regorus values), [`input`] (the policy
-//! input); `tools` (the CLI's and the playground's authoring helpers) and `lint`
-//! (`policy check`) are not compiled into the filter.
+//! input); `tools` (the CLI's and the playground's authoring helpers), `case` (replaying one
+//! decision, exporting it as a test) and `lint` (`policy check`) are not compiled into the
+//! filter.
 
 use regorus::CompiledPolicy;
 
 use crate::problem::Problem;
 
+#[cfg(tools)]
+mod case;
 mod compile;
 mod config;
 mod evaluate;
@@ -32,6 +35,10 @@ mod tools;
 mod value;
 mod verdict;
 
+#[cfg(tools)]
+pub use case::{
+    candidate_outcome, outcome_text, recorded_outcome, test_module, Outcome as CaseOutcome,
+};
 pub use compile::engine_for;
 pub use config::{revision, PolicyConfig, DEFAULT_ENTRYPOINT};
 pub use screen::{unavailable_builtins, MAX_NESTING};

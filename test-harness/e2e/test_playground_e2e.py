@@ -214,8 +214,61 @@ def test_mcp_2025_11_25_call_has_no_mirrored_method_and_is_decided_on_its_body(p
     assert (c["shown"]["verdict"], c["shown"]["mcp"]) == ("ALLOW", "tools/call · search_tickets · no protocol version")
 
 
+def test_the_page_shows_the_input_the_gateway_builds(page):
+    c = page["input-shown"]
+    shown = c["shown"]["input"]
+    assert harness.policy_input_schema_errors([shown]) == []
+    # The CLI builds the same document for the same request, token and time.
+    request = json.loads(c["inputs"]["request"])
+    request.setdefault("headers", {})["authorization"] = f"Bearer {c['inputs']['token']}"
+    tmp = Path(tempfile.mkdtemp(prefix="playground-input-", dir=harness.OUT))
+    (tmp / "plugin.json").write_text(json.dumps(rendered_plugin(c["inputs"])))
+    out = harness.cli("policy", "input", "--config", tmp / "plugin.json", "--now", str(c["inputs"]["now"]),
+                      stdin=json.dumps(request) + "\n").stdout
+    cli = json.loads(out)
+    assert cli == shown
+
+
+def test_an_exported_case_is_a_passing_test(page):
+    c = page["exported-test"]
+    assert (c["file"], c["download"]) == ("agent_iam/playground_test.rego", "playground_test.rego")
+    text = c["text"]
+    assert "test_get_tickets_42_is_allowed if {" in text and "test_get_tenants_globex_tickets_is_denied_2 if {" in text
+    assert '\td.reason == "tenant.mismatch"\n' in text
+    ours = [row for row in c["shown"]["tests"] if "playground_test" in row[1]]
+    assert [row[0] for row in ours] == ["PASS", "PASS"], c["shown"]["tests"]
+    assert c["shown"]["tests_summary"].endswith(" passed, 0 failed"), c["shown"]["tests_summary"]
+    # The exported module runs with the CLI too (the shipped policies plus the case).
+    tmp = Path(tempfile.mkdtemp(prefix="playground-export-", dir=harness.OUT))
+    shutil.copytree(harness.ROOT / "policies", tmp / "policies")
+    (tmp / "policies" / c["file"]).write_text(text)
+    out = harness.cli("policy", "test", "-v", "--run", "playground_test", tmp / "policies").stdout
+    assert out.count("PASS data.agent_iam.playground_test.") == 2, out
+
+
+def test_a_recorded_event_replays_against_the_page_policy(page):
+    same, changed = page["replay-same"]["shown"], page["replay-changed"]["shown"]
+    assert "recorded policy.denied tenant.mismatch · now policy.denied tenant.mismatch · unchanged" in same["replayed"]
+    assert "recorded policy.denied tenant.mismatch · now allow · CHANGED" in changed["replayed"]
+    event = json.loads(page["replay-same"]["event"])
+    assert same["input"] == event["policy"]["input"]
+
+
+def test_a_case_shared_as_a_link_reopens_as_it_was(page):
+    original, reopened = page["shared-original"], page["shared-reopened"]
+    link = reopened["link"]
+    assert "#case=" in link and "?" not in link, link
+    r = reopened["reopened"]
+    assert (r["request"], r["token"]) == (original["inputs"]["request"], original["inputs"]["token"])
+    assert set(r["files"]) == set(original["inputs"]["policy_files"])
+    assert r["event"] == page["replay-same"]["event"]
+    s = original["shown"]
+    assert (r["verdict"], r["reason"], r["policy"]) == (s["verdict"], s["reason"], s["policy"])
+
+
 def test_screenshots_are_saved():
-    for name in ("playground.png", "playground-policy-edit.png", "playground-mcp.png", "playground-errors.png"):
+    for name in ("playground.png", "playground-policy-edit.png", "playground-mcp.png", "playground-errors.png",
+                 "playground-replay.png"):
         data = (OUT / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
 

@@ -633,46 +633,6 @@ fn input(a: &InputArgs) -> Outcome {
     Ok(Code::failed_if(failed))
 }
 
-/// A policy outcome as a decision event records it: the decision, its reason and the
-/// policy's own reason.
-type Outcome3 = (String, Option<String>, Option<String>);
-
-/// What the policy decided in a recorded event: its deny (enforced or in shadow), else allow.
-fn recorded_outcome(e: &Value) -> Outcome3 {
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    let policy_reason = s(e.get("policy_reason"));
-    if let Some(r) = s(e.get("reason")).filter(|r| r.starts_with("policy.")) {
-        return ("deny".into(), Some(r), policy_reason);
-    }
-    let shadowed = e.get("shadow").and_then(Value::as_array).and_then(|all| {
-        all.iter()
-            .find(|x| x.get("check").and_then(Value::as_str) == Some("policy"))
-    });
-    match shadowed {
-        Some(x) => ("deny".into(), s(x.get("reason")), policy_reason),
-        None => ("allow".into(), None, None),
-    }
-}
-
-fn candidate_outcome(v: &Verdict) -> Outcome3 {
-    match v {
-        Verdict::Allow { .. } => ("allow".into(), None, None),
-        Verdict::Deny { reason, .. } => {
-            ("deny".into(), Some("policy.denied".into()), reason.clone())
-        }
-        Verdict::Error(_) => ("deny".into(), Some("policy.error".into()), None),
-        Verdict::Limit => ("deny".into(), Some("policy.limit".into()), None),
-    }
-}
-
-fn outcome_text(o: &Outcome3) -> String {
-    match o {
-        (d, None, _) => d.clone(),
-        (_, Some(r), None) => r.clone(),
-        (_, Some(r), Some(p)) => format!("{r} {p}"),
-    }
-}
-
 fn replay(a: &ReplayArgs) -> Outcome {
     let pd = load_policy_dir(&a.policies, false)?;
     let configured = match &a.config {
@@ -717,15 +677,17 @@ fn replay(a: &ReplayArgs) -> Outcome {
                 continue;
             };
             replayed += 1;
-            let before = recorded_outcome(&e);
-            let after = candidate_outcome(&policy.evaluate(agent_iam::policy::to_rego(input)));
+            let before = agent_iam::policy::recorded_outcome(&e);
+            let after = agent_iam::policy::candidate_outcome(
+                &policy.evaluate(agent_iam::policy::to_rego(input)),
+            );
             if before != after {
                 changes.push(json!({
                     "decision_id": e.get("decision_id"),
                     "route": e.get("route"),
                     "agent": e.get("agent"),
-                    "from": outcome_text(&before),
-                    "to": outcome_text(&after),
+                    "from": agent_iam::policy::outcome_text(&before),
+                    "to": agent_iam::policy::outcome_text(&after),
                     "kind": format!("{} -> {}", before.0, after.0),
                 }));
             }

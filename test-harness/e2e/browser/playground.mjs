@@ -6,11 +6,11 @@
 //
 // Writes OUT_DIR/playground.json ({"cases": [...]}) and the screenshots playground.png
 // (the default, allowed request: the picture in docs/POLICIES.md), playground-policy-edit.png,
-// playground-mcp.png (a write tool refused) and playground-errors.png.
+// playground-mcp.png (a write tool refused), playground-errors.png and playground-replay.png.
 // Exits non-zero when the page cannot be driven; the checks on what it showed are the
 // Python test's.
 import { chromium } from "playwright-core";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const [url, out] = process.argv.slice(2);
@@ -58,6 +58,8 @@ async function shown() {
       error_panels: [...document.querySelectorAll(".panel.has-error")].map((p) => p.id),
       tests_summary: text("tests-summary"),
       tests: [...document.querySelectorAll("#tests tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
+      input: parse("input"),
+      replayed: text("replayed"),
     };
   });
 }
@@ -88,10 +90,15 @@ async function policyFiles() {
   return files;
 }
 
+// Clicks a button whose action ends with the page's `done()`, and waits for it.
+async function clickAndWait(selector, on = page) {
+  const before = await on.getAttribute("body", "data-evaluated");
+  await on.click(selector);
+  await on.waitForFunction((b) => document.body.dataset.evaluated !== b, before);
+}
+
 async function evaluateCase(name) {
-  const before = await page.getAttribute("body", "data-evaluated");
-  await page.click("#evaluate");
-  await page.waitForFunction((b) => document.body.dataset.evaluated !== b, before);
+  await clickAndWait("#evaluate");
   return { name, inputs: { ...(await inputs()), policy_files: await policyFiles() }, shown: await shown() };
 }
 
@@ -167,6 +174,65 @@ const config = await page.inputValue("#config");
 await page.fill("#config", config.replace('"required_scopes"', '"required_scope"'));
 cases.push(await evaluateCase("config-error"));
 await page.screenshot({ path: join(out, "playground-errors.png"), fullPage: true });
+
+// 8. The policy input of an allowed read, exported as a `_test.rego` case that the page's
+//    own test run passes; then a denied request appended as a second case.
+await page.fill("#config", config);
+// The policy files as shipped again (step 4's module emptied).
+await page.selectOption("#policy-file", "agent_iam/paused.rego");
+await page.fill("#policy-text", "package agent_iam.authz\n");
+await page.selectOption("#policy-file", "agent_iam/authz.rego");
+await page.fill("#request", '{"method": "GET", "path": "/tickets/42", "host": "api.agent-iam.test"}');
+cases.push(await evaluateCase("input-shown"));
+await clickAndWait("#export-test");
+await page.fill("#request", '{"method": "GET", "path": "/tenants/globex/tickets", "host": "api.agent-iam.test"}');
+await page.fill("#recipe", '{"alg": "ES256", "claims": {"sub": "user:alice", "act": {"sub": "agent:tool-search"}, "tenant": "acme"}}');
+await page.click("#mint");
+cases.push(await evaluateCase("cross-tenant"));
+await clickAndWait("#export-test");
+const exported = await page.inputValue("#policy-text");
+const download = await page.getAttribute("#download-test", "download");
+await page.click("#run-tests");
+await page.waitForFunction(() => document.getElementById("tests-summary").textContent.includes("passed"));
+cases.push({ name: "exported-test", file: await page.inputValue("#policy-file"), text: exported, download,
+  shown: await shown() });
+
+// 9. A recorded decision event (the cross-tenant deny of examples/replay), replayed with the
+//    shipped policy, then with the tenant rule gone.
+const trail = readFileSync(new URL("../../../examples/replay/audit.ndjson", import.meta.url), "utf8");
+const event = trail.split("\n").find((l) => l.includes('"policy_reason":"tenant.mismatch"'));
+await page.fill("#event", event);
+await clickAndWait("#replay");
+cases.push({ name: "replay-same", event, shown: await shown() });
+await page.selectOption("#policy-file", "agent_iam/tenant.rego");
+const tenant = await page.inputValue("#policy-text");
+await page.fill("#policy-text", tenant.replace('deny contains "tenant.mismatch"', 'unused contains "x"'));
+await clickAndWait("#replay");
+cases.push({ name: "replay-changed", shown: await shown() });
+await page.screenshot({ path: join(out, "playground-replay.png"), fullPage: true });
+await page.fill("#policy-text", tenant);
+
+// 10. The case as a link: a new page opened on it shows the same editors and decision.
+await page.fill("#request", '{"method": "GET", "path": "/tenants/globex/tickets", "host": "api.agent-iam.test"}');
+const original = await evaluateCase("shared-original");
+cases.push(original);
+await clickAndWait("#share");
+const link = await page.inputValue("#share-link");
+const other = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
+other.on("pageerror", (e) => consoleErrors.push(String(e)));
+await other.goto(link);
+await other.waitForSelector("body[data-ready='1']", { timeout: 60_000 });
+const reopened = await other.evaluate(() => ({
+  request: document.getElementById("request").value,
+  token: document.getElementById("token").value,
+  event: document.getElementById("event").value,
+  files: [...document.querySelectorAll("#policy-file option")].map((o) => o.value),
+  verdict: document.getElementById("verdict").textContent,
+  reason: document.getElementById("reason").textContent,
+  policy: document.getElementById("policy").textContent,
+}));
+cases.push({ name: "shared-reopened", link, reopened });
+await other.close();
 
 await browser.close();
 writeFileSync(join(out, "playground.json"), JSON.stringify({ cases, console_errors: consoleErrors }, null, 2));
