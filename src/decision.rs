@@ -288,9 +288,23 @@ pub struct Decision {
     pub shadow: Vec<ShadowDeny>,
     /// The checks that ran (passed, failed, or failed in shadow).
     pub ran: crate::mode::CheckSet,
+    /// The limit that refused (enforced or in shadow): its index in `limits` and its code,
+    /// `limit.<name>`, which the reason [`Reason::LimitExceeded`] reads as.
+    pub limit: Option<LimitRef>,
+    /// Seconds until that limit admits again (`Retry-After`).
+    pub retry_after_s: Option<u64>,
+    /// A limit forgot a live counter to make room for this request's.
+    pub limit_evicted: bool,
     /// The check whose enforced failure denied (`None` on allow, and for a request refused
     /// before the checks: its target, its headers, the route Envoy named).
     pub failed: Option<crate::mode::Check>,
+}
+
+/// The limit a decision was refused by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitRef {
+    pub index: u16,
+    pub code: String,
 }
 
 /// A failed check in shadow: what it would have denied with.
@@ -381,6 +395,9 @@ impl Decision {
             shadow: Vec::new(),
             ran: crate::mode::CheckSet::default(),
             failed: None,
+            limit: None,
+            retry_after_s: None,
+            limit_evicted: false,
         }
     }
 
@@ -393,6 +410,25 @@ impl Decision {
     pub fn verdict(&self) -> Option<Reason> {
         self.reason
             .or_else(|| self.shadow.first().map(|s| s.reason))
+    }
+
+    /// The code `r` reads as on this decision: [`Reason::as_str`], except a limit's
+    /// refusal, which names the limit (`limit.agent-writes`).
+    pub fn code_of(&self, r: Reason) -> &str {
+        match (r, &self.limit) {
+            (Reason::LimitExceeded, Some(l)) => &l.code,
+            _ => r.as_str(),
+        }
+    }
+
+    /// The code of the reason that denied (`None` on allow).
+    pub fn reason_code(&self) -> Option<&str> {
+        self.reason.map(|r| self.code_of(r))
+    }
+
+    /// The code of the verdict, applied or in shadow.
+    pub fn verdict_code(&self) -> Option<&str> {
+        self.verdict().map(|r| self.code_of(r))
     }
 
     /// Whether the decision was applied: false for a shadow deny (the request went on).
@@ -442,7 +478,9 @@ impl Decision {
     /// error response carrying the same members in `error.data`.
     pub fn deny_body(&self) -> String {
         let reason = self.reason.unwrap_or(Reason::InternalError);
-        let mut body = json!({"error": self.error_code(), "reason": reason.as_str(), "decision_id": self.decision_id});
+        let code = self.code_of(reason);
+        let mut body =
+            json!({"error": self.error_code(), "reason": code, "decision_id": self.decision_id});
         if let (Some(pr), Some(obj)) = (&self.policy_reason, body.as_object_mut()) {
             obj.insert("policy_reason".into(), json!(pr));
         }
@@ -456,8 +494,8 @@ impl Decision {
             .unwrap_or(Value::Null);
         let message = match (reason, &self.detail) {
             (Reason::McpHeaderMismatch, Some(detail)) => detail.clone(),
-            (_, Some(detail)) => format!("{}: {detail}", reason.as_str()),
-            (_, None) => format!("{}: {}", reason.as_str(), reason.describe()),
+            (_, Some(detail)) => format!("{code}: {detail}"),
+            (_, None) => format!("{code}: {}", reason.describe()),
         };
         json!({
             "jsonrpc": "2.0",
@@ -504,7 +542,7 @@ impl Decision {
         let mut error = Vec::new();
         if reason != Reason::TokenMissing {
             error.push(format!("error=\"{}\"", self.error_code()));
-            error.push(format!("error_description=\"{}\"", reason.as_str()));
+            error.push(format!("error_description=\"{}\"", self.code_of(reason)));
             if !self.scope_hint.is_empty() {
                 // Scope tokens never contain `"` or `\\` (RFC 6749 §3.3): checked at parse time.
                 error.push(format!("scope=\"{}\"", self.scope_hint.join(" ")));
@@ -547,7 +585,7 @@ impl Decision {
             "decision": if self.verdict().is_none() { "allow" } else { "deny" },
             "enforced": self.enforced(),
             "status": self.verdict_status(),
-            "reason": self.verdict().map(Reason::as_str),
+            "reason": self.verdict_code(),
             "agent": t.map(|t| t.agent.as_str()),
             "principal": t.map(|t| t.subject.as_str()),
             "chain": t.map(|t| t.chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>()).unwrap_or_default(),
@@ -599,7 +637,7 @@ impl Decision {
         Value::Array(
             self.shadow
                 .iter()
-                .map(|s| json!({"check": s.check.as_str(), "reason": s.reason.as_str()}))
+                .map(|s| json!({"check": s.check.as_str(), "reason": self.code_of(s.reason)}))
                 .collect(),
         )
     }

@@ -244,7 +244,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ),
     (
         "reason",
-        r"^(?:wasmcustom\.)?agent_iam\.(?:decisions_total\.decision\.[a-z_]+|shadow_denied_total)\.check\.[a-z_]+(\.reason\.(none|[a-z_]+\.[a-z_]+))\.route\.",
+        r"^(?:wasmcustom\.)?agent_iam\.(?:decisions_total\.decision\.[a-z_]+|shadow_denied_total)\.check\.[a-z_]+(\.reason\.(none|[a-z_]+\.[a-z0-9_-]+))\.route\.",
     ),
     (
         "route",

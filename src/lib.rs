@@ -17,6 +17,7 @@ pub mod dpop;
 pub mod identity;
 pub mod json;
 pub mod keys;
+pub mod limits;
 pub mod mcp;
 pub mod mode;
 pub mod pipeline;

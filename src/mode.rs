@@ -42,18 +42,21 @@ pub enum Check {
     RouteScopes,
     /// An MCP call's own rules: its body, headers and the tool's scopes (`mcp.*`).
     Mcp,
+    /// The configured limits (`limit.*`).
+    Limits,
     /// The Rego policy (`policy.*`).
     Policy,
 }
 
 impl Check {
-    pub const ALL: [Check; 7] = [
+    pub const ALL: [Check; 8] = [
         Check::Token,
         Check::SenderConstraint,
         Check::Delegation,
         Check::Revocation,
         Check::RouteScopes,
         Check::Mcp,
+        Check::Limits,
         Check::Policy,
     ];
 
@@ -65,6 +68,7 @@ impl Check {
             Check::Revocation => "revocation",
             Check::RouteScopes => "route_scopes",
             Check::Mcp => "mcp",
+            Check::Limits => "limits",
             Check::Policy => "policy",
         }
     }
@@ -80,7 +84,7 @@ impl Check {
             Check::Token => &[],
             Check::SenderConstraint | Check::Delegation | Check::Revocation => &[Check::Token],
             Check::RouteScopes => &[Check::Token, Check::Delegation],
-            Check::Mcp => &[Check::Token, Check::Delegation],
+            Check::Mcp | Check::Limits => &[Check::Token, Check::Delegation],
             Check::Policy => &[Check::Token, Check::Delegation, Check::Mcp],
         }
     }
@@ -103,12 +107,12 @@ impl CheckSet {
 
 /// The mode of every check, for one route (or the configuration's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Modes([Mode; 7]);
+pub struct Modes([Mode; 8]);
 
 impl Modes {
     /// Every check in `mode`.
     pub fn all(mode: Mode) -> Modes {
-        Modes([mode; 7])
+        Modes([mode; 8])
     }
 
     pub fn of(&self, check: Check) -> Mode {
@@ -181,6 +185,8 @@ mod tests {
         );
         m.set(Check::RouteScopes, Mode::Shadow);
         m.set(Check::Mcp, Mode::Shadow);
+        assert_eq!(m.inconsistency(), Some((Check::Delegation, Check::Limits)));
+        m.set(Check::Limits, Mode::Shadow);
         assert_eq!(m.inconsistency(), None);
         m.set(Check::Token, Mode::Shadow);
         assert_eq!(

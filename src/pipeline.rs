@@ -251,6 +251,8 @@ pub struct Engine {
     /// Replay slots of this engine alone, when no host shares data (the CLI, tests).
     #[cfg(tools)]
     local_replay: Option<crate::shared::Memory>,
+    /// Every limit's counters.
+    limits: Vec<crate::limits::LimitStore>,
     /// Keep each decision's policy `input` in it (`agent-iam policy input`).
     #[cfg(tools)]
     keep_inputs: bool,
@@ -326,6 +328,11 @@ impl Engine {
             replay,
             #[cfg(tools)]
             local_replay: None,
+            limits: config
+                .limits
+                .iter()
+                .map(|l| crate::limits::LimitStore::new(l, config.limits_max_keys))
+                .collect(),
             #[cfg(tools)]
             keep_inputs: false,
             dpop_algs,
@@ -372,6 +379,13 @@ impl Engine {
         self.replay.prepare(shared)
     }
 
+    /// Creates every limit's counters in the host's shared data (once per host, before
+    /// requests: the root context's configure). Without them every limited request is
+    /// refused (`limit.unavailable`).
+    pub fn prepare_limits(&self, shared: &dyn SharedData) -> Result<(), Reason> {
+        self.limits.iter().try_for_each(|l| l.prepare(shared))
+    }
+
     /// Seconds a client refused with `d` should wait before trying again (`Retry-After`,
     /// RFC 9110 §10.2.3): for the flood guard, until its budget refills one check; for a
     /// stale feed, one poll; for a full DPoP replay cache, until a proof's entry expires;
@@ -388,6 +402,7 @@ impl Engine {
             Reason::AgentRegistryStale => cfg.feed.as_ref().map(|f| secs(f.poll_interval_ms)),
             Reason::RevocationStale => cfg.revocation.as_ref().map(|r| secs(r.feed.interval_ms)),
             Reason::DpopReplayFull => Some(cfg.dpop.max_proof_age_s + cfg.clock_skew_s),
+            Reason::LimitExceeded => d.retry_after_s,
             Reason::JwksUnavailable => cfg
                 .issuers
                 .iter()
@@ -578,6 +593,17 @@ impl Engine {
 
     /// Finishes a decision [`Engine::begin`] left waiting, on the request's whole `body`.
     pub fn with_body(&mut self, wait: BodyWait, body: &[u8], now: f64) -> Decision {
+        self.with_body_shared(wait, body, now, None)
+    }
+
+    /// [`Engine::with_body`] with the host's shared data (the limits' counters).
+    pub fn with_body_shared(
+        &mut self,
+        wait: BodyWait,
+        body: &[u8],
+        now: f64,
+        shared: Option<&dyn SharedData>,
+    ) -> Decision {
         let BodyWait {
             mut d,
             req,
@@ -592,7 +618,7 @@ impl Engine {
             d.detail = Some(format!("{} bytes, the route allows {max_body}", body.len()));
             return d;
         }
-        if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, &mut d) {
+        if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, shared, &mut d) {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;
         }
@@ -904,6 +930,10 @@ impl Engine {
         if mcp_refused {
             return Ok(Flow::Done);
         }
+        if !self.limits.is_empty() {
+            let limited = self.check_limits(&req.method, token, route_index, None, now, shared, d);
+            gate(modes, Check::Limits, limited, d)?;
+        }
         let token = Arc::clone(token);
         let verdict = self.policy(req, target, host, now, &token, &agent, route_index, None, d);
         gate(modes, Check::Policy, verdict, d)?;
@@ -911,7 +941,8 @@ impl Engine {
     }
 
     /// The body phase of a POST on an MCP route: one JSON-RPC request, its mirrored
-    /// headers, the scopes its tool (resource, prompt) needs, then the policy.
+    /// headers, the scopes its tool (resource, prompt) needs, the limits, then the policy.
+    #[allow(clippy::too_many_arguments)]
     fn decide_mcp(
         &mut self,
         req: &Request,
@@ -919,6 +950,7 @@ impl Engine {
         host: &str,
         body: &[u8],
         now: f64,
+        shared: Option<&dyn SharedData>,
         d: &mut Decision,
     ) -> Result<(), Denial> {
         let (token, agent, route_index) = self.waited_for(d)?;
@@ -974,6 +1006,12 @@ impl Engine {
         let Some(call) = call else {
             return Ok(());
         };
+        if !self.limits.is_empty() {
+            let named = (!call.response).then_some((call.method.as_str(), call.name.as_str()));
+            let limited =
+                self.check_limits(&req.method, &token, route_index, named, now, shared, d);
+            gate(modes, Check::Limits, limited, d)?;
+        }
         let verdict = self.policy(
             req,
             target,
@@ -1358,11 +1396,7 @@ impl Engine {
         expires_ms: u64,
         now_ms: u64,
     ) -> Result<(), Reason> {
-        if self.local_replay.is_none() {
-            let memory = crate::shared::Memory::default();
-            self.replay.prepare(&memory)?;
-            self.local_replay = Some(memory);
-        }
+        self.local_shared();
         let memory = self
             .local_replay
             .as_ref()
@@ -1373,6 +1407,86 @@ impl Engine {
     #[cfg(filter)]
     fn first_use_locally(&mut self, _: &[u8; 32], _: &str, _: u64, _: u64) -> Result<(), Reason> {
         Err(Reason::DpopReplayUnavailable)
+    }
+
+    /// The limits, after the built-in checks and before the policy: each that applies to
+    /// the request takes one unit of its key's rate or budget. The first refusal denies
+    /// (`limit.<name>`, 429 with `Retry-After`); in shadow it is recorded and the limits
+    /// after it take nothing. A refused request has still been counted by the limits
+    /// before the one that refused it.
+    #[allow(clippy::too_many_arguments)]
+    fn check_limits(
+        &mut self,
+        method: &str,
+        token: &VerifiedToken,
+        route_index: Option<usize>,
+        mcp: Option<(&str, &str)>,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+        d: &mut Decision,
+    ) -> Result<(), Denial> {
+        if shared.is_none() {
+            self.local_shared();
+        }
+        let Some(shared) = shared.or_else(|| self.local()) else {
+            return Err(Reason::LimitUnavailable.into());
+        };
+        let facts = crate::limits::Facts {
+            agent: &token.agent,
+            principal: &token.subject,
+            chain: &token.chain,
+            route: route_index
+                .and_then(|i| self.config.routes.get(i))
+                .map(|r| r.name.as_str()),
+            method,
+            mcp,
+            claims: &token.claims,
+        };
+        let now_ms = (now * 1000.0).max(0.0) as u64;
+        for (i, store) in self.limits.iter().enumerate() {
+            let limit = store.limit();
+            if !limit.applies(&facts) {
+                continue;
+            }
+            match store.take(shared, &limit.id(&facts), now_ms)? {
+                crate::limits::Taken::Admitted { evicted_live } => d.limit_evicted |= evicted_live,
+                crate::limits::Taken::Refused { retry_after_s } => {
+                    d.limit = Some(crate::decision::LimitRef {
+                        index: u16::try_from(i).unwrap_or(u16::MAX),
+                        code: format!("limit.{}", limit.name),
+                    });
+                    d.retry_after_s = Some(retry_after_s);
+                    d.detail = Some(format!("limit {:?} is spent for this key", limit.name));
+                    return Err(Reason::LimitExceeded.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This engine's own shared data (the CLI, native tests), created on first use with
+    /// the replay cache's and the limits' slots. The filter always has the host's.
+    #[cfg(tools)]
+    fn local_shared(&mut self) {
+        if self.local_replay.is_none() {
+            let memory = crate::shared::Memory::default();
+            if self.replay.prepare(&memory).is_ok() && self.prepare_limits(&memory).is_ok() {
+                self.local_replay = Some(memory);
+            }
+        }
+    }
+
+    #[cfg(tools)]
+    fn local(&self) -> Option<&dyn SharedData> {
+        self.local_replay.as_ref().map(|m| m as &dyn SharedData)
+    }
+
+    #[cfg(filter)]
+    fn local_shared(&mut self) {}
+
+    #[cfg(filter)]
+    fn local(&self) -> Option<&dyn SharedData> {
+        None
     }
 
     /// Who a failed signature check is charged to (`verify_budget`): the client's address.

@@ -109,6 +109,12 @@ pub enum Reason {
     /// The effective scopes lack a scope the route requires.
     ScopeInsufficient,
     /// The Rego policy denied the request.
+    /// A configured limit (`limits[]`) refused the request: its rate or budget for this
+    /// key is spent. The code on the wire names the limit: `limit.<name>`.
+    LimitExceeded,
+    /// The limits' shared counters could not be read or written (a missing slot, a
+    /// compare-and-swap that kept losing): fail closed.
+    LimitUnavailable,
     PolicyDenied,
     /// The policy's decision was undefined, of the wrong shape, or its evaluation failed.
     PolicyError,
@@ -236,6 +242,8 @@ impl Reason {
         Reason::RouteUnmatched,
         Reason::RouteMetadata,
         Reason::ScopeInsufficient,
+        Reason::LimitExceeded,
+        Reason::LimitUnavailable,
         Reason::PolicyDenied,
         Reason::PolicyError,
         Reason::PolicyLimit,
@@ -292,6 +300,8 @@ impl Reason {
             Reason::TokenTyp => "token.typ",
             Reason::TokenSignature => "token.signature",
             Reason::TokenVerifyBudget => "token.verify_budget",
+            Reason::LimitExceeded => "limit.<name>",
+            Reason::LimitUnavailable => "limit.unavailable",
             Reason::TokenIssuer => "token.issuer",
             Reason::TokenAudience => "token.audience",
             Reason::TokenSubject => "token.subject",
@@ -376,6 +386,7 @@ impl Reason {
                 | Reason::McpBodyTooLarge
                 | Reason::DpopReplayFull
                 | Reason::DpopReplayUnavailable
+                | Reason::LimitUnavailable
                 | Reason::InternalError
         )
     }
@@ -394,11 +405,12 @@ impl Reason {
             | Reason::McpReplay => 400,
             Reason::McpBodyTooLarge => 413,
             Reason::McpListUnfilterable => 502,
-            Reason::TokenVerifyBudget => 429,
+            Reason::TokenVerifyBudget | Reason::LimitExceeded => 429,
             Reason::InternalError
             | Reason::RouteMetadata
             | Reason::DpopReplayFull
             | Reason::DpopReplayUnavailable
+            | Reason::LimitUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -454,6 +466,8 @@ impl Reason {
             | Reason::RevocationStale
             | Reason::PolicyError
             | Reason::PolicyLimit
+            | Reason::LimitExceeded
+            | Reason::LimitUnavailable
             | Reason::TokenVerifyBudget => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
@@ -486,6 +500,8 @@ impl Reason {
             Reason::JwksUnavailable => "the issuer's jwks_uri has not been fetched successfully yet",
             Reason::TokenTyp => "typ missing or not in accepted_types",
             Reason::TokenSignature => "signature does not verify with the key kid selects",
+            Reason::LimitExceeded => "a configured limit (limits[], named in the code) is spent for this key: its rate or its budget; Retry-After says when it admits again",
+            Reason::LimitUnavailable => "the limits' shared counters could not be read or written (fail closed)",
             Reason::TokenVerifyBudget => "this client spent its budget of failed signature checks (verify_budget): tokens no cache answers are refused unverified",
             Reason::TokenIssuer => "iss missing or not a configured issuer",
             Reason::TokenAudience => "aud has none of the issuer's audiences",

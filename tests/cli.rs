@@ -258,6 +258,7 @@ fn check_explain_names_the_checks_that_ran_and_the_rules_that_held() {
             "revocation passed",
             "route_scopes passed",
             "mcp not run",
+            "limits none",
             "policy denied"
         ]
     );
@@ -281,7 +282,12 @@ fn check_explain_names_the_checks_that_ran_and_the_rules_that_held() {
         .unwrap();
     assert_eq!(
         &checks(by_scope)[4..],
-        ["route_scopes denied", "mcp not run", "policy not run"]
+        [
+            "route_scopes denied",
+            "mcp not run",
+            "limits none",
+            "policy not run"
+        ]
     );
     assert!(by_scope["explain"]["policy"].is_null());
     // Text: indented lines under each decision.

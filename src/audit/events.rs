@@ -19,10 +19,10 @@ pub(super) struct DecisionEvent<'a> {
     /// False for a shadow deny: the checks denied, the request went upstream.
     pub(super) enforced: bool,
     pub(super) status: u16,
-    pub(super) reason: Option<&'static str>,
+    pub(super) reason: Option<&'a str>,
     /// Every check in shadow that failed (shadow denies only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(super) shadow: Vec<ShadowPart>,
+    pub(super) shadow: Vec<ShadowPart<'a>>,
     pub(super) policy_reason: Option<&'a str>,
     pub(super) agent: Option<&'a str>,
     pub(super) principal: Option<&'a str>,
@@ -43,9 +43,9 @@ pub(super) struct DecisionEvent<'a> {
 }
 
 #[derive(Serialize)]
-pub(super) struct ShadowPart {
+pub(super) struct ShadowPart<'a> {
     pub(super) check: &'static str,
-    pub(super) reason: &'static str,
+    pub(super) reason: &'a str,
 }
 
 #[derive(Serialize)]

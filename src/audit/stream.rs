@@ -12,7 +12,6 @@ use super::events::{
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
 use crate::decision::Decision;
-use crate::reason::Reason;
 
 /// What the host knows about a request besides the decision.
 #[derive(Debug, Clone, Copy)]
@@ -155,13 +154,13 @@ impl AuditStream {
             },
             enforced: d.enforced(),
             status: d.verdict_status(),
-            reason: d.verdict().map(Reason::as_str),
+            reason: d.verdict_code(),
             shadow: d
                 .shadow
                 .iter()
                 .map(|s| ShadowPart {
                     check: s.check.as_str(),
-                    reason: s.reason.as_str(),
+                    reason: d.code_of(s.reason),
                 })
                 .collect(),
             policy_reason: d.policy_reason.as_deref(),
@@ -357,6 +356,7 @@ mod tests {
     use super::*;
     use crate::audit::events::{RegistryVerdict, SetVerdict};
     use crate::audit::verify::{verify, VerifyOptions};
+    use crate::reason::Reason;
     use serde_json::Value;
 
     fn ctx(now: f64) -> EventContext<'static> {

@@ -48,6 +48,14 @@ pub struct PluginConfig {
     /// (absent: no budget). Keyed by the downstream address the host reports.
     #[serde(default)]
     pub verify_budget: Option<crate::budget::BudgetConfig>,
+    /// Per-identity rates and budgets, checked after the built-in checks and before the
+    /// policy, shared by every worker of the host (docs/limits.md).
+    #[serde(default)]
+    pub limits: Vec<crate::limits::LimitConfig>,
+    /// Keys each limit keeps counters for (1..=1000000; default 10000): beyond, the
+    /// counters touched longest ago are forgotten.
+    #[serde(default = "default_limits_max_keys")]
+    pub limits_max_keys: u64,
     /// The agent registry and its live feed.
     #[serde(default)]
     pub agents: AgentsConfig,
@@ -124,6 +132,9 @@ pub struct ChecksConfig {
     /// MCP calls (`mcp.*`).
     #[serde(default)]
     pub mcp: Option<CheckConfig>,
+    /// The configured limits (`limit.*`).
+    #[serde(default)]
+    pub limits: Option<CheckConfig>,
     /// The Rego policy (`policy.*`).
     #[serde(default)]
     pub policy: Option<CheckConfig>,
@@ -627,4 +638,8 @@ fn h_decision() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_limits_max_keys() -> u64 {
+    10_000
 }

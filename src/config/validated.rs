@@ -41,6 +41,9 @@ pub struct Config {
     pub policy: Option<crate::policy::Policy>,
     pub audit: crate::audit::AuditConfig,
     pub verify_budget: Option<crate::budget::BudgetConfig>,
+    /// `limits`, in order.
+    pub limits: Vec<crate::limits::LimitConfig>,
+    pub limits_max_keys: usize,
     /// How DPoP proofs are checked.
     pub dpop: DpopRules,
     /// Every check's mode where a route sets none (`mode`, `checks.<check>.mode`).

@@ -38,10 +38,10 @@ fn series<K: PartialEq + Copy>(
 }
 
 /// (decision, check, reason) of `agent_iam.decisions_total`.
-type DecisionKey = (&'static str, &'static str, &'static str);
+type DecisionKey = (&'static str, &'static str, &'static str, u16);
 
 /// (check, reason) of `agent_iam.shadow_denied_total`.
-type ShadowKey = (&'static str, &'static str);
+type ShadowKey = (&'static str, &'static str, u16);
 
 /// A route's name as a stat name part: letters, digits, `_` and `-` kept, anything else
 /// (`.` separates a stat name's parts, `/` is common in route names) as `_`; `none` for a
@@ -76,6 +76,7 @@ pub fn check_label(r: Reason) -> &'static str {
         (_, "revocation") => "revocation",
         (_, "mcp") => "mcp",
         (_, "policy") => "policy",
+        (_, "limit") => "limits",
         (_, "request") => "request",
         _ => "internal",
     }
@@ -102,6 +103,8 @@ struct Metrics {
     /// MCP list responses filtered, and the entries removed from them.
     lists_filtered: Metric,
     list_entries_removed: Metric,
+    /// Live limit counters forgotten to make room for new keys (`limits_max_keys`).
+    limit_evictions: Metric,
     /// The largest linear memory among this Envoy's filter VMs, in bytes (each VM raises it
     /// on its tick; linear memory never shrinks, so the gauge is the busiest worker's).
     memory: Metric,
@@ -125,6 +128,7 @@ impl Metrics {
             queue_depth: Metric::gauge(host, "agent_iam.audit.queue_depth"),
             lists_filtered: counter("agent_iam.mcp.lists_filtered_total"),
             list_entries_removed: counter("agent_iam.mcp.list_entries_removed_total"),
+            limit_evictions: counter("agent_iam.limit_evictions_total"),
             memory: Metric::gauge(host, "agent_iam.memory_bytes"),
         }
     }
@@ -166,26 +170,32 @@ impl AuditOut {
     /// `agent_iam.shadow_denied_total`, and the filter's time.
     pub fn count(&mut self, host: &dyn Host, d: &Decision, latency_us: u64) {
         let route = route_label(d.route.as_deref());
+        if d.limit_evicted {
+            self.metrics.limit_evictions.add(host, 1);
+        }
+        // A limit's refusals are one series per limit (`reason.limit.<name>`).
+        let limit = d.limit.as_ref().map_or(u16::MAX, |l| l.index);
         let key = match (d.reason, d.verdict()) {
-            (Some(r), _) => ("deny", check_label(r), r.as_str()),
+            (Some(r), _) => ("deny", check_label(r), r.as_str(), limit),
             (None, Some(r)) => {
                 let check = d.shadow.first().map_or("none", |s| s.check.as_str());
-                ("shadow_deny", check, r.as_str())
+                ("shadow_deny", check, r.as_str(), limit)
             }
-            (None, None) => ("allow", "none", "none"),
+            (None, None) => ("allow", "none", "none", u16::MAX),
         };
-        let (decision, check, reason) = key;
+        let (decision, check) = (key.0, key.1);
+        let reason = d.verdict_code().unwrap_or("none");
         series(host, &mut self.metrics.decisions, &route, key, || {
             format!("agent_iam.decisions_total.decision.{decision}.check.{check}.reason.{reason}.route.{route}")
         })
         .add(host, 1);
         for s in &d.shadow {
-            let (check, reason) = (s.check.as_str(), s.reason.as_str());
+            let (check, reason) = (s.check.as_str(), d.code_of(s.reason));
             series(
                 host,
                 &mut self.metrics.shadowed,
                 &route,
-                (check, reason),
+                (check, s.reason.as_str(), limit),
                 || {
                     format!(
                         "agent_iam.shadow_denied_total.check.{check}.reason.{reason}.route.{route}"

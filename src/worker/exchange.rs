@@ -135,7 +135,7 @@ impl Worker {
             }
         };
         self.conclude_waiting(host, ex, waiting, started, |engine, wait, now| {
-            engine.with_body(wait, &body, now)
+            engine.with_body_shared(wait, &body, now, Some(host))
         })
     }
 

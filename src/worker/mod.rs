@@ -302,6 +302,17 @@ impl Worker {
         if let Some(now) = host.now() {
             engine.start_feed_clock(now);
         }
+        if let Err(reason) = engine.prepare_limits(host) {
+            // Every limited request is then refused (`limit.unavailable`): fail closed.
+            log(
+                host,
+                Level::Error,
+                &format!(
+                    "agent-iam: cannot create the limits' counters in shared data ({})",
+                    reason.as_str()
+                ),
+            );
+        }
         if let Err(reason) = engine.prepare_replay(host) {
             // Every DPoP proof is then refused (`dpop.replay_unavailable`): fail closed.
             log(
@@ -493,7 +504,7 @@ impl Worker {
                     return self.conclude(host, ex, d, &incoming, Spent::since(started), now);
                 }
                 if end_of_stream {
-                    let d = self.engine.with_body(wait, &[], now);
+                    let d = self.engine.with_body_shared(wait, &[], now, Some(host));
                     return self.conclude(host, ex, d, &incoming, Spent::since(started), now);
                 }
                 ex.wait(Box::new(wait), incoming, started.elapsed(), now);

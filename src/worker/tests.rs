@@ -1253,3 +1253,67 @@ fn envoy_route_metadata_is_read_only_when_configured_and_refused_even_in_shadow(
     assert_eq!(out, Outcome::Answered);
     assert_eq!(reason(&host).as_deref(), Some("request.not_canonical"));
 }
+
+/// Limits: two workers of one host share each key's budget; a refusal is a 429 with
+/// `Retry-After`, the limit's own reason code, an audit event and a metric; another key
+/// keeps its own budget; in shadow the refusal is counted and the request goes on.
+#[test]
+fn limits_are_shared_by_the_workers_and_refuse_with_their_own_code() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = open_plugin(&k);
+    plugin["audit"] = json!({"log": true});
+    plugin["limits"] = json!([
+        {"name": "agent-reads", "key": ["agent"], "match": {"methods": ["GET"]},
+         "budget": {"count": 3, "window_s": 60}},
+        {"name": "writes", "key": ["agent"], "match": {"methods": ["POST"]},
+         "rate": {"per_s": 1, "burst": 1}}
+    ]);
+    let mut a = worker(&host, &plugin);
+    let mut b = worker(&host, &plugin);
+    let bot = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"sub": "agent:bot-1"}}))
+    );
+    let other = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"sub": "agent:bot-2"}}))
+    );
+    assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Continue);
+    assert_eq!(get(&mut b, &host, &bot, &[]), Outcome::Continue);
+    assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Continue);
+    assert_eq!(get(&mut b, &host, &bot, &[]), Outcome::Answered);
+    assert_eq!(status(&host), Some(429));
+    assert_eq!(reason(&host).as_deref(), Some("limit.agent-reads"));
+    let retry: u64 = host_response_header(&host, "retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let logged = host.logged("\"reason\":\"limit.agent-reads\"");
+    assert_eq!(logged.len(), 1, "{:?}", host.logged("agent-iam audit"));
+    assert_eq!(host.decisions("deny", Some("limit.agent-reads")), 1);
+    // Another agent has its own budget.
+    assert_eq!(get(&mut a, &host, &other, &[]), Outcome::Continue);
+    // The window ends: admitted again.
+    host.advance_ms(60_000);
+    assert_eq!(get(&mut b, &host, &bot, &[]), Outcome::Continue);
+
+    // In shadow: counted, not enforced.
+    plugin["checks"] = json!({"limits": {"mode": "shadow"}});
+    let host = LocalHost::at(NOW as f64);
+    let mut w = worker(&host, &plugin);
+    for _ in 0..4 {
+        assert_eq!(get(&mut w, &host, &bot, &[]), Outcome::Continue);
+    }
+    assert_eq!(host.decisions("shadow_deny", Some("limit.agent-reads")), 1);
+}
+
+fn host_response_header(host: &LocalHost, name: &str) -> Option<String> {
+    let s = host.stream.borrow();
+    let (_, headers, _) = s.response.as_ref()?;
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}

@@ -71,6 +71,7 @@ pub fn run(args: &Args) -> Outcome {
     }
     let input = common::lines(&args.requests)?;
     let host = LocalHost::at(now as f64);
+    let limits = !cfg.limits.is_empty();
     let mut worker = local_worker(&host, cfg);
     if args.explain {
         worker.engine_mut().keep_policy_inputs();
@@ -109,7 +110,7 @@ pub fn run(args: &Args) -> Outcome {
                 let mut decision = d.to_json();
                 let explained = args
                     .explain
-                    .then(|| explain(&d, &decision, policy.as_ref()));
+                    .then(|| explain(&d, &decision, policy.as_ref(), limits));
                 match (args.format, explained) {
                     (Format::Json, explained) => {
                         if let (Some(e), Some(obj)) = (explained, decision.as_object_mut()) {
@@ -215,6 +216,7 @@ fn explain(
     d: &agent_iam::decision::Decision,
     json: &Value,
     policy: Option<&agent_iam::policy::PolicyConfig>,
+    limits: bool,
 ) -> Value {
     use agent_iam::mode::Check;
     let s = |p: &str| json.pointer(p).and_then(Value::as_str).unwrap_or("-");
@@ -236,10 +238,12 @@ fn explain(
     for c in Check::ALL {
         let shadow = d.shadow.iter().find(|x| x.check == c);
         let (result, reason) = if d.failed == Some(c) {
-            ("denied", d.reason.map(|r| r.as_str()))
+            ("denied", d.reason_code())
         } else if let Some(x) = shadow {
-            ("shadow-denied", Some(x.reason.as_str()))
-        } else if c == Check::Policy && d.ran.contains(c) && d.policy_revision.is_none() {
+            ("shadow-denied", Some(d.code_of(x.reason)))
+        } else if (c == Check::Policy && d.ran.contains(c) && d.policy_revision.is_none())
+            || (c == Check::Limits && !limits)
+        {
             ("none", None)
         } else if d.ran.contains(c) {
             ("passed", None)
@@ -278,6 +282,10 @@ fn explain(
                 .and_then(Value::as_str)
                 .map(|m| format!("{m} {}", s("/mcp/name"))),
             (Check::Policy, "none") => Some("no policy configured".to_owned()),
+            (Check::Limits, "none") => Some("no limits configured".to_owned()),
+            (Check::Limits, "shadow-denied" | "denied") => {
+                d.retry_after_s.map(|s| format!("retry after {s} s"))
+            }
             _ => None,
         };
         let mut entry = serde_json::Map::new();

@@ -35,6 +35,8 @@ impl PluginConfig {
             signature_backend,
             cache,
             verify_budget,
+            limits,
+            limits_max_keys,
             agents,
             routes,
             protected_resource,
@@ -79,6 +81,26 @@ impl PluginConfig {
         if let Some(b) = &verify_budget {
             b.validate(out);
         }
+        let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        for (i, l) in limits.iter().enumerate() {
+            l.validate(&format!("$.limits[{i}]"), &route_names, out);
+            if limits
+                .get(..i)
+                .is_some_and(|before| before.iter().any(|b| b.name == l.name))
+            {
+                out.push(problem(
+                    format!("$.limits[{i}].name"),
+                    format!("{:?} names another limit too", l.name),
+                ));
+            }
+        }
+        if limits.len() > 64 {
+            out.push(problem(
+                "$.limits",
+                format!("{} limits; at most 64", limits.len()),
+            ));
+        }
+        within("$.limits_max_keys", limits_max_keys, 1..=1_000_000, out);
         // Compiling is the expensive part: only a configuration otherwise valid.
         let policy = match &policy {
             Some(pc) if problems.is_empty() => stage::policy(pc, &mut problems),
@@ -92,6 +114,8 @@ impl PluginConfig {
             revocation,
             audit,
             verify_budget,
+            limits,
+            limits_max_keys: usize::try_from(limits_max_keys).unwrap_or(usize::MAX),
             strip_authorization: upstream.strip_authorization,
             registry,
             feed: agents.feed,

@@ -31,6 +31,7 @@ pub(super) fn check(
         (Check::Revocation, fed(&checks.revocation)),
         (Check::RouteScopes, plain(&checks.route_scopes)),
         (Check::Mcp, plain(&checks.mcp)),
+        (Check::Limits, plain(&checks.limits)),
         (Check::Policy, plain(&checks.policy)),
     ] {
         if let Some(m) = m {

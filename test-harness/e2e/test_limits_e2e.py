@@ -1,0 +1,143 @@
+"""Limits through a real Envoy: rates and budgets keyed on the identity the filter verified,
+shared by Envoy's workers. Every test checks what the recording upstream received (a refused
+request never arrives), the answer (429, `Retry-After`, the limit's own reason code), the
+audit event and the metrics."""
+
+import copy
+import json
+import threading
+import uuid
+
+import harness
+from harness import mcp_client as mc
+from harness.mcp_server import McpUpstream
+
+PLUGIN = json.loads(harness.PLUGIN.read_text())
+WRITER = {"claims": {"sub": "agent:build-bot-7", "scope": "tickets:read tickets:write"}}
+ALICE_VIA_PLANNER = {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"},
+                                "scope": "tickets:read tickets:write"}}
+
+
+def with_limits(limits, base=PLUGIN, **extra):
+    p = copy.deepcopy(base)
+    p["limits"] = limits
+    p.update(extra)
+    return p
+
+
+def marked(client, token, method="POST", path="/tickets", headers=()):
+    """One request with a fresh `x-marker`; -> (response, marker)."""
+    marker = uuid.uuid4().hex
+    r = client.request(path, method=method, token=token, body=b"{}" if method == "POST" else None,
+                       headers=[("x-marker", marker), *headers])
+    return r, marker
+
+
+def arrived(envoy, marker):
+    return [h for h in envoy.upstream.server.seen if h.get("x-marker") == [marker]]
+
+
+def test_a_runaway_agent_is_slowed_to_its_rate_and_told_when_to_retry():
+    plugin = with_limits([{"name": "agent-writes", "key": ["agent"],
+                           "match": {"methods": ["POST", "PUT", "PATCH", "DELETE"]},
+                           "rate": {"per_s": 0.2, "burst": 3}}])
+    with harness.stack(plugin_json=plugin, name="limits-rate") as envoy:
+        c = harness.Client(envoy.listen_port)
+        bot, alice = harness.mint([WRITER, ALICE_VIA_PLANNER])
+        # A client cannot move itself to another counter: the key is the verified agent.
+        forged = [("x-agent-id", "agent:someone-else"), ("x-forwarded-for", "203.0.113.9")]
+        results = [marked(c, bot, headers=forged if i % 2 else ()) for i in range(6)]
+        statuses = [r.status for r, _ in results]
+        assert statuses == [200, 200, 200, 429, 429, 429], statuses
+        for r, m in results[3:]:
+            assert arrived(envoy, m) == [], "a refused request reached the upstream"
+            assert r.json()["reason"] == "limit.agent-writes"
+            assert 1 <= int(r.headers["retry-after"]) <= 5, r.headers
+        assert all(len(arrived(envoy, m)) == 1 for _, m in results[:3])
+        # Reads are not limited; another agent has its own bucket.
+        assert marked(c, bot, method="GET", path="/tickets/1")[0].status == 200
+        assert marked(c, alice)[0].status == 200
+        c.close()
+        harness.wait_until(lambda: len(envoy.decision_lines()) >= 8, 5, "eight decision events")
+        refused = [e for e in envoy.decision_lines() if e["reason"] == "limit.agent-writes"]
+        assert len(refused) == 3 and all(e["status"] == 429 and e["agent"] == "agent:build-bot-7" for e in refused)
+        assert harness.audit_schema_errors(refused) == []
+        assert harness.count(envoy, reason="limit.agent-writes", check="limits", decision="deny") == 3
+
+
+def test_a_budget_holds_exactly_under_parallel_requests_across_two_workers():
+    budget = 5
+    plugin = with_limits([{"name": "writes-per-principal", "key": ["principal", "route"],
+                           "match": {"routes": ["tickets-write"]},
+                           "budget": {"count": budget, "window_s": 3600}}])
+    with harness.stack(plugin_json=plugin, name="limits-workers", concurrency=2) as envoy:
+        [bot] = harness.mint([WRITER])
+        # Sixteen connections kept open, spread by the kernel over both workers, all firing.
+        clients = [harness.Client(envoy.listen_port) for _ in range(16)]
+        start = threading.Barrier(len(clients))
+        results, lock = [], threading.Lock()
+
+        def fire(client):
+            start.wait()
+            for _ in range(4):
+                r, m = marked(client, bot)
+                with lock:
+                    results.append((r.status, m))
+
+        threads = [threading.Thread(target=fire, args=(cl,)) for cl in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for cl in clients:
+            cl.close()
+        admitted = [m for s, m in results if s == 200]
+        assert len(results) == 64
+        assert len(admitted) == budget, sorted(s for s, _ in results)
+        assert sorted({s for s, _ in results}) == [200, 429]
+        # What the upstream executed: exactly the admitted requests.
+        served = [h for h in envoy.upstream.server.seen if h.get("x-marker")]
+        assert sorted(h["x-marker"][0] for h in served) == sorted(admitted)
+        harness.wait_until(lambda: len(envoy.decision_lines()) >= 64, 10, "64 decision events")
+        events = envoy.decision_lines()
+        assert len({e["stream"] for e in events}) == 2, "both workers decided"
+        assert sum(e["reason"] == "limit.writes-per-principal" for e in events) == 64 - budget
+
+
+def test_an_mcp_tool_limit_counts_calls_of_that_tool_only():
+    from test_mcp_e2e import PLUGIN as MCP_PLUGIN
+
+    plugin = with_limits([{"name": "mcp-create", "key": ["agent", "mcp.name"],
+                           "match": {"mcp_tools": ["create_ticket"]}, "rate": {"per_s": 0.001, "burst": 1}}],
+                         base=MCP_PLUGIN)
+    with harness.stack(plugin_json=plugin, name="limits-mcp",
+                       upstream=lambda: McpUpstream(json_response=True)) as envoy:
+        harness.wait_revocation_fresh(envoy)
+        [token] = harness.mint([{"claims": {"sub": "agent:build-bot-7", "aud": "https://api.example.test/mcp",
+                                            "scope": "tickets:read tickets:write"}}])
+        mode = mc.MODES[-1]
+        first = mc.call_tool(envoy.listen_port, token, mode, "create_ticket", {"title": "one"})
+        assert first.error is None, first
+        second = mc.call_tool(envoy.listen_port, token, mode, "create_ticket", {"title": "two"})
+        assert second.error is not None, second
+        for q in ("a", "b", "c"):
+            assert mc.call_tool(envoy.listen_port, token, mode, "search_tickets", {"q": q}).error is None
+        assert [name for name, _ in envoy.upstream.executed if name == "create_ticket"] == ["create_ticket"]
+        refused = [e for e in envoy.decision_lines() if e["reason"] == "limit.mcp-create"]
+        assert len(refused) == 1 and refused[0]["mcp"]["name"] == "create_ticket", refused
+
+
+def test_limits_in_shadow_are_counted_and_not_enforced():
+    plugin = with_limits([{"name": "reads", "key": ["agent"], "budget": {"count": 1, "window_s": 60}}],
+                         checks={"limits": {"mode": "shadow"}})
+    with harness.stack(plugin_json=plugin, name="limits-shadow") as envoy:
+        c = harness.Client(envoy.listen_port)
+        [bot] = harness.mint([WRITER])
+        results = [marked(c, bot, method="GET", path="/tickets/1") for _ in range(3)]
+        c.close()
+        assert [r.status for r, _ in results] == [200, 200, 200]
+        assert all(len(arrived(envoy, m)) == 1 for _, m in results)
+        harness.wait_until(lambda: len(envoy.decision_lines()) >= 3, 5, "three decision events")
+        shadowed = [e for e in envoy.decision_lines() if not e["enforced"]]
+        assert [s["reason"] for e in shadowed for s in e["shadow"]] == ["limit.reads"] * 2
+        assert harness.count(envoy, metric="shadow_denied_total", reason="limit.reads", check="limits") == 2
