@@ -33,6 +33,9 @@ pub struct AgentRecord {
     /// UNIX seconds after which the enrolment lapses (`agent.expired`).
     #[serde(default)]
     pub not_after: Option<u64>,
+    /// UNIX seconds: lifts every quarantine of this agent that began at or before it.
+    #[serde(default)]
+    pub released_at: Option<u64>,
 }
 
 /// Lifecycle state of an agent.
@@ -173,6 +176,7 @@ mod tests {
             may_act_for: v(act_for),
             may_delegate_to: v(delegate),
             not_after: None,
+            released_at: None,
         }
     }
 

@@ -295,6 +295,8 @@ pub struct Decision {
     pub retry_after_s: Option<u64>,
     /// A limit forgot a live counter to make room for this request's.
     pub limit_evicted: bool,
+    /// The quarantine this refusal started (its agent had too many).
+    pub quarantine: Option<crate::quarantine::Evidence>,
     /// The check whose enforced failure denied (`None` on allow, and for a request refused
     /// before the checks: its target, its headers, the route Envoy named).
     pub failed: Option<crate::mode::Check>,
@@ -398,6 +400,7 @@ impl Decision {
             limit: None,
             retry_after_s: None,
             limit_evicted: false,
+            quarantine: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod mode;
 pub mod pipeline;
 pub mod policy;
 pub mod problem;
+pub mod quarantine;
 pub mod reason;
 pub mod revocation;
 pub mod route;

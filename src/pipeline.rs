@@ -253,6 +253,8 @@ pub struct Engine {
     local_replay: Option<crate::shared::Memory>,
     /// Every limit's counters.
     limits: Vec<crate::limits::LimitStore>,
+    /// Quarantines and the refusals that start them (`quarantine`).
+    quarantine: Option<crate::quarantine::QuarantineStore>,
     /// Keep each decision's policy `input` in it (`agent-iam policy input`).
     #[cfg(tools)]
     keep_inputs: bool,
@@ -333,6 +335,10 @@ impl Engine {
                 .iter()
                 .map(|l| crate::limits::LimitStore::new(l, config.limits_max_keys))
                 .collect(),
+            quarantine: config
+                .quarantine
+                .as_ref()
+                .map(crate::quarantine::QuarantineStore::new),
             #[cfg(tools)]
             keep_inputs: false,
             dpop_algs,
@@ -383,7 +389,11 @@ impl Engine {
     /// requests: the root context's configure). Without them every limited request is
     /// refused (`limit.unavailable`).
     pub fn prepare_limits(&self, shared: &dyn SharedData) -> Result<(), Reason> {
-        self.limits.iter().try_for_each(|l| l.prepare(shared))
+        self.limits.iter().try_for_each(|l| l.prepare(shared))?;
+        match &self.quarantine {
+            Some(q) => q.prepare(shared),
+            None => Ok(()),
+        }
     }
 
     /// Seconds a client refused with `d` should wait before trying again (`Retry-After`,
@@ -420,7 +430,11 @@ impl Engine {
 
     /// The audit event(s) for a decision this engine made (see [`AuditStream::decision`]).
     pub fn audit(&mut self, d: &Decision, ctx: &EventContext<'_>) -> Vec<AuditLine> {
-        self.audit.decision(d, ctx)
+        let mut lines = self.audit.decision(d, ctx);
+        if let Some(q) = &d.quarantine {
+            lines.extend(self.audit.quarantine(q, &d.decision_id, ctx.now));
+        }
+        lines
     }
 
     /// This worker's audit chain (checkpoints, stream id).
@@ -578,6 +592,7 @@ impl Engine {
             Err(denial) => {
                 d.reason = Some(denial.reason);
                 d.scope_hint = denial.scopes;
+                self.count_refusal(&mut d, now, shared);
                 Begun::Decided(d)
             }
             Ok((Flow::Done, _)) => Begun::Decided(d),
@@ -621,6 +636,7 @@ impl Engine {
         if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, shared, &mut d) {
             d.reason = Some(denial.reason);
             d.scope_hint = denial.scopes;
+            self.count_refusal(&mut d, now, shared);
         }
         d
     }
@@ -848,6 +864,11 @@ impl Engine {
                 now,
             )
         };
+        let agent = agent.and_then(|a| {
+            self.check_quarantine(token, now, shared)
+                .map(|()| a)
+                .map_err(Denial::from)
+        });
         let agent = gate(modes, Check::Delegation, agent, d)?;
         let agent = agent.map(|a| d.agent.insert(a).clone());
         let revoked = self.check_revocation(req, token, now).map_err(Denial::from);
@@ -1462,6 +1483,75 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a request whose acting agent, or any actor of its chain, is quarantined
+    /// (unless the registry's `released_at` for that agent lifts it).
+    fn check_quarantine(
+        &mut self,
+        token: &VerifiedToken,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+    ) -> Result<(), Reason> {
+        if self.quarantine.is_none() {
+            return Ok(());
+        }
+        if shared.is_none() {
+            self.local_shared();
+        }
+        let (Some(q), Some(shared)) = (&self.quarantine, shared.or_else(|| self.local())) else {
+            return Err(Reason::AgentQuarantineUnavailable);
+        };
+        let now_ms = (now * 1000.0).max(0.0) as u64;
+        let actors =
+            std::iter::once(token.agent.as_str()).chain(token.chain.iter().map(|a| a.sub.as_str()));
+        for agent in actors {
+            if let Some((since_ms, _)) = q.active(shared, agent, now_ms)? {
+                let released = self
+                    .live
+                    .registry
+                    .lookup(agent)
+                    .and_then(|r| r.released_at)
+                    .is_some_and(|at| at.saturating_mul(1000) >= since_ms);
+                if !released {
+                    return Err(Reason::AgentQuarantined);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an enforced refusal of a verified agent toward its quarantine: the client's
+    /// doing (4xx), not the filter's or a feed's (5xx), and not the quarantine itself.
+    fn count_refusal(&mut self, d: &mut Decision, now: f64, shared: Option<&dyn SharedData>) {
+        let (Some(reason), Some(token)) = (d.reason, d.token.as_ref()) else {
+            return;
+        };
+        if self.quarantine.is_none()
+            || reason == Reason::AgentQuarantined
+            || !(400..500).contains(&d.status())
+        {
+            return;
+        }
+        let agent = token.agent.clone();
+        if shared.is_none() {
+            self.local_shared();
+        }
+        #[cfg(tools)]
+        let local = self.local_replay.as_ref().map(|m| m as &dyn SharedData);
+        #[cfg(filter)]
+        let local: Option<&dyn SharedData> = None;
+        let Some(q) = self.quarantine.as_mut() else {
+            return;
+        };
+        let Some(shared) = shared.or(local) else {
+            return;
+        };
+        let now_ms = (now * 1000.0).max(0.0) as u64;
+        // A store that cannot be written starts no quarantine: the request is refused anyway.
+        if let Ok(Some(evidence)) = q.count_denial(shared, &agent, &d.decision_id, now_ms) {
+            d.quarantine = Some(evidence);
+        }
     }
 
     /// This engine's own shared data (the CLI, native tests), created on first use with

@@ -93,6 +93,11 @@ pub enum Reason {
     /// The acting agent's enrolment lapsed (`not_after`).
     AgentExpired,
     /// No good registry answer for longer than `agents.feed.max_staleness_s`.
+    /// The agent (acting, or an actor of the chain) is quarantined on this Envoy: it was
+    /// refused more than `quarantine.denials` times within `quarantine.within_s`.
+    AgentQuarantined,
+    /// The quarantine store in shared data could not be read or written: fail closed.
+    AgentQuarantineUnavailable,
     AgentRegistryStale,
     /// The token's `jti` was revoked (revocation feed).
     RevocationJti,
@@ -234,6 +239,8 @@ impl Reason {
         Reason::AgentSuspended,
         Reason::AgentRetired,
         Reason::AgentExpired,
+        Reason::AgentQuarantined,
+        Reason::AgentQuarantineUnavailable,
         Reason::AgentRegistryStale,
         Reason::RevocationJti,
         Reason::RevocationSubject,
@@ -324,6 +331,8 @@ impl Reason {
             Reason::DelegationScopeExceedsCeiling => "delegation.scope_exceeds_ceiling",
             Reason::AgentUnknown => "agent.unknown",
             Reason::AgentSuspended => "agent.suspended",
+            Reason::AgentQuarantined => "agent.quarantined",
+            Reason::AgentQuarantineUnavailable => "agent.quarantine_unavailable",
             Reason::AgentRetired => "agent.retired",
             Reason::AgentExpired => "agent.expired",
             Reason::AgentRegistryStale => "agent.registry_stale",
@@ -387,6 +396,7 @@ impl Reason {
                 | Reason::DpopReplayFull
                 | Reason::DpopReplayUnavailable
                 | Reason::LimitUnavailable
+                | Reason::AgentQuarantineUnavailable
                 | Reason::InternalError
         )
     }
@@ -411,6 +421,7 @@ impl Reason {
             | Reason::DpopReplayFull
             | Reason::DpopReplayUnavailable
             | Reason::LimitUnavailable
+            | Reason::AgentQuarantineUnavailable
             | Reason::JwksUnavailable
             | Reason::AgentRegistryStale
             | Reason::RevocationStale
@@ -422,6 +433,7 @@ impl Reason {
             | Reason::DelegationPrincipalNotAllowed
             | Reason::DelegationNotPermitted
             | Reason::DelegationScopeExceedsCeiling
+            | Reason::AgentQuarantined
             | Reason::RouteUnmatched
             | Reason::ScopeInsufficient
             | Reason::McpNameUnlisted
@@ -468,6 +480,7 @@ impl Reason {
             | Reason::PolicyLimit
             | Reason::LimitExceeded
             | Reason::LimitUnavailable
+            | Reason::AgentQuarantineUnavailable
             | Reason::TokenVerifyBudget => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",
             _ => "invalid_token",
@@ -525,6 +538,8 @@ impl Reason {
             Reason::DelegationScopeExceedsCeiling => "token scope exceeds the chain's ceiling (max_scopes of every actor)",
             Reason::AgentUnknown => "the acting identity (act.sub, else sub) is not a registered agent",
             Reason::AgentSuspended => "the acting agent is suspended",
+            Reason::AgentQuarantined => "the agent, acting or anywhere in the chain, is quarantined on this Envoy after too many refusals (quarantine); the registry's released_at lifts it",
+            Reason::AgentQuarantineUnavailable => "the quarantine store in shared data could not be read or written (fail closed)",
             Reason::AgentRetired => "the acting agent is retired",
             Reason::AgentExpired => "the acting agent's enrolment lapsed (not_after)",
             Reason::AgentRegistryStale => "no good registry answer for longer than agents.feed.max_staleness_s",

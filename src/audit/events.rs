@@ -207,6 +207,27 @@ pub(super) struct RegistryEvent<'a> {
     pub(super) detail: &'a str,
 }
 
+/// An agent quarantined on this Envoy, with the evidence.
+#[derive(Serialize)]
+pub(super) struct QuarantineEvent<'a> {
+    pub(super) v: u8,
+    pub(super) kind: &'static str,
+    pub(super) stream: &'a str,
+    pub(super) seq: u64,
+    pub(super) prev: Hex<'a>,
+    pub(super) time: &'a str,
+    pub(super) agent: &'a str,
+    pub(super) since: f64,
+    pub(super) until: f64,
+    /// More than `denials` refusals within `within_s` seconds.
+    pub(super) denials: u64,
+    pub(super) within_s: u64,
+    /// The refusal that started it.
+    pub(super) decision_id: &'a str,
+    /// The agent's last refusals this worker decided, oldest first.
+    pub(super) decision_ids: &'a [String],
+}
+
 #[derive(Serialize)]
 pub(super) struct CheckpointEvent<'a> {
     pub(super) v: u8,

@@ -6,8 +6,8 @@ use serde::Serialize;
 use super::config::RequestIdFrom;
 use super::events::{
     clip_id, BindingPart, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart,
-    PolicyPart, ProofPart, RegistryEvent, RegistryOutcome, RequestPart, RevocationEvent, Scopes,
-    SetOutcome, ShadowPart, StartEvent, TokenPart, B64, FORMAT_VERSION,
+    PolicyPart, ProofPart, QuarantineEvent, RegistryEvent, RegistryOutcome, RequestPart,
+    RevocationEvent, Scopes, SetOutcome, ShadowPart, StartEvent, TokenPart, B64, FORMAT_VERSION,
 };
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
@@ -248,6 +248,34 @@ impl AuditStream {
             jti: &set.jti,
             outcome: set.outcome.as_str(),
             detail: &set.detail,
+        };
+        out.push(self.link.seal(&ev, now));
+        out
+    }
+
+    /// The event(s) for an agent quarantined by the refusal `decision_id` (the stream's
+    /// `start` first if it has not begun).
+    pub fn quarantine(
+        &mut self,
+        q: &crate::quarantine::Evidence,
+        decision_id: &str,
+        now: f64,
+    ) -> Vec<AuditLine> {
+        let (mut out, time, prev, seq) = self.open(now);
+        let ev = QuarantineEvent {
+            v: FORMAT_VERSION,
+            kind: "quarantine",
+            stream: &self.id,
+            seq,
+            prev: Hex(&prev),
+            time: &time,
+            agent: &q.agent,
+            since: q.since,
+            until: q.until,
+            denials: q.denials,
+            within_s: q.within_s,
+            decision_id,
+            decision_ids: &q.decision_ids,
         };
         out.push(self.link.seal(&ev, now));
         out

@@ -56,6 +56,9 @@ pub struct PluginConfig {
     /// counters touched longest ago are forgotten.
     #[serde(default = "default_limits_max_keys")]
     pub limits_max_keys: u64,
+    /// Automatic quarantine of an agent refused too often (docs/limits.md).
+    #[serde(default)]
+    pub quarantine: Option<crate::quarantine::QuarantineConfig>,
     /// The agent registry and its live feed.
     #[serde(default)]
     pub agents: AgentsConfig,

@@ -44,6 +44,7 @@ pub struct Config {
     /// `limits`, in order.
     pub limits: Vec<crate::limits::LimitConfig>,
     pub limits_max_keys: usize,
+    pub quarantine: Option<crate::quarantine::QuarantineConfig>,
     /// How DPoP proofs are checked.
     pub dpop: DpopRules,
     /// Every check's mode where a route sets none (`mode`, `checks.<check>.mode`).

@@ -425,6 +425,7 @@ mod tests {
             may_act_for: vec!["user:*".into()],
             may_delegate_to: vec![],
             not_after: Some(1),
+            released_at: None,
         };
         Registry::new("v1".into(), vec![r], "$").unwrap()
     }

@@ -1317,3 +1317,95 @@ fn host_response_header(host: &LocalHost, name: &str) -> Option<String> {
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
 }
+
+/// Quarantine: the refusal that makes one too many quarantines the agent on every worker,
+/// with an audit event holding the evidence; the agent is then refused as the acting agent
+/// and as an actor of a chain, until the quarantine ends or the registry releases it.
+#[test]
+fn too_many_refusals_quarantine_the_agent_everywhere_until_it_ends_or_is_released() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = open_plugin(&k);
+    plugin["audit"] = json!({"log": true});
+    plugin["agents"] = json!({"registry": [
+        {"id": "agent:bot-1", "status": "active", "max_scopes": ["tickets:read"], "may_act_for": ["user:*"], "may_delegate_to": ["agent:bot-2"]},
+        {"id": "agent:bot-2", "status": "active", "max_scopes": ["tickets:read"], "may_act_for": ["user:*"]}
+    ]});
+    plugin["routes"] = json!([
+        {"name": "read", "prefix": "/tickets", "methods": ["GET"], "required_scopes": ["tickets:read"]},
+        {"name": "admin", "prefix": "/admin", "required_scopes": ["tickets:admin"]}
+    ]);
+    plugin["quarantine"] = json!({"denials": 2, "within_s": 60, "for_s": 30});
+    let mut a = worker(&host, &plugin);
+    let mut b = worker(&host, &plugin);
+    let bot = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"sub": "agent:bot-1"}}))
+    );
+    let via_bot = format!(
+        "Bearer {}",
+        token(
+            &k,
+            json!({"claims": {"sub": "user:alice", "act": {"sub": "agent:bot-2", "act": {"sub": "agent:bot-1"}}}})
+        )
+    );
+    let admin = |w: &mut Worker, auth: &str| {
+        host.request(&[
+            (":method", "GET"),
+            (":path", "/admin/x"),
+            (":authority", "api.test"),
+            ("authorization", auth),
+        ]);
+        w.on_request(&host, &mut Exchange::default(), true)
+    };
+    assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Continue);
+    for w in [&mut a, &mut b] {
+        assert_eq!(admin(w, &bot), Outcome::Answered);
+        assert_eq!(reason(&host).as_deref(), Some("scope.insufficient"));
+    }
+    assert_eq!(host.logged("\"kind\":\"quarantine\"").len(), 0);
+    // The third refusal, on the other worker, is one too many.
+    assert_eq!(admin(&mut a, &bot), Outcome::Answered);
+    let events = host.logged("\"kind\":\"quarantine\"");
+    assert_eq!(events.len(), 1);
+    let ev: Value =
+        serde_json::from_str(events[0].split("agent-iam audit ").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (
+            ev["agent"].as_str(),
+            ev["denials"].as_u64(),
+            ev["within_s"].as_u64()
+        ),
+        (Some("agent:bot-1"), Some(2), Some(60))
+    );
+    assert_eq!(
+        ev["decision_ids"].as_array().unwrap().len(),
+        2,
+        "this worker decided two of the three: {ev}"
+    );
+    assert_eq!(
+        ev["until"].as_f64().unwrap() - ev["since"].as_f64().unwrap(),
+        30.0
+    );
+    // Refused everywhere: directly, and as an earlier actor of a chain.
+    assert_eq!(get(&mut b, &host, &bot, &[]), Outcome::Answered);
+    assert_eq!(
+        (status(&host), reason(&host).as_deref()),
+        (Some(403), Some("agent.quarantined"))
+    );
+    assert_eq!(get(&mut a, &host, &via_bot, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("agent.quarantined"));
+    // It ends.
+    host.advance_ms(30_000);
+    assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Continue);
+
+    // Quarantined again, then released by the registry (released_at after it began).
+    for _ in 0..3 {
+        admin(&mut a, &bot);
+    }
+    assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("agent.quarantined"));
+    plugin["agents"]["registry"][0]["released_at"] = json!(NOW + 30);
+    let mut c = worker(&host, &plugin);
+    assert_eq!(get(&mut c, &host, &bot, &[]), Outcome::Continue);
+}

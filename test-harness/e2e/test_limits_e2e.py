@@ -141,3 +141,52 @@ def test_limits_in_shadow_are_counted_and_not_enforced():
         shadowed = [e for e in envoy.decision_lines() if not e["enforced"]]
         assert [s["reason"] for e in shadowed for s in e["shadow"]] == ["limit.reads"] * 2
         assert harness.count(envoy, metric="shadow_denied_total", reason="limit.reads", check="limits") == 2
+
+
+def test_a_runaway_agent_is_quarantined_everywhere_then_released():
+    """Four refusals within a minute quarantine agent:planner on both workers: refused as
+    the acting agent and as an earlier actor of a chain, with the evidence audited; the
+    quarantine ends after `for_s`, and the registry feed's `released_at` lifts the next one."""
+    import time
+
+    plugin = with_limits([], quarantine={"denials": 3, "within_s": 60, "for_s": 3})
+    plugin["agents"]["feed"].update({"poll_interval_ms": 200, "max_staleness_s": 3})
+    with harness.stack(plugin_json=plugin, name="limits-quarantine", concurrency=2) as envoy:
+        planner, chain = harness.mint([
+            {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}}},
+            {"claims": {"sub": "user:alice", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner"}}}},
+        ])
+        clients = [harness.Client(envoy.listen_port) for _ in range(4)]
+
+        def run_away():
+            # mail/send needs mail:send, which the token lacks: four refusals, spread over
+            # the connections (and so the workers).
+            return [marked(cl, planner, path="/mail/send") for cl in clients]
+
+        assert [r.json()["reason"] for r, _ in run_away()] == ["scope.insufficient"] * 4
+        for token in (planner, chain):
+            r, m = marked(clients[0], token, method="GET", path="/tickets/1")
+            assert (r.status, r.json()["reason"]) == (403, "agent.quarantined")
+            assert arrived(envoy, m) == []
+        harness.wait_until(lambda: [e for e in envoy.audit_events() if e["kind"] == "quarantine"], 5,
+                           "the quarantine event")
+        [q] = [e for e in envoy.audit_events() if e["kind"] == "quarantine"]
+        assert (q["agent"], q["denials"], q["within_s"], q["until"] - q["since"]) == ("agent:planner", 3, 60, 3)
+        refusals = {e["decision_id"] for e in envoy.decision_lines() if e["reason"] == "scope.insufficient"}
+        assert q["decision_id"] in refusals and set(q["decision_ids"]) <= refusals
+        assert harness.audit_schema_errors(envoy.audit_events()) == []
+        # It ends after for_s.
+        harness.wait_until(lambda: marked(clients[0], planner, method="GET", path="/tickets/1")[0].status, 6,
+                           "the quarantine to end", expect=lambda s: s == 200)
+        # Quarantined again; the registry releases it.
+        run_away()
+        assert marked(clients[1], planner, method="GET", path="/tickets/1")[0].status == 403
+        doc = harness.registry_doc(plugin, version="2")
+        for rec in doc["agents"]:
+            if rec["id"] == "agent:planner":
+                rec["released_at"] = int(time.time()) + 1
+        envoy.control_plane.set_registry(doc)
+        harness.wait_until(lambda: marked(clients[1], chain, method="GET", path="/tickets/1")[0].status, 2,
+                           "the release to apply", expect=lambda s: s == 200)
+        for cl in clients:
+            cl.close()

@@ -37,6 +37,7 @@ impl PluginConfig {
             verify_budget,
             limits,
             limits_max_keys,
+            quarantine,
             agents,
             routes,
             protected_resource,
@@ -101,6 +102,9 @@ impl PluginConfig {
             ));
         }
         within("$.limits_max_keys", limits_max_keys, 1..=1_000_000, out);
+        if let Some(q) = &quarantine {
+            q.validate(out);
+        }
         // Compiling is the expensive part: only a configuration otherwise valid.
         let policy = match &policy {
             Some(pc) if problems.is_empty() => stage::policy(pc, &mut problems),
@@ -116,6 +120,7 @@ impl PluginConfig {
             verify_budget,
             limits,
             limits_max_keys: usize::try_from(limits_max_keys).unwrap_or(usize::MAX),
+            quarantine,
             strip_authorization: upstream.strip_authorization,
             registry,
             feed: agents.feed,
