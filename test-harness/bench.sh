@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark command (not part of the test suite): agent-iam side by side with Envoy's
 # native jwt_authn + RBAC in one Envoy, then the scale section; writes docs/BENCHMARKS.md
-# and docs/benchmarks.json, then the MCP and DPoP rows (test-harness/bench/bench_mcp.py,
-# bench_dpop.py). Installs
+# and docs/benchmarks.json, then the MCP, limits and DPoP rows (test-harness/bench/bench_mcp.py,
+# bench_limits.py, bench_dpop.py). Installs
 # wrk (apt) and oha (cargo, pinned) when missing.
 # Arguments go to test-harness/bench/bench_compare.py (--rounds N, --duration S, --quick).
 set -euo pipefail
@@ -21,4 +21,5 @@ test-harness/build.sh --for-tests   # bench.py and bench_audit.py time inside En
 test-harness/build.sh
 python test-harness/bench/bench_compare.py "$@"
 python test-harness/bench/bench_mcp.py
+python test-harness/bench/bench_limits.py
 exec python test-harness/bench/bench_dpop.py
