@@ -25,6 +25,9 @@ pub struct EnvoyOptions {
     /// Put Envoy's own `header_mutation` filter before ours, removing every identity header
     /// the client sent: a second line of defence if the filter were ever misconfigured.
     pub header_guard: bool,
+    /// Envoy's global rate limiting after the filter, its descriptors from the identity
+    /// headers the filter verified, against a gRPC rate-limit service on 127.0.0.1:PORT.
+    pub rate_limit_service: Option<u16>,
     /// Leave out the connection manager's request hygiene (path normalisation, escaped
     /// slashes, underscores in header names, the peer address as the client address): only
     /// for tests of the filter's own defences.
@@ -89,6 +92,7 @@ impl Default for EnvoyOptions {
             audit_access_log: None,
             failure_policy: FailurePolicy::Closed,
             header_guard: false,
+            rate_limit_service: None,
             raw_hcm: false,
             tls: None,
             module_sha256: None,
@@ -116,6 +120,10 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
         String::new()
     };
     let hygiene = if o.raw_hcm { "" } else { HYGIENE };
+    let (rate_limits, rate_limit_filter, rate_limit_cluster) = match o.rate_limit_service {
+        Some(port) => rate_limiting(plugin_config, port),
+        None => (String::new(), String::new(), String::new()),
+    };
     let (node, filter) = match &o.ecds_file {
         // ECDS needs the node's identity; the resource is named after the filter.
         Some(path) => (
@@ -142,11 +150,11 @@ static_resources:
             virtual_hosts:
             - name: api
               domains: ["*"]
-              routes:
+{rate_limits}              routes:
               - match: {{prefix: "/"}}
                 {route}
           http_filters:
-{guard}{filter}          - name: envoy.filters.http.router
+{guard}{filter}{rate_limit_filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -167,7 +175,8 @@ static_resources:
         guard = guard,
         stats = stats_config(),
         hygiene = hygiene,
-    ) + &feed_cluster;
+    ) + &feed_cluster
+        + &rate_limit_cluster;
     let text = match &o.tls {
         Some(tls) => with_tls_listener(&text, o.listen_port, tls),
         None => text,
@@ -177,6 +186,64 @@ static_resources:
     } else {
         text
     }
+}
+
+/// Global rate limiting keyed on what the filter verified: the virtual host's `rate_limits`
+/// (descriptors from the identity headers: the filter removes every client copy and sets
+/// them only on an allowed request), the `ratelimit` filter after ours, and its gRPC
+/// cluster on 127.0.0.1:`port`.
+fn rate_limiting(plugin_config: &Value, port: u16) -> (String, String, String) {
+    let header = |name: &str, default: &str| {
+        plugin_config
+            .pointer(&format!("/upstream/headers/{name}"))
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let (agent, principal) = (
+        header("agent", "x-agent-id"),
+        header("principal", "x-agent-principal"),
+    );
+    let limits = format!(
+        r#"              # Descriptors for Envoy's rate-limit service: the agent and the principal
+              # the filter verified (it removes every client copy of these headers).
+              rate_limits:
+              - actions:
+                - request_headers: {{header_name: {agent}, descriptor_key: agent}}
+                - request_headers: {{header_name: {principal}, descriptor_key: principal}}
+              - actions:
+                - request_headers: {{header_name: {agent}, descriptor_key: agent}}
+"#
+    );
+    let filter = r#"          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: agent_iam
+              # The service unreachable or failing: refuse (fail closed).
+              failure_mode_deny: true
+              timeout: 0.25s
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service: {envoy_grpc: {cluster_name: agent_iam_ratelimit}}
+"#
+    .to_owned();
+    let cluster = format!(
+        r#"  - name: agent_iam_ratelimit
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: agent_iam_ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}
+"#
+    );
+    (limits, filter, cluster)
 }
 
 /// The filter's `http_filters` entry with its configuration inline (YAML, indented for a

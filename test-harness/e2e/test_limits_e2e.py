@@ -190,3 +190,31 @@ def test_a_runaway_agent_is_quarantined_everywhere_then_released():
                            "the release to apply", expect=lambda s: s == 200)
         for cl in clients:
             cl.close()
+
+
+def test_envoys_rate_limit_service_gets_the_verified_identity_never_the_clients():
+    """`generate envoy --rate-limit-service`: Envoy's own ratelimit filter, after ours, asks
+    the service with descriptors from the identity headers the filter set. A client's own
+    copies of those headers never reach a descriptor; a request the filter refused asks
+    nothing; the service's OVER_LIMIT is Envoy's 429."""
+    from harness.ratelimit_server import RateLimitService
+
+    with RateLimitService() as rls, harness.stack(name="limits-rls", rate_limit=rls.port) as envoy:
+        c = harness.Client(envoy.listen_port)
+        alice, bot = harness.mint([ALICE_VIA_PLANNER, WRITER])
+        forged = [("x-agent-id", "agent:innocent"), ("x-agent-principal", "user:someone-else")]
+        r, m = marked(c, alice, method="GET", path="/tickets/1", headers=forged)
+        assert r.status == 200 and len(arrived(envoy, m)) == 1
+        [req] = rls.requests
+        assert req["domain"] == "agent_iam"
+        assert req["descriptors"] == [[("agent", "agent:planner"), ("principal", "user:alice")],
+                                      [("agent", "agent:planner")]]
+        # Refused by the filter (no token): the service is not asked.
+        assert c.request("/tickets/1", headers=forged).status == 401
+        assert len(rls.requests) == 1
+        # The service says over the limit for this agent: Envoy refuses, the upstream never sees it.
+        rls.over_limit.add("agent:build-bot-7")
+        r, m = marked(c, bot, method="GET", path="/tickets/1", headers=forged)
+        assert r.status == 429 and arrived(envoy, m) == []
+        assert rls.requests[-1]["descriptors"][1] == [("agent", "agent:build-bot-7")]
+        c.close()

@@ -101,7 +101,7 @@ def mint(recipes, now=None, keys=None):
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
                no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
-               header_guard=False, tls=None, module_sha256=None, ecds=None):
+               header_guard=False, tls=None, module_sha256=None, ecds=None, rate_limit=None):
     """`agent-iam generate envoy` with these options. `tls`: a second, TLS listener
     (`{"port", "cert", "key", "client_ca"}`, e.g. `TlsMaterial.listener(port)`) requiring a
     client certificate of `client_ca`. `module_sha256`: None (the generator hashes `wasm`),
@@ -128,6 +128,8 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
         args.append("--no-filter")
     if ecds:
         args += ["--ecds", ecds]
+    if rate_limit:
+        args += ["--rate-limit-service", rate_limit]
     return cli(*args).stdout
 
 
@@ -466,7 +468,7 @@ def raw_request(port, payload: bytes, timeout=5.0):
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
           audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream, tls=None,
-          edit_yaml=None):
+          edit_yaml=None, rate_limit=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json). `upstream` makes the upstream: a callable returning a
@@ -488,7 +490,7 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
         material = tls_material() if tls is True else tls
         tls_port = free_port() if material else None
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
-                               control_plane=cp.port, audit_access_log=audit_access_log,
+                               control_plane=cp.port, audit_access_log=audit_access_log, rate_limit=rate_limit,
                                failure_policy=failure_policy, header_guard=header_guard,
                                tls=material.listener(tls_port) if material else None)
         if edit_yaml:

@@ -68,6 +68,11 @@ pub struct EnvoyArgs {
     /// or `reload` (FAIL_RELOAD: denies too, then Envoy starts a fresh VM after a backoff).
     #[arg(long = "failure-policy", value_name = "POLICY", value_parser = ["closed", "reload"])]
     failure_policy: Option<String>,
+    /// Envoy's global rate limiting (`envoy.filters.http.ratelimit`, after the filter) with
+    /// descriptors from the identity headers the filter verified (agent, principal), against
+    /// a rate-limit service (envoyproxy/ratelimit) speaking gRPC on 127.0.0.1:PORT.
+    #[arg(long = "rate-limit-service", value_name = "PORT")]
+    rate_limit_service: Option<u16>,
     /// Put Envoy's own header_mutation filter before ours, removing every identity header
     /// the client sent (a second line of defence).
     #[arg(long = "header-guard")]
@@ -161,6 +166,7 @@ fn envoy(a: &EnvoyArgs, out: Output) -> Outcome {
         control_plane_port: a.control_plane.unwrap_or(d.control_plane_port),
         audit_access_log: a.audit_access_log.clone(),
         header_guard: a.header_guard,
+        rate_limit_service: a.rate_limit_service,
         raw_hcm: a.raw_hcm,
         tls: match (a.tls_listen, &a.tls_cert, &a.tls_key, &a.client_ca) {
             (Some(port), Some(cert), Some(key), Some(ca)) => Some(TlsListener {
