@@ -28,6 +28,9 @@ pub struct EnvoyOptions {
     /// Envoy's global rate limiting after the filter, its descriptors from the identity
     /// headers the filter verified, against a gRPC rate-limit service on 127.0.0.1:PORT.
     pub rate_limit_service: Option<u16>,
+    /// Envoy's local rate limiting after the filter: this many requests a minute per
+    /// verified agent, on each Envoy.
+    pub local_rate_limit_per_agent: Option<u32>,
     /// Leave out the connection manager's request hygiene (path normalisation, escaped
     /// slashes, underscores in header names, the peer address as the client address): only
     /// for tests of the filter's own defences.
@@ -93,6 +96,7 @@ impl Default for EnvoyOptions {
             failure_policy: FailurePolicy::Closed,
             header_guard: false,
             rate_limit_service: None,
+            local_rate_limit_per_agent: None,
             raw_hcm: false,
             tls: None,
             module_sha256: None,
@@ -120,10 +124,11 @@ pub fn envoy_bootstrap(plugin_config: &Value, o: &EnvoyOptions) -> String {
         String::new()
     };
     let hygiene = if o.raw_hcm { "" } else { HYGIENE };
-    let (rate_limits, rate_limit_filter, rate_limit_cluster) = match o.rate_limit_service {
-        Some(port) => rate_limiting(plugin_config, port),
-        None => (String::new(), String::new(), String::new()),
-    };
+    let (rate_limits, rate_limit_filter, rate_limit_cluster) = rate_limiting(
+        plugin_config,
+        o.rate_limit_service,
+        o.local_rate_limit_per_agent,
+    );
     let (node, filter) = match &o.ecds_file {
         // ECDS needs the node's identity; the resource is named after the filter.
         Some(path) => (
@@ -188,11 +193,19 @@ static_resources:
     }
 }
 
-/// Global rate limiting keyed on what the filter verified: the virtual host's `rate_limits`
+/// Envoy's rate limiting keyed on what the filter verified: the virtual host's `rate_limits`
 /// (descriptors from the identity headers: the filter removes every client copy and sets
-/// them only on an allowed request), the `ratelimit` filter after ours, and its gRPC
-/// cluster on 127.0.0.1:`port`.
-fn rate_limiting(plugin_config: &Value, port: u16) -> (String, String, String) {
+/// them only on an allowed request); with a service port, the `ratelimit` filter after ours
+/// and its gRPC cluster on 127.0.0.1:`port`; with a per-agent rate, the `local_ratelimit`
+/// filter, one bucket per agent (a descriptor entry without a value: one per value seen).
+fn rate_limiting(
+    plugin_config: &Value,
+    service: Option<u16>,
+    local_per_min: Option<u32>,
+) -> (String, String, String) {
+    if service.is_none() && local_per_min.is_none() {
+        return (String::new(), String::new(), String::new());
+    }
     let header = |name: &str, default: &str| {
         plugin_config
             .pointer(&format!("/upstream/headers/{name}"))
@@ -215,7 +228,26 @@ fn rate_limiting(plugin_config: &Value, port: u16) -> (String, String, String) {
                 - request_headers: {{header_name: {agent}, descriptor_key: agent}}
 "#
     );
-    let filter = r#"          - name: envoy.filters.http.ratelimit
+    let local = local_per_min.map(|n| format!(
+        r#"          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: agent_iam_local
+              # Requests without an agent descriptor (none reach here: the filter refused them).
+              token_bucket: {{max_tokens: 4294967295, tokens_per_fill: 4294967295, fill_interval: 1s}}
+              filter_enabled: {{runtime_key: agent_iam_local_enabled, default_value: {{numerator: 100, denominator: HUNDRED}}}}
+              filter_enforced: {{runtime_key: agent_iam_local_enforced, default_value: {{numerator: 100, denominator: HUNDRED}}}}
+              # One bucket per verified agent: {n} requests a minute.
+              descriptors:
+              - entries: [{{key: agent}}]
+                token_bucket: {{max_tokens: {n}, tokens_per_fill: {n}, fill_interval: 60s}}
+"#
+    ));
+    let Some(port) = service else {
+        return (limits, local.unwrap_or_default(), String::new());
+    };
+    let filter = local.unwrap_or_default()
+        + r#"          - name: envoy.filters.http.ratelimit
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
               domain: agent_iam
@@ -226,8 +258,7 @@ fn rate_limiting(plugin_config: &Value, port: u16) -> (String, String, String) {
               rate_limit_service:
                 transport_api_version: V3
                 grpc_service: {envoy_grpc: {cluster_name: agent_iam_ratelimit}}
-"#
-    .to_owned();
+"#;
     let cluster = format!(
         r#"  - name: agent_iam_ratelimit
     type: STATIC

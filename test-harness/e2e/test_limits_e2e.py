@@ -218,3 +218,17 @@ def test_envoys_rate_limit_service_gets_the_verified_identity_never_the_clients(
         assert r.status == 429 and arrived(envoy, m) == []
         assert rls.requests[-1]["descriptors"][1] == [("agent", "agent:build-bot-7")]
         c.close()
+
+
+def test_envoys_local_rate_limit_keeps_one_bucket_per_verified_agent():
+    """`generate envoy --local-rate-limit-per-agent N`: Envoy's local_ratelimit after the
+    filter, one bucket per verified agent; a client's own x-agent-id moves it nowhere."""
+    with harness.stack(name="limits-local", local_rate_limit=2) as envoy:
+        c = harness.Client(envoy.listen_port)
+        bot, alice = harness.mint([WRITER, ALICE_VIA_PLANNER])
+        forged = [("x-agent-id", "agent:innocent")]
+        results = [marked(c, bot, method="GET", path="/tickets/1", headers=forged) for _ in range(3)]
+        assert [r.status for r, _ in results] == [200, 200, 429]
+        assert arrived(envoy, results[2][1]) == []
+        assert [marked(c, alice, method="GET", path="/tickets/1")[0].status for _ in range(2)] == [200, 200]
+        c.close()

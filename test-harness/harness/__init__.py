@@ -101,7 +101,8 @@ def mint(recipes, now=None, keys=None):
 
 def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=18080, direct_response=False,
                no_filter=False, control_plane=18081, audit_access_log=None, failure_policy=None,
-               header_guard=False, tls=None, module_sha256=None, ecds=None, rate_limit=None):
+               header_guard=False, tls=None, module_sha256=None, ecds=None, rate_limit=None,
+               local_rate_limit=None):
     """`agent-iam generate envoy` with these options. `tls`: a second, TLS listener
     (`{"port", "cert", "key", "client_ca"}`, e.g. `TlsMaterial.listener(port)`) requiring a
     client certificate of `client_ca`. `module_sha256`: None (the generator hashes `wasm`),
@@ -130,6 +131,8 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
         args += ["--ecds", ecds]
     if rate_limit:
         args += ["--rate-limit-service", rate_limit]
+    if local_rate_limit:
+        args += ["--local-rate-limit-per-agent", local_rate_limit]
     return cli(*args).stdout
 
 
@@ -468,7 +471,7 @@ def raw_request(port, payload: bytes, timeout=5.0):
 @contextlib.contextmanager
 def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=1, jwks=None,
           audit_access_log=None, failure_policy=None, header_guard=False, upstream=Upstream, tls=None,
-          edit_yaml=None, rate_limit=None):
+          edit_yaml=None, rate_limit=None, local_rate_limit=None):
     """Upstream + control plane + Envoy with the filter. `plugin_json` (a dict) overrides
     the plugin file. The control plane starts out serving the configuration's registry
     (and `jwks` at /jwks.json). `upstream` makes the upstream: a callable returning a
@@ -491,6 +494,7 @@ def stack(plugin=PLUGIN, wasm=WASM, name="envoy", plugin_json=None, concurrency=
         tls_port = free_port() if material else None
         yaml_text = envoy_yaml(plugin=path, wasm=wasm, listen=listen, admin=admin, upstream=up.port,
                                control_plane=cp.port, audit_access_log=audit_access_log, rate_limit=rate_limit,
+                               local_rate_limit=local_rate_limit,
                                failure_policy=failure_policy, header_guard=header_guard,
                                tls=material.listener(tls_port) if material else None)
         if edit_yaml:

@@ -73,6 +73,10 @@ pub struct EnvoyArgs {
     /// a rate-limit service (envoyproxy/ratelimit) speaking gRPC on 127.0.0.1:PORT.
     #[arg(long = "rate-limit-service", value_name = "PORT")]
     rate_limit_service: Option<u16>,
+    /// Envoy's local rate limiting (`envoy.filters.http.local_ratelimit`, after the filter):
+    /// N requests a minute per verified agent, on each Envoy.
+    #[arg(long = "local-rate-limit-per-agent", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    local_rate_limit_per_agent: Option<u32>,
     /// Put Envoy's own header_mutation filter before ours, removing every identity header
     /// the client sent (a second line of defence).
     #[arg(long = "header-guard")]
@@ -167,6 +171,7 @@ fn envoy(a: &EnvoyArgs, out: Output) -> Outcome {
         audit_access_log: a.audit_access_log.clone(),
         header_guard: a.header_guard,
         rate_limit_service: a.rate_limit_service,
+        local_rate_limit_per_agent: a.local_rate_limit_per_agent,
         raw_hcm: a.raw_hcm,
         tls: match (a.tls_listen, &a.tls_cert, &a.tls_key, &a.client_ca) {
             (Some(port), Some(cert), Some(key), Some(ca)) => Some(TlsListener {
