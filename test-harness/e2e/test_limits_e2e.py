@@ -151,6 +151,8 @@ def test_a_runaway_agent_is_quarantined_everywhere_then_released():
 
     plugin = with_limits([], quarantine={"denials": 3, "within_s": 60, "for_s": 3})
     plugin["agents"]["feed"].update({"poll_interval_ms": 200, "max_staleness_s": 3})
+    plugin["audit"] = {"log": True, "collector": {"cluster": "agent_iam_control_plane", "path": "/audit",
+                                                  "batch_max": 5, "flush_interval_ms": 200}}
     with harness.stack(plugin_json=plugin, name="limits-quarantine", concurrency=2) as envoy:
         planner, chain = harness.mint([
             {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}}},
@@ -175,6 +177,10 @@ def test_a_runaway_agent_is_quarantined_everywhere_then_released():
         refusals = {e["decision_id"] for e in envoy.decision_lines() if e["reason"] == "scope.insufficient"}
         assert q["decision_id"] in refusals and set(q["decision_ids"]) <= refusals
         assert harness.audit_schema_errors(envoy.audit_events()) == []
+        # The security team's collector has it too.
+        harness.wait_until(lambda: [json.loads(line) for line in envoy.control_plane.audit_text().splitlines()
+                                    if '"kind":"quarantine"' in line], 5, "the quarantine event at the collector",
+                           expect=lambda got: got == [q])
         # It ends after for_s.
         harness.wait_until(lambda: marked(clients[0], planner, method="GET", path="/tickets/1")[0].status, 6,
                            "the quarantine to end", expect=lambda s: s == 200)
