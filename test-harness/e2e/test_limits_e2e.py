@@ -238,3 +238,22 @@ def test_envoys_local_rate_limit_keeps_one_bucket_per_verified_agent():
         assert arrived(envoy, results[2][1]) == []
         assert [marked(c, alice, method="GET", path="/tickets/1")[0].status for _ in range(2)] == [200, 200]
         c.close()
+
+
+def test_a_sliding_budget_keyed_on_a_claim_is_shared_by_every_agent_of_that_tenant():
+    plugin = with_limits([{"name": "tenant-reads", "key": ["claim.tenant"],
+                           "budget": {"count": 2, "window_s": 60, "sliding": True}}])
+    with harness.stack(plugin_json=plugin, name="limits-claim") as envoy:
+        c = harness.Client(envoy.listen_port)
+        bot_acme, planner_acme, bot_globex = harness.mint([
+            {"claims": {"sub": "agent:build-bot-7", "tenant": "acme"}},
+            {"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}, "tenant": "acme"}},
+            {"claims": {"sub": "agent:build-bot-7", "tenant": "globex"}},
+        ])
+        statuses = [marked(c, t, method="GET", path="/tickets/1")[0].status
+                    for t in (bot_acme, planner_acme, bot_acme, bot_globex)]
+        assert statuses == [200, 200, 429, 200]
+        r, m = marked(c, planner_acme, method="GET", path="/tickets/1")
+        assert (r.status, r.json()["reason"]) == (429, "limit.tenant-reads") and arrived(envoy, m) == []
+        assert 1 <= int(r.headers["retry-after"]) <= 64  # the window plus one step (60 s / 15)
+        c.close()
