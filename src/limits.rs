@@ -471,17 +471,8 @@ impl LimitStore {
     /// Creates every slot that does not exist yet (empty). Run once per host before any
     /// request is decided.
     pub fn prepare(&self, shared: &dyn SharedData) -> Result<(), Reason> {
-        for slot in 0..self.slots {
-            let key = self.key(slot);
-            match shared.get(&key) {
-                Ok((Some(b), _)) if b.first() == Some(&FORMAT) => {}
-                Ok(_) => shared
-                    .set(&key, &[FORMAT], None)
-                    .map_err(|_| Reason::LimitUnavailable)?,
-                Err(_) => return Err(Reason::LimitUnavailable),
-            }
-        }
-        Ok(())
+        crate::shared::create_slots(shared, (0..self.slots).map(|s| self.key(s)), FORMAT)
+            .map_err(|_| Reason::LimitUnavailable)
     }
 
     /// Takes one unit for the counter `id` at `now_ms`.

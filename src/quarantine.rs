@@ -145,17 +145,8 @@ impl QuarantineStore {
         self.counts
             .prepare(shared)
             .map_err(|_| Reason::AgentQuarantineUnavailable)?;
-        for slot in 0..self.slots {
-            let key = self.key(slot);
-            match shared.get(&key) {
-                Ok((Some(b), _)) if b.first() == Some(&FORMAT) => {}
-                Ok(_) => shared
-                    .set(&key, &[FORMAT], None)
-                    .map_err(|_| Reason::AgentQuarantineUnavailable)?,
-                Err(_) => return Err(Reason::AgentQuarantineUnavailable),
-            }
-        }
-        Ok(())
+        crate::shared::create_slots(shared, (0..self.slots).map(|s| self.key(s)), FORMAT)
+            .map_err(|_| Reason::AgentQuarantineUnavailable)
     }
 
     /// `agent`'s quarantine in force at `now_ms`: `(since_ms, until_ms)`.

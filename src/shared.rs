@@ -19,6 +19,24 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError>;
 }
 
+/// Creates each of `keys` that does not hold a slot yet (a value starting with `format`) as
+/// an empty slot: the fixed slots of the stores updated with compare-and-swap (the DPoP
+/// replay cache, the limits, quarantines). Proxy-wasm's CAS does not guard a key's creation,
+/// so slots are created once per host before any request, never on the request path.
+pub fn create_slots(
+    shared: &dyn SharedData,
+    keys: impl IntoIterator<Item = String>,
+    format: u8,
+) -> Result<(), HostError> {
+    for key in keys {
+        match shared.get(&key)? {
+            (Some(b), _) if b.first() == Some(&format) => {}
+            _ => shared.set(&key, &[format], None)?,
+        }
+    }
+    Ok(())
+}
+
 /// A head record: the published document's tag and when the feed last confirmed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {

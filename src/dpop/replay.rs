@@ -46,17 +46,8 @@ impl ReplayCache {
     /// Creates every slot that does not exist yet (empty). Run once per host before any
     /// request is decided: the root context's configure does it.
     pub fn prepare(&self, shared: &dyn SharedData) -> Result<(), Reason> {
-        for slot in 0..self.slots {
-            let key = Self::key(slot);
-            match shared.get(&key) {
-                Ok((Some(b), _)) if b.first() == Some(&FORMAT) => {}
-                Ok(_) => shared
-                    .set(&key, &[FORMAT], None)
-                    .map_err(|_| Reason::DpopReplayUnavailable)?,
-                Err(_) => return Err(Reason::DpopReplayUnavailable),
-            }
-        }
-        Ok(())
+        crate::shared::create_slots(shared, (0..self.slots).map(Self::key), FORMAT)
+            .map_err(|_| Reason::DpopReplayUnavailable)
     }
 
     /// Records the proof `jti` of key `jkt`, valid until `expires_ms`; refuses one already
