@@ -1485,8 +1485,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Refuses a request whose acting agent, or any actor of its chain, is quarantined
-    /// (unless the registry's `released_at` for that agent lifts it).
+    /// Refuses a request whose acting agent, any actor of its chain, or its principal is
+    /// quarantined (unless the registry's `released_at` for that agent lifts it): a
+    /// quarantined agent cannot act through another it delegates to either.
     fn check_quarantine(
         &mut self,
         token: &VerifiedToken,
@@ -1503,8 +1504,9 @@ impl Engine {
             return Err(Reason::AgentQuarantineUnavailable);
         };
         let now_ms = (now * 1000.0).max(0.0) as u64;
-        let actors =
-            std::iter::once(token.agent.as_str()).chain(token.chain.iter().map(|a| a.sub.as_str()));
+        let actors = std::iter::once(token.agent.as_str())
+            .chain(token.chain.iter().map(|a| a.sub.as_str()))
+            .chain((token.subject != token.agent).then_some(token.subject.as_str()));
         for agent in actors {
             if let Some((since_ms, _)) = q.active(shared, agent, now_ms)? {
                 let released = self

@@ -1329,7 +1329,7 @@ fn too_many_refusals_quarantine_the_agent_everywhere_until_it_ends_or_is_release
     plugin["audit"] = json!({"log": true});
     plugin["agents"] = json!({"registry": [
         {"id": "agent:bot-1", "status": "active", "max_scopes": ["tickets:read"], "may_act_for": ["user:*"], "may_delegate_to": ["agent:bot-2"]},
-        {"id": "agent:bot-2", "status": "active", "max_scopes": ["tickets:read"], "may_act_for": ["user:*"]}
+        {"id": "agent:bot-2", "status": "active", "max_scopes": ["tickets:read"], "may_act_for": ["user:*", "agent:bot-1"]}
     ]});
     plugin["routes"] = json!([
         {"name": "read", "prefix": "/tickets", "methods": ["GET"], "required_scopes": ["tickets:read"]},
@@ -1394,6 +1394,16 @@ fn too_many_refusals_quarantine_the_agent_everywhere_until_it_ends_or_is_release
         (Some(403), Some("agent.quarantined"))
     );
     assert_eq!(get(&mut a, &host, &via_bot, &[]), Outcome::Answered);
+    assert_eq!(reason(&host).as_deref(), Some("agent.quarantined"));
+    // Nor through an agent it delegates to, as the principal.
+    let for_bot = format!(
+        "Bearer {}",
+        token(
+            &k,
+            json!({"claims": {"sub": "agent:bot-1", "act": {"sub": "agent:bot-2"}}})
+        )
+    );
+    assert_eq!(get(&mut b, &host, &for_bot, &[]), Outcome::Answered);
     assert_eq!(reason(&host).as_deref(), Some("agent.quarantined"));
     // It ends.
     host.advance_ms(30_000);
