@@ -13,11 +13,12 @@
 //! name and the key's parts.
 //!
 //! The key space is bounded (`limits_max_keys` per limit, rounded up to whole slots). A slot
-//! that is
-//! full takes a new key by evicting, first, an entry whose state is back to "never seen"
-//! (a bucket refilled, a window passed: forgetting it changes nothing), else the entry
-//! touched longest ago; the latter forgets a live count (that key starts afresh) and is
-//! counted (`agent_iam_limit_evictions_total`).
+//! that is full takes a new key by evicting, first, an entry whose state is back to "never
+//! seen" (a bucket refilled, a window passed: forgetting it changes nothing), else the entry
+//! with the most left (a spent counter is forgotten last, so hammering a key does not make
+//! it the one forgotten); that forgets a live count (the key starts afresh) and is counted
+//! (`agent_iam_limit_evictions_total`). The slot count is part of the slots' keys: another
+//! `limits_max_keys` starts with fresh counters.
 //!
 //! Time comes from the caller (milliseconds). A clock going back refills nothing and opens
 //! no new window; a huge gap refills a bucket to its burst and no further.
@@ -348,6 +349,9 @@ trait Kind {
     fn take(&self, e: Option<&Entry>, now_ms: u64) -> Result<(u64, u64, [u32; STEPS]), u64>;
     /// Whether forgetting the entry changes no future answer.
     fn idle(&self, e: &Entry, now_ms: u64) -> bool;
+    /// How much the key has left, 0 (spent) to 1 (untouched): forgetting the entry with the
+    /// most left gives away the least (a spent counter is forgotten last).
+    fn slack(&self, e: &Entry, now_ms: u64) -> f64;
 }
 
 /// Token bucket: `a` = units left × 1e6 (fixed point), `b` = when, ms.
@@ -370,8 +374,12 @@ impl Kind for RateConfig {
     }
 
     fn idle(&self, e: &Entry, now_ms: u64) -> bool {
+        self.slack(e, now_ms) >= 1.0
+    }
+
+    fn slack(&self, e: &Entry, now_ms: u64) -> f64 {
         let left = e.a as f64 / 1e6 + now_ms.saturating_sub(e.b) as f64 / 1000.0 * self.per_s;
-        left >= self.burst as f64
+        (left / self.burst as f64).min(1.0)
     }
 }
 
@@ -438,6 +446,18 @@ impl Kind for WindowConfig {
         }
         now_ms / sliding_step_ms(window_ms) >= e.a + STEPS as u64
     }
+
+    fn slack(&self, e: &Entry, now_ms: u64) -> f64 {
+        if self.idle(e, now_ms) {
+            return 1.0;
+        }
+        let used = if self.sliding {
+            e.steps.iter().map(|c| u64::from(*c)).sum()
+        } else {
+            e.b
+        };
+        1.0 - (used as f64 / self.count as f64).min(1.0)
+    }
 }
 
 /// A sliding window's step: the last [`STEPS`] steps, the current one partly elapsed,
@@ -450,7 +470,10 @@ impl LimitStore {
     /// `limit`'s counters, at least `max_keys` of them (rounded up to whole slots).
     pub fn new(limit: &LimitConfig, max_keys: usize) -> LimitStore {
         let slots = max_keys.div_ceil(PER_SLOT).max(1);
-        let arithmetic = format!("{:?}|{:?}|{:?}", limit.rate, limit.budget, limit.key);
+        let arithmetic = format!(
+            "{:?}|{:?}|{:?}|{slots}",
+            limit.rate, limit.budget, limit.key
+        );
         let digest = Sha256::digest(arithmetic.as_bytes());
         let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         LimitStore {
@@ -523,10 +546,15 @@ impl LimitStore {
                         let idle = entries.iter().position(|e| kind.idle(e, now_ms));
                         let victim = idle.or_else(|| {
                             evicted_live = true;
+                            // The most left, then the oldest touched.
                             entries
                                 .iter()
                                 .enumerate()
-                                .min_by_key(|(_, e)| e.touched_ms)
+                                .max_by(|(_, x), (_, y)| {
+                                    kind.slack(x, now_ms)
+                                        .total_cmp(&kind.slack(y, now_ms))
+                                        .then(y.touched_ms.cmp(&x.touched_ms))
+                                })
                                 .map(|(i, _)| i)
                         });
                         if let Some(v) = victim {

@@ -84,7 +84,9 @@ impl Check {
             Check::Token => &[],
             Check::SenderConstraint | Check::Delegation | Check::Revocation => &[Check::Token],
             Check::RouteScopes => &[Check::Token, Check::Delegation],
-            Check::Mcp | Check::Limits => &[Check::Token, Check::Delegation],
+            Check::Mcp => &[Check::Token, Check::Delegation],
+            // On an MCP route the limits count the call the MCP check read.
+            Check::Limits => &[Check::Token, Check::Delegation, Check::Mcp],
             Check::Policy => &[Check::Token, Check::Delegation, Check::Mcp],
         }
     }
@@ -187,6 +189,10 @@ mod tests {
         m.set(Check::Mcp, Mode::Shadow);
         assert_eq!(m.inconsistency(), Some((Check::Delegation, Check::Limits)));
         m.set(Check::Limits, Mode::Shadow);
+        let mut mcp_only = Modes::all(Mode::Enforce);
+        mcp_only.set(Check::Mcp, Mode::Shadow);
+        mcp_only.set(Check::Policy, Mode::Shadow);
+        assert_eq!(mcp_only.inconsistency(), Some((Check::Mcp, Check::Limits)));
         assert_eq!(m.inconsistency(), None);
         m.set(Check::Token, Mode::Shadow);
         assert_eq!(

@@ -631,6 +631,8 @@ impl Engine {
             // refuses it before this point).
             d.reason = Some(Reason::McpBodyTooLarge);
             d.detail = Some(format!("{} bytes, the route allows {max_body}", body.len()));
+            d.failed = Some(Check::Mcp);
+            self.count_refusal(&mut d, now, shared);
             return d;
         }
         if let Err(denial) = self.decide_mcp(&req, &target, &host, body, now, shared, &mut d) {
@@ -1027,8 +1029,14 @@ impl Engine {
         let Some(call) = call else {
             return Ok(());
         };
+        // The body may arrive long after the headers: the agent may have been quarantined
+        // since (the headers phase checked it then).
+        let quarantined = self
+            .check_quarantine(&token, now, shared)
+            .map_err(Denial::from);
+        gate(modes, Check::Delegation, quarantined, d)?;
         if !self.limits.is_empty() {
-            let named = (!call.response).then_some((call.method.as_str(), call.name.as_str()));
+            let named = (!call.response).then_some((call.method.as_str(), call.key_name.as_str()));
             let limited =
                 self.check_limits(&req.method, &token, route_index, named, now, shared, d);
             gate(modes, Check::Limits, limited, d)?;
@@ -1141,9 +1149,12 @@ impl Engine {
                 crate::policy::input::mcp_value(&msg)
             }
         });
+        // Limits count a resource by its decoded URI: each spelling of one resource is one key.
+        let key_name = spellings.pop().unwrap_or_default();
         Ok(CheckedCall {
             method: msg.method.clone(),
             name: clip(msg.name.as_deref().unwrap_or_default()),
+            key_name,
             response,
             required,
             input,
@@ -1514,7 +1525,7 @@ impl Engine {
                     .registry
                     .lookup(agent)
                     .and_then(|r| r.released_at)
-                    .is_some_and(|at| at.saturating_mul(1000) >= since_ms);
+                    .is_some_and(|at| released_ms(at) >= since_ms);
                 if !released {
                     return Err(Reason::AgentQuarantined);
                 }
@@ -1526,15 +1537,30 @@ impl Engine {
     /// Counts an enforced refusal of a verified agent toward its quarantine: the client's
     /// doing (4xx), not the filter's or a feed's (5xx), and not the quarantine itself.
     fn count_refusal(&mut self, d: &mut Decision, now: f64, shared: Option<&dyn SharedData>) {
-        let (Some(reason), Some(token)) = (d.reason, d.token.as_ref()) else {
+        let (Some(_), Some(token)) = (d.reason, d.token.as_ref()) else {
             return;
         };
-        if self.quarantine.is_none()
-            || reason == Reason::AgentQuarantined
-            || !(400..500).contains(&d.status())
-        {
+        // Only refusals after proof of possession and revocation passed (a leaked bound or
+        // revoked token cannot get its agent quarantined), and a limit's only where its key is
+        // the agent's own (a budget shared with others is not this agent's doing alone).
+        let counts = match d.failed {
+            Some(Check::RouteScopes | Check::Mcp | Check::Policy) => true,
+            Some(Check::Limits) => d
+                .limit
+                .as_ref()
+                .and_then(|l| self.limits.get(usize::from(l.index)))
+                .is_some_and(|s| s.limit().key.iter().any(|k| k == "agent" || k == "chain")),
+            _ => false,
+        };
+        if self.quarantine.is_none() || !counts || !(400..500).contains(&d.status()) {
             return;
         }
+        let released_ms = self
+            .live
+            .registry
+            .lookup(&token.agent)
+            .and_then(|r| r.released_at)
+            .map(released_ms);
         let agent = token.agent.clone();
         if shared.is_none() {
             self.local_shared();
@@ -1551,7 +1577,9 @@ impl Engine {
         };
         let now_ms = (now * 1000.0).max(0.0) as u64;
         // A store that cannot be written starts no quarantine: the request is refused anyway.
-        if let Ok(Some(evidence)) = q.count_denial(shared, &agent, &d.decision_id, now_ms) {
+        if let Ok(Some(evidence)) =
+            q.count_denial(shared, &agent, &d.decision_id, now_ms, released_ms)
+        {
             d.quarantine = Some(evidence);
         }
     }
@@ -1672,6 +1700,8 @@ struct CheckedCall {
     method: String,
     /// The tool or prompt name, or the resource URI, clipped.
     name: String,
+    /// The name limits count the call by: a resource URI %-decoded, whole.
+    key_name: String,
     /// A 2025-11-25 client's response: no call.
     response: bool,
     /// Every scope the call needs, the route's first.
@@ -1703,6 +1733,12 @@ fn gate<T>(
             Err(denial)
         }
     }
+}
+
+/// `released_at` (whole UNIX seconds) in milliseconds, to its second's end: a quarantine
+/// that began within that second (`since` 1800000012.5 and `released_at` 1800000012) is lifted.
+fn released_ms(at: u64) -> u64 {
+    at.saturating_mul(1000).saturating_add(999)
 }
 
 fn remote_issuer_of(token: &str, issuers: &[crate::token::Issuer]) -> Option<usize> {

@@ -129,7 +129,8 @@ impl QuarantineStore {
     }
 
     fn key(&self, slot: u32) -> String {
-        format!("agent_iam/quarantine/{slot}")
+        // The slot count in the key: another `max_agents` maps agents elsewhere.
+        format!("agent_iam/quarantine/{}/{slot}", self.slots)
     }
 
     fn slot_of(&self, id: &[u8; 16]) -> String {
@@ -174,14 +175,16 @@ impl QuarantineStore {
     }
 
     /// Counts one refusal of `agent` (decision `decision_id`) at `now_ms`. When it is one
-    /// more than `denials` within `within_s` and the agent is not quarantined already, the
-    /// agent is quarantined from now for `for_s`: the evidence is returned.
+    /// more than `denials` within `within_s` and the agent is not quarantined already (a
+    /// quarantine that began at or before `released_ms`, the registry's release, is over),
+    /// the agent is quarantined from now for `for_s`: the evidence is returned.
     pub fn count_denial(
         &mut self,
         shared: &dyn SharedData,
         agent: &str,
         decision_id: &str,
         now_ms: u64,
+        released_ms: Option<u64>,
     ) -> Result<Option<Evidence>, Reason> {
         if self.recent.len() >= EVIDENCE_AGENTS && !self.recent.contains_key(agent) {
             self.recent.clear();
@@ -201,7 +204,7 @@ impl QuarantineStore {
             Taken::Refused { .. } => {}
         }
         let until_ms = now_ms.saturating_add(self.cfg.for_s.saturating_mul(1000));
-        if !self.start(shared, &id, now_ms, until_ms)? {
+        if !self.start(shared, &id, now_ms, until_ms, released_ms)? {
             return Ok(None);
         }
         Ok(Some(Evidence {
@@ -225,6 +228,7 @@ impl QuarantineStore {
         id: &[u8; 16],
         now_ms: u64,
         until_ms: u64,
+        released_ms: Option<u64>,
     ) -> Result<bool, Reason> {
         let key = self.slot_of(id);
         for _ in 0..ATTEMPTS {
@@ -242,7 +246,8 @@ impl QuarantineStore {
                 .filter_map(|e| <[u8; ENTRY]>::try_from(e).ok())
                 .collect();
             if let Some(e) = entries.iter().find(|e| e.get(..16) == Some(&id[..])) {
-                if u64_at(e, 24) > now_ms {
+                let released = released_ms.is_some_and(|r| r >= u64_at(e, 16));
+                if u64_at(e, 24) > now_ms && !released {
                     return Ok(false);
                 }
             }
@@ -299,14 +304,14 @@ mod tests {
         let t0 = 1_800_000_000_000u64;
         for i in 0..3 {
             assert_eq!(
-                s.count_denial(&m, "agent:a", &format!("d{i}"), t0 + i)
+                s.count_denial(&m, "agent:a", &format!("d{i}"), t0 + i, None)
                     .unwrap(),
                 None
             );
         }
         assert_eq!(s.active(&m, "agent:a", t0).unwrap(), None);
         let e = s
-            .count_denial(&m, "agent:a", "d3", t0 + 10)
+            .count_denial(&m, "agent:a", "d3", t0 + 10, None)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -320,10 +325,28 @@ mod tests {
             Some((t0 + 10, t0 + 300_010))
         );
         // Further refusals while quarantined start nothing new; another agent is free.
-        assert_eq!(s.count_denial(&m, "agent:a", "d4", t0 + 20).unwrap(), None);
+        assert_eq!(
+            s.count_denial(&m, "agent:a", "d4", t0 + 20, None).unwrap(),
+            None
+        );
         assert_eq!(s.active(&m, "agent:b", t0 + 11).unwrap(), None);
         // It ends.
         assert_eq!(s.active(&m, "agent:a", t0 + 300_010).unwrap(), None);
+        // Quarantined again at once after a release by the registry (released_ms after it
+        // began), not before.
+        let (mut s, m) = store(1);
+        for i in 0..2 {
+            let _ = s.count_denial(&m, "agent:a", "x", t0 + i, None).unwrap();
+        }
+        assert!(s.active(&m, "agent:a", t0 + 2).unwrap().is_some());
+        assert_eq!(
+            s.count_denial(&m, "agent:a", "y", t0 + 3, None).unwrap(),
+            None
+        );
+        let again = s
+            .count_denial(&m, "agent:a", "z", t0 + 4, Some(t0 + 2))
+            .unwrap();
+        assert_eq!(again.map(|e| e.since), Some((t0 + 4) as f64 / 1000.0));
     }
 
     #[test]
@@ -332,7 +355,8 @@ mod tests {
         let t0 = 1_800_000_000_000u64;
         for i in 0..20u64 {
             assert_eq!(
-                s.count_denial(&m, "agent:a", "d", t0 + i * 40_000).unwrap(),
+                s.count_denial(&m, "agent:a", "d", t0 + i * 40_000, None)
+                    .unwrap(),
                 None
             );
         }

@@ -282,6 +282,22 @@ fn a_check_cannot_be_shadowed_under_an_enforced_one_that_needs_it() {
         "mcp": {"mode": "shadow"}, "policy": {"mode": "shadow"},
     });
     engine_of(&p);
+    // With limits, they count the call the MCP check read: shadowed with it.
+    p["limits"] = json!([{"name": "l", "key": ["agent"], "rate": {"per_s": 1, "burst": 1}}]);
+    let err = problems(&p);
+    assert!(
+        err.contains("$.checks.delegation.mode") && err.contains("`limits`"),
+        "{err}"
+    );
+    p["checks"] = json!({"mcp": {"mode": "shadow"}, "policy": {"mode": "shadow"}});
+    let err = problems(&p);
+    assert!(
+        err.contains("$.checks.mcp.mode") && err.contains("`limits`"),
+        "{err}"
+    );
+    p["checks"]["limits"] = json!({"mode": "shadow"});
+    engine_of(&p);
+    p.as_object_mut().unwrap().remove("limits");
     // Everything in shadow but one route enforced: consistent on every route.
     p["checks"] = json!({});
     p["mode"] = json!("shadow");

@@ -180,6 +180,27 @@ fn a_full_slot_forgets_an_idle_entry_first_then_the_oldest_and_says_so() {
 }
 
 #[test]
+fn a_spent_counter_is_forgotten_last_however_long_ago_it_was_touched() {
+    let l = rate(0.001, 10);
+    let (s, m) = store(&l, 1);
+    let t0 = 1_800_000_000_000u64;
+    // The oldest entry is a key that spent its burst (and keeps being refused: no write).
+    for _ in 0..10 {
+        assert!(admitted(s.take(&m, &[0; 16], t0)));
+    }
+    for k in 1..PER_SLOT as u8 {
+        assert!(admitted(s.take(&m, &[k; 16], t0 + 1000)));
+    }
+    assert!(!admitted(s.take(&m, &[0; 16], t0 + 2000)));
+    assert_eq!(
+        s.take(&m, &[99; 16], t0 + 3000),
+        Ok(Taken::Admitted { evicted_live: true })
+    );
+    // Still spent: evicting it would have handed it a fresh burst.
+    assert!(!admitted(s.take(&m, &[0; 16], t0 + 3000)));
+}
+
+#[test]
 fn a_missing_slot_refuses_rather_than_creating_it() {
     let l = rate(1.0, 1);
     let s = LimitStore::new(&l, 16);

@@ -154,6 +154,10 @@ impl Worker {
             spent,
             now,
         } = waiting;
+        // Decided at the body's time: limits and quarantines count when the call arrives,
+        // not when its headers did (a body held back would otherwise be counted in a window
+        // long gone). A clock going back keeps the headers' time.
+        let now = host.now().map_or(now, |t| t.max(now));
         let d = decide(&mut self.engine, *wait, now);
         let spent = Spent {
             since: started,

@@ -1419,3 +1419,42 @@ fn too_many_refusals_quarantine_the_agent_everywhere_until_it_ends_or_is_release
     let mut c = worker(&host, &plugin);
     assert_eq!(get(&mut c, &host, &bot, &[]), Outcome::Continue);
 }
+
+/// An MCP call is counted when its body arrives: a body held back while its window passed
+/// is counted in the window it arrives in, never in the window its headers opened.
+#[test]
+fn an_mcp_call_held_back_is_counted_when_its_body_arrives() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = mcp_plugin(&k);
+    plugin["limits"] = json!([{"name": "calls", "key": ["agent", "mcp.name"],
+        "budget": {"count": 1, "window_s": 60}}]);
+    let mut w = worker(&host, &plugin);
+    let auth = bearer(&k, "tickets:read");
+    let body = call("search_tickets");
+    // The held call: headers now, body two minutes later.
+    let mut held = Exchange::default();
+    host.request(&[
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "api.test"),
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ]);
+    assert_eq!(w.on_request(&host, &mut held, false), Outcome::NeedBody);
+    host.advance_ms(120_000);
+    // Counted now, it takes this window's one unit...
+    host.request_body_is(body.as_bytes());
+    assert_eq!(
+        w.on_request_body(&host, &mut held, body.len(), true),
+        Outcome::Continue
+    );
+    // ...so another call in this window is refused (counted at its headers' time, the held
+    // call would have spent a window long gone, and both would pass).
+    let mut ex = Exchange::default();
+    assert_eq!(
+        post(&mut w, &host, &mut ex, "tickets:read", &body, &[]),
+        Outcome::Answered
+    );
+    assert_eq!(deny_json(&host).2["error"]["data"]["reason"], "limit.calls");
+}

@@ -75,6 +75,7 @@ impl PluginConfig {
             &checks,
             agents.feed.is_some(),
             revocation.is_some(),
+            !limits.is_empty(),
             out,
         );
         let revocation = revocation.and_then(|r| stage::revocation(r, &issuers, out));

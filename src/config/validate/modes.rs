@@ -18,6 +18,7 @@ pub(super) fn check(
     checks: &ChecksConfig,
     registry_feed: bool,
     revocation: bool,
+    limits: bool,
     out: &mut Vec<Problem>,
 ) -> Checked {
     let plain = |c: &Option<CheckConfig>| c.as_ref().and_then(|c| c.mode);
@@ -37,6 +38,17 @@ pub(super) fn check(
         if let Some(m) = m {
             modes.set(check, m);
             explicit.push(check);
+        }
+    }
+    // Without limits the limits check never runs: it follows the checks it needs, so that
+    // shadowing those asks nothing of a check that is not there.
+    if !limits && !explicit.contains(&Check::Limits) {
+        let shadowed = Check::Limits
+            .needs()
+            .iter()
+            .any(|&n| modes.of(n) == Mode::Shadow);
+        if shadowed {
+            modes.set(Check::Limits, Mode::Shadow);
         }
     }
     if let Some((shadowed, enforced)) = modes.inconsistency() {
