@@ -480,6 +480,7 @@ impl Reason {
             | Reason::PolicyLimit
             | Reason::LimitExceeded
             | Reason::LimitUnavailable
+            | Reason::AgentQuarantined
             | Reason::AgentQuarantineUnavailable
             | Reason::TokenVerifyBudget => "temporarily_unavailable",
             r if r.status() == 403 => "insufficient_scope",

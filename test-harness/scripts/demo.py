@@ -11,7 +11,8 @@ Then an MCP server built with the official MCP SDK behind the filter
 (`examples/mcp-plugin.json`): per-tool scopes, filtered tool lists, a refused call that never
 reaches the server, both protocol revisions. Last, a DPoP-bound token (RFC 9449): served with
 a proof of its key, refused when stolen (sent as Bearer, with the thief's own proof, or with a
-captured proof replayed)."""
+captured proof replayed). Then a runaway agent: slowed by a per-agent write rate, then
+quarantined after too many refusals, with the evidence in the audit trail."""
 
 import json
 import sys
@@ -226,6 +227,42 @@ def dpop_act():
         print(f"\n    the upstream received {len(envoy.upstream.server.seen)} of these 4 requests")
 
 
+def runaway_act():
+    """A runaway agent: slowed by its write rate, then quarantined after too many refusals."""
+    plugin = json.loads(harness.PLUGIN.read_text())
+    plugin["limits"] = [{"name": "agent-writes", "key": ["agent"],
+                         "match": {"methods": ["POST", "PUT", "PATCH", "DELETE"]},
+                         "rate": {"per_s": 0.1, "burst": 3}}]
+    plugin["quarantine"] = {"denials": 4, "within_s": 60, "for_s": 30}
+    print("\n\nA runaway agent: build-bot-7 loops on POST /tickets. Its writes are limited to a burst of 3, "
+          "then one every 10 s (limits, keyed on the verified agent); more than 4 refusals within a minute "
+          "quarantine it for 30 s on every worker of this Envoy")
+    with harness.stack(name="demo-runaway", plugin_json=plugin) as envoy:
+        [bot, alice] = harness.mint([{"claims": {"sub": "agent:build-bot-7", "scope": "tickets:read tickets:write"}},
+                                     {"claims": ALICE_PLANNER}])
+        client = harness.Client(envoy.listen_port)
+        statuses = []
+        for i in range(8):
+            r = client.request("/tickets", method="POST", token=bot, body=b"{}")
+            statuses.append(f"{r.status}" + (f" {r.json()['reason']} (retry-after {r.headers['retry-after']})"
+                                             if r.status == 429 else ""))
+        print("\n[R1] build-bot-7 POSTs /tickets 8 times in a row")
+        for i, s in enumerate(statuses, 1):
+            print(f"  ← #{i}: {s}")
+        show("R2", "then build-bot-7 reads a ticket", "GET", "/tickets/1", {"authorization": f"Bearer {bot}"},
+             client.request("/tickets/1", token=bot))
+        show("R3", "alice's planner is not affected", "GET", "/tickets/1", {"authorization": f"Bearer {alice}"},
+             client.request("/tickets/1", token=alice))
+        client.close()
+        harness.wait_until(lambda: [e for e in envoy.audit_events() if e["kind"] == "quarantine"], 5,
+                           "the quarantine event")
+        [q] = [e for e in envoy.audit_events() if e["kind"] == "quarantine"]
+        print(f"\n    audit: quarantine of {q['agent']} for {q['until'] - q['since']:.0f} s after more than "
+              f"{q['denials']} refusals within {q['within_s']} s; evidence: decisions "
+              f"{', '.join(d[-4:] for d in q['decision_ids'])} (last 4 hex digits)")
+        print(f"    the upstream received {len(envoy.upstream.server.seen)} of these 10 requests")
+
+
 def main():
     recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
     minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
@@ -268,6 +305,7 @@ def main():
     print_trail(trail, logged)
     mcp_act()
     dpop_act()
+    runaway_act()
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
     return 0
