@@ -1408,7 +1408,7 @@ impl Engine {
         // the proof is accepted and its entry already expired.
         let lifetime = (self.config.dpop.max_proof_age_s + self.config.clock_skew_s) as f64;
         let expires_ms = ((proof.iat + lifetime) * 1000.0).ceil() as u64 + 1;
-        let now_ms = (now * 1000.0).floor() as u64;
+        let now_ms = millis(now);
         let jti = proof.jti.clone();
         match shared {
             Some(shared) => self
@@ -1474,7 +1474,7 @@ impl Engine {
             mcp,
             claims: &token.claims,
         };
-        let now_ms = (now * 1000.0).max(0.0) as u64;
+        let now_ms = millis(now);
         for (i, store) in self.limits.iter().enumerate() {
             let limit = store.limit();
             if !limit.applies(&facts) {
@@ -1514,7 +1514,7 @@ impl Engine {
         let (Some(q), Some(shared)) = (&self.quarantine, shared.or_else(|| self.local())) else {
             return Err(Reason::AgentQuarantineUnavailable);
         };
-        let now_ms = (now * 1000.0).max(0.0) as u64;
+        let now_ms = millis(now);
         let actors = std::iter::once(token.agent.as_str())
             .chain(token.chain.iter().map(|a| a.sub.as_str()))
             .chain((token.subject != token.agent).then_some(token.subject.as_str()));
@@ -1575,7 +1575,7 @@ impl Engine {
         let Some(shared) = shared.or(local) else {
             return;
         };
-        let now_ms = (now * 1000.0).max(0.0) as u64;
+        let now_ms = millis(now);
         // A store that cannot be written starts no quarantine: the request is refused anyway.
         if let Ok(Some(evidence)) =
             q.count_denial(shared, &agent, &d.decision_id, now_ms, released_ms)
@@ -1733,6 +1733,11 @@ fn gate<T>(
             Err(denial)
         }
     }
+}
+
+/// UNIX seconds as the milliseconds the shared stores count in (before 1970: 0).
+fn millis(now: f64) -> u64 {
+    (now * 1000.0).max(0.0) as u64
 }
 
 /// `released_at` (whole UNIX seconds) in milliseconds, to its second's end: a quarantine

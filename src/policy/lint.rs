@@ -312,6 +312,8 @@ struct RuleDef {
     line: u32,
     col: u32,
     uses: Vec<RefUse>,
+    /// Where an expression nests deeper than the walker follows.
+    too_deep: Option<(u32, u32)>,
 }
 
 /// The head's name: the static part of its reference (`deny`, `a.b`, `p` of `p[x]`).
@@ -354,7 +356,7 @@ fn rule_def(module: usize, rule: &Rule) -> RuleDef {
     let (refr, span) = match rule {
         Rule::Spec { span, head, bodies } => {
             let refr = match head {
-                RuleHead::Compr { refr, assign, .. } => {
+                RuleHead::Compr { refr, assign, .. } | RuleHead::Func { refr, assign, .. } => {
                     if let Some(a) = assign {
                         w.expr(&a.value, 0);
                     }
@@ -363,12 +365,6 @@ fn rule_def(module: usize, rule: &Rule) -> RuleDef {
                 RuleHead::Set { refr, key, .. } => {
                     if let Some(k) = key {
                         w.expr(k, 0);
-                    }
-                    refr
-                }
-                RuleHead::Func { refr, assign, .. } => {
-                    if let Some(a) = assign {
-                        w.expr(&a.value, 0);
                     }
                     refr
                 }
@@ -393,15 +389,6 @@ fn rule_def(module: usize, rule: &Rule) -> RuleDef {
             (refr, span)
         }
     };
-    let mut uses = w.uses;
-    if let Some((line, col)) = w.too_deep {
-        uses.push(RefUse {
-            root: String::new(),
-            segs: Vec::new(),
-            line,
-            col,
-        });
-    }
     RuleDef {
         module,
         name: head_name(refr),
@@ -410,7 +397,8 @@ fn rule_def(module: usize, rule: &Rule) -> RuleDef {
         member,
         line: span.line,
         col: span.col,
-        uses,
+        uses: w.uses,
+        too_deep: w.too_deep,
     }
 }
 
@@ -676,18 +664,17 @@ pub fn check(
                 message: format!("rule {full} is never evaluated by the entrypoint {entrypoint}"),
             });
         }
+        if let Some((line, col)) = d.too_deep {
+            report.findings.push(Finding {
+                file: file.clone(),
+                line,
+                col,
+                severity: Severity::Error,
+                code: "compile",
+                message: format!("expression nested deeper than {MAX_DEPTH}"),
+            });
+        }
         for u in &d.uses {
-            if u.root.is_empty() {
-                report.findings.push(Finding {
-                    file: file.clone(),
-                    line: u.line,
-                    col: u.col,
-                    severity: Severity::Error,
-                    code: "compile",
-                    message: format!("expression nested deeper than {MAX_DEPTH}"),
-                });
-                continue;
-            }
             let Some(Root::Input(segs)) = scope.resolve(u) else {
                 continue;
             };

@@ -1299,6 +1299,24 @@ fn limits_are_shared_by_the_workers_and_refuse_with_their_own_code() {
     host.advance_ms(60_000);
     assert_eq!(get(&mut b, &host, &bot, &[]), Outcome::Continue);
 
+    // One slot (limits_max_keys 1): the 17th agent makes room by forgetting a live
+    // counter, and the metric says so.
+    let mut small = plugin.clone();
+    small["limits_max_keys"] = json!(1);
+    let host2 = LocalHost::at(NOW as f64);
+    let mut w2 = worker(&host2, &small);
+    for i in 0..17 {
+        let t = format!(
+            "Bearer {}",
+            token(&k, json!({"claims": {"sub": format!("agent:bot-{i}")}}))
+        );
+        assert_eq!(get(&mut w2, &host2, &t, &[]), Outcome::Continue);
+    }
+    assert_eq!(
+        host2.metric_value("agent_iam.limit_evictions_total"),
+        Some(1)
+    );
+
     // In shadow: counted, not enforced.
     plugin["checks"] = json!({"limits": {"mode": "shadow"}});
     let host = LocalHost::at(NOW as f64);
