@@ -1497,38 +1497,53 @@ impl Engine {
     }
 
     /// Refuses a request whose acting agent, any actor of its chain, or its principal is
-    /// quarantined (unless the registry's `released_at` for that agent lifts it): a
-    /// quarantined agent cannot act through another it delegates to either.
+    /// quarantined, here or (through the revocation feed) by another gateway, unless the
+    /// registry's `released_at` for that agent lifts it: a quarantined agent cannot act
+    /// through another it delegates to either.
     fn check_quarantine(
         &mut self,
         token: &VerifiedToken,
         now: f64,
         shared: Option<&dyn SharedData>,
     ) -> Result<(), Reason> {
-        if self.quarantine.is_none() {
+        let reported = !self.live.revoked.quarantines.is_empty();
+        if self.quarantine.is_none() && !reported {
             return Ok(());
         }
-        if shared.is_none() {
+        if self.quarantine.is_some() && shared.is_none() {
             self.local_shared();
         }
-        let (Some(q), Some(shared)) = (&self.quarantine, shared.or_else(|| self.local())) else {
-            return Err(Reason::AgentQuarantineUnavailable);
+        let local = match &self.quarantine {
+            None => None,
+            Some(q) => match shared.or_else(|| self.local()) {
+                Some(shared) => Some((q, shared)),
+                None => return Err(Reason::AgentQuarantineUnavailable),
+            },
         };
         let now_ms = millis(now);
         let actors = std::iter::once(token.agent.as_str())
             .chain(token.chain.iter().map(|a| a.sub.as_str()))
             .chain((token.subject != token.agent).then_some(token.subject.as_str()));
         for agent in actors {
-            if let Some((since_ms, _)) = q.active(shared, agent, now_ms)? {
-                let released = self
-                    .live
-                    .registry
-                    .lookup(agent)
-                    .and_then(|r| r.released_at)
-                    .is_some_and(|at| released_ms(at) >= since_ms);
-                if !released {
-                    return Err(Reason::AgentQuarantined);
-                }
+            let here = match local {
+                Some((q, shared)) => q.active(shared, agent, now_ms)?.map(|(since, _)| since),
+                None => None,
+            };
+            let elsewhere = if reported {
+                self.live.revoked.quarantined(agent, now).map(millis)
+            } else {
+                None
+            };
+            // A release lifts the quarantines that began at or before it.
+            let released = self
+                .live
+                .registry
+                .lookup(agent)
+                .and_then(|r| r.released_at)
+                .map(released_ms);
+            let holds = |since: Option<u64>| since.is_some_and(|s| released.is_none_or(|r| r < s));
+            if holds(here) || holds(elsewhere) {
+                return Err(Reason::AgentQuarantined);
             }
         }
         Ok(())
@@ -1562,6 +1577,7 @@ impl Engine {
             .and_then(|r| r.released_at)
             .map(released_ms);
         let agent = token.agent.clone();
+        let issuer = token.issuer.clone();
         if shared.is_none() {
             self.local_shared();
         }
@@ -1578,7 +1594,7 @@ impl Engine {
         let now_ms = millis(now);
         // A store that cannot be written starts no quarantine: the request is refused anyway.
         if let Ok(Some(evidence)) =
-            q.count_denial(shared, &agent, &d.decision_id, now_ms, released_ms)
+            q.count_denial(shared, &agent, &issuer, &d.decision_id, now_ms, released_ms)
         {
             d.quarantine = Some(evidence);
         }

@@ -11,6 +11,8 @@
 //! the registry: a record's `released_at` (UNIX seconds) lifts every quarantine of that
 //! agent that began at or before it.
 
+pub mod report;
+
 use sha2::{Digest, Sha256};
 
 use serde::Deserialize;
@@ -38,6 +40,9 @@ pub struct QuarantineConfig {
     /// Agents tracked (1..=1000000; default 10000).
     #[serde(default = "default_max_agents")]
     pub max_agents: u64,
+    /// Report each quarantine to a Shared Signals transmitter (docs/limits.md).
+    #[serde(default)]
+    pub report: Option<report::ReportConfig>,
 }
 
 fn default_max_agents() -> u64 {
@@ -65,6 +70,8 @@ impl QuarantineConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence {
     pub agent: String,
+    /// The issuer of the token that named the agent.
+    pub issuer: String,
     /// More than this many refusals within `within_s`.
     pub denials: u64,
     pub within_s: u64,
@@ -182,6 +189,7 @@ impl QuarantineStore {
         &mut self,
         shared: &dyn SharedData,
         agent: &str,
+        issuer: &str,
         decision_id: &str,
         now_ms: u64,
         released_ms: Option<u64>,
@@ -209,6 +217,7 @@ impl QuarantineStore {
         }
         Ok(Some(Evidence {
             agent: agent.to_owned(),
+            issuer: issuer.to_owned(),
             denials: self.cfg.denials,
             within_s: self.cfg.within_s,
             since: now_ms as f64 / 1000.0,
@@ -292,6 +301,7 @@ mod tests {
             within_s: 60,
             for_s: 300,
             max_agents: 16,
+            report: None,
         });
         let m = Memory::default();
         s.prepare(&m).unwrap();
@@ -304,14 +314,21 @@ mod tests {
         let t0 = 1_800_000_000_000u64;
         for i in 0..3 {
             assert_eq!(
-                s.count_denial(&m, "agent:a", &format!("d{i}"), t0 + i, None)
-                    .unwrap(),
+                s.count_denial(
+                    &m,
+                    "agent:a",
+                    "https://idp.test",
+                    &format!("d{i}"),
+                    t0 + i,
+                    None
+                )
+                .unwrap(),
                 None
             );
         }
         assert_eq!(s.active(&m, "agent:a", t0).unwrap(), None);
         let e = s
-            .count_denial(&m, "agent:a", "d3", t0 + 10, None)
+            .count_denial(&m, "agent:a", "https://idp.test", "d3", t0 + 10, None)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -326,7 +343,8 @@ mod tests {
         );
         // Further refusals while quarantined start nothing new; another agent is free.
         assert_eq!(
-            s.count_denial(&m, "agent:a", "d4", t0 + 20, None).unwrap(),
+            s.count_denial(&m, "agent:a", "https://idp.test", "d4", t0 + 20, None)
+                .unwrap(),
             None
         );
         assert_eq!(s.active(&m, "agent:b", t0 + 11).unwrap(), None);
@@ -336,15 +354,18 @@ mod tests {
         // began), not before.
         let (mut s, m) = store(1);
         for i in 0..2 {
-            let _ = s.count_denial(&m, "agent:a", "x", t0 + i, None).unwrap();
+            let _ = s
+                .count_denial(&m, "agent:a", "https://idp.test", "x", t0 + i, None)
+                .unwrap();
         }
         assert!(s.active(&m, "agent:a", t0 + 2).unwrap().is_some());
         assert_eq!(
-            s.count_denial(&m, "agent:a", "y", t0 + 3, None).unwrap(),
+            s.count_denial(&m, "agent:a", "https://idp.test", "y", t0 + 3, None)
+                .unwrap(),
             None
         );
         let again = s
-            .count_denial(&m, "agent:a", "z", t0 + 4, Some(t0 + 2))
+            .count_denial(&m, "agent:a", "https://idp.test", "z", t0 + 4, Some(t0 + 2))
             .unwrap();
         assert_eq!(again.map(|e| e.since), Some((t0 + 4) as f64 / 1000.0));
     }
@@ -355,8 +376,15 @@ mod tests {
         let t0 = 1_800_000_000_000u64;
         for i in 0..20u64 {
             assert_eq!(
-                s.count_denial(&m, "agent:a", "d", t0 + i * 40_000, None)
-                    .unwrap(),
+                s.count_denial(
+                    &m,
+                    "agent:a",
+                    "https://idp.test",
+                    "d",
+                    t0 + i * 40_000,
+                    None
+                )
+                .unwrap(),
                 None
             );
         }

@@ -11,6 +11,10 @@
 //!   `email` is refused (`revocation.agent`).
 //! - `https://agent-iam.dev/secevent/token-revoked` with `{"jti": "..."}`: that token is
 //!   refused (`revocation.jti`).
+//! - `https://agent-iam.dev/secevent/agent-quarantined` for an agent, with `until`: another
+//!   gateway quarantined it (what this filter's `quarantine.report` sends). Until then,
+//!   every request naming it as agent, actor or principal is refused (`agent.quarantined`);
+//!   the registry's `released_at` lifts it as it lifts a local quarantine.
 //!
 //! The state is a function of the *set* of SETs applied, not of their order: every entry
 //! merges by maximum (event time, then the safe side), so a poll answer (whose SETs arrive
@@ -41,6 +45,10 @@ pub const EVENT_ACCOUNT_ENABLED: &str =
     "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
 /// No standard event revokes one access token by `jti`; this is ours (documented).
 pub const EVENT_TOKEN_REVOKED: &str = "https://agent-iam.dev/secevent/token-revoked";
+/// No standard event quarantines an agent for a while; this is ours (documented).
+pub const EVENT_AGENT_QUARANTINED: &str = "https://agent-iam.dev/secevent/agent-quarantined";
+/// The longest quarantine a SET can ask for (30 days, as `quarantine.for_s`).
+pub const MAX_QUARANTINE_S: f64 = 2_592_000.0;
 
 /// Largest SET we accept (bytes of the compact JWS).
 pub const MAX_SET_BYTES: usize = 16 * 1024;
@@ -141,6 +149,12 @@ pub enum Effect {
         jti: String,
         at: f64,
     },
+    /// Quarantined from `at` until `until` (UNIX seconds) by another gateway.
+    AgentQuarantined {
+        agent: String,
+        at: f64,
+        until: f64,
+    },
     /// An event we do not act on (acknowledged, not applied): an unknown event type, or a
     /// subject that names nobody our tokens carry (`iss_sub` of another issuer).
     Ignored {
@@ -158,6 +172,9 @@ impl std::fmt::Display for Effect {
             Effect::AgentDisabled { agent, at } => write!(f, "{agent} disabled at {at}"),
             Effect::AgentEnabled { agent, at } => write!(f, "{agent} enabled at {at}"),
             Effect::TokenRevoked { jti, .. } => write!(f, "token jti {jti} revoked"),
+            Effect::AgentQuarantined { agent, at, until } => {
+                write!(f, "{agent} quarantined from {at} until {until}")
+            }
             Effect::Ignored { event, why } => write!(f, "event {event} not acted on ({why})"),
         }
     }
@@ -359,6 +376,18 @@ fn effects(
         }
         EVENT_ACCOUNT_DISABLED => per_id(&|agent| Effect::AgentDisabled { agent, at }),
         EVENT_ACCOUNT_ENABLED => per_id(&|agent| Effect::AgentEnabled { agent, at }),
+        EVENT_AGENT_QUARANTINED => {
+            let until = match b.get("until") {
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                _ => return err("agent-quarantined event needs until (a number)"),
+            };
+            if until.is_nan() || until <= at {
+                return err("agent-quarantined event's until is not after its time");
+            }
+            // Never longer than a local quarantine can be.
+            let until = until.min(at + MAX_QUARANTINE_S);
+            per_id(&|agent| Effect::AgentQuarantined { agent, at, until })
+        }
         EVENT_TOKEN_REVOKED => match b.get("jti").and_then(Value::as_str) {
             Some(j) if !j.is_empty() => Ok(vec![Effect::TokenRevoked {
                 jti: j.to_owned(),
@@ -517,6 +546,12 @@ pub struct RevocationState {
     pub agents: BTreeMap<String, AgentMark>,
     /// SET `jti`s already applied → forget after (replay detection).
     pub seen: BTreeMap<String, f64>,
+    /// Agents another gateway quarantined → (since, until): the latest start and end of
+    /// every quarantine reported for it, so a `released_at` lifts only what began before it.
+    /// Left out of the published document while empty (a filter version that does not
+    /// know it reads that document unchanged).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quarantines: BTreeMap<String, (f64, f64)>,
 }
 
 /// What applying a SET did.
@@ -561,6 +596,14 @@ impl RevocationState {
                     let until = now.max(*at) + keep;
                     keep_max(self.jtis.entry(jti.clone()).or_insert(until), until);
                 }
+                Effect::AgentQuarantined { agent, at, until } => {
+                    let entry = self
+                        .quarantines
+                        .entry(agent.clone())
+                        .or_insert((*at, *until));
+                    keep_max(&mut entry.0, *at);
+                    keep_max(&mut entry.1, *until);
+                }
                 Effect::Ignored { .. } => {}
             }
         }
@@ -585,10 +628,20 @@ impl RevocationState {
         self.subjects.retain(|_, (_, until)| *until >= now);
         self.agents.retain(|_, m| m.disabled || m.until >= now);
         self.seen.retain(|_, until| *until >= now);
+        self.quarantines.retain(|_, (_, until)| *until >= now);
     }
 
+    /// Entries the per-request checks read.
     pub fn len(&self) -> usize {
-        self.jtis.len() + self.subjects.len() + self.agents.len()
+        self.jtis.len() + self.subjects.len() + self.agents.len() + self.quarantines.len()
+    }
+
+    /// When `agent`'s reported quarantine began, if it is in force at `now`.
+    pub fn quarantined(&self, agent: &str, now: f64) -> Option<f64> {
+        self.quarantines
+            .get(agent)
+            .filter(|(_, until)| now < *until)
+            .map(|(since, _)| *since)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -907,6 +960,56 @@ mod tests {
             json!({"claims": {"sub_id": opaque("agent:y")}}),
         );
         assert_eq!(verify(&k, &both).unwrap().effects.len(), 1);
+    }
+
+    /// A quarantine another gateway reported: it needs an `until` after its time, lasts at
+    /// most 30 days, and merges by the latest start and end (a release lifts only what
+    /// began before it), in any order.
+    #[test]
+    fn a_reported_quarantine_verifies_merges_in_any_order_and_ends() {
+        let k = keys();
+        let now = NOW as f64;
+        let q = |at: i64, until: Value| {
+            json!({EVENT_AGENT_QUARANTINED: {"subject": opaque("agent:x"),
+                   "event_timestamp": at, "until": until, "denials": 5}})
+        };
+        let effect = |at: f64, until: f64| Effect::AgentQuarantined {
+            agent: "agent:x".into(),
+            at,
+            until,
+        };
+        let v = verify(&k, &set(&k, q(NOW - 10, json!(NOW + 50)), json!({}))).unwrap();
+        assert_eq!(v.effects, vec![effect(now - 10.0, now + 50.0)]);
+        let long = verify(&k, &set(&k, q(NOW, json!(NOW + 90_000_000)), json!({}))).unwrap();
+        assert_eq!(long.effects, vec![effect(now, now + MAX_QUARANTINE_S)]);
+        for bad in [json!(null), json!("soon"), json!(NOW - 10)] {
+            let e = verify(&k, &set(&k, q(NOW - 10, bad.clone()), json!({}))).unwrap_err();
+            assert!(e.message.contains("until"), "{bad}: {e}");
+        }
+        let first = VerifiedSet {
+            jti: "q-1".into(),
+            iat: now,
+            effects: vec![effect(now - 10.0, now + 50.0)],
+        };
+        let second = VerifiedSet {
+            jti: "q-2".into(),
+            iat: now,
+            effects: vec![effect(now + 20.0, now + 40.0)],
+        };
+        let mut ab = RevocationState::default();
+        ab.apply(&first, now, LIMITS);
+        ab.apply(&second, now, LIMITS);
+        let mut ba = RevocationState::default();
+        ba.apply(&second, now, LIMITS);
+        ba.apply(&first, now, LIMITS);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.quarantined("agent:x", now + 49.0), Some(now + 20.0));
+        assert_eq!(ab.quarantined("agent:y", now), None);
+        // The per-token checks are not what refuses it (the quarantine check is).
+        assert_eq!(ab.check(None, "agent:x", &[], None, now), Ok(()));
+        assert_eq!(ab.quarantined("agent:x", now + 50.0), None);
+        ab.prune(now + 51.0);
+        assert!(ab.quarantines.is_empty());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Config {
     pub limits: Vec<crate::limits::LimitConfig>,
     pub limits_max_keys: usize,
     pub quarantine: Option<crate::quarantine::QuarantineConfig>,
+    /// `quarantine.report`, validated (its signing key parsed).
+    pub quarantine_report: Option<crate::quarantine::report::Reporter>,
     /// How DPoP proofs are checked.
     pub dpop: DpopRules,
     /// Every check's mode where a route sets none (`mode`, `checks.<check>.mode`).

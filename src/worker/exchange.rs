@@ -206,6 +206,7 @@ impl Worker {
         let lines = self.engine.audit(&d, &ctx);
         self.audit.count(host, &d, latency_us);
         self.audit.emit_request(host, lines);
+        self.report_quarantine(host, &d, now);
     }
 
     fn refuse_waiting(

@@ -27,6 +27,7 @@ mod jwks;
 pub mod local;
 mod poll;
 mod registry;
+mod report;
 mod revocation;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
@@ -39,6 +40,7 @@ use host::{log, Metric};
 pub use host::{Host, Level, MetricKind};
 use jwks::JwksFeed;
 use registry::RegistryFeed;
+use report::ReportOut;
 use revocation::RevocationFeed;
 
 /// What the host does with the request after [`Worker::on_request`].
@@ -102,6 +104,8 @@ pub struct Worker {
     revocation: Option<RevocationFeed>,
     jwks: Vec<JwksFeed>,
     audit: AuditOut,
+    /// Quarantine reports to the Shared Signals transmitter (`quarantine.report`).
+    reports: Option<ReportOut>,
     jwks_age: Metric,
     tick: Duration,
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
@@ -337,6 +341,10 @@ impl Worker {
             .filter_map(|(i, iss)| iss.remote.as_ref().map(|u| JwksFeed::new(i, iss, u)))
             .collect();
         let audit = AuditOut::new(host, &cfg.audit);
+        let reports = cfg
+            .quarantine_report
+            .as_ref()
+            .map(|r| ReportOut::new(host, r));
         // Tick often: the shared-data lease keeps polls one interval apart, and a fresh
         // host polls within one tick instead of one interval.
         let mut tick = audit.tick_period(cfg.audit.checkpoint_s);
@@ -358,6 +366,7 @@ impl Worker {
             revocation,
             jwks,
             audit,
+            reports,
             jwks_age,
             tick,
             foreign,
@@ -668,6 +677,7 @@ impl Worker {
         let lines = self.engine.audit(d, &ctx);
         self.audit.count(host, d, latency_us);
         self.audit.emit_request(host, lines);
+        self.report_quarantine(host, d, now);
         if d.allowed() {
             Outcome::Continue
         } else {
@@ -697,6 +707,13 @@ impl Worker {
         self.finish_request(host, &d, started.elapsed(), now, (None, None))
     }
 
+    /// Queues the report of the quarantine `d` started, when reports are configured.
+    pub(super) fn report_quarantine(&mut self, host: &dyn Host, d: &Decision, now: f64) {
+        if let (Some(r), Some(q)) = (self.reports.as_mut(), d.quarantine.as_ref()) {
+            r.push(host, q, &d.decision_id, now);
+        }
+    }
+
     /// The host's timer: polls, checkpoints, collector flushes, gauges.
     pub fn on_tick(&mut self, host: &dyn Host) {
         let Some(now_ms) = host.now().map(|n| (n * 1000.0) as u64) else {
@@ -706,6 +723,9 @@ impl Worker {
             f.on_tick(host, now_ms);
         }
         self.audit.on_tick(host, &mut self.engine, now_ms);
+        if let Some(r) = self.reports.as_mut() {
+            r.on_tick(host, now_ms);
+        }
         if let Some(r) = self.revocation.as_mut() {
             r.on_tick(host, now_ms);
         }
@@ -727,6 +747,11 @@ impl Worker {
         let now = now_ms as f64 / 1000.0;
         if self.audit.on_response(host, token, now_ms) {
             return;
+        }
+        if let Some(r) = self.reports.as_mut() {
+            if r.on_response(host, token, body_size, now_ms) {
+                return;
+            }
         }
         if let (Some(r), Some(t)) = (
             self.revocation.as_mut(),

@@ -1476,3 +1476,159 @@ fn an_mcp_call_held_back_is_counted_when_its_body_arrives() {
     );
     assert_eq!(deny_json(&host).2["error"]["data"]["reason"], "limit.calls");
 }
+
+/// A fixed P-256 gateway key as a private JWK, and its public JWKS.
+fn gateway_key() -> (Value, Value) {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let p = key.verifying_key().to_encoded_point(false);
+    let public = json!({"kty": "EC", "crv": "P-256", "kid": "gw-a",
+        "x": b64(p.x().unwrap()), "y": b64(p.y().unwrap())});
+    let mut private = public.clone();
+    private["d"] = json!(b64(&[7u8; 32]));
+    (private, json!({"keys": [public]}))
+}
+
+/// Quarantine reports: each quarantine becomes one signed SET pushed to the transmitter,
+/// retried with backoff while it fails, dropped when the transmitter refuses it; another
+/// gateway that receives it refuses the agent until it ends or its registry releases it.
+#[test]
+fn a_quarantine_is_reported_retried_and_enforced_by_the_gateway_that_receives_it() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("ssf".into());
+    let (private, public) = gateway_key();
+    let mut plugin = open_plugin(&k);
+    plugin["routes"] = json!([
+        {"name": "admin", "prefix": "/admin", "required_scopes": ["tickets:admin"]}
+    ]);
+    plugin["quarantine"] = json!({"denials": 1, "within_s": 60, "for_s": 30,
+        "report": {"cluster": "ssf", "path": "/ssf/push", "issuer": "https://gw-a.test",
+                   "audience": "https://api.test/ssf", "signing_key": private}});
+    let mut a = worker(&host, &plugin);
+    let bot = format!(
+        "Bearer {}",
+        token(&k, json!({"claims": {"sub": "agent:bot-1"}}))
+    );
+    let admin = |w: &mut Worker, auth: &str| {
+        host.request(&[
+            (":method", "GET"),
+            (":path", "/admin/x"),
+            (":authority", "api.test"),
+            ("authorization", auth),
+        ]);
+        w.on_request(&host, &mut Exchange::default(), true)
+    };
+    for _ in 0..2 {
+        admin(&mut a, &bot);
+    }
+    a.on_tick(&host);
+    let push = host.take_call("ssf").unwrap();
+    assert!(push
+        .headers
+        .contains(&("content-type".into(), "application/secevent+jwt".into())));
+    assert!(push.headers.contains(&(":path".into(), "/ssf/push".into())));
+    let set = String::from_utf8(push.body.clone()).unwrap();
+
+    // The transmitter is down: kept, retried after a backoff.
+    host.answer("503", b"");
+    a.on_call_response(&host, push.token, 0);
+    a.on_tick(&host);
+    assert!(host.take_call("ssf").is_none(), "backing off");
+    host.advance_ms(250);
+    a.on_tick(&host);
+    let again = host.take_call("ssf").unwrap();
+    assert_eq!(again.body, push.body, "the same SET, same jti");
+    host.answer("202", b"");
+    a.on_call_response(&host, again.token, 0);
+    assert_eq!(
+        host.metric_value("agent_iam.quarantine.reports_sent_total"),
+        Some(1)
+    );
+    assert_eq!(
+        host.metric_value("agent_iam.quarantine.report_failures_total"),
+        Some(1)
+    );
+
+    // A second quarantine (after the first ends): the transmitter refuses it for good.
+    host.advance_ms(30_000);
+    for _ in 0..2 {
+        admin(&mut a, &bot);
+    }
+    a.on_tick(&host);
+    let refused = host.take_call("ssf").unwrap();
+    let err = br#"{"err":"invalid_key","description":"unknown kid"}"#;
+    host.answer("400", err);
+    a.on_call_response(&host, refused.token, err.len());
+    assert_eq!(
+        host.metric_value("agent_iam.quarantine.reports_refused_total"),
+        Some(1)
+    );
+    assert_eq!(host.logged("unknown kid").len(), 1);
+    host.advance_ms(60_000);
+    a.on_tick(&host);
+    assert!(
+        host.take_call("ssf").is_none(),
+        "a refused SET is not sent again"
+    );
+
+    // Gateway B (its own host) trusts the sender as its transmitter here; it applies the
+    // event and refuses the agent, directly and as an actor, while it lasts.
+    let host_b = LocalHost::at(NOW as f64 + 1.0);
+    host_b.clusters.borrow_mut().push("ssf".into());
+    let mut plugin_b = open_plugin(&k);
+    plugin_b["revocation"] = json!({
+        "feed": {"cluster": "ssf", "path": "/ssf/poll", "interval_ms": 250},
+        "transmitter": {"issuer": "https://gw-a.test", "audience": "https://api.test/ssf",
+                        "jwks": public}});
+    let mut b = worker(&host_b, &plugin_b);
+    b.on_tick(&host_b);
+    let poll = host_b.take_call("ssf").unwrap();
+    let jti = set_jti(&set)["jti"].as_str().unwrap().to_owned();
+    assert!(jti.starts_with("quarantine-"), "{jti}");
+    let body = json!({"sets": {jti.clone(): set}}).to_string();
+    host_b.answer("200", body.as_bytes());
+    b.on_call_response(&host_b, poll.token, body.len());
+    assert_eq!(
+        host_b
+            .logged(&format!("revocation applied: SET {jti}"))
+            .len(),
+        1
+    );
+    assert_eq!(get(&mut b, &host_b, &bot, &[]), Outcome::Answered);
+    assert_eq!(
+        (status(&host_b), reason(&host_b).as_deref()),
+        (Some(403), Some("agent.quarantined"))
+    );
+    // B's registry releases it.
+    plugin_b["agents"] = json!({"allow_unregistered_subjects": true, "registry": [
+        {"id": "agent:bot-1", "status": "active", "max_scopes": ["tickets:read", "tickets:admin"],
+         "may_act_for": ["user:*"], "released_at": NOW + 2}]});
+    let mut b2 = worker(&host_b, &plugin_b);
+    host_b.advance_ms(2_000);
+    b2.on_tick(&host_b);
+    let poll = host_b.take_call("ssf").unwrap();
+    let body = json!({"sets": {}}).to_string();
+    host_b.answer("200", body.as_bytes());
+    b2.on_call_response(&host_b, poll.token, body.len());
+    assert_eq!(get(&mut b2, &host_b, &bot, &[]), Outcome::Continue);
+    // And it ends on its own on B as well.
+    host_b.advance_ms(30_000);
+    b.on_tick(&host_b);
+    if let Some(poll) = host_b.take_call("ssf") {
+        host_b.answer("200", body.as_bytes());
+        b.on_call_response(&host_b, poll.token, body.len());
+    }
+    assert_eq!(get(&mut b, &host_b, &bot, &[]), Outcome::Continue);
+}
+
+/// The claims of a compact JWS (no verification).
+fn set_jti(set: &str) -> Value {
+    use base64::Engine as _;
+    let payload = set.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -25,6 +25,27 @@ pub enum Command {
     /// move it over the file a bootstrap made with `generate envoy --ecds FILE` watches, or
     /// push it from an xDS control plane; Envoy applies it without draining a listener.
     Ecds(Box<EnvoyArgs>),
+    #[command(name = "signing-key")]
+    SigningKey(SigningKeyArgs),
+}
+
+/// A new signing key for `quarantine.report.signing_key`: the private JWK to FILE
+/// (readable by its owner only), the public JWKS, for the transmitter, on standard output.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  written
+  2  usage error, or a file that cannot be written (an existing one is never replaced)")]
+pub struct SigningKeyArgs {
+    /// The key's `kid` (the transmitter selects the public key by it).
+    #[arg(long, value_name = "KID")]
+    kid: String,
+    /// ES256 (EC P-256) or EdDSA (Ed25519).
+    #[arg(long, value_name = "ALG", default_value = "ES256")]
+    alg: String,
+    /// Where the private JWK is written; it must not exist yet.
+    #[arg(long, value_name = "FILE")]
+    private: String,
 }
 
 /// An Envoy bootstrap (YAML) with the filter in front of one upstream, with Envoy's own
@@ -127,7 +148,24 @@ pub fn run(cmd: &Command) -> Outcome {
         Command::Envoy(a) => envoy(a, Output::Bootstrap),
         Command::Filter(a) => envoy(a, Output::Filter),
         Command::Ecds(a) => envoy(a, Output::Ecds),
+        Command::SigningKey(a) => signing_key(a),
     }
+}
+
+fn signing_key(a: &SigningKeyArgs) -> Outcome {
+    use std::io::Write;
+    let jwk = agent_iam::quarantine::report::generate_key(&a.alg, &a.kid)?;
+    let public = agent_iam::quarantine::report::public_jwks_of(&jwk)?;
+    let text = serde_json::to_string_pretty(&jwk).map_err(|e| e.to_string())? + "\n";
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&a.private)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", a.private))?;
+    common::print_json(&public)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

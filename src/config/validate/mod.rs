@@ -106,6 +106,10 @@ impl PluginConfig {
         if let Some(q) = &quarantine {
             q.validate(out);
         }
+        let quarantine_report = quarantine
+            .as_ref()
+            .and_then(|q| q.report.as_ref())
+            .and_then(|r| r.validate(out));
         // Compiling is the expensive part: only a configuration otherwise valid.
         let policy = match &policy {
             Some(pc) if problems.is_empty() => stage::policy(pc, &mut problems),
@@ -122,6 +126,7 @@ impl PluginConfig {
             limits,
             limits_max_keys: usize::try_from(limits_max_keys).unwrap_or(usize::MAX),
             quarantine,
+            quarantine_report,
             strip_authorization: upstream.strip_authorization,
             registry,
             feed: agents.feed,
