@@ -92,12 +92,13 @@ pub enum Reason {
     AgentRetired,
     /// The acting agent's enrolment lapsed (`not_after`).
     AgentExpired,
-    /// No good registry answer for longer than `agents.feed.max_staleness_s`.
-    /// The agent (acting, an actor of the chain, or the principal) is quarantined on this Envoy: it was
-    /// refused more than `quarantine.denials` times within `quarantine.within_s`.
+    /// The agent (acting, an actor of the chain, or the principal) is quarantined: on this
+    /// Envoy (refused more than `quarantine.denials` times within `quarantine.within_s`), or
+    /// by another gateway's report that the revocation feed delivered.
     AgentQuarantined,
     /// The quarantine store in shared data could not be read or written: fail closed.
     AgentQuarantineUnavailable,
+    /// No good registry answer for longer than `agents.feed.max_staleness_s`.
     AgentRegistryStale,
     /// The token's `jti` was revoked (revocation feed).
     RevocationJti,
@@ -539,7 +540,7 @@ impl Reason {
             Reason::DelegationScopeExceedsCeiling => "token scope exceeds the chain's ceiling (max_scopes of every actor)",
             Reason::AgentUnknown => "the acting identity (act.sub, else sub) is not a registered agent",
             Reason::AgentSuspended => "the acting agent is suspended",
-            Reason::AgentQuarantined => "the agent, acting, anywhere in the chain or as the principal, is quarantined on this Envoy after too many refusals (quarantine); the registry's released_at lifts it",
+            Reason::AgentQuarantined => "the agent, acting, anywhere in the chain or as the principal, is quarantined: on this Envoy after too many refusals (quarantine), or by another gateway's report through the revocation feed; the registry's released_at lifts it",
             Reason::AgentQuarantineUnavailable => "the quarantine store in shared data could not be read or written (fail closed)",
             Reason::AgentRetired => "the acting agent is retired",
             Reason::AgentExpired => "the acting agent's enrolment lapsed (not_after)",

@@ -257,3 +257,79 @@ def test_a_sliding_budget_keyed_on_a_claim_is_shared_by_every_agent_of_that_tena
         assert (r.status, r.json()["reason"]) == (429, "limit.tenant-reads") and arrived(envoy, m) == []
         assert 1 <= int(r.headers["retry-after"]) <= 64  # the window plus one step (60 s / 15)
         c.close()
+
+
+def test_a_quarantine_reaches_another_gateway_through_the_shared_signals_transmitter():
+    """Envoy A quarantines agent:planner and pushes the report, a SET it signs (RFC 8935),
+    to the transmitter, retrying while the transmitter is down. The SET verifies with PyJWT
+    against the public key the gateway gave the transmitter and carries the audited
+    evidence. Relayed by the transmitter, it makes Envoy B refuse the agent (which B never
+    refused itself) until B's registry releases it."""
+    import time
+
+    import jwt
+    from joserfc.jwk import ECKey
+
+    private = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    private["kid"] = "gw-a"
+    public = {k: v for k, v in private.items() if k != "d"}
+    gateway = "https://gw-a.agent-iam.test"
+    plugin_a = with_limits([], quarantine={
+        "denials": 3, "within_s": 60, "for_s": 60,
+        "report": {"cluster": "agent_iam_control_plane", "path": "/ssf/push", "issuer": gateway,
+                   "audience": harness.SSF_ISSUER, "signing_key": private}})
+    plugin_a["audit"] = {"log": True}
+    plugin_b = harness.with_revocation(with_limits([]), max_staleness_s=5)
+    plugin_b["agents"]["feed"].update({"poll_interval_ms": 200, "max_staleness_s": 3})
+    plugin_b["audit"] = {"log": True}
+    with harness.stack(plugin_json=plugin_a, name="report-a") as a, \
+            harness.stack(plugin_json=plugin_b, name="report-b") as b:
+        [planner] = harness.mint([{"claims": {"sub": "user:alice", "act": {"sub": "agent:planner"}}}])
+        ca, cb = harness.Client(a.listen_port), harness.Client(b.listen_port)
+
+        def on_b():
+            r, m = marked(cb, planner, method="GET", path="/tickets/1")
+            return r, arrived(b, m)
+
+        harness.wait_until(lambda: on_b()[0].status, 5, "B's first revocation poll", expect=lambda s: s == 200)
+        a.control_plane.ssf_push_fail("503")
+        assert [marked(ca, planner, path="/mail/send")[0].json()["reason"] for _ in range(4)] \
+            == ["scope.insufficient"] * 4
+        harness.wait_until(lambda: a.control_plane.stats()["push_refused"], 5,
+                           "a push while the transmitter is down", expect=lambda n: n >= 1)
+        a.control_plane.ssf_push_fail("none")
+        [report] = harness.wait_until(a.control_plane.ssf_received, 10, "the quarantine report",
+                                      expect=lambda s: len(s) == 1)
+        assert jwt.get_unverified_header(report) == {"alg": "ES256", "typ": "secevent+jwt", "kid": "gw-a"}
+        claims = jwt.decode(report, key=jwt.PyJWK(public).key, algorithms=["ES256"],
+                            audience=harness.SSF_ISSUER, issuer=gateway)
+        [q] = [e for e in a.audit_events() if e["kind"] == "quarantine"]
+        event = claims["events"][harness.EVENT["agent_quarantined"]]
+        assert event["subject"] == {"format": "iss_sub", "iss": PLUGIN["issuers"][0]["issuer"],
+                                    "sub": "agent:planner"}
+        assert (event["event_timestamp"], event["until"], event["denials"], event["decision_ids"]) \
+            == (q["since"], q["until"], 3, q["decision_ids"])
+        assert claims["jti"] == "quarantine-" + q["decision_id"]
+        stats = harness.admin_stats(a, "agent_iam.quarantine")
+        assert stats["wasmcustom.agent_iam.quarantine.reports_sent_total"] == "1"
+        assert int(stats["wasmcustom.agent_iam.quarantine.report_failures_total"]) >= 1
+
+        # B has not refused the agent once: the transmitter relays the event, signed as itself.
+        r, seen = on_b()
+        assert r.status == 200 and len(seen) == 1
+        b.control_plane.push_sets(harness.mint_sets([("relay-1", {harness.EVENT["agent_quarantined"]: event})]))
+        harness.wait_until(lambda: on_b()[0].status, 5, "B to apply the relayed quarantine",
+                           expect=lambda s: s == 403)
+        r, seen = on_b()
+        assert (r.status, r.json()["reason"], seen) == (403, "agent.quarantined", [])
+        [applied] = [e for e in b.audit_events() if e["kind"] == "revocation" and e["jti"] == "relay-1"]
+        assert applied["outcome"] == "applied" and "agent:planner quarantined" in applied["detail"]
+        # B's registry releases it.
+        doc = harness.registry_doc(plugin_b, version="2")
+        for rec in doc["agents"]:
+            if rec["id"] == "agent:planner":
+                rec["released_at"] = int(time.time()) + 1
+        b.control_plane.set_registry(doc)
+        harness.wait_until(lambda: on_b()[0].status, 3, "the release to apply on B", expect=lambda s: s == 200)
+        ca.close()
+        cb.close()

@@ -226,6 +226,13 @@ class ControlPlane:
     def ssf_fail(self, mode):
         assert self._call("POST", "/admin/ssf/fail", {"mode": mode})[0] == 204
 
+    def ssf_received(self):
+        """Every SET gateways pushed to the transmitter's /ssf/push, in order."""
+        return json.loads(self._call("GET", "/admin/ssf/received")[1])["sets"]
+
+    def ssf_push_fail(self, mode):
+        assert self._call("POST", "/admin/ssf/push/fail", {"mode": mode})[0] == 204
+
     def set_jwks(self, doc):
         assert self._call("PUT", "/jwks.json", doc)[0] == 204
 
@@ -248,6 +255,7 @@ EVENT = {
     "account_disabled": "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
     "account_enabled": "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
     "token_revoked": "https://agent-iam.dev/secevent/token-revoked",
+    "agent_quarantined": "https://agent-iam.dev/secevent/agent-quarantined",
 }
 
 

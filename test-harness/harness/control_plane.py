@@ -21,6 +21,11 @@ Shared Signals transmitter (RFC 8936 poll delivery):
                            every SET pushed in the last `--retain-s` seconds.
   POST /admin/ssf/push     {"sets": [compact SET...]}: queue SETs for every session
   POST /admin/ssf/fail     {"mode": "none" | "500" | "garbage" | "slow"}: simulate a transmitter outage
+  POST /ssf/push           a SET a gateway reports (RFC 8935 push: `application/secevent+jwt`)
+                           → 202, stored as received (not verified: the test verifies it)
+  GET  /admin/ssf/received {"sets": [compact SET...]} every SET pushed to /ssf/push, in order
+  POST /admin/ssf/push/fail {"mode": "none" | "503" | "400"}: refuse pushes (400 with an
+                           RFC 8935 error body)
 
 Audit collector (the filter's `audit.collector`):
   POST /audit              a batch of events (newline-delimited JSON), stored in order
@@ -55,7 +60,8 @@ STATE = {"doc": b"{}", "fail": "none", "requests": 0,
          # SSF: every pushed SET (jti, set, pushed_at); per session: acknowledged jtis.
          "sets": [], "sessions": {}, "ssf_fail": "none", "ssf_polls": 0, "acked": [],
          "retain_s": 900, "jwks": b'{"keys": []}', "jwks_fail": "none", "jwks_requests": 0,
-         "audit": [], "audit_fail": "none", "audit_batches": 0, "audit_refused": 0}
+         "audit": [], "audit_fail": "none", "audit_batches": 0, "audit_refused": 0,
+         "received": [], "push_fail": "none", "push_refused": 0}
 LOCK = threading.Lock()
 
 
@@ -81,8 +87,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          "acked": STATE["acked"], "sessions": len(STATE["sessions"]),
                          "jwks_requests": STATE["jwks_requests"],
                          "audit_events": len(STATE["audit"]), "audit_batches": STATE["audit_batches"],
-                         "audit_refused": STATE["audit_refused"]}
+                         "audit_refused": STATE["audit_refused"], "push_refused": STATE["push_refused"]}
             return self._send(200, json.dumps(stats).encode())
+        if self.path == "/admin/ssf/received":
+            with LOCK:
+                body = json.dumps({"sets": STATE["received"]})
+            return self._send(200, body.encode())
         if self.path == "/admin/audit":
             with LOCK:
                 text = "".join(line + "\n" for line in STATE["audit"])
@@ -130,6 +140,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._ssf_poll()
         if self.path == "/audit":
             return self._audit()
+        if self.path == "/ssf/push":
+            return self._ssf_push()
+        if self.path == "/admin/ssf/push/fail":
+            mode = json.loads(self._body())["mode"]
+            with LOCK:
+                STATE["push_fail"] = mode
+            return self._send(204)
         if self.path == "/admin/audit/fail":
             mode = json.loads(self._body())["mode"]
             with LOCK:
@@ -174,6 +191,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode != "none":
             return self._send(503, b'{"error":"simulated outage"}')
         self._send(204)
+
+    def _ssf_push(self):
+        body = self._body()
+        with LOCK:
+            mode = STATE["push_fail"]
+            if mode != "none":
+                STATE["push_refused"] += 1
+        if mode == "503":
+            return self._send(503, b'{"error":"simulated outage"}')
+        if mode == "400":
+            return self._send(400, b'{"err":"invalid_key","description":"simulated: unknown key"}')
+        if self.headers.get("content-type", "").split(";")[0].strip() != "application/secevent+jwt":
+            return self._send(400, b'{"err":"invalid_request","description":"not application/secevent+jwt"}')
+        with LOCK:
+            STATE["received"].append(body.decode())
+        self._send(202, b"", "text/plain")
 
     def _ssf_poll(self):
         req = json.loads(self._body() or b"{}")
