@@ -643,6 +643,26 @@ impl Engine {
         d
     }
 
+    /// Ends `wait` without a body the filter can decide on. A body too large or followed by
+    /// trailers is the MCP check's refusal, counted toward the agent's quarantine like the
+    /// one [`Engine::with_body_shared`] makes; a body that could not be read is the
+    /// filter's failure and counts nothing.
+    pub fn refuse_body(
+        &mut self,
+        wait: BodyWait,
+        reason: Reason,
+        detail: &str,
+        now: f64,
+        shared: Option<&dyn SharedData>,
+    ) -> Decision {
+        let mut d = wait.refuse(reason, detail);
+        if matches!(reason, Reason::McpBodyTooLarge | Reason::McpBodyInvalid) {
+            d.failed = Some(Check::Mcp);
+            self.count_refusal(&mut d, now, shared);
+        }
+        d
+    }
+
     /// What a list response to the allowed decision `d` must be filtered with, if
     /// anything (a `tools/list`, `resources/list` or `prompts/list` on a route with
     /// `filter_lists`).

@@ -218,8 +218,8 @@ impl Worker {
         detail: &str,
         started: Instant,
     ) -> Outcome {
-        self.conclude_waiting(host, ex, waiting, started, |_, wait, _| {
-            wait.refuse(reason, detail)
+        self.conclude_waiting(host, ex, waiting, started, |engine, wait, now| {
+            engine.refuse_body(wait, reason, detail, now, Some(host))
         })
     }
 

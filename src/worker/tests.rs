@@ -1632,3 +1632,48 @@ fn set_jti(set: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// A streamed MCP body over the route's limit, or followed by trailers, is the MCP check's
+/// refusal, and counts toward the agent's quarantine like any other.
+#[test]
+fn refused_mcp_bodies_count_toward_the_quarantine() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    let mut plugin = mcp_plugin(&k);
+    plugin["routes"][0]["mcp"]["max_body_bytes"] = json!(64);
+    plugin["quarantine"] = json!({"denials": 1, "within_s": 60, "for_s": 30});
+    plugin["audit"] = json!({"log": true});
+    let mut w = worker(&host, &plugin);
+    let auth = bearer(&k, "tickets:read");
+    let start = |w: &mut Worker, ex: &mut Exchange| {
+        host.request(&[
+            (":method", "POST"),
+            (":path", "/mcp"),
+            (":authority", "api.test"),
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ]);
+        assert_eq!(w.on_request(&host, ex, false), Outcome::NeedBody);
+    };
+    let mut ex = Exchange::default();
+    start(&mut w, &mut ex);
+    let big = call(&"x".repeat(200));
+    host.request_body_is(big.as_bytes());
+    assert_eq!(
+        w.on_request_body(&host, &mut ex, 100, false),
+        Outcome::Answered
+    );
+    assert_eq!(deny_json(&host).0, 413);
+    assert!(host.logged("\"kind\":\"quarantine\"").is_empty());
+    let mut ex = Exchange::default();
+    start(&mut w, &mut ex);
+    host.request_body_is(b"{");
+    assert_eq!(
+        w.on_request_body(&host, &mut ex, 1, false),
+        Outcome::NeedBody
+    );
+    assert_eq!(w.on_request_trailers(&host, &mut ex), Outcome::Answered);
+    assert_eq!(deny_json(&host).0, 400);
+    let events = host.logged("\"kind\":\"quarantine\"");
+    assert_eq!(events.len(), 1, "{events:?}");
+}
