@@ -56,11 +56,21 @@ fn default_max_queue() -> u64 {
     1000
 }
 
-/// A private JWK: parsed once, never printed.
-#[derive(Clone, Deserialize)]
+/// A private JWK: parsed once, never printed (not in a configuration error either).
+#[derive(Clone)]
 #[cfg_attr(tools, derive(JsonSchema))]
-#[serde(transparent)]
 pub struct PrivateJwk(pub serde_json::Map<String, Value>);
+
+impl<'de> Deserialize<'de> for PrivateJwk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PrivateJwk, D::Error> {
+        match Value::deserialize(d) {
+            Ok(Value::Object(m)) => Ok(PrivateJwk(m)),
+            _ => Err(serde::de::Error::custom(
+                "must be a JWK object (the value is not shown: it may be a secret)",
+            )),
+        }
+    }
+}
 
 impl std::fmt::Debug for PrivateJwk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -493,5 +503,14 @@ mod tests {
         let d = c.signing_key.0["d"].as_str().unwrap().to_owned();
         let r = c.validate(&mut problems).unwrap();
         assert!(!format!("{c:?}{r:?}").contains(&d));
+        let pem = json!({"cluster": "c", "path": "/p", "issuer": "i", "audience": "a",
+                         "signing_key": "-----BEGIN PRIVATE KEY----- s3cret"});
+        let e = serde_json::from_value::<ReportConfig>(pem)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("must be a JWK object") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 }
