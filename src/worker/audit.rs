@@ -304,7 +304,7 @@ impl AuditOut {
         }
         if let Some(c) = self.collector.as_mut() {
             c.last_flush_ms = 0;
-            c.next_attempt_ms = 0;
+            c.backoff.waive();
             c.flush(host, now_ms, &self.metrics);
         }
     }
@@ -341,8 +341,7 @@ struct Collector {
     /// are dropped if the batch fails (and were delivered if it succeeds).
     doomed: usize,
     last_flush_ms: u64,
-    next_attempt_ms: u64,
-    failures: u32,
+    backoff: super::poll::Backoff,
     dropped_total: u64,
     dropped_unreported: u64,
     depth_reported: i64,
@@ -357,8 +356,7 @@ impl Collector {
             in_flight: None,
             doomed: 0,
             last_flush_ms: 0,
-            next_attempt_ms: 0,
-            failures: 0,
+            backoff: super::poll::Backoff::default(),
             dropped_total: 0,
             dropped_unreported: 0,
             depth_reported: 0,
@@ -439,7 +437,7 @@ impl Collector {
         let due = self.queue.len() >= batch_max
             || (!self.queue.is_empty()
                 && now_ms.saturating_sub(self.last_flush_ms) >= self.cfg.flush_interval_ms);
-        if !due || self.in_flight.is_some() || now_ms < self.next_attempt_ms {
+        if !due || self.in_flight.is_some() || !self.backoff.ready(now_ms) {
             return;
         }
         let n = self.queue.len().min(batch_max);
@@ -480,18 +478,7 @@ impl Collector {
             self.doomed = 0;
             m.delivered
                 .add(host, i64::try_from(batch.len()).unwrap_or(i64::MAX));
-            if self.failures > 0 {
-                log(
-                    host,
-                    Level::Info,
-                    &format!(
-                        "agent-iam: audit collector recovered after {} failure(s)",
-                        self.failures
-                    ),
-                );
-            }
-            self.failures = 0;
-            self.next_attempt_ms = 0;
+            self.backoff.succeeded(host, "audit collector recovered");
             // More waiting: send the next batch now.
             self.flush(host, now_ms, m);
         } else {
@@ -519,12 +506,8 @@ impl Collector {
             batch.drain(..doomed);
             self.drop_count(doomed as u64, host, m);
         }
-        self.failures = self.failures.saturating_add(1);
-        let backoff = 100u64
-            .saturating_mul(1u64 << self.failures.min(20))
-            .min(self.cfg.backoff_max_ms);
-        self.next_attempt_ms = now_ms.saturating_add(backoff);
-        if self.failures % 10 == 1 {
+        let (backoff, failures) = self.backoff.failed(now_ms, self.cfg.backoff_max_ms);
+        if failures % 10 == 1 {
             log(
                 host,
                 Level::Warn,
@@ -532,7 +515,7 @@ impl Collector {
                     "agent-iam: audit collector (cluster {}): {why}; {} event(s) queued, retry in {backoff} ms (failure #{})",
                     self.cfg.cluster,
                     self.held() + batch.len(),
-                    self.failures
+                    failures
                 ),
             );
         }

@@ -162,3 +162,47 @@ impl Failures {
         self.count = 0;
     }
 }
+
+/// A sender's run of failures and when it may try again (the audit collector, quarantine
+/// reports): 100 ms, doubling with each consecutive failure, at most `max_ms`.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+    next_attempt_ms: u64,
+}
+
+impl Backoff {
+    /// Whether an attempt may go out at `now_ms`.
+    pub fn ready(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_attempt_ms
+    }
+
+    /// Lets the next attempt go out at once (a worker stopping sends what it holds).
+    pub fn waive(&mut self) {
+        self.next_attempt_ms = 0;
+    }
+
+    /// Records a failure at `now_ms`: (the wait before the next attempt, failures in a row).
+    pub fn failed(&mut self, now_ms: u64, max_ms: u64) -> (u64, u32) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = 100u64
+            .saturating_mul(1u64 << self.failures.min(20))
+            .min(max_ms);
+        self.next_attempt_ms = now_ms.saturating_add(wait);
+        (wait, self.failures)
+    }
+
+    /// Records a success; one log line when it ends a run of failures (`what` names the
+    /// sender: "audit collector recovered").
+    pub fn succeeded(&mut self, host: &dyn Host, what: &str) {
+        if self.failures > 0 {
+            log(
+                host,
+                Level::Info,
+                &format!("agent-iam: {what} after {} failure(s)", self.failures),
+            );
+        }
+        self.failures = 0;
+        self.next_attempt_ms = 0;
+    }
+}

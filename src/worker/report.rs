@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use super::host::{log, Host, Level, Metric};
+use super::poll::Backoff;
 use crate::quarantine::report::Reporter;
 use crate::quarantine::Evidence;
 
@@ -26,8 +27,7 @@ pub struct ReportOut {
     reporter: Reporter,
     queue: VecDeque<Report>,
     in_flight: Option<(u32, Report, u64)>,
-    failures: u32,
-    next_attempt_ms: u64,
+    backoff: Backoff,
     sent: Metric,
     refused: Metric,
     failed: Metric,
@@ -41,8 +41,7 @@ impl ReportOut {
             reporter: reporter.clone(),
             queue: VecDeque::new(),
             in_flight: None,
-            failures: 0,
-            next_attempt_ms: 0,
+            backoff: Backoff::default(),
             sent: counter("agent_iam.quarantine.reports_sent_total"),
             refused: counter("agent_iam.quarantine.reports_refused_total"),
             failed: counter("agent_iam.quarantine.report_failures_total"),
@@ -80,7 +79,7 @@ impl ReportOut {
                 }
             }
         }
-        if self.in_flight.is_some() || now_ms < self.next_attempt_ms {
+        if self.in_flight.is_some() || !self.backoff.ready(now_ms) {
             return;
         }
         let Some(report) = self.queue.pop_front() else {
@@ -128,18 +127,8 @@ impl ReportOut {
         match status.as_bytes().first() {
             Some(b'2') if status.len() == 3 => {
                 self.sent.add(host, 1);
-                if self.failures > 0 {
-                    log(
-                        host,
-                        Level::Info,
-                        &format!(
-                            "agent-iam: quarantine reports delivered again after {} failure(s)",
-                            self.failures
-                        ),
-                    );
-                }
-                self.failures = 0;
-                self.next_attempt_ms = 0;
+                self.backoff
+                    .succeeded(host, "quarantine reports delivered again");
                 log(
                     host,
                     Level::Info,
@@ -183,12 +172,8 @@ impl ReportOut {
 
     fn retry(&mut self, host: &dyn Host, report: Report, now_ms: u64, why: &str) {
         self.failed.add(host, 1);
-        self.failures = self.failures.saturating_add(1);
-        let backoff = 100u64
-            .saturating_mul(1u64 << self.failures.min(20))
-            .min(BACKOFF_MAX_MS);
-        self.next_attempt_ms = now_ms.saturating_add(backoff);
-        if self.failures % 10 == 1 {
+        let (backoff, failures) = self.backoff.failed(now_ms, BACKOFF_MAX_MS);
+        if failures % 10 == 1 {
             log(
                 host,
                 Level::Warn,
@@ -196,7 +181,7 @@ impl ReportOut {
                     "agent-iam: quarantine report (cluster {}): {why}; {} report(s) queued, retry in {backoff} ms (failure #{})",
                     self.reporter.cluster,
                     self.queue.len() + 1,
-                    self.failures
+                    failures
                 ),
             );
         }

@@ -44,6 +44,17 @@ fn get(w: &mut Worker, host: &LocalHost, auth: &str, extra: &[(&str, &str)]) -> 
     w.on_request(host, &mut Exchange::default(), true)
 }
 
+/// Sends `GET /admin/x` with `auth`.
+fn get_admin(w: &mut Worker, host: &LocalHost, auth: &str) -> Outcome {
+    host.request(&[
+        (":method", "GET"),
+        (":path", "/admin/x"),
+        (":authority", "api.test"),
+        ("authorization", auth),
+    ]);
+    w.on_request(host, &mut Exchange::default(), true)
+}
+
 /// The deny's reason code, from its body.
 fn reason(host: &LocalHost) -> Option<String> {
     let s = host.stream.borrow();
@@ -1367,15 +1378,7 @@ fn too_many_refusals_quarantine_the_agent_everywhere_until_it_ends_or_is_release
             json!({"claims": {"sub": "user:alice", "act": {"sub": "agent:bot-2", "act": {"sub": "agent:bot-1"}}}})
         )
     );
-    let admin = |w: &mut Worker, auth: &str| {
-        host.request(&[
-            (":method", "GET"),
-            (":path", "/admin/x"),
-            (":authority", "api.test"),
-            ("authorization", auth),
-        ]);
-        w.on_request(&host, &mut Exchange::default(), true)
-    };
+    let admin = |w: &mut Worker, auth: &str| get_admin(w, &host, auth);
     assert_eq!(get(&mut a, &host, &bot, &[]), Outcome::Continue);
     for w in [&mut a, &mut b] {
         assert_eq!(admin(w, &bot), Outcome::Answered);
@@ -1511,15 +1514,7 @@ fn a_quarantine_is_reported_retried_and_enforced_by_the_gateway_that_receives_it
         "Bearer {}",
         token(&k, json!({"claims": {"sub": "agent:bot-1"}}))
     );
-    let admin = |w: &mut Worker, auth: &str| {
-        host.request(&[
-            (":method", "GET"),
-            (":path", "/admin/x"),
-            (":authority", "api.test"),
-            ("authorization", auth),
-        ]);
-        w.on_request(&host, &mut Exchange::default(), true)
-    };
+    let admin = |w: &mut Worker, auth: &str| get_admin(w, &host, auth);
     for _ in 0..2 {
         admin(&mut a, &bot);
     }
