@@ -1554,15 +1554,18 @@ impl Engine {
             } else {
                 None
             };
-            // A release lifts the quarantines that began at or before it.
+            // The latest start decides: a release lifts the quarantines that began at or
+            // before it. The registry is read only for an agent quarantined.
+            let Some(since) = here.max(elsewhere) else {
+                continue;
+            };
             let released = self
                 .live
                 .registry
                 .lookup(agent)
                 .and_then(|r| r.released_at)
-                .map(released_ms);
-            let holds = |since: Option<u64>| since.is_some_and(|s| released.is_none_or(|r| r < s));
-            if holds(here) || holds(elsewhere) {
+                .is_some_and(|at| released_ms(at) >= since);
+            if !released {
                 return Err(Reason::AgentQuarantined);
             }
         }

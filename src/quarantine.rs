@@ -61,7 +61,12 @@ impl QuarantineConfig {
         };
         within("denials", self.denials, 1, 100_000);
         within("within_s", self.within_s, 1, 86_400);
-        within("for_s", self.for_s, 1, 2_592_000);
+        within(
+            "for_s",
+            self.for_s,
+            1,
+            crate::revocation::MAX_QUARANTINE_S as u64,
+        );
         within("max_agents", self.max_agents, 1, 1_000_000);
     }
 }
