@@ -1600,7 +1600,12 @@ impl Engine {
             .and_then(|r| r.released_at)
             .map(released_ms);
         let agent = token.agent.clone();
-        let issuer = token.issuer.clone();
+        // The agent's issuer: the acting actor's own `iss` when its `act` names one.
+        let issuer = token
+            .chain
+            .first()
+            .and_then(|a| a.iss.clone())
+            .unwrap_or_else(|| token.issuer.clone());
         if shared.is_none() {
             self.local_shared();
         }

@@ -75,7 +75,8 @@ impl QuarantineConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence {
     pub agent: String,
-    /// The issuer of the token that named the agent.
+    /// The agent's issuer: the acting actor's `iss` when its `act` names one, else the
+    /// token's.
     pub issuer: String,
     /// More than this many refusals within `within_s`.
     pub denials: u64,

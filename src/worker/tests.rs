@@ -1672,3 +1672,45 @@ fn refused_mcp_bodies_count_toward_the_quarantine() {
     let events = host.logged("\"kind\":\"quarantine\"");
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+/// A report names the agent under its own issuer: the acting actor's `iss`, when its `act`
+/// carries one, not the token's.
+#[test]
+fn a_report_names_the_agent_under_the_actors_own_issuer() {
+    let k = keys();
+    let host = LocalHost::at(NOW as f64);
+    host.clusters.borrow_mut().push("ssf".into());
+    let (private, _) = gateway_key();
+    let mut plugin = open_plugin(&k);
+    let mut other = plugin["issuers"][0].clone();
+    other["issuer"] = json!("https://idp2.test");
+    plugin["issuers"].as_array_mut().unwrap().push(other);
+    plugin["agents"] = json!({"registry": [{"id": "agent:bot-1", "status": "active",
+        "max_scopes": ["tickets:read"], "may_act_for": ["user:*"]}]});
+    plugin["routes"] =
+        json!([{"name": "admin", "prefix": "/admin", "required_scopes": ["tickets:admin"]}]);
+    plugin["quarantine"] = json!({"denials": 1, "within_s": 60, "for_s": 30,
+        "report": {"cluster": "ssf", "path": "/ssf/push", "issuer": "https://gw-a.test",
+                   "audience": "https://api.test/ssf", "signing_key": private}});
+    let mut w = worker(&host, &plugin);
+    let via = format!(
+        "Bearer {}",
+        token(
+            &k,
+            json!({"claims": {"sub": "user:alice", "scope": "tickets:read",
+                              "act": {"sub": "agent:bot-1", "iss": "https://idp2.test"}}})
+        )
+    );
+    for _ in 0..2 {
+        assert_eq!(get_admin(&mut w, &host, &via), Outcome::Answered);
+        assert_eq!(reason(&host).as_deref(), Some("scope.insufficient"));
+    }
+    w.on_tick(&host);
+    let push = host.take_call("ssf").unwrap();
+    let claims = set_jti(&String::from_utf8(push.body).unwrap());
+    let event = &claims["events"][crate::revocation::EVENT_AGENT_QUARANTINED];
+    assert_eq!(
+        event["subject"],
+        json!({"format": "iss_sub", "iss": "https://idp2.test", "sub": "agent:bot-1"})
+    );
+}
