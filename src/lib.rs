@@ -23,6 +23,7 @@ pub mod mode;
 pub mod pipeline;
 pub mod policy;
 pub mod problem;
+pub mod profile;
 pub mod quarantine;
 pub mod reason;
 pub mod revocation;

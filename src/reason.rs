@@ -61,6 +61,17 @@ pub enum Reason {
     TokenIssuedInFuture,
     /// `exp - iat` exceeds `max_token_lifetime_s`.
     TokenLifetime,
+    /// An identity assertion authorization grant (`typ` `oauth-id-jag+jwt`) presented as an
+    /// access token: it is for an authorization server, never for a resource.
+    TokenAssertionGrant,
+    /// An OpenID Connect ID token presented as an access token (`nonce`, `at_hash` or
+    /// `c_hash`, or `aud` naming the token's own client).
+    TokenIdToken,
+    /// The issuer's identity profile cannot map the token: a claim it needs is missing or
+    /// mistyped, or its claims contradict each other.
+    TokenProfileClaims,
+    /// A SPIFFE ID (`sub` or an actor) is malformed or outside the issuer's trust domains.
+    TokenTrustDomain,
     /// The delegation chain (`act`) is malformed or deeper than `delegation.max_depth`.
     DelegationDepth,
     /// The delegation chain (`act`) is malformed.
@@ -225,6 +236,10 @@ impl Reason {
         Reason::TokenNotYetValid,
         Reason::TokenIssuedInFuture,
         Reason::TokenLifetime,
+        Reason::TokenAssertionGrant,
+        Reason::TokenIdToken,
+        Reason::TokenProfileClaims,
+        Reason::TokenTrustDomain,
         Reason::DelegationDepth,
         Reason::DelegationMalformed,
         Reason::DelegationCycle,
@@ -319,6 +334,10 @@ impl Reason {
             Reason::TokenNotYetValid => "token.not_yet_valid",
             Reason::TokenIssuedInFuture => "token.issued_in_future",
             Reason::TokenLifetime => "token.lifetime",
+            Reason::TokenAssertionGrant => "token.assertion_grant",
+            Reason::TokenIdToken => "token.id_token",
+            Reason::TokenProfileClaims => "token.profile_claims",
+            Reason::TokenTrustDomain => "token.trust_domain",
             Reason::DelegationDepth => "delegation.depth",
             Reason::DelegationMalformed => "delegation.malformed",
             Reason::DelegationCycle => "delegation.cycle",
@@ -527,6 +546,10 @@ impl Reason {
             Reason::TokenNotYetValid => "nbf is in the future (beyond clock_skew_s)",
             Reason::TokenIssuedInFuture => "iat is in the future (beyond clock_skew_s)",
             Reason::TokenLifetime => "exp - iat exceeds max_token_lifetime_s",
+            Reason::TokenAssertionGrant => "an identity assertion grant is not an access token",
+            Reason::TokenIdToken => "an ID token is not an access token",
+            Reason::TokenProfileClaims => "the issuer's profile claims are missing or contradict each other",
+            Reason::TokenTrustDomain => "SPIFFE ID malformed or outside the trust domains",
             Reason::DelegationDepth => "act chain deeper than delegation.max_depth",
             Reason::DelegationMalformed => "act (at any level) is not an object with a non-empty string sub and optional string iss",
             Reason::DelegationCycle => "the same actor appears twice in the act chain",

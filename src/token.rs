@@ -14,8 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::SignatureBackend;
 pub use crate::delegation::Actor;
-use crate::delegation::{actor_chain, check_may_act};
-use crate::identity::is_identity;
 use crate::json::parse_strict;
 use crate::keys::{Alg, JwksUriConfig, VerifyKey};
 use crate::reason::Reason;
@@ -57,6 +55,8 @@ pub struct Issuer {
     pub remote: Option<JwksUriConfig>,
     /// Whether unbound tokens of this issuer pass.
     pub sender_constraint: crate::config::SenderConstraint,
+    /// How the issuer's tokens name the agent, its principal and the chain.
+    pub profile: crate::profile::Profile,
 }
 
 /// Lower-case `typ`, without an optional `application/` prefix (RFC 7515 §4.1.9).
@@ -191,6 +191,15 @@ pub struct VerifiedToken {
     pub agent: String,
     /// Actors, newest first (empty without delegation).
     pub chain: Vec<Actor>,
+    /// The issuer's profile (`rfc8693`, `entra-agent-id`, ...).
+    pub profile: &'static str,
+    /// The agent's type, when the profile names one (`ai_agent`, `agent_user`, ...).
+    pub agent_type: Option<String>,
+    /// The tenant, when the profile names one (Entra `tid`, Auth0 `org_id`, the SPIFFE
+    /// trust domain, ...).
+    pub tenant: Option<String>,
+    /// The OAuth client the token was issued to, when the profile names one.
+    pub client: Option<String>,
     pub audiences: Vec<String>,
     pub scopes: Vec<String>,
     pub jti: Option<String>,
@@ -229,6 +238,7 @@ pub fn verify_token(
         .iter()
         .find(|i| i.issuer == iss)
         .ok_or(Reason::TokenIssuer)?;
+    crate::profile::refuse_typ(jws.header.get("typ").and_then(Value::as_str))?;
     check_typ(&jws, issuer)?;
     if issuer.remote.is_some() && issuer.keys.is_empty() {
         return Err(Reason::JwksUnavailable);
@@ -256,11 +266,16 @@ pub fn verify_token(
     let verified = VerifiedToken {
         issuer: issuer.issuer.clone(),
         agent: facts
+            .identity
             .chain
             .first()
-            .map_or_else(|| facts.subject.clone(), |a| a.sub.clone()),
-        subject: facts.subject,
-        chain: facts.chain,
+            .map_or_else(|| facts.identity.principal.clone(), |a| a.sub.clone()),
+        subject: facts.identity.principal,
+        chain: facts.identity.chain,
+        profile: issuer.profile.name(),
+        agent_type: facts.identity.agent_type,
+        tenant: facts.identity.tenant,
+        client: facts.identity.client,
         audiences: facts.audiences,
         scopes: facts.scopes,
         jti: facts.jti,
@@ -284,8 +299,7 @@ fn check_typ(jws: &Jws<'_>, issuer: &Issuer) -> Result<(), Reason> {
 }
 
 struct ClaimFacts {
-    subject: String,
-    chain: Vec<Actor>,
+    identity: crate::profile::Identity,
     audiences: Vec<String>,
     scopes: Vec<String>,
     jti: Option<String>,
@@ -320,14 +334,6 @@ fn check_claims(
     cfg: &TokenRules<'_>,
     now: f64,
 ) -> Result<ClaimFacts, Reason> {
-    // `sub` reaches the identity headers and the audit trail: it must be an identity value
-    // (no separator, whitespace or control character; see `agents::is_identity`).
-    let subject = match claims.get("sub") {
-        None => return Err(Reason::TokenSubject),
-        Some(Value::String(s)) if !is_identity(s) => return Err(Reason::TokenSubject),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(Reason::TokenClaimType),
-    };
     let audiences: Vec<String> = match claims.get("aud") {
         None => return Err(Reason::TokenAudience),
         Some(Value::String(s)) => vec![s.clone()],
@@ -344,24 +350,35 @@ fn check_claims(
     let iat = numeric_date(claims, "iat")?;
     let nbf = numeric_date(claims, "nbf")?;
     let jti = opt_string(claims, "jti")?;
-    let scopes: Vec<String> = opt_string(claims, "scope")?
-        .map(|s| {
-            s.split(' ')
-                .filter(|x| !x.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    if !scopes.iter().all(|s| crate::agents::is_scope_token(s)) {
-        return Err(Reason::TokenClaimType);
-    }
+    let scope = opt_string(claims, "scope")?;
     let trusted = |iss: &str| cfg.issuers.iter().any(|i| i.issuer == iss);
-    let chain = actor_chain(claims.get("act"), cfg.max_delegation_depth, &trusted)?;
     let token_iss = claims
         .get("iss")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    check_may_act(claims.get("may_act"), chain.first(), token_iss)?;
+    // Principal, agent and chain as the issuer's profile names them. `sub` and every actor
+    // reach the identity headers and the audit trail: each must be an identity value (no
+    // separator, whitespace or control character; see `agents::is_identity`).
+    let cx = crate::profile::Context {
+        token_iss,
+        max_depth: cfg.max_delegation_depth,
+        trusted: &trusted,
+    };
+    let mut identity = crate::profile::map(&issuer.profile, claims, &audiences, &cx)?;
+    let scopes: Vec<String> = match identity.scopes.take() {
+        Some(s) => s,
+        None => scope
+            .map(|s| {
+                s.split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    if !scopes.iter().all(|s| crate::agents::is_scope_token(s)) {
+        return Err(Reason::TokenClaimType);
+    }
 
     let (Some(exp), Some(iat)) = (exp, iat) else {
         return Err(Reason::TokenClaimMissing);
@@ -374,8 +391,7 @@ fn check_claims(
         return Err(Reason::TokenAudience);
     }
     Ok(ClaimFacts {
-        subject,
-        chain,
+        identity,
         audiences,
         scopes,
         jti,

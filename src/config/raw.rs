@@ -187,13 +187,95 @@ pub struct IssuerConfig {
     /// are never accepted.
     pub algorithms: Vec<AlgName>,
     /// Accepted `typ` header values, compared case-insensitively with an optional
-    /// `application/` prefix.
-    #[serde(default = "default_types")]
-    pub accepted_types: Vec<String>,
+    /// `application/` prefix (default: the profile's, `at+jwt` for `rfc8693`).
+    #[serde(default)]
+    pub accepted_types: Option<Vec<String>>,
+    /// How this issuer's tokens name the agent, its principal and the chain: `rfc8693`
+    /// (default), `entra-agent-id`, `auth0-agents`, `okta-xaa`,
+    /// `{"spiffe": {"trust_domains": [...]}}` or `{"custom": {...}}`.
+    #[serde(default)]
+    pub profile: ProfileConfig,
     /// Sender-constrained tokens: `if_bound` (default: a bound token must prove possession,
     /// an unbound one passes) or `required` (unbound tokens are refused).
     #[serde(default)]
     pub sender_constraint: SenderConstraint,
+}
+
+/// `issuers[].profile`: the identity provider's token shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileConfig {
+    /// `sub` the principal, `act` the chain (RFC 8693).
+    #[default]
+    Rfc8693,
+    /// Microsoft Entra Agent ID: `idtyp`, `oid`, `azp`, the `xms_*_fct` facets.
+    EntraAgentId,
+    /// Auth0 for AI Agents: `sub` (`<client>@clients` for an agent alone), `act`,
+    /// `sub_profile` / `client_profile`.
+    Auth0Agents,
+    /// Okta Cross App Access: `sub` the user, `act.sub` or `client_id` the agent.
+    OktaXaa,
+    /// SPIFFE JWT-SVIDs: `sub` a SPIFFE ID in one of the trust domains.
+    Spiffe(SpiffeProfileConfig),
+    /// A mapping from claim paths (JSON Pointers, RFC 6901).
+    Custom(CustomProfileConfig),
+}
+
+/// `issuers[].profile.spiffe`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeProfileConfig {
+    /// Trust domains whose SPIFFE IDs this issuer may assert (`example.org`).
+    pub trust_domains: Vec<String>,
+}
+
+/// `issuers[].profile.custom`: where the model's fields are in the claims. Every path is a
+/// JSON Pointer (`/sub`, `/ext/agent`, `/https:~1~1example.com~1tenant`).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CustomProfileConfig {
+    /// The principal, a string claim (required).
+    pub principal: String,
+    /// The acting agent, a string claim. When it differs from the principal, the agent
+    /// acts for the principal; with `actor_chain`, it must be the current actor.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// An RFC 8693 `act`-shaped object: the chain, current actor first.
+    #[serde(default)]
+    pub actor_chain: Option<String>,
+    /// The agent's type, a string claim.
+    #[serde(default)]
+    pub agent_type: Option<String>,
+    /// The tenant, a string claim.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The OAuth client, a string claim.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Conditions every token must meet (else `token.profile_claims`).
+    #[serde(default)]
+    pub require: Vec<ClaimCondition>,
+}
+
+/// One condition of `profile.custom.require`: `claim` and exactly one test.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(tools, derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCondition {
+    /// The claim's JSON Pointer.
+    pub claim: String,
+    /// The claim equals this JSON value.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The claim is present (`true`) or absent (`false`).
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// The claim, an array of strings or a space-separated string, contains this.
+    #[serde(default)]
+    pub contains: Option<String>,
 }
 
 /// `issuers[].sender_constraint`.
@@ -569,6 +651,15 @@ pub struct HeaderNames {
     /// The decision id (also in the response body and the log line).
     #[serde(default = "h_decision")]
     pub decision_id: String,
+    /// The agent's type, when the issuer's profile names one.
+    #[serde(default = "h_agent_type")]
+    pub agent_type: String,
+    /// The tenant, when the issuer's profile names one.
+    #[serde(default = "h_tenant")]
+    pub tenant: String,
+    /// The OAuth client, when the issuer's profile names one.
+    #[serde(default = "h_client")]
+    pub client: String,
 }
 
 impl Default for HeaderNames {
@@ -579,19 +670,25 @@ impl Default for HeaderNames {
             chain: h_chain(),
             scopes: h_scopes(),
             decision_id: h_decision(),
+            agent_type: h_agent_type(),
+            tenant: h_tenant(),
+            client: h_client(),
         }
     }
 }
 
 impl HeaderNames {
     /// All names, for stripping.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 8] {
         [
             &self.agent,
             &self.principal,
             &self.chain,
             &self.scopes,
             &self.decision_id,
+            &self.agent_type,
+            &self.tenant,
+            &self.client,
         ]
     }
 }
@@ -620,9 +717,6 @@ fn default_staleness() -> u64 {
 fn default_cache_entries() -> u64 {
     1024
 }
-fn default_types() -> Vec<String> {
-    vec!["at+jwt".into()]
-}
 fn h_agent() -> String {
     "x-agent-id".into()
 }
@@ -637,6 +731,15 @@ fn h_scopes() -> String {
 }
 fn h_decision() -> String {
     "x-agent-decision-id".into()
+}
+fn h_agent_type() -> String {
+    "x-agent-type".into()
+}
+fn h_tenant() -> String {
+    "x-agent-tenant".into()
+}
+fn h_client() -> String {
+    "x-agent-client".into()
 }
 
 fn default_true() -> bool {

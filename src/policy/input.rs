@@ -72,6 +72,10 @@ fn identity(token: &VerifiedToken, agent: &AgentContext, registry: &Registry) ->
         subject: object([("id", V::from(token.subject.as_str()))]),
         agent: object([
             ("id", V::from(token.agent.as_str())),
+            ("type", opt_str(token.agent_type.as_deref())),
+            ("tenant", opt_str(token.tenant.as_deref())),
+            ("client", opt_str(token.client.as_deref())),
+            ("profile", V::from(token.profile)),
             ("registered", V::from(agent.record_id.is_some())),
             ("record", record),
         ]),
@@ -402,6 +406,10 @@ mod tests {
                     iss: None,
                 })
                 .collect(),
+            profile: "rfc8693",
+            agent_type: None,
+            tenant: None,
+            client: None,
             audiences: vec![],
             scopes: vec!["a:read".into()],
             jti: None,

@@ -4,9 +4,10 @@
 use serde_json::Value;
 
 use super::problem;
-use crate::config::raw::{AlgName, IssuerConfig};
+use crate::config::raw::{AlgName, ClaimCondition, IssuerConfig, ProfileConfig};
 use crate::keys::{parse_jwk, Alg, JwksUriConfig, VerifyKey};
 use crate::problem::Problem;
+use crate::profile::{Condition, Custom, Profile, Test, ID_JAG_TYP};
 use crate::token::{normalize_typ, Issuer};
 
 /// Every issuer, in order (an issuer with problems too: the caller discards the lot).
@@ -35,7 +36,11 @@ fn one(p: &str, ic: IssuerConfig, earlier: &[Issuer], out: &mut Vec<Problem>) ->
     }
     audiences(p, &ic.audiences, out);
     let algorithms = algorithms(p, &ic.algorithms, out);
-    let accepted_types = accepted_types(p, &ic.accepted_types, out);
+    let profile = profile(&format!("{p}.profile"), &ic.profile, out);
+    let accepted_types = match &ic.accepted_types {
+        Some(types) => accepted_types(p, types, out),
+        None => profile.default_types(),
+    };
     let inline = key_source(p, &ic, out);
     let keys = inline_keys(p, inline, &algorithms, out);
     Issuer {
@@ -46,7 +51,99 @@ fn one(p: &str, ic: IssuerConfig, earlier: &[Issuer], out: &mut Vec<Problem>) ->
         keys,
         remote: ic.jwks_uri,
         sender_constraint: ic.sender_constraint,
+        profile,
     }
+}
+
+/// The profile, with its trust domains and claim pointers checked.
+fn profile(p: &str, raw: &ProfileConfig, out: &mut Vec<Problem>) -> Profile {
+    match raw {
+        ProfileConfig::Rfc8693 => Profile::Rfc8693,
+        ProfileConfig::EntraAgentId => Profile::EntraAgentId,
+        ProfileConfig::Auth0Agents => Profile::Auth0Agents,
+        ProfileConfig::OktaXaa => Profile::OktaXaa,
+        ProfileConfig::Spiffe(s) => {
+            let p = format!("{p}.spiffe.trust_domains");
+            if s.trust_domains.is_empty() {
+                out.push(problem(&p, "at least one trust domain is required"));
+            }
+            for (j, td) in s.trust_domains.iter().enumerate() {
+                let id = format!("spiffe://{td}");
+                if crate::profile::spiffe_trust_domain(&id) != Some(td.as_str()) {
+                    out.push(problem(
+                        format!("{p}[{j}]"),
+                        format!("\"{td}\" is not a trust domain name (lower-case letters, digits, `.`, `-`, `_`)"),
+                    ));
+                }
+                if s.trust_domains[..j].contains(td) {
+                    out.push(problem(format!("{p}[{j}]"), format!("duplicate trust domain \"{td}\"")));
+                }
+            }
+            Profile::Spiffe {
+                trust_domains: s.trust_domains.clone(),
+            }
+        }
+        ProfileConfig::Custom(c) => {
+            let p = format!("{p}.custom");
+            let ptr = |name: &str, v: &Option<String>, out: &mut Vec<Problem>| {
+                if let Some(v) = v {
+                    pointer(&format!("{p}.{name}"), v, out);
+                }
+                v.clone()
+            };
+            pointer(&format!("{p}.principal"), &c.principal, out);
+            let require = c
+                .require
+                .iter()
+                .enumerate()
+                .filter_map(|(j, cond)| condition(&format!("{p}.require[{j}]"), cond, out))
+                .collect();
+            Profile::Custom(Custom {
+                principal: c.principal.clone(),
+                agent: ptr("agent", &c.agent, out),
+                actor_chain: ptr("actor_chain", &c.actor_chain, out),
+                agent_type: ptr("agent_type", &c.agent_type, out),
+                tenant: ptr("tenant", &c.tenant, out),
+                client: ptr("client", &c.client, out),
+                require,
+            })
+        }
+    }
+}
+
+/// A JSON Pointer into the claims (RFC 6901): `/` then reference tokens, `~` only as
+/// `~0` / `~1`.
+fn pointer(p: &str, v: &str, out: &mut Vec<Problem>) {
+    let escapes_ok = v
+        .split('~')
+        .skip(1)
+        .all(|rest| rest.starts_with('0') || rest.starts_with('1'));
+    if !v.starts_with('/') || !escapes_ok {
+        out.push(problem(
+            p,
+            format!("\"{v}\" is not a JSON Pointer into the claims (e.g. \"/sub\", \"/ext/agent\")"),
+        ));
+    }
+}
+
+fn condition(p: &str, c: &ClaimCondition, out: &mut Vec<Problem>) -> Option<Condition> {
+    pointer(&format!("{p}.claim"), &c.claim, out);
+    let test = match (&c.equals, c.present, &c.contains) {
+        (Some(v), None, None) => Test::Equals(v.clone()),
+        (None, Some(b), None) => Test::Present(b),
+        (None, None, Some(s)) => Test::Contains(s.clone()),
+        _ => {
+            out.push(problem(
+                p,
+                "exactly one of `equals`, `present` or `contains` is required",
+            ));
+            return None;
+        }
+    };
+    Some(Condition {
+        claim: c.claim.clone(),
+        test,
+    })
 }
 
 fn audiences(p: &str, audiences: &[String], out: &mut Vec<Problem>) {
@@ -98,6 +195,12 @@ fn accepted_types(p: &str, types: &[String], out: &mut Vec<Problem>) -> Vec<Stri
             out.push(problem(
                 format!("{p}.accepted_types[{j}]"),
                 format!("\"{t}\" is not a media type"),
+            ));
+        }
+        if n == ID_JAG_TYP {
+            out.push(problem(
+                format!("{p}.accepted_types[{j}]"),
+                "an identity assertion grant is for an authorization server, never an access token",
             ));
         }
         accepted.push(n);
