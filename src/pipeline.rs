@@ -183,6 +183,17 @@ impl Decision {
             (names.principal.clone(), t.subject.clone()),
             (names.decision_id.clone(), self.decision_id.clone()),
         ];
+        // What the issuer's profile named besides agent and principal: identity values
+        // (`agents::is_identity`, checked by `profile::map`).
+        for (name, value) in [
+            (&names.agent_type, &t.agent_type),
+            (&names.tenant, &t.tenant),
+            (&names.client, &t.client),
+        ] {
+            if let Some(v) = value {
+                out.push((name.clone(), v.clone()));
+            }
+        }
         if !t.chain.is_empty() && !delegation_failed {
             // `x-agent-chain`: the actors' `sub`s, current first, joined by `,` without
             // spaces. Unambiguous: identity values never contain `,` or whitespace

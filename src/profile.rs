@@ -228,18 +228,20 @@ const ENTRA_AGENT_IDENTITY: u32 = 11;
 /// Entra facet: the identity is an agent's user account.
 const ENTRA_AGENT_USER: u32 = 13;
 
-/// Microsoft Entra Agent ID. `idtyp` says who the subject is: `app` (an application or an
-/// agent identity acting alone: `oid` = `sub` = its object id) or `user` (`oid` the user,
-/// `azp` the application or agent acting for them). The facets (`xms_sub_fct`,
-/// `xms_act_fct`) say which of them is an agent; they must agree with `idtyp`. Scopes come
-/// from `scp` (delegated) or `roles` (application permissions).
+/// Microsoft Entra Agent ID. The agent is always the application the token was issued to,
+/// by its app (client) id (`azp`, v1 `appid`): the one id an agent identity carries whether
+/// it acts alone or for someone. `idtyp` says who the subject is: `app` (the agent acting
+/// alone) or `user` (`oid` a person, or the agent's own agent user account, for whom the
+/// agent acts). The facets (`xms_sub_fct`, `xms_act_fct`: 11 agent identity, 13 agent user)
+/// must agree with `idtyp`. Scopes come from `scp` (delegated) or `roles` (application
+/// permissions). Source: learn.microsoft.com/en-us/entra/agent-id/identity-platform/agent-token-claims
 fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
     if claims.contains_key("act") || claims.contains_key("scope") {
         // Entra never sends these: a token with them is not what the profile reads.
         return Err(Reason::TokenProfileClaims);
     }
     let oid = text(claims, "oid")?.ok_or(Reason::TokenProfileClaims)?;
-    let sub = subject(claims)?;
+    subject(claims)?;
     let tenant = text(claims, "tid")?.map(str::to_owned);
     let client = match (text(claims, "azp")?, text(claims, "appid")?) {
         (Some(a), Some(b)) if a != b => return Err(Reason::TokenProfileClaims),
@@ -270,15 +272,19 @@ fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
         Some("app") => {
             // An application token: no user, no delegated scopes, and the subject is the
             // application itself (its object id, an agent identity when faceted so).
-            if scp.is_some() || sub_is_agent_user || sub != oid {
+            // Microsoft: `scp` in an app-only token is absent, empty or `/`.
+            if scp.is_some_and(|s| !s.is_empty() && s != "/") || sub_is_agent_user {
                 return Err(Reason::TokenProfileClaims);
+            }
+            if !is_identity(&client) {
+                return Err(Reason::TokenSubject);
             }
             // The actor of an app token is its subject: the facets must say the same.
             if actor_is_agent != sub_is_agent && !act_fct.is_empty() {
                 return Err(Reason::TokenProfileClaims);
             }
             Ok(Identity {
-                principal: oid.to_owned(),
+                principal: client.clone(),
                 chain: Vec::new(),
                 agent_type: sub_is_agent.then(|| "ai_agent".to_owned()),
                 tenant,
@@ -298,18 +304,11 @@ fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
                         .collect()
                 })
                 .unwrap_or_default();
-            if sub_is_agent_user {
-                // The agent's own user account, signed in as itself.
-                return Ok(Identity {
-                    principal: oid.to_owned(),
-                    chain: Vec::new(),
-                    agent_type: Some("agent_user".to_owned()),
-                    tenant,
-                    client: Some(client),
-                    scopes: Some(scopes),
-                });
+            // The user (a person, or the agent's own agent user account); the application
+            // (an agent identity when faceted so) acts for them.
+            if sub_is_agent_user && !actor_is_agent {
+                return Err(Reason::TokenProfileClaims);
             }
-            // A person; the application (an agent identity when faceted so) acts for them.
             if !is_identity(&client) {
                 return Err(Reason::DelegationMalformed);
             }
@@ -319,7 +318,11 @@ fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
                     sub: client.clone(),
                     iss: None,
                 }],
-                agent_type: actor_is_agent.then(|| "ai_agent".to_owned()),
+                agent_type: if sub_is_agent_user {
+                    Some("agent_user".to_owned())
+                } else {
+                    actor_is_agent.then(|| "ai_agent".to_owned())
+                },
                 tenant,
                 client: Some(client),
                 scopes: Some(scopes),
@@ -329,10 +332,12 @@ fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
     }
 }
 
-/// Auth0 for AI Agents. A client-credentials token names the agent alone as
-/// `sub` = `<client_id>@clients` (the agent's id is its client id, the same id `act.sub`
-/// carries when it acts for a user); a user-delegated token has `act`, nested for each hop.
-/// `sub_profile` / `client_profile` (opt-in) type the subject and the client.
+/// Auth0 for AI Agents. An agent acting alone is `sub` (its agent id, `agt_…`; a classic
+/// machine-to-machine client `<client_id>@clients`, read as its client id); acting for a
+/// user it is `act.sub`, with earlier hops nested (at most four). `sub_profile` (on the
+/// token and on each `act`) types each identity: `user`, `ai_agent`, `service`, ...;
+/// `client_profile` types the client and may list several. Source:
+/// auth0.com/docs/ai-agents-mcp/agents-as-principal/agent-identity-in-tokens
 fn auth0(claims: &Map<String, Value>, cx: &Context<'_>) -> Result<Identity, Reason> {
     let sub = subject(claims)?;
     let chain = act_chain(claims, cx)?;
@@ -340,31 +345,33 @@ fn auth0(claims: &Map<String, Value>, cx: &Context<'_>) -> Result<Identity, Reas
     let sub_profile = text(claims, "sub_profile")?;
     let client_profile = text(claims, "client_profile")?;
     let tenant = text(claims, "org_id")?.map(str::to_owned);
-    let alone = sub.strip_suffix("@clients");
-    let (principal, agent_type) = match alone {
-        Some(id) => {
-            // The client acting for itself: `sub` and the client must be the same, and
-            // nobody can act for it.
-            if !chain.is_empty() || client.as_deref().is_some_and(|c| c != id) {
+    let act = claims.get("act").and_then(Value::as_object);
+    let actor_profile = match act {
+        Some(a) => text(a, "sub_profile")?,
+        None => None,
+    };
+    let (principal, agent_type) = if let Some(actor) = act {
+        // The current actor is never a user, and the client it used is the token's.
+        let actor_client = text(actor, "client_id")?;
+        if actor_profile == Some("user")
+            || matches!((actor_client, client.as_deref()), (Some(a), Some(c)) if a != c)
+        {
+            return Err(Reason::TokenProfileClaims);
+        }
+        (sub, actor_profile)
+    } else {
+        // Alone: an agent's token comes from an agent's client.
+        let client_is_agent = client_profile.map(|c| c.split(' ').any(|p| p == "ai_agent"));
+        if sub_profile == Some("ai_agent") && client_is_agent == Some(false) {
+            return Err(Reason::TokenProfileClaims);
+        }
+        match sub.strip_suffix("@clients") {
+            // A classic client-credentials token: `sub` and the client must be the same.
+            Some(id) if client.as_deref().is_some_and(|c| c != id) => {
                 return Err(Reason::TokenProfileClaims);
             }
-            if let (Some(s), Some(c)) = (sub_profile, client_profile) {
-                if s != c {
-                    return Err(Reason::TokenProfileClaims);
-                }
-            }
-            (id.to_owned(), sub_profile.or(client_profile))
-        }
-        None if chain.is_empty() => {
-            // A user token without an actor: the user, through an ordinary client.
-            (sub, sub_profile)
-        }
-        None => {
-            // The current actor is the client that asked for the token.
-            if client.as_deref().is_some_and(|c| chain.iter().all(|a| a.sub != c)) {
-                return Err(Reason::TokenProfileClaims);
-            }
-            (sub, client_profile)
+            Some(id) => (id.to_owned(), sub_profile),
+            None => (sub, sub_profile),
         }
     };
     Ok(Identity {
@@ -414,10 +421,14 @@ fn okta(claims: &Map<String, Value>, cx: &Context<'_>) -> Result<Identity, Reaso
             });
         }
     }
+    let agent_type = match claims.get("act").and_then(Value::as_object) {
+        Some(a) => text(a, "sub_profile")?.map(str::to_owned),
+        None => None,
+    };
     Ok(Identity {
         principal: sub,
         chain,
-        agent_type: None,
+        agent_type,
         tenant: text(claims, "tenant")?.map(str::to_owned),
         client,
         scopes: scope_or_scp(claims)?,
@@ -561,4 +572,347 @@ fn custom(c: &Custom, claims: &Map<String, Value>, cx: &Context<'_>) -> Result<I
         client: opt(&c.client)?,
         scopes: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(profile: &Profile, claims: Value) -> Result<Identity, Reason> {
+        let claims = claims.as_object().cloned().unwrap_or_default();
+        let aud: Vec<String> = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let trusted = |_: &str| true;
+        let cx = Context {
+            token_iss: "https://idp.test",
+            max_depth: 4,
+            trusted: &trusted,
+        };
+        map(profile, &claims, &aud, &cx)
+    }
+
+    fn agent(id: &Identity) -> &str {
+        id.chain
+            .first()
+            .map_or(id.principal.as_str(), |a| a.sub.as_str())
+    }
+
+    /// The sample autonomous agent token of "Token claims reference for agent IDs"
+    /// (learn.microsoft.com/en-us/entra/agent-id/identity-platform/agent-token-claims).
+    fn entra_autonomous() -> Value {
+        json!({"aud":"f2510d34-8dca-4ab8-a0bc-aaec4d3a3e36",
+            "iss":"https://sts.windows.net/00000001-0000-0ff1-ce00-000000000000/",
+            "iat":1753392285,"nbf":1753392285,"exp":1753421385,
+            "aio":"Y2JgYGhn1nzmErKqi0vc4Fr6H22/C5/4FP+xZbZYpik8nRkp+gEA",
+            "appid":"aaaaaaaa-1111-2222-3333-444444444444","appidacr":"2",
+            "idp":"https://sts.windows.net/00000001-0000-0ff1-ce00-000000000000/",
+            "idtyp":"app","oid":"bbbbbbbb-1111-2222-3333-444444444444",
+            "rh":"1.AAAAAQAAAAAA8Q_OAAAAAAAAADQNUfLKjbhKoLyq7E06PjYAAAAAAA.",
+            "sub":"cccccccc-1111-2222-3333-444444444444",
+            "tid":"00000001-0000-0ff1-ce00-000000000000","uti":"m5RaaRnoFUyp2TbSCAAAAA",
+            "ver":"1.0","xms_act_fct":"3 9 11",
+            "xms_ftd":"Z5DrW4HFOkR_Lz0M5qETa260d2-fO6seMZJ_tOwRNuc","xms_idrel":"7 10",
+            "xms_sub_fct":"9 3 11","xms_tnt_fct":"3 9",
+            "xms_par_app_azp":"30cf4c22-9985-4ef7-8756-91cc888176bd"})
+    }
+
+    /// The same agent for a user, per the page's on-behalf-of claim table (Microsoft
+    /// publishes no decoded example): `idtyp` user, `oid` the user, `azp` the agent.
+    fn entra_obo() -> Value {
+        json!({"aud":"f2510d34-8dca-4ab8-a0bc-aaec4d3a3e36",
+            "iss":"https://login.microsoftonline.com/00000001-0000-0ff1-ce00-000000000000/v2.0",
+            "iat":1753392285,"exp":1753421385,"ver":"2.0","idtyp":"user",
+            "azp":"aaaaaaaa-1111-2222-3333-444444444444","oid":"dddddddd-1111-2222-3333-444444444444",
+            "sub":"eeeeeeee-1111-2222-3333-444444444444","scp":"tickets.read",
+            "tid":"00000001-0000-0ff1-ce00-000000000000","xms_idrel":"1","xms_act_fct":"11",
+            "xms_par_app_azp":"30cf4c22-9985-4ef7-8756-91cc888176bd"})
+    }
+
+    #[test]
+    fn entra_names_the_agent_by_its_app_id_alone_and_for_a_user() {
+        let alone = run(&Profile::EntraAgentId, entra_autonomous()).unwrap();
+        assert_eq!(alone.principal, "aaaaaaaa-1111-2222-3333-444444444444");
+        assert!(alone.chain.is_empty());
+        assert_eq!(alone.agent_type.as_deref(), Some("ai_agent"));
+        assert_eq!(
+            alone.tenant.as_deref(),
+            Some("00000001-0000-0ff1-ce00-000000000000")
+        );
+        assert_eq!(alone.scopes, Some(vec![]));
+
+        let obo = run(&Profile::EntraAgentId, entra_obo()).unwrap();
+        assert_eq!(obo.principal, "dddddddd-1111-2222-3333-444444444444");
+        assert_eq!(agent(&obo), agent(&alone));
+        assert_eq!(obo.agent_type.as_deref(), Some("ai_agent"));
+        assert_eq!(obo.scopes, Some(vec!["tickets.read".to_owned()]));
+
+        let mut agent_user = entra_obo();
+        agent_user["xms_sub_fct"] = json!("13");
+        let au = run(&Profile::EntraAgentId, agent_user).unwrap();
+        assert_eq!(au.agent_type.as_deref(), Some("agent_user"));
+        assert_eq!(agent(&au), agent(&alone));
+    }
+
+    #[test]
+    fn entra_refuses_contradicting_claims() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"xms_sub_fct": "13"}),
+                "app token whose subject is an agent user",
+            ),
+            (
+                json!({"xms_sub_fct": "11 13"}),
+                "agent identity and agent user at once",
+            ),
+            (
+                json!({"xms_act_fct": "3 9"}),
+                "actor facets that deny the agent subject",
+            ),
+            (
+                json!({"scp": "tickets.read"}),
+                "delegated scopes in an app token",
+            ),
+            (json!({"idtyp": "device"}), "unknown idtyp"),
+            (json!({"idtyp": null}), "no idtyp"),
+            (
+                json!({"azp": "ffffffff-0000-0000-0000-000000000000"}),
+                "azp and appid differ",
+            ),
+            (json!({"act": {"sub": "x"}}), "act in an Entra token"),
+            (
+                json!({"xms_act_fct": "11 x"}),
+                "a facet that is not a number",
+            ),
+            (json!({"oid": null}), "no oid"),
+        ];
+        for (patch, why) in cases {
+            let mut t = entra_autonomous();
+            for (k, v) in patch.as_object().unwrap() {
+                if v.is_null() {
+                    t.as_object_mut().unwrap().remove(k);
+                } else {
+                    t[k] = v.clone();
+                }
+            }
+            assert_eq!(
+                run(&Profile::EntraAgentId, t),
+                Err(Reason::TokenProfileClaims),
+                "{why}"
+            );
+        }
+        let mut user_as_agent = entra_obo();
+        user_as_agent["xms_sub_fct"] = json!("11");
+        assert_eq!(
+            run(&Profile::EntraAgentId, user_as_agent),
+            Err(Reason::TokenProfileClaims)
+        );
+        let mut agent_user_without_agent = entra_obo();
+        agent_user_without_agent["xms_sub_fct"] = json!("13");
+        agent_user_without_agent["xms_act_fct"] = json!("3");
+        assert_eq!(
+            run(&Profile::EntraAgentId, agent_user_without_agent),
+            Err(Reason::TokenProfileClaims)
+        );
+    }
+
+    /// "Agent Identity in Tokens", auth0.com/docs/ai-agents-mcp/agents-as-principal/agent-identity-in-tokens:
+    /// client credentials and the on-behalf-of exchange.
+    fn auth0_alone() -> Value {
+        json!({"iss":"https://YOUR_AUTH0_DOMAIN/","sub":"agt_1a2b3c","sub_profile":"ai_agent",
+            "client_id":"YOUR_CLIENT_ID","client_profile":"service ai_agent",
+            "aud":"https://your-resource-api.example.com","scope":"read:data",
+            "exp":1711820400,"iat":1711816800})
+    }
+
+    fn auth0_obo() -> Value {
+        json!({"iss":"https://YOUR_AUTH0_DOMAIN/","sub":"auth0|user123","sub_profile":"user",
+            "client_id":"agent-client-id","client_profile":"service ai_agent",
+            "aud":"https://resource-api.example.com","scope":"read:data",
+            "cnf":{"jkt":"NzbLsXh8uDCcd7MNwrnNZpX0ak8ACQ"},"exp":1711820400,"iat":1711816800,
+            "act":{"sub":"agt_1a2b3c","sub_profile":"ai_agent","client_id":"agent-client-id",
+                "act":{"sub":"spa-client-id","sub_profile":"browser_app","client_id":"spa-client-id"}}})
+    }
+
+    #[test]
+    fn auth0_names_the_agent_by_its_agent_id_alone_and_for_a_user() {
+        let alone = run(&Profile::Auth0Agents, auth0_alone()).unwrap();
+        assert_eq!(alone.principal, "agt_1a2b3c");
+        assert_eq!(alone.agent_type.as_deref(), Some("ai_agent"));
+        assert_eq!(alone.client.as_deref(), Some("YOUR_CLIENT_ID"));
+        let obo = run(&Profile::Auth0Agents, auth0_obo()).unwrap();
+        assert_eq!(obo.principal, "auth0|user123");
+        assert_eq!(agent(&obo), "agt_1a2b3c");
+        let subs: Vec<&str> = obo.chain.iter().map(|a| a.sub.as_str()).collect();
+        assert_eq!(subs, ["agt_1a2b3c", "spa-client-id"]);
+        assert_eq!(obo.agent_type.as_deref(), Some("ai_agent"));
+
+        // "Work with Tokens and Organizations" (auth0.com/docs/manage-users/organizations/using-tokens).
+        let m2m = json!({"iss":"https://exampleco.auth0.com/",
+            "sub":"CS2MNgcX1VZFCJaEzfKw2VPAAS0gzhqP@clients","aud":"https://example-api",
+            "iat":1727782196,"exp":1727868596,"scope":"scope1 scope2",
+            "org_id":"org_vIK75NKFvaozQsFy","org_name":"acme","gty":"client-credentials",
+            "azp":"CS2MNgcX1VZFCJaEzfKw2VPAAS0gzhqP"});
+        let m = run(&Profile::Auth0Agents, m2m.clone()).unwrap();
+        assert_eq!(m.principal, "CS2MNgcX1VZFCJaEzfKw2VPAAS0gzhqP");
+        assert_eq!(m.tenant.as_deref(), Some("org_vIK75NKFvaozQsFy"));
+        let mut other = m2m;
+        other["azp"] = json!("someone-else");
+        assert_eq!(
+            run(&Profile::Auth0Agents, other),
+            Err(Reason::TokenProfileClaims)
+        );
+
+        let mut user_actor = auth0_obo();
+        user_actor["act"]["sub_profile"] = json!("user");
+        assert_eq!(
+            run(&Profile::Auth0Agents, user_actor),
+            Err(Reason::TokenProfileClaims)
+        );
+        let mut other_client = auth0_obo();
+        other_client["act"]["client_id"] = json!("spa-client-id");
+        assert_eq!(
+            run(&Profile::Auth0Agents, other_client),
+            Err(Reason::TokenProfileClaims)
+        );
+        let mut not_an_agent_client = auth0_alone();
+        not_an_agent_client["client_profile"] = json!("browser_app");
+        assert_eq!(
+            run(&Profile::Auth0Agents, not_an_agent_client),
+            Err(Reason::TokenProfileClaims)
+        );
+    }
+
+    #[test]
+    fn okta_reads_act_or_the_client_and_an_id_jag_is_never_an_access_token() {
+        assert_eq!(
+            refuse_typ(Some("oauth-id-jag+jwt")),
+            Err(Reason::TokenAssertionGrant)
+        );
+        assert_eq!(
+            refuse_typ(Some("application/OAuth-ID-JAG+JWT")),
+            Err(Reason::TokenAssertionGrant)
+        );
+        assert_eq!(refuse_typ(Some("at+jwt")), Ok(()));
+        // The claims of Okta's ID-JAG example (developer.okta.com/docs/guides/xaa-request-token-ex/saml2/main/),
+        // as the resource's authorization server carries them into its access token.
+        let t = json!({"iss":"https://as.myresource.com","sub":"00uzkk8ctx1WtQ8fy1d7",
+            "aud":"https://api.myresource.com","client_id":"0oaa0esowyOyPreaI0g7",
+            "scope":"my.xaa.a.read my.xaa.b.manage","iat":1781223753,"exp":1781224053,
+            "act":{"sub":"wlpa0eiuaoCNrpoaE0g7","sub_profile":"ai_agent"}});
+        let id = run(&Profile::OktaXaa, t.clone()).unwrap();
+        assert_eq!(id.principal, "00uzkk8ctx1WtQ8fy1d7");
+        assert_eq!(agent(&id), "wlpa0eiuaoCNrpoaE0g7");
+        assert_eq!(id.agent_type.as_deref(), Some("ai_agent"));
+        let mut no_act = t.clone();
+        no_act.as_object_mut().unwrap().remove("act");
+        assert_eq!(
+            agent(&run(&Profile::OktaXaa, no_act).unwrap()),
+            "0oaa0esowyOyPreaI0g7"
+        );
+        let mut scp = t;
+        scp["scp"] = json!(["my.xaa.a.read"]);
+        assert_eq!(run(&Profile::OktaXaa, scp), Err(Reason::TokenProfileClaims));
+    }
+
+    #[test]
+    fn id_tokens_are_refused_under_every_profile() {
+        let spiffe = Profile::Spiffe {
+            trust_domains: vec!["example.org".into()],
+        };
+        for p in [
+            Profile::Rfc8693,
+            Profile::Auth0Agents,
+            Profile::OktaXaa,
+            spiffe,
+        ] {
+            for extra in [
+                json!({"nonce": "n"}),
+                json!({"at_hash": "h"}),
+                json!({"c_hash": "h"}),
+                json!({"azp": "https://api.test"}),
+            ] {
+                let mut t = json!({"sub": "spiffe://example.org/a", "aud": "https://api.test"});
+                for (k, v) in extra.as_object().unwrap() {
+                    t[k] = v.clone();
+                }
+                assert_eq!(run(&p, t), Err(Reason::TokenIdToken), "{p:?} {extra}");
+            }
+        }
+    }
+
+    #[test]
+    fn spiffe_ids_must_be_well_formed_and_in_a_trust_domain() {
+        // Google's agent identity form (GoogleCloudPlatform/iam-federation-tools).
+        let google = "spiffe://agents.global.org-123456789.system.id.goog/resources/aiplatform/projects/42/locations/us-central1/reasoningEngines/777";
+        let p = Profile::Spiffe {
+            trust_domains: vec![
+                "agents.global.org-123456789.system.id.goog".into(),
+                "example.org".into(),
+            ],
+        };
+        let ok = run(&p, json!({"sub": google, "aud": ["https://api.test"]})).unwrap();
+        assert_eq!(ok.principal, google);
+        assert_eq!(
+            ok.tenant.as_deref(),
+            Some("agents.global.org-123456789.system.id.goog")
+        );
+        for bad in [
+            "spiffe://evil.org/a",
+            "spiffe://Example.org/a",
+            "spiffe://example.org:443/a",
+            "spiffe://user@example.org/a",
+            "spiffe://example.org/a/../b",
+            "spiffe://example.org//a",
+            "spiffe://example.org/a/",
+            "spiffe://example.org/a?x=1",
+            "spiffe://example.org/a#f",
+            "spiffe://example.org.evil/a",
+            "https://example.org/a",
+            "spiffe:///a",
+        ] {
+            assert_eq!(
+                run(&p, json!({"sub": bad, "aud": "x"})),
+                Err(Reason::TokenTrustDomain),
+                "{bad}"
+            );
+        }
+        let actor_outside = json!({"sub": "spiffe://example.org/user", "aud": "x",
+            "act": {"sub": "spiffe://evil.org/agent"}});
+        assert_eq!(run(&p, actor_outside), Err(Reason::TokenTrustDomain));
+    }
+
+    #[test]
+    fn custom_profiles_map_pointers_under_conditions() {
+        let c = Profile::Custom(Custom {
+            principal: "/sub".into(),
+            agent: Some("/ext/agent".into()),
+            actor_chain: None,
+            agent_type: Some("/ext/kind".into()),
+            tenant: Some("/https:~1~1acme.test~1tenant".into()),
+            client: Some("/cid".into()),
+            require: vec![Condition {
+                claim: "/ext/kind".into(),
+                test: Test::Equals(json!("ai_agent")),
+            }],
+        });
+        let t = json!({"sub": "user:alice", "ext": {"agent": "agent:planner", "kind": "ai_agent"},
+            "https://acme.test/tenant": "acme", "cid": "planner-app", "aud": "x"});
+        let id = run(&c, t.clone()).unwrap();
+        assert_eq!(id.principal, "user:alice");
+        assert_eq!(agent(&id), "agent:planner");
+        assert_eq!(id.tenant.as_deref(), Some("acme"));
+        let mut wrong_kind = t.clone();
+        wrong_kind["ext"]["kind"] = json!("service");
+        assert_eq!(run(&c, wrong_kind), Err(Reason::TokenProfileClaims));
+        let mut typed = t;
+        typed["cid"] = json!(7);
+        assert_eq!(run(&c, typed), Err(Reason::TokenProfileClaims));
+    }
 }

@@ -28,6 +28,9 @@ pub(super) struct DecisionEvent<'a> {
     pub(super) principal: Option<&'a str>,
     pub(super) owner: Option<&'a str>,
     pub(super) chain: Chain<'a>,
+    /// How the issuer's profile read the token (a verified token only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) identity: Option<IdentityPart<'a>>,
     pub(super) token: Option<TokenPart<'a>>,
     pub(super) scopes: Scopes<'a>,
     pub(super) route: Option<&'a str>,
@@ -338,4 +341,13 @@ fn numeric_date<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error>
         Some(v) => s.serialize_f64(*v),
         None => s.serialize_none(),
     }
+}
+
+/// `identity`: the issuer's profile and what it named besides agent, principal and chain.
+#[derive(Serialize)]
+pub(super) struct IdentityPart<'a> {
+    pub(super) profile: &'static str,
+    pub(super) agent_type: Option<&'a str>,
+    pub(super) tenant: Option<&'a str>,
+    pub(super) client: Option<&'a str>,
 }

@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use super::config::RequestIdFrom;
 use super::events::{
-    clip_id, BindingPart, Chain, CheckpointEvent, DecisionEvent, Hex, McpPart, OriginalPart,
-    PolicyPart, ProofPart, QuarantineEvent, RegistryEvent, RegistryOutcome, RequestPart,
-    RevocationEvent, Scopes, SetOutcome, ShadowPart, StartEvent, TokenPart, B64, FORMAT_VERSION,
+    clip_id, BindingPart, Chain, CheckpointEvent, DecisionEvent, Hex, IdentityPart, McpPart,
+    OriginalPart, PolicyPart, ProofPart, QuarantineEvent, RegistryEvent, RegistryOutcome,
+    RequestPart, RevocationEvent, Scopes, SetOutcome, ShadowPart, StartEvent, TokenPart, B64,
+    FORMAT_VERSION,
 };
 use super::time::rfc3339_micros;
 use super::{ChainHash, LOG_PREFIX};
@@ -168,6 +169,12 @@ impl AuditStream {
             principal: t.map(|t| t.subject.as_str()),
             owner: a.and_then(|a| a.owner.as_deref()),
             chain: Chain(t.map_or(&[], |t| t.chain.as_slice())),
+            identity: t.map(|t| IdentityPart {
+                profile: t.profile,
+                agent_type: t.agent_type.as_deref(),
+                tenant: t.tenant.as_deref(),
+                client: t.client.as_deref(),
+            }),
             token,
             scopes: Scopes {
                 requested: t.map_or(empty, |t| t.scopes.as_slice()),

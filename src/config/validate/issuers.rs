@@ -75,8 +75,11 @@ fn profile(p: &str, raw: &ProfileConfig, out: &mut Vec<Problem>) -> Profile {
                         format!("\"{td}\" is not a trust domain name (lower-case letters, digits, `.`, `-`, `_`)"),
                     ));
                 }
-                if s.trust_domains[..j].contains(td) {
-                    out.push(problem(format!("{p}[{j}]"), format!("duplicate trust domain \"{td}\"")));
+                if s.trust_domains.iter().take(j).any(|t| t == td) {
+                    out.push(problem(
+                        format!("{p}[{j}]"),
+                        format!("duplicate trust domain \"{td}\""),
+                    ));
                 }
             }
             Profile::Spiffe {
@@ -121,7 +124,9 @@ fn pointer(p: &str, v: &str, out: &mut Vec<Problem>) {
     if !v.starts_with('/') || !escapes_ok {
         out.push(problem(
             p,
-            format!("\"{v}\" is not a JSON Pointer into the claims (e.g. \"/sub\", \"/ext/agent\")"),
+            format!(
+                "\"{v}\" is not a JSON Pointer into the claims (e.g. \"/sub\", \"/ext/agent\")"
+            ),
         ));
     }
 }
