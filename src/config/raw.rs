@@ -736,7 +736,7 @@ fn h_agent_type() -> String {
     "x-agent-type".into()
 }
 fn h_tenant() -> String {
-    "x-agent-tenant".into()
+    "x-agent-idp-tenant".into()
 }
 fn h_client() -> String {
     "x-agent-client".into()

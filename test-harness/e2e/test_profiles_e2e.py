@@ -98,7 +98,7 @@ def test_each_vendor_reaches_the_upstream_as_the_one_model(c):
     assert h["x-agent-principal"] == ["dddddddd-1111-2222-3333-444444444444"]
     assert h["x-agent-chain"] == [ENTRA_AGENT]
     assert h["x-agent-type"] == ["ai_agent"]
-    assert h["x-agent-tenant"] == ["00000001-0000-0ff1-ce00-000000000000"]
+    assert h["x-agent-idp-tenant"] == ["00000001-0000-0ff1-ce00-000000000000"]
     assert h["x-agent-client"] == [ENTRA_AGENT]
 
     r = send(c, auth0_obo())
@@ -107,7 +107,7 @@ def test_each_vendor_reaches_the_upstream_as_the_one_model(c):
     assert h["x-agent-id"] == [AUTH0_AGENT]
     assert h["x-agent-principal"] == ["auth0|user123"]
     assert h["x-agent-type"] == ["ai_agent"]
-    assert h["x-agent-tenant"] == ["org_vIK75NKFvaozQsFy"]
+    assert h["x-agent-idp-tenant"] == ["org_vIK75NKFvaozQsFy"]
     decision_id = h["x-agent-decision-id"][0]
     assert c.envoy.wait_for_log(decision_id)
     [event] = [d for d in c.envoy.decision_lines() if d["decision_id"] == decision_id]
@@ -118,7 +118,7 @@ def test_each_vendor_reaches_the_upstream_as_the_one_model(c):
     r = send(c, {"iss": SPIRE, "aud": AUD, "sub": SPIFFE_AGENT, "scope": "tickets:read"}, typ="JWT")
     assert r.status == 200, r
     h = r.json()["headers"]
-    assert h["x-agent-id"] == [SPIFFE_AGENT] and h["x-agent-tenant"] == ["acme.example"]
+    assert h["x-agent-id"] == [SPIFFE_AGENT] and h["x-agent-idp-tenant"] == ["acme.example"]
     assert "x-agent-chain" not in h
     assert len(seen) >= 3
 
