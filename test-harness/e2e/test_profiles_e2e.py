@@ -65,7 +65,8 @@ def entra_obo(**extra):
     claims = {"iss": ENTRA, "aud": AUD, "ver": "2.0", "idtyp": "user", "azp": ENTRA_AGENT,
               "oid": "dddddddd-1111-2222-3333-444444444444", "sub": "eeeeeeee-1111-2222-3333-444444444444",
               "scp": "tickets:read", "tid": "00000001-0000-0ff1-ce00-000000000000", "xms_idrel": "1",
-              "xms_act_fct": "11", "xms_par_app_azp": "30cf4c22-9985-4ef7-8756-91cc888176bd"}
+              "xms_act_fct": "11", "xms_par_app_azp": "30cf4c22-9985-4ef7-8756-91cc888176bd",
+              "scope": None}  # None: the test recipe's default `scope` is left out (Entra sends `scp`)
     claims.update(extra)
     return claims
 
