@@ -17,6 +17,8 @@ AUD = DEMO["audiences"][0]
 ENTRA = "https://login.microsoftonline.com/00000001-0000-0ff1-ce00-000000000000/v2.0"
 AUTH0 = "https://acme.us.auth0.com/"
 SPIRE = "https://oidc.acme.example"
+OKTA = "https://as.myresource.com"
+OKTA_AGENT = "wlpa0eiuaoCNrpoaE0g7"
 ENTRA_AGENT = "aaaaaaaa-1111-2222-3333-444444444444"
 AUTH0_AGENT = "agt_1a2b3c"
 SPIFFE_AGENT = "spiffe://acme.example/agents/planner"
@@ -30,7 +32,7 @@ def record(agent_id, may_act_for):
 def profiles_plugin():
     p = copy.deepcopy(PLUGIN)
     for iss, profile in ((ENTRA, "entra-agent-id"), (AUTH0, "auth0-agents"),
-                         (SPIRE, {"spiffe": {"trust_domains": ["acme.example"]}})):
+                         (SPIRE, {"spiffe": {"trust_domains": ["acme.example"]}}), (OKTA, "okta-xaa")):
         i = copy.deepcopy(DEMO)
         i["issuer"] = iss
         i["profile"] = profile
@@ -41,6 +43,7 @@ def profiles_plugin():
         record(ENTRA_AGENT, ["dddddddd-*"]),
         record(AUTH0_AGENT, ["auth0|*"]),
         record(SPIFFE_AGENT, []),
+        record(OKTA_AGENT, ["00u*"]),
     ]
     return p
 
@@ -121,7 +124,16 @@ def test_each_vendor_reaches_the_upstream_as_the_one_model(c):
     h = r.json()["headers"]
     assert h["x-agent-id"] == [SPIFFE_AGENT] and h["x-agent-idp-tenant"] == ["acme.example"]
     assert "x-agent-chain" not in h
-    assert len(seen) >= 3
+
+    # Okta's ID-JAG example claims (developer.okta.com/docs/guides/xaa-request-token-ex/saml2/main/)
+    # as the resource's authorization server carries them into its access token.
+    r = send(c, {"iss": OKTA, "aud": AUD, "sub": "00uzkk8ctx1WtQ8fy1d7", "client_id": "0oaa0esowyOyPreaI0g7",
+                 "scope": "tickets:read", "act": {"sub": OKTA_AGENT, "sub_profile": "ai_agent"}})
+    assert r.status == 200, r
+    h = r.json()["headers"]
+    assert h["x-agent-id"] == [OKTA_AGENT] and h["x-agent-principal"] == ["00uzkk8ctx1WtQ8fy1d7"]
+    assert h["x-agent-type"] == ["ai_agent"] and h["x-agent-client"] == ["0oaa0esowyOyPreaI0g7"]
+    assert len(seen) >= 4
 
 
 def test_the_same_registry_decides_equivalent_tokens_from_two_vendors_alike(c):
