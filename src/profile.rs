@@ -212,6 +212,14 @@ fn rfc8693(claims: &Map<String, Value>, cx: &Context<'_>) -> Result<Identity, Re
     })
 }
 
+/// An RFC 6749 §3.3 scope string as its scope tokens.
+pub fn scope_list(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A space-separated list of facet numbers (`"3 9 11"`).
 fn facets(claims: &Map<String, Value>, name: &str) -> Result<Vec<u32>, Reason> {
     let Some(s) = text(claims, name)? else {
@@ -296,14 +304,7 @@ fn entra(claims: &Map<String, Value>) -> Result<Identity, Reason> {
             if sub_is_agent || roles.is_some() && scp.is_none() {
                 return Err(Reason::TokenProfileClaims);
             }
-            let scopes = scp
-                .map(|s| {
-                    s.split(' ')
-                        .filter(|x| !x.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let scopes = scp.map(scope_list).unwrap_or_default();
             // The user (a person, or the agent's own agent user account); the application
             // (an agent identity when faceted so) acts for them.
             if sub_is_agent_user && !actor_is_agent {

@@ -368,12 +368,8 @@ fn check_claims(
     let scopes: Vec<String> = match identity.scopes.take() {
         Some(s) => s,
         None => scope
-            .map(|s| {
-                s.split(' ')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .as_deref()
+            .map(crate::profile::scope_list)
             .unwrap_or_default(),
     };
     if !scopes.iter().all(|s| crate::agents::is_scope_token(s)) {
