@@ -112,10 +112,24 @@ pub struct Facts<'a> {
     pub method: &'a str,
     /// The MCP call's method and name, on an MCP route once its body was read.
     pub mcp: Option<(&'a str, &'a str)>,
+    /// The identity profile's tenant, client and agent type (`None`: the token names none).
+    pub tenant: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub agent_type: Option<&'a str>,
     pub claims: &'a serde_json::Map<String, serde_json::Value>,
 }
 
-const KEYS: &[&str] = &["agent", "principal", "chain", "route", "method", "mcp.name"];
+const KEYS: &[&str] = &[
+    "agent",
+    "principal",
+    "chain",
+    "route",
+    "method",
+    "mcp.name",
+    "tenant",
+    "client",
+    "agent_type",
+];
 
 impl LimitConfig {
     /// Checks one entry (`at`: its JSON path).
@@ -150,7 +164,7 @@ impl LimitConfig {
             if !KEYS.contains(&k.as_str()) && !claim {
                 bad(
                     &format!(".key[{i}]"),
-                    format!("{k:?} is not a key part (agent, principal, chain, route, method, mcp.name, claim.<name>)"),
+                    format!("{k:?} is not a key part (agent, principal, chain, route, method, mcp.name, tenant, client, agent_type, claim.<name>)"),
                 );
             }
             if self.key.get(..i).is_some_and(|before| before.contains(k)) {
@@ -240,6 +254,20 @@ impl LimitConfig {
                 "route" => h.update(f.route.unwrap_or_default().as_bytes()),
                 "method" => h.update(f.method.as_bytes()),
                 "mcp.name" => h.update(f.mcp.map(|(_, n)| n).unwrap_or_default().as_bytes()),
+                "tenant" | "client" | "agent_type" => {
+                    let v = match k.as_str() {
+                        "tenant" => f.tenant,
+                        "client" => f.client,
+                        _ => f.agent_type,
+                    };
+                    match v {
+                        None => h.update([2u8]),
+                        Some(s) => {
+                            h.update([3u8]);
+                            h.update(s.as_bytes());
+                        }
+                    }
+                }
                 claim => {
                     let name = claim.strip_prefix("claim.").unwrap_or(claim);
                     match f.claims.get(name) {

@@ -1503,6 +1503,9 @@ impl Engine {
                 .map(|r| r.name.as_str()),
             method,
             mcp,
+            tenant: token.tenant.as_deref(),
+            client: token.client.as_deref(),
+            agent_type: token.agent_type.as_deref(),
             claims: &token.claims,
         };
         let now_ms = millis(now);

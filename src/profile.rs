@@ -206,7 +206,7 @@ fn rfc8693(claims: &Map<String, Value>, cx: &Context<'_>) -> Result<Identity, Re
         principal: subject(claims)?,
         chain: act_chain(claims, cx)?,
         agent_type: None,
-        tenant: None,
+        tenant: text(claims, "tenant")?.map(str::to_owned),
         client: oauth_client(claims)?,
         scopes: None,
     })

@@ -21,10 +21,13 @@ fn run(args: &[&str], stdin: &str) -> Output {
         .unwrap();
     // A command that fails on its arguments exits before it reads standard input; the
     // pipe it closed is not the test's failure.
-    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("stdin: {e}"),
-        _ => {}
-    }
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    assert!(
+        written
+            .as_ref()
+            .map_or_else(|e| e.kind() == std::io::ErrorKind::BrokenPipe, |()| true),
+        "stdin: {written:?}"
+    );
     child.wait_with_output().unwrap()
 }
 
@@ -273,7 +276,7 @@ fn check_explain_names_the_checks_that_ran_and_the_rules_that_held() {
     assert_eq!(deny["value"], json!(["tenant.mismatch"]));
     assert_eq!(
         (deny["file"].as_str(), deny["line"].as_u64()),
-        (Some("agent_iam/tenant.rego"), Some(9))
+        (Some("agent_iam/tenant.rego"), Some(12))
     );
     // Denied by the route's scopes: the policy never ran.
     let by_scope = lines
@@ -308,7 +311,7 @@ fn check_explain_names_the_checks_that_ran_and_the_rules_that_held() {
     assert!(stdout(&o)
         .contains("  policy             denied policy.denied: deny tenant.mismatch (revision "));
     assert!(stdout(&o).contains(
-        "    data.agent_iam.authz.deny = [\"tenant.mismatch\"] (agent_iam/tenant.rego:9)\n"
+        "    data.agent_iam.authz.deny = [\"tenant.mismatch\"] (agent_iam/tenant.rego:12)\n"
     ));
 }
 

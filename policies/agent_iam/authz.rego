@@ -6,11 +6,11 @@ package agent_iam.authz
 import rego.v1
 
 # Deny with the first reason (sorted, so the answer is deterministic); otherwise allow,
-# telling the upstream which tenant the agent works for (when the token says so).
+# telling the upstream which tenant the agent works for (when its token names one).
 decision := {"allow": false, "reason": sort(deny)[0], "status": 403} if {
 	count(deny) > 0
-} else := {"allow": true, "headers": {"x-agent-tenant": input.token.tenant}} if {
-	valid_tenant(input.token.tenant)
+} else := {"allow": true, "headers": {"x-agent-tenant": input.agent.tenant}} if {
+	valid_tenant(input.agent.tenant)
 } else := {"allow": true, "headers": {}}
 
 # Helpers shared by the modules. `input.request.path` is the canonical path without the

@@ -34,7 +34,7 @@ test_deny_reason_is_the_first_sorted if {
 }
 
 test_tenant_header_added_on_allow if {
-	req := object.union(base, {"token": {"tenant": "acme"}})
+	req := object.union(base, {"agent": {"tenant": "acme"}})
 	d := authz.decision with input as req
 	d.headers == {"x-agent-tenant": "acme"}
 }

@@ -269,6 +269,9 @@ fn keys_are_what_the_config_names_and_values_are_checked() {
         route: None,
         method: "GET",
         mcp: None,
+        tenant: None,
+        client: None,
+        agent_type: None,
         claims: claims.as_object().unwrap(),
     };
     let claims: &'static serde_json::Value = Box::leak(Box::new(claims));
@@ -276,6 +279,38 @@ fn keys_are_what_the_config_names_and_values_are_checked() {
     assert_eq!(l.id(&f("agent:a", claims)), l.id(&f("agent:a", claims)));
     assert_ne!(l.id(&f("agent:a", claims)), l.id(&f("agent:b", claims)));
     assert_ne!(l.id(&f("agent:a", claims)), l.id(&f("agent:a", other)));
+    // The model's tenant: one counter per tenant whichever claim the profile read it from;
+    // a token without one shares the counter of every token without one.
+    let by_tenant = limit(
+        serde_json::json!({"name": "t", "key": ["tenant"], "rate": {"per_s": 1, "burst": 1}}),
+    );
+    let empty: &'static serde_json::Value = Box::leak(Box::new(serde_json::json!({})));
+    let t = |tenant| Facts {
+        tenant,
+        ..f("agent:a", empty)
+    };
+    assert_eq!(
+        by_tenant.id(&t(Some("acme"))),
+        by_tenant.id(&Facts {
+            agent: "agent:b",
+            ..t(Some("acme"))
+        })
+    );
+    assert_ne!(
+        by_tenant.id(&t(Some("acme"))),
+        by_tenant.id(&t(Some("globex")))
+    );
+    assert_ne!(by_tenant.id(&t(None)), by_tenant.id(&t(Some(""))));
+    let by_client = limit(
+        serde_json::json!({"name": "t", "key": ["client"], "rate": {"per_s": 1, "burst": 1}}),
+    );
+    assert_ne!(
+        by_client.id(&Facts {
+            client: Some("acme"),
+            ..t(None)
+        }),
+        by_client.id(&t(Some("acme")))
+    );
     let mut problems = Vec::new();
     limit(
         serde_json::json!({"name": "Bad Name", "key": ["agnet", "agent", "agent"],

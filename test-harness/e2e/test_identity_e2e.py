@@ -187,8 +187,14 @@ def test_a_feed_document_with_a_bad_id_is_refused_and_the_last_good_registry_sta
 
 @pytest.mark.parametrize("tenant", ["acme,globex", " acme", "acme\u0001", "acme globex"])
 def test_a_tenant_claim_reaches_the_upstream_only_as_one_plain_value(c, tenant):
-    # The shipped policy copies the `tenant` claim into x-agent-tenant.
-    r = refused(c, {"tenant": tenant}, "policy.denied", 403)
+    # The profile maps the `tenant` claim into the model (x-agent-idp-tenant): a value an
+    # upstream could split or that is padded is no identity value.
+    refused(c, {"tenant": tenant}, "token.profile_claims")
+
+
+def test_the_shipped_policy_copies_only_a_plain_tenant_into_its_header(c):
+    # An identity value the policy's stricter rule for x-agent-tenant does not accept.
+    r = refused(c, {"tenant": "acme/eu"}, "policy.denied", 403)
     assert r.json()["policy_reason"] == "tenant.invalid"
 
 
