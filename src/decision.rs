@@ -593,6 +593,9 @@ impl Decision {
             "principal": t.map(|t| t.subject.as_str()),
             "chain": t.map(|t| t.chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>()).unwrap_or_default(),
             "owner": a.and_then(|a| a.owner.clone()),
+            "identity": t.map(|t| json!({
+                "profile": t.profile, "agent_type": t.agent_type, "tenant": t.tenant, "client": t.client,
+            })),
             "scopes": {
                 "requested": t.map(|t| t.scopes.clone()).unwrap_or_default(),
                 "effective": a.map(|a| a.effective.clone()).unwrap_or_default(),

@@ -20,6 +20,8 @@ def cli(*args):
 def main():
     (ROOT / "agent_iam.meta.json").write_text(cli("generate", "kong-meta"))
     (ROOT / "envoy" / "plugin.json").write_text(cli("policy", "render", "--config", "envoy/plugin.base.json", "policies"))
+    (ROOT / "examples" / "profiles" / "plugin.json").write_text(
+        cli("policy", "render", "--config", "examples/profiles/plugin.base.json", "policies"))
     (ROOT / "envoy" / "envoy.yaml").write_text(cli("generate", "envoy", *SHIPPED, "--config", "envoy/plugin.json"))
     (ROOT / "envoy" / "envoy.audit-log.yaml").write_text(cli(
         "generate", "envoy", *SHIPPED, "--config", "envoy/plugin.json", "--audit-access-log", "/tmp/agent-iam-audit.log"))
@@ -32,7 +34,7 @@ def main():
     start = text.index("| reason | status | `error` | meaning |")
     end = text.index("\n\n", start) + 1 if "\n\n" in text[start:] else len(text)
     reasons.write_text(text[:start] + cli("reasons") + text[end:])
-    print("regenerated agent_iam.meta.json, envoy/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml, envoy/envoy.mtls.yaml and the docs/reasons.md reason table")
+    print("regenerated agent_iam.meta.json, envoy/plugin.json, examples/profiles/plugin.json, envoy/envoy.yaml, envoy/envoy.audit-log.yaml, envoy/envoy.mtls.yaml and the docs/reasons.md reason table")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-//! Replays test-harness/golden/cases.json through the native pipeline (pure-Rust backend),
-//! one test per case: `cargo test --test golden -- --exact "deny alg none"` runs one alone.
-//! The Envoy harness (`test-harness/test_golden_envoy.py`) replays the same file through the
-//! filter.
+//! Replays the golden files through the native pipeline (pure-Rust backend), one test per
+//! case: `test-harness/golden/cases.json` (the token rules, under the shipped configuration)
+//! and `test-harness/golden/profiles.json` (every identity profile's vendor tokens, under
+//! `examples/profiles/plugin.json`; its cases are named `profiles: …`).
+//! `cargo test --test golden -- --exact "deny alg none"` runs one alone. The Envoy harness
+//! (`test-harness/e2e/test_golden_envoy.py`) replays the same files through the filter.
 //!
 //! The file is read into typed structs that refuse unknown members, so a misspelt field
 //! (`"expct"`, `"reasn"`, a recipe's `"cliams"`) fails the whole run with its JSON path
@@ -26,7 +28,12 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-const CASES: &str = "test-harness/golden/cases.json";
+/// The golden files, each with the prefix its cases' test names get and the fewest cases it
+/// may hold (a file cut short fails the run).
+const FILES: [(&str, &str, usize); 2] = [
+    ("test-harness/golden/cases.json", "", 60),
+    ("test-harness/golden/profiles.json", "profiles: ", 25),
+];
 /// The time every case is decided at; token recipes' times are offsets from it.
 const NOW: i64 = 1_800_000_000;
 
@@ -47,6 +54,10 @@ struct Doc {
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
+    /// The page the claim set was taken from.
+    #[allow(dead_code)] // documentation for readers of the file
+    #[serde(default)]
+    source: Option<String>,
     /// The token to mint (`src/dev.rs`); none: the request carries no token.
     #[serde(default)]
     token: Option<Recipe>,
@@ -108,6 +119,19 @@ struct Expect {
     policy_reason: Option<String>,
     #[serde(default, deserialize_with = "present")]
     effective_scopes: Option<Vec<String>>,
+    /// The model the issuer's profile mapped the token into.
+    #[serde(default, deserialize_with = "present")]
+    principal: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    chain: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    agent_type: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    tenant: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    client: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    profile: Option<String>,
 }
 
 /// A required member whose value may be `null`.
@@ -125,19 +149,19 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
-/// cases.json, typed, with every problem that makes the whole file unusable.
-fn load_doc() -> Result<Doc, String> {
-    let text = read(CASES)?;
+/// A golden file, typed, with every problem that makes the whole file unusable.
+fn load_doc(path: &str, fewest: usize) -> Result<Doc, String> {
+    let text = read(path)?;
     let doc: Doc = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
-        .map_err(|e| format!("{CASES}: {}: {}", e.path(), e.inner()))?;
-    if doc.cases.len() < 60 {
-        return Err(format!("{CASES}: only {} cases", doc.cases.len()));
+        .map_err(|e| format!("{path}: {}: {}", e.path(), e.inner()))?;
+    if doc.cases.len() < fewest {
+        return Err(format!("{path}: only {} cases", doc.cases.len()));
     }
     let mut names = HashSet::new();
     for case in &doc.cases {
         if !names.insert(case.name.as_str()) {
             return Err(format!(
-                "{CASES}: two cases are named {:?}: a name selects one case",
+                "{path}: two cases are named {:?}: a name selects one case",
                 case.name
             ));
         }
@@ -180,7 +204,8 @@ fn run_case(case: &Case, keys: &DevKeys, cfg_bytes: &[u8]) -> Result<(), Failed>
         Verdict::Allow => "allow",
         Verdict::Deny => "deny",
     };
-    let checks: [(&str, &Value, Option<Value>); 7] = [
+    let s = |v: &Option<String>| v.as_ref().map(|v| json!(v));
+    let checks: [(&str, &Value, Option<Value>); 13] = [
         ("decision", &got["decision"], Some(json!(decision))),
         ("status", &got["status"], Some(json!(want.status))),
         ("reason", &got["reason"], Some(json!(want.reason))),
@@ -204,6 +229,20 @@ fn run_case(case: &Case, keys: &DevKeys, cfg_bytes: &[u8]) -> Result<(), Failed>
             &got["scopes"]["effective"],
             want.effective_scopes.as_ref().map(|s| json!(s)),
         ),
+        ("principal", &got["principal"], s(&want.principal)),
+        (
+            "chain",
+            &got["chain"],
+            want.chain.as_ref().map(|c| json!(c)),
+        ),
+        (
+            "agent type",
+            &got["identity"]["agent_type"],
+            s(&want.agent_type),
+        ),
+        ("tenant", &got["identity"]["tenant"], s(&want.tenant)),
+        ("client", &got["identity"]["client"], s(&want.client)),
+        ("profile", &got["identity"]["profile"], s(&want.profile)),
     ];
     let failures: Vec<String> = checks
         .into_iter()
@@ -311,30 +350,24 @@ fn main() {
     let args = Arguments::from_args();
     // A file that does not parse fails the run whatever the filter: no case is skipped
     // silently.
-    let doc = load_doc().unwrap_or_else(|e| {
+    let fail = |e: String| -> ! {
         eprintln!("golden: {e}");
         std::process::exit(1)
-    });
-    let keys = Arc::new(load_keys(&doc.keys).unwrap_or_else(|e| {
-        eprintln!("golden: {e}");
-        std::process::exit(1)
-    }));
-    let cfg_bytes: Arc<[u8]> = std::fs::read(&doc.config)
-        .unwrap_or_else(|e| {
-            eprintln!("golden: {}: {e}", doc.config);
-            std::process::exit(1)
-        })
-        .into();
-    let mut trials: Vec<Trial> = doc
-        .cases
-        .into_iter()
-        .map(|case| {
+    };
+    let mut trials: Vec<Trial> = Vec::new();
+    for (path, prefix, fewest) in FILES {
+        let doc = load_doc(path, fewest).unwrap_or_else(|e| fail(e));
+        let keys = Arc::new(load_keys(&doc.keys).unwrap_or_else(|e| fail(e)));
+        let cfg_bytes: Arc<[u8]> = std::fs::read(&doc.config)
+            .unwrap_or_else(|e| fail(format!("{}: {e}", doc.config)))
+            .into();
+        trials.extend(doc.cases.into_iter().map(|case| {
             let (keys, cfg_bytes) = (Arc::clone(&keys), Arc::clone(&cfg_bytes));
-            Trial::test(case.name.clone(), move || {
+            Trial::test(format!("{prefix}{}", case.name), move || {
                 run_case(&case, &keys, &cfg_bytes)
             })
-        })
-        .collect();
+        }));
+    }
     trials.push(Trial::test(
         "cache_hit_still_rechecks_expiry",
         cache_hit_still_rechecks_expiry,

@@ -74,6 +74,12 @@ def test_shipped_mtls_config_requires_client_certificates_with_the_filter_of_env
     assert filters(doc) == filters(plain)
 
 
+@pytest.mark.parametrize("base", ["envoy/plugin.base.json", "examples/profiles/plugin.base.json"])
+def test_rendered_plugin_configs_hold_the_shipped_policies(base):
+    rendered = harness.ROOT / base.replace("plugin.base.json", "plugin.json")
+    assert rendered.read_text() == harness.cli("policy", "render", "--config", base, "policies").stdout
+
+
 def test_plugin_json_is_valid():
     harness.cli("validate", "--config", harness.PLUGIN)
 

@@ -1,4 +1,7 @@
-"""Replays golden/cases.json through the real Envoy (the native replay is tests/golden.rs)."""
+"""Replays the golden files through the real Envoy (the native replay is tests/golden.rs):
+golden/cases.json under the shipped configuration, golden/profiles.json (every identity
+profile's vendor tokens) under examples/profiles/plugin.json, asserting on what the
+upstream received and, for the profiles, on the audit event."""
 
 import json
 import time
@@ -7,23 +10,71 @@ import pytest
 
 import harness
 
-DOC = json.loads((harness.ROOT / "test-harness" / "golden" / "cases.json").read_text())
+GOLDEN = harness.ROOT / "test-harness" / "golden"
+DOC = json.loads((GOLDEN / "cases.json").read_text())
 CASES = DOC["cases"]
+PROFILES = json.loads((GOLDEN / "profiles.json").read_text())
+
+
+def mint_all(cases):
+    # Minted once Envoy is up: a slow start must not eat the few seconds of margin the
+    # clock-skew cases have.
+    now = int(time.time())
+    minted = iter(harness.mint([c["token"] for c in cases if "token" in c], now=now))
+    return {c["name"]: next(minted) for c in cases if "token" in c}
 
 
 @pytest.fixture(scope="module")
 def tokens(envoy):
-    # Minted once Envoy is up: a slow start must not eat the few seconds of margin the
-    # clock-skew cases have.
-    now = int(time.time())
-    recipes = [c["token"] for c in CASES if "token" in c]
-    minted = iter(harness.mint(recipes, now=now))
-    return {c["name"]: next(minted) for c in CASES if "token" in c}
+    return mint_all(CASES)
+
+
+@pytest.fixture(scope="module")
+def profiles_envoy():
+    plugin = json.loads((harness.ROOT / PROFILES["config"]).read_text())
+    with harness.stack(plugin_json=plugin, name="golden-profiles") as envoy:
+        yield envoy, mint_all(PROFILES["cases"])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_golden_case_through_envoy(client, tokens, case):
-    token = tokens.get(case["name"])
+    replay(client, tokens.get(case["name"]), case)
+
+
+@pytest.mark.parametrize("case", PROFILES["cases"], ids=[c["name"] for c in PROFILES["cases"]])
+def test_profile_case_through_envoy(profiles_envoy, case):
+    envoy, tokens = profiles_envoy
+    client = harness.Client(envoy.listen_port)
+    try:
+        seen = envoy.upstream.server.seen
+        before = len(seen)
+        r = replay(client, tokens[case["name"]], case)
+        want = case["expect"]
+        assert len(seen) == before + (want["decision"] == "allow"), seen[before:]
+        if want["decision"] != "allow":
+            return
+        h = r.json()["headers"]
+        model = {"principal": "x-agent-principal", "agent_type": "x-agent-type",
+                 "tenant": "x-agent-idp-tenant", "client": "x-agent-client"}
+        for field, header in model.items():
+            if field in want:
+                assert h.get(header) == [want[field]], (case["name"], field, h)
+        if "chain" in want:
+            assert h.get("x-agent-chain", [""]) == [",".join(want["chain"])], (case["name"], h)
+        decision_id = h["x-agent-decision-id"][0]
+        assert envoy.wait_for_log(decision_id)
+        [event] = [d for d in envoy.decision_lines() if d["decision_id"] == decision_id]
+        for field in ("agent", "principal", "chain"):
+            if field in want:
+                assert event[field] == want[field], (case["name"], field, event)
+        for field in ("agent_type", "tenant", "client", "profile"):
+            if field in want:
+                assert event["identity"][field] == want[field], (case["name"], field, event)
+    finally:
+        client.close()
+
+
+def replay(client, token, case):
     headers = {}
     if "authorization" in case:
         headers["authorization"] = case["authorization"].replace("{token}", token or "")
@@ -50,3 +101,4 @@ def test_golden_case_through_envoy(client, tokens, case):
             assert f'error_description="{want["reason"]}"' in challenge
         if want["status"] == 403:
             assert challenge.startswith('Bearer error="insufficient_scope"'), challenge
+    return r
