@@ -30,7 +30,7 @@ import pytest
 import harness
 
 ROOT = harness.ROOT
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "policies" / "README.md"]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "profiles").glob("*.md")), ROOT / "policies" / "README.md"]
 COPIED = ["examples", "envoy", "policies", "test-harness/keys"]
 MARK = "<!-- doctest -->"
 SKIP = re.compile(r"<!-- doctest: skip (?P<why>\S.*?) -->")

@@ -253,10 +253,11 @@ fn explain(
         let detail = match (c, result) {
             (_, "not run") => None,
             (Check::Token, _) if d.token.is_some() => Some(format!(
-                "{} key {} of {}{}",
+                "{} key {} of {}{}{}",
                 s("/token/alg"),
                 s("/token/kid"),
                 s("/token/iss"),
+                identity_detail(json),
                 if d.token_cached { " (cached)" } else { "" }
             )),
             (Check::SenderConstraint, _) => Some(match json.get("binding") {
@@ -376,6 +377,30 @@ fn explain_text(e: &Value) -> String {
     }
     out.pop();
     out
+}
+
+/// What the issuer's identity profile named besides agent, principal and chain (`, profile
+/// entra-agent-id: agent type ai_agent, tenant …, client …`); nothing for the default profile
+/// when it named nothing.
+fn identity_detail(json: &Value) -> String {
+    let field = |name: &str| {
+        json.pointer(&format!("/identity/{name}"))
+            .and_then(Value::as_str)
+    };
+    let profile = field("profile").unwrap_or("rfc8693");
+    let named: Vec<String> = [
+        ("agent type", "agent_type"),
+        ("tenant", "tenant"),
+        ("client", "client"),
+    ]
+    .into_iter()
+    .filter_map(|(label, name)| field(name).map(|v| format!("{label} {v}")))
+    .collect();
+    match (profile, named.is_empty()) {
+        ("rfc8693", true) => String::new(),
+        (_, true) => format!(", profile {profile}"),
+        (_, false) => format!(", profile {profile}: {}", named.join(", ")),
+    }
 }
 
 #[cfg(test)]
