@@ -102,3 +102,19 @@ def replay(client, token, case):
         if want["status"] == 403:
             assert challenge.startswith('Bearer error="insufficient_scope"'), challenge
     return r
+
+
+def test_equivalent_requests_from_different_vendors_expect_the_same_decision():
+    """The profile cases that ask the same question of tokens from different vendors
+    (`entra: another tenant's tickets`, `auth0: another tenant's tickets`, ...) expect one
+    decision: with each replayed above, one policy and registry decide them alike."""
+    groups = {}
+    for case in PROFILES["cases"]:
+        vendor, question = case["name"].split(": ", 1)
+        want = case["expect"]
+        groups.setdefault(question, {})[vendor] = (want["decision"], want["status"], want["reason"],
+                                                   want.get("policy_reason"))
+    shared = {q: v for q, v in groups.items() if len(v) > 1}
+    assert len(shared) >= 5, shared
+    for question, by_vendor in shared.items():
+        assert len(set(by_vendor.values())) == 1, (question, by_vendor)
