@@ -254,20 +254,9 @@ impl LimitConfig {
                 "route" => h.update(f.route.unwrap_or_default().as_bytes()),
                 "method" => h.update(f.method.as_bytes()),
                 "mcp.name" => h.update(f.mcp.map(|(_, n)| n).unwrap_or_default().as_bytes()),
-                "tenant" | "client" | "agent_type" => {
-                    let v = match k.as_str() {
-                        "tenant" => f.tenant,
-                        "client" => f.client,
-                        _ => f.agent_type,
-                    };
-                    match v {
-                        None => h.update([2u8]),
-                        Some(s) => {
-                            h.update([3u8]);
-                            h.update(s.as_bytes());
-                        }
-                    }
-                }
+                "tenant" => optional(&mut h, f.tenant),
+                "client" => optional(&mut h, f.client),
+                "agent_type" => optional(&mut h, f.agent_type),
                 claim => {
                     let name = claim.strip_prefix("claim.").unwrap_or(claim);
                     match f.claims.get(name) {
@@ -288,6 +277,17 @@ impl LimitConfig {
         let mut id = [0u8; 16];
         id.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
         id
+    }
+}
+
+/// A model field in a counter id: absent is its own value, distinct from every string.
+fn optional(h: &mut Sha256, v: Option<&str>) {
+    match v {
+        None => h.update([2u8]),
+        Some(s) => {
+            h.update([3u8]);
+            h.update(s.as_bytes());
+        }
     }
 }
 

@@ -39,6 +39,9 @@ def profiles_plugin():
         i.pop("accepted_types", None)
         p["issuers"].append(i)
     p["agents"].pop("feed", None)
+    # One budget per tenant of the model, whichever claim the profile read it from.
+    p["limits"] = [{"name": "tenant-reads", "key": ["tenant"], "match": {"routes": ["tenants"]},
+                    "budget": {"count": 1, "window_s": 3600}}]
     p["agents"]["registry"] += [
         record(ENTRA_AGENT, ["dddddddd-*"]),
         record(AUTH0_AGENT, ["auth0|*"]),
@@ -146,6 +149,22 @@ def test_the_same_registry_decides_equivalent_tokens_from_two_vendors_alike(c):
     r1 = send(c, entra_obo(oid="ffffffff-1111-2222-3333-444444444444"), typ="JWT")
     r2 = send(c, auth0_obo(sub="google-oauth2|999"))
     assert (r1.json()["reason"], r2.json()["reason"]) == ("delegation.principal_not_allowed",) * 2
+
+
+def test_a_limit_keyed_on_the_tenant_counts_the_models_tenant(c):
+    tid = "00000001-0000-0ff1-ce00-000000000000"
+
+    def get(claims, path, typ=None):
+        recipe = {"claims": claims, **({"header": {"typ": typ}} if typ else {})}
+        [token] = harness.mint([recipe])
+        return c.request(path, token=token)
+
+    assert get(entra_obo(), f"/tenants/{tid}/tickets", "JWT").status == 200
+    # Another user of the same Entra tenant: the tenant's budget is spent.
+    r = get(entra_obo(oid="dddddddd-2222-2222-3333-444444444444"), f"/tenants/{tid}/tickets", "JWT")
+    assert (r.status, r.json()["reason"]) == (429, "limit.tenant-reads"), r
+    # Auth0's org_id is another tenant: its own budget.
+    assert get(auth0_obo(), "/tenants/org_vIK75NKFvaozQsFy/tickets").status == 200
 
 
 def refused(client, claims, reason, typ=None):
