@@ -12,7 +12,10 @@ Then an MCP server built with the official MCP SDK behind the filter
 reaches the server, both protocol revisions. Last, a DPoP-bound token (RFC 9449): served with
 a proof of its key, refused when stolen (sent as Bearer, with the thief's own proof, or with a
 captured proof replayed). Then a runaway agent: slowed by a per-agent write rate, then
-quarantined after too many refusals, with the evidence in the audit trail."""
+quarantined after too many refusals, with the evidence in the audit trail. Last, agent tokens
+from five identity providers (`examples/profiles/plugin.json`): Entra Agent ID, Auth0 for AI
+Agents, Okta Cross App Access, a SPIFFE JWT-SVID and a Keycloak token exchange, mapped into
+one model and decided by one registry and the shipped policy."""
 
 import json
 import sys
@@ -263,6 +266,38 @@ def runaway_act():
         print(f"    the upstream received {len(envoy.upstream.server.seen)} of these 10 requests")
 
 
+def profiles_act():
+    """Five identity providers' agent tokens, one model, one policy."""
+    plugin = json.loads((harness.ROOT / "examples" / "profiles" / "plugin.json").read_text())
+    recipe = {name: json.loads((harness.ROOT / "examples" / "profiles" / f"{name}.json").read_text())
+              for name in ("entra-obo", "auth0-obo", "okta-xaa", "spiffe-svid", "keycloak-exchange")}
+    id_jag = {"header": {"typ": "oauth-id-jag+jwt"}, "claims": dict(recipe["okta-xaa"]["claims"], act=None)}
+    tid = recipe["entra-obo"]["claims"]["tid"]
+    org = recipe["auth0-obo"]["claims"]["org_id"]
+    steps = [
+        ("P1", "Entra Agent ID: an agent acting for a user (on-behalf-of)", f"/tenants/{tid}/tickets", "entra-obo"),
+        ("P2", "Auth0 for AI Agents: an agent acting for a user", f"/tenants/{org}/tickets", "auth0-obo"),
+        ("P3", "the same Entra agent reaches for another tenant's tickets", "/tenants/globex/tickets", "entra-obo"),
+        ("P4", "the same Auth0 agent reaches for another tenant's tickets", "/tenants/globex/tickets", "auth0-obo"),
+        ("P5", "Okta Cross App Access: a token issued from an ID-JAG", "/tickets/7", "okta-xaa"),
+        ("P6", "the ID-JAG itself, sent as if it were an access token", "/tickets/7", id_jag),
+        ("P7", "a SPIFFE JWT-SVID of the planner agent (SPIRE)", "/tickets/7", "spiffe-svid"),
+        ("P8", "Keycloak token exchange: the same planner, registered once by its SPIFFE ID, acting for a user",
+         "/tickets/7", "keycloak-exchange"),
+    ]
+    tokens = harness.mint([recipe[r] if isinstance(r, str) else r for *_, r in steps])
+    print("\n\nOne model for every identity provider: each issuer's profile maps its agent tokens to agent, "
+          "principal, chain, agent type, tenant and client; one registry and the shipped policy "
+          "(examples/profiles/plugin.json) decide them alike")
+    with harness.stack(name="demo-profiles", plugin_json=plugin) as envoy:
+        client = harness.Client(envoy.listen_port)
+        for (n, title, path, _), token in zip(steps, tokens):
+            headers = {"authorization": f"Bearer {token}"}
+            show(n, title, "GET", path, headers, client.request(path, headers=headers))
+        client.close()
+        print(f"\n    the upstream received {len(envoy.upstream.server.seen)} of these {len(steps)} requests")
+
+
 def main():
     recipes = [s[3] for s in STEPS if isinstance(s[3], dict)]
     minted = harness.mint(recipes + [{"claims": {"jti": "demo-T"}}])
@@ -306,6 +341,7 @@ def main():
     mcp_act()
     dpop_act()
     runaway_act()
+    profiles_act()
     print("\nEnvoy, the upstream and the control plane are stopped. Full Envoy log:", envoy.log_path)
     print("Try a policy change on the same decisions in the browser: ./test-harness/playground.sh")
     return 0
