@@ -6,6 +6,9 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
     pub wasm_path: String,
+    /// The dynamic module (`libagent_iam.so`) Envoy loads instead of the Wasm filter: the
+    /// same configuration, through `envoy.filters.http.dynamic_modules`.
+    pub dynamic_module: Option<String>,
     pub listen_port: u16,
     pub admin_port: u16,
     pub upstream_port: u16,
@@ -86,6 +89,7 @@ impl Default for EnvoyOptions {
     fn default() -> Self {
         EnvoyOptions {
             wasm_path: "target/wasm32-wasip1/release/agent_iam.wasm".into(),
+            dynamic_module: None,
             listen_port: 10000,
             admin_port: 9901,
             upstream_port: 18080,
@@ -280,6 +284,9 @@ fn rate_limiting(
 /// The filter's `http_filters` entry with its configuration inline (YAML, indented for a
 /// connection manager's `http_filters`).
 fn static_filter_block(config_block: &str, o: &EnvoyOptions) -> String {
+    if let Some(path) = &o.dynamic_module {
+        return dynamic_module_block(config_block, path);
+    }
     format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -304,6 +311,29 @@ fn static_filter_block(config_block: &str, o: &EnvoyOptions) -> String {
         environment = environment(o),
     )
 }
+
+/// The dynamic module's `http_filters` entry, its configuration inline. Its stats take the
+/// Wasm filter's namespace (`wasmcustom.`), so one set of dashboards and `stats_tags`
+/// reads both builds.
+fn dynamic_module_block(config_block: &str, path: &str) -> String {
+    format!(
+        r#"          - name: {DYNAMIC_MODULE_FILTER}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                module: {{local: {{filename: {path}}}}}
+                do_not_close: true
+                metrics_namespace: wasmcustom
+              filter_name: agent_iam
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: |
+{config_block}"#
+    )
+}
+
+/// The dynamic-module HTTP filter's name in `http_filters`.
+pub const DYNAMIC_MODULE_FILTER: &str = "envoy.filters.http.dynamic_modules";
 
 /// The filter's `http_filters` entry with its configuration from ECDS: the file `path`,
 /// watched (Envoy reloads it when a new file is moved over it). Until a valid
@@ -635,7 +665,9 @@ fn with_tls_listener(text: &str, listen: u16, tls: &TlsListener) -> String {
 
 /// The same bootstrap without the Wasm filter (a control for benchmarks and tests).
 fn strip_filter(text: &str) -> String {
-    let start = text.find("          - name: envoy.filters.http.wasm");
+    let start = text
+        .find("          - name: envoy.filters.http.wasm")
+        .or_else(|| text.find(&format!("          - name: {DYNAMIC_MODULE_FILTER}")));
     let end = text.find("          - name: envoy.filters.http.router");
     match (start, end) {
         (Some(a), Some(b)) if a < b => {

@@ -42,6 +42,11 @@ wait "$BROWSER_SETUP" || { cat test-harness/out/browser-setup.log; exit 1; }
 step "end-to-end through Envoy"
 AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile --durations=25 test-harness/e2e \
   --ignore=test-harness/e2e/test_playground_e2e.py
+# The same core as an Envoy dynamic module (native): the groups that decide requests.
+step "end-to-end through Envoy: the dynamic module"
+AGENT_IAM_BUILD=dynamic-module AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile --durations=5 \
+  $(printf 'test-harness/e2e/test_%s.py ' golden_envoy wycheproof_envoy integrity_e2e e2e identity_e2e \
+      profiles_e2e agents_e2e revocation_e2e mcp_e2e dpop_e2e failure_e2e audit_e2e limits_e2e)
 step "playground build finished"
 wait "$PLAYGROUND_BUILD" || { cat test-harness/out/playground-build.log; exit 1; }
 tail -n 1 test-harness/out/playground-build.log
@@ -49,4 +54,5 @@ step "end-to-end: the playground in Chromium, and the gateway's same decisions"
 AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --durations=5 test-harness/e2e/test_playground_e2e.py
 step "sizes"
 ls -l target/wasm32-wasip1/release/agent_iam.wasm | awk '{print "agent_iam.wasm: " $5 " bytes"}'
+ls -l target/libagent_iam.so | awk '{print "libagent_iam.so: " $5 " bytes"}'
 echo "all green in ${SECONDS}s"

@@ -4,7 +4,8 @@ import harness
 
 
 def pytest_sessionstart(session):
-    missing = [p for p in (harness.CLI, harness.WASM) if not p.exists()]
+    module = harness.DYNAMIC_MODULE if harness.BUILD == "dynamic-module" else harness.WASM
+    missing = [p for p in (harness.CLI, module) if not p.exists()]
     if missing:
         raise pytest.UsageError(f"missing build outputs {missing}; run ./test-harness/test.sh")
 

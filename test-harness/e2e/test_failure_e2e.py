@@ -18,6 +18,30 @@ def marked(up, marker):
     return [h for h in up.server.seen if h.get("x-marker") == [marker]]
 
 
+@harness.dynamic_module_only
+def test_a_panic_in_the_dynamic_module_denies_that_request_and_envoy_keeps_serving():
+    """Native code has no VM to trap: the module's barrier catches the panic in the hook,
+    answers that request 503 (it never goes upstream) and the next requests are decided
+    as before, by the same Envoy process."""
+    with harness.stack(wasm=harness.HOOKS_WASM, name="dm-panic") as envoy:
+        client = harness.Client(envoy.listen_port)
+        [token] = harness.mint([{}])
+        assert client.request("/tickets", token=token).status == 200
+        r = client.request("/tickets", token=token, headers={**PANIC, "x-marker": "panicked"})
+        assert r.status == 503, r
+        assert envoy.wait_for_log("agent-iam: panic: panicked at")
+        assert envoy.wait_for_log("agent-iam: panic caught in request_headers; failing closed")
+        for i in range(3):
+            client.close()
+            r = client.request("/tickets", token=token, headers={"x-marker": f"later-{i}"})
+            assert r.status == 200, r
+        assert client.request("/tickets").status == 401
+        assert envoy.proc.poll() is None
+        up = envoy.upstream
+        assert marked(up, "panicked") == [] and all(len(marked(up, f"later-{i}")) == 1 for i in range(3))
+
+
+@harness.wasm_only  # a VM trap and Envoy's failure_policy: Wasm only
 def test_a_trap_denies_and_fail_closed_never_passes():
     with harness.stack(wasm=harness.HOOKS_WASM, name="trap-closed") as envoy:
         client = harness.Client(envoy.listen_port)
@@ -35,6 +59,7 @@ def test_a_trap_denies_and_fail_closed_never_passes():
         assert marked(up, "trapped") == [] and all(marked(up, f"later-{i}") == [] for i in range(5))
 
 
+@harness.wasm_only  # a VM trap and Envoy's failure_policy: Wasm only
 def test_fail_reload_denies_then_a_fresh_vm_serves():
     with harness.stack(wasm=harness.HOOKS_WASM, name="trap-reload", failure_policy="reload") as envoy:
         client = harness.Client(envoy.listen_port)
@@ -55,6 +80,7 @@ def test_fail_reload_denies_then_a_fresh_vm_serves():
         assert int(stats["wasm.agent_iam.vm_reload_success"]) >= 1, stats
 
 
+@harness.wasm_only  # a VM trap and Envoy's failure_policy: Wasm only
 def test_an_unknown_foreign_function_answers_not_found_and_the_vm_keeps_serving():
     """What a host without `verify_signature` answers, from Envoy's own foreign-function
     table: "not found" as a status, never a trap (with it the filter falls back to pure Rust

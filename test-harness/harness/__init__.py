@@ -33,6 +33,29 @@ ROOT = HARNESS_DIR.parent
 CLI = Path(os.environ.get("AGENT_IAM_CLI", ROOT / "target" / "release" / "agent-iam"))
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "agent_iam.wasm"
 HOOKS_WASM = ROOT / "target" / "agent_iam_test_hooks.wasm"
+# The dynamic module (native, `build.sh` copies it here) and its test-hook build.
+DYNAMIC_MODULE = ROOT / "target" / "libagent_iam.so"
+HOOKS_DYNAMIC_MODULE = ROOT / "target" / "libagent_iam_test_hooks.so"
+# Which build the e2e suite runs against: `wasm` (default) or `dynamic-module`.
+BUILD = os.environ.get("AGENT_IAM_BUILD", "wasm")
+if BUILD not in ("wasm", "dynamic-module"):
+    raise SystemExit(f"AGENT_IAM_BUILD={BUILD!r}: expected wasm or dynamic-module")
+
+
+# The dynamic module has no `verify_signature` foreign function (its crypto is native
+# Rust): tests of Envoy's host crypto backend are Wasm-only.
+wasm_only = __import__("pytest").mark.skipif(
+    BUILD == "dynamic-module", reason="Envoy's verify_signature foreign function is a Wasm host call")
+
+
+dynamic_module_only = __import__("pytest").mark.skipif(BUILD != "dynamic-module", reason="the dynamic module's behaviour")
+
+
+def module_args(wasm=WASM):
+    """`generate envoy`'s arguments naming the filter module of the build under test."""
+    if BUILD == "dynamic-module":
+        return ["--dynamic-module", HOOKS_DYNAMIC_MODULE if wasm == HOOKS_WASM else DYNAMIC_MODULE]
+    return ["--wasm", wasm]
 PLUGIN = ROOT / "envoy" / "plugin.json"
 KEYS = HARNESS_DIR / "keys" / "demo-private.json"
 OUT = HARNESS_DIR / "out"
@@ -108,7 +131,7 @@ def envoy_yaml(plugin=PLUGIN, wasm=WASM, listen=10000, admin=9901, upstream=1808
     client certificate of `client_ca`. `module_sha256`: None (the generator hashes `wasm`),
     False (none passed to the VM) or the hex to pass. `ecds`: the file the filter's
     configuration comes from (ECDS, watched; written when absent)."""
-    args = ["generate", "envoy", "--config", plugin, "--wasm", wasm, "--listen", listen,
+    args = ["generate", "envoy", "--config", plugin, *module_args(wasm), "--listen", listen,
             "--admin", admin, "--upstream", upstream, "--control-plane", control_plane]
     if module_sha256 is False:
         args.append("--no-module-sha256")
@@ -601,7 +624,10 @@ def render_plugin(policies_dir, base=ROOT / "envoy" / "plugin.base.json"):
 
 
 def admin_stats(envoy, filter_re="agent_iam"):
-    """Envoy's /stats (names matching `filter_re`) as {name: value}."""
+    """Envoy's /stats (names matching `filter_re`) as {name: value}. The dynamic module
+    writes its counts to Envoy's stats from the main thread every 50 ms: wait that out."""
+    if BUILD == "dynamic-module":
+        time.sleep(0.15)
     conn = http.client.HTTPConnection("127.0.0.1", envoy.admin_port, timeout=5)
     conn.request("GET", f"/stats?filter={filter_re}")
     text = conn.getresponse().read().decode()
@@ -697,7 +723,7 @@ def hop_stack(plugin_json, raw_hcm=True, name="integrity"):
             with os.fdopen(fd, "w") as f:
                 json.dump(plugin_json, f)
             listen, admin = free_port(), free_port()
-            args = ["generate", "envoy", "--config", tmp, "--wasm", WASM, "--listen", listen, "--admin", admin,
+            args = ["generate", "envoy", "--config", tmp, *module_args(), "--listen", listen, "--admin", admin,
                     "--upstream", hop_listen, "--control-plane", cp.port]
             if raw_hcm:
                 args.append("--raw-hcm")

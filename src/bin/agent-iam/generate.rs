@@ -63,6 +63,10 @@ pub struct EnvoyArgs {
     /// The filter module Envoy loads [default: target/wasm32-wasip1/release/agent_iam.wasm].
     #[arg(long, value_name = "PATH")]
     wasm: Option<String>,
+    /// Load the dynamic module at PATH (`libagent_iam.so`, native code) instead of the Wasm
+    /// filter: the same configuration, decisions, audit events and stats.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["wasm", "ecds"])]
+    dynamic_module: Option<String>,
     /// Listener port [default: 10000].
     #[arg(long, value_name = "PORT")]
     listen: Option<u16>,
@@ -200,6 +204,7 @@ fn envoy(a: &EnvoyArgs, out: Output) -> Outcome {
     let o = EnvoyOptions {
         module_sha256,
         wasm_path,
+        dynamic_module: a.dynamic_module.clone(),
         listen_port: a.listen.unwrap_or(d.listen_port),
         admin_port: a.admin.unwrap_or(d.admin_port),
         upstream_port: a.upstream.unwrap_or(d.upstream_port),
