@@ -673,6 +673,31 @@ fn slot(cfg: &Config) -> Option<Rc<Slot>> {
     Some(s)
 }
 
+/// Replaces this thread's worker for `cfg` with a fresh one from the configuration.
+fn rebuild(cfg: &Config) {
+    let Some(s) = WORKERS.with(|w| w.borrow().get(&cfg.id).cloned()) else {
+        return;
+    };
+    let host = DmHost {
+        cfg,
+        worker: s.index,
+    };
+    let Ok(mut worker) = Worker::configure(&host, &cfg.bytes, None) else {
+        return;
+    };
+    worker.set_client_source(source_address);
+    worker.set_connection_source(peer_certificate);
+    let mut p = lock(&s.pinned);
+    p.tick = worker.tick_period();
+    p.worker = worker;
+    p.last_tick = Instant::now();
+    drop(p);
+    log_raw(
+        LOG_WARN,
+        "agent-iam: the worker that panicked was replaced by a fresh one",
+    );
+}
+
 /// Delivers a call's answer to the worker that sent it (main thread).
 fn deliver(cfg: &Config, a: Answer, to: usize) {
     let Some(pinned) = lock(&cfg.workers).get(to).cloned() else {
@@ -1141,8 +1166,12 @@ fn on_filter(
     let out = match out {
         Some(o) => o,
         None => {
-            // The request never goes upstream after a panic.
+            // The request never goes upstream after a panic, and the worker the panic
+            // left half-way is replaced by a fresh one (what Envoy's `failure_policy:
+            // reload` does for a trapped Wasm VM): what workers share lives in the shared
+            // store, each write of which is whole.
             let _ = guarded("panic answer", || deny_unconfigured(&host, "internal"));
+            let _ = guarded("worker rebuild", || rebuild(&cfg));
             Outcome::Answered
         }
     };

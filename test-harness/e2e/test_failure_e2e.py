@@ -21,8 +21,8 @@ def marked(up, marker):
 @harness.dynamic_module_only
 def test_a_panic_in_the_dynamic_module_denies_that_request_and_envoy_keeps_serving():
     """Native code has no VM to trap: the module's barrier catches the panic in the hook,
-    answers that request 503 (it never goes upstream) and the next requests are decided
-    as before, by the same Envoy process."""
+    answers that request 503 (it never goes upstream), replaces that thread's worker with
+    a fresh one, and the next requests are decided as before, by the same Envoy process."""
     with harness.stack(wasm=harness.HOOKS_WASM, name="dm-panic") as envoy:
         client = harness.Client(envoy.listen_port)
         [token] = harness.mint([{}])
@@ -31,6 +31,7 @@ def test_a_panic_in_the_dynamic_module_denies_that_request_and_envoy_keeps_servi
         assert r.status == 503, r
         assert envoy.wait_for_log("agent-iam: panic: panicked at")
         assert envoy.wait_for_log("agent-iam: panic caught in request_headers; failing closed")
+        assert envoy.wait_for_log("agent-iam: the worker that panicked was replaced by a fresh one")
         for i in range(3):
             client.close()
             r = client.request("/tickets", token=token, headers={"x-marker": f"later-{i}"})
