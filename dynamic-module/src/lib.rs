@@ -179,6 +179,13 @@ struct Config {
 
 static CONFIG_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The configurations Envoy has loaded and not destroyed: a thread drops its workers of any
+/// other (after a configuration update) the next time it makes one.
+fn live() -> &'static Mutex<std::collections::HashSet<u64>> {
+    static LIVE: OnceLock<Mutex<std::collections::HashSet<u64>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(std::collections::HashSet::new()))
+}
+
 /// One thread's worker for one configuration, and when it last ticked.
 struct Pinned {
     worker: Worker,
@@ -669,7 +676,12 @@ fn slot(cfg: &Config) -> Option<Rc<Slot>> {
     workers.push(Arc::clone(&pinned));
     drop(workers);
     let s = Rc::new(Slot { index, pinned });
-    WORKERS.with(|w| w.borrow_mut().insert(cfg.id, s.clone()));
+    let live = lock(live()).clone();
+    WORKERS.with(|w| {
+        let mut w = w.borrow_mut();
+        w.retain(|id, _| live.contains(id));
+        w.insert(cfg.id, s.clone());
+    });
     Some(s)
 }
 
@@ -929,10 +941,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             tokens: AtomicU32::new(1),
             main: std::thread::current().id(),
         });
+        lock(live()).insert(cfg.id);
         define_families(&cfg);
         if slot(&cfg).is_none() {
             // SAFETY: the scheduler was made above and nothing else holds it.
             unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler) };
+            lock(live()).remove(&cfg.id);
             return std::ptr::null();
         }
         sync_metrics(&cfg);
@@ -965,6 +979,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 unsafe {
                     envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler)
                 };
+                lock(live()).remove(&cfg.id);
                 return std::ptr::null();
             }
         }
@@ -987,6 +1002,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(ptr: *const
         }
         // SAFETY: Envoy hands back the pointer `config_new` made, once.
         let cfg = unsafe { Box::from_raw(ptr as *mut Arc<Config>) };
+        lock(live()).remove(&cfg.id);
         cfg.stop.store(true, Ordering::Release);
         if let Some(t) = lock(&cfg.timer).take() {
             let _ = t.join();
