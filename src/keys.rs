@@ -64,6 +64,15 @@ pub struct VerifyKey {
     pub spki_der: Vec<u8>,
 }
 
+impl VerifyKey {
+    /// The public key as native crypto libraries import it (ring's `UnparsedPublicKey`):
+    /// the uncompressed SEC1 point (P-256), the 32-byte key (Ed25519), or the PKCS#1
+    /// `RSAPublicKey` DER (RSA).
+    pub fn public_key_bytes(&self) -> Option<&[u8]> {
+        der::spki_subject_key(&self.spki_der)
+    }
+}
+
 impl std::fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyKey")

@@ -24,10 +24,11 @@ step() { printf '\n==> [%4ss] %s\n' "$SECONDS" "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
-step "cargo deny (licences, duplicate versions, sources)"; cargo deny --all-features check licenses bans sources
+step "cargo deny (licences, duplicate versions, sources)"; cargo deny --workspace --exclude agent-iam-bindgen --all-features check licenses bans sources
 # The release module first: tests/kong_imports.rs checks it.
 step "builds";                               test-harness/build.sh --for-tests --no-cli
 step "cargo test";                           cargo test --locked
+step "cargo test (dynamic module: native crypto)"; cargo test --locked -p agent-iam-dynamic-module
 # `cargo test` built (and placed) the debug CLI the rest of the suite runs: building it again
 # without the test targets would recompile the crate for nothing.
 CLI="$ROOT/target/$HOST/debug/agent-iam"

@@ -30,6 +30,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod abi;
+mod native;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use abi::*;
 use agent_iam::decision::PeerCertificate;
-use agent_iam::shared::{HostError, SharedData};
+use agent_iam::shared::{HostError, Memory, SharedData};
 use agent_iam::worker::{deny_unconfigured, Exchange, Host, Level, MetricKind, Outcome, Worker};
 
 /// How often the main thread wakes (metrics to Envoy, queued calls, its worker's tick).
@@ -76,11 +77,11 @@ fn log_raw(level: u32, msg: &str) {
 
 // ------------------------------------------------------------------ shared data
 
-type Store = HashMap<String, (Vec<u8>, u32)>;
-
-fn store() -> &'static Mutex<Store> {
-    static STORE: OnceLock<Mutex<Store>> = OnceLock::new();
-    STORE.get_or_init(|| Mutex::new(HashMap::new()))
+/// The process-wide store every worker shares, with proxy-wasm's CAS rules (the core's
+/// in-memory implementation, behind a lock).
+fn store() -> &'static Mutex<Memory> {
+    static STORE: OnceLock<Mutex<Memory>> = OnceLock::new();
+    STORE.get_or_init(|| Mutex::new(Memory::default()))
 }
 
 // ------------------------------------------------------------------ metrics
@@ -287,25 +288,46 @@ fn chunks(filter: *mut c_void, ty: u32, out: &mut Vec<u8>) {
     }
 }
 
-/// The whole body so far: what Envoy buffered, then the frame just received (unless that
-/// frame is the buffered body, re-delivered).
-fn body(filter: *mut c_void, request: bool) -> Vec<u8> {
-    let (buffered, received) = if request {
+/// The body types of one direction: (buffered, received).
+fn body_types(request: bool) -> (u32, u32) {
+    if request {
         (BUFFERED_REQUEST_BODY, RECEIVED_REQUEST_BODY)
     } else {
         (BUFFERED_RESPONSE_BODY, RECEIVED_RESPONSE_BODY)
-    };
+    }
+}
+
+/// Whether the frame just received is the buffered body, re-delivered.
+fn redelivered(filter: *mut c_void, request: bool) -> bool {
     // SAFETY: `filter` is live.
-    let redelivered = unsafe {
+    unsafe {
         if request {
             envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
         } else {
             envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
         }
-    };
+    }
+}
+
+/// The length of [`body`], without copying it.
+fn body_size(filter: *mut c_void, request: bool) -> usize {
+    let (buffered, received) = body_types(request);
+    // SAFETY: `filter` is live.
+    let size = |ty| unsafe { envoy_dynamic_module_callback_http_get_body_size(filter, ty) };
+    let mut n = size(buffered);
+    if !redelivered(filter, request) {
+        n = n.saturating_add(size(received));
+    }
+    n
+}
+
+/// The whole body so far: what Envoy buffered, then the frame just received (unless that
+/// frame is the buffered body, re-delivered).
+fn body(filter: *mut c_void, request: bool) -> Vec<u8> {
+    let (buffered, received) = body_types(request);
     let mut out = Vec::new();
     chunks(filter, buffered, &mut out);
-    if !redelivered {
+    if !redelivered(filter, request) {
         chunks(filter, received, &mut out);
     }
     out
@@ -341,23 +363,11 @@ fn peer_certificate() -> PeerCertificate {
 
 impl SharedData for DmHost<'_> {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        let s = lock(store());
-        Ok(match s.get(key) {
-            Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
+        lock(store()).get(key)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        let mut s = lock(store());
-        let current = s.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return Err(HostError("CasMismatch".into()));
-        }
-        let next = current.map_or(1, |c| c.wrapping_add(1));
-        s.insert(key.to_owned(), (value.to_vec(), next));
-        Ok(())
+        lock(store()).set(key, value, cas)
     }
 }
 
@@ -510,6 +520,10 @@ impl Host for DmHost<'_> {
 
     fn memory_bytes(&self) -> Option<u64> {
         None
+    }
+
+    fn native_signatures(&self) -> Option<Box<dyn agent_iam::crypto::SignatureBackend>> {
+        Some(Box::new(native::Native))
     }
 
     fn request_headers(&self) -> Result<Vec<(String, Vec<u8>)>, HostError> {
@@ -1237,7 +1251,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         return BODY_CONTINUE;
     }
     body_status(on_filter(envoy, ptr, "request_body", |h, w, ex| {
-        let size = body(envoy, true).len();
+        let size = body_size(envoy, true);
         w.on_request_body(h, ex, size, end_of_stream)
     }))
 }
@@ -1285,7 +1299,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
         return BODY_CONTINUE;
     }
     body_status(on_filter(envoy, ptr, "response_body", |h, w, ex| {
-        let size = body(envoy, false).len();
+        let size = body_size(envoy, false);
         w.on_response_body(h, ex, size, end_of_stream)
     }))
 }

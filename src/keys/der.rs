@@ -70,6 +70,46 @@ pub fn ecdsa_sig(sig: &[u8]) -> Option<Vec<u8>> {
     Some(tlv(0x30, &ints))
 }
 
+/// The subject public key of a SubjectPublicKeyInfo this module wrote: the BIT STRING's
+/// contents after the algorithm (a P-256 SEC1 point, an Ed25519 key, an RSA
+/// `RSAPublicKey`), in the form native crypto libraries import. `None` for anything else.
+pub fn spki_subject_key(spki: &[u8]) -> Option<&[u8]> {
+    let (tag, body, rest) = read_tlv(spki)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return None;
+    }
+    let (alg_tag, _, body) = read_tlv(body)?;
+    let (bits_tag, bits, rest) = read_tlv(body)?;
+    if alg_tag != 0x30 || bits_tag != 0x03 || !rest.is_empty() {
+        return None;
+    }
+    match bits.split_first() {
+        Some((0, key)) if !key.is_empty() => Some(key),
+        _ => None,
+    }
+}
+
+/// One DER TLV: (tag, contents, what follows).
+fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (n, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (octets, rest) = rest.split_at_checked(count)?;
+        let n = octets
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (n, rest)
+    };
+    let (body, rest) = rest.split_at_checked(n)?;
+    Some((tag, body, rest))
+}
+
 /// DER length octets.
 fn len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
@@ -197,6 +237,34 @@ mod tests {
         assert_eq!(rsa::RsaPublicKey::from_public_key_der(&ours).unwrap(), key);
         // Leading zero bytes in the JWK's magnitudes do not change the encoding.
         assert_eq!(rsa_spki(&[&[0, 0][..], &n].concat(), &[0, 1, 0, 1]), ours);
+        // The subject key is the PKCS#1 RSAPublicKey.
+        assert_eq!(
+            spki_subject_key(&ours).unwrap(),
+            rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_der(&key)
+                .unwrap()
+                .as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_subject_key_is_what_the_spki_wraps() {
+        let point = [4u8; 65];
+        assert_eq!(spki_subject_key(&p256_spki(&point)), Some(&point[..]));
+        let ed = [9u8; 32];
+        assert_eq!(spki_subject_key(&ed25519_spki(&ed)), Some(&ed[..]));
+        let good = p256_spki(&point);
+        // Truncated, trailing bytes, a non-zero unused-bits octet, an empty key: refused.
+        assert_eq!(spki_subject_key(&good[..good.len() - 1]), None);
+        assert_eq!(spki_subject_key(&[&good[..], &[0]].concat()), None);
+        let mut unused = good.clone();
+        unused[25] = 1;
+        assert_eq!(spki_subject_key(&unused), None);
+        assert_eq!(
+            spki_subject_key(&[0x30, 0x04, 0x30, 0x00, 0x03, 0x00]),
+            None
+        );
+        assert_eq!(spki_subject_key(&[]), None);
+        assert_eq!(spki_subject_key(&[0x30, 0x85, 1, 2, 3, 4, 5]), None);
     }
 
     #[test]

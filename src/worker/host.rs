@@ -57,6 +57,11 @@ pub trait Host: SharedData {
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError>;
     /// This VM's linear memory, in bytes (`None` outside a VM).
     fn memory_bytes(&self) -> Option<u64>;
+    /// The host's own signature verification, when it has one (the dynamic module's native
+    /// crypto): `signature_backend` `host` and `auto` use it.
+    fn native_signatures(&self) -> Option<Box<dyn crate::crypto::SignatureBackend>> {
+        None
+    }
     /// A variable of the VM's environment: in the filter, the WASI environment the loader
     /// sets (Envoy's `vm_config.environment_variables`, Istio's `vmConfig.env`).
     fn env(&self, name: &str) -> Option<String> {

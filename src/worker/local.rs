@@ -73,6 +73,8 @@ pub struct LocalHost {
     /// How many of the next local answers the host refuses (besides "send_response" in
     /// `failing`, which refuses them all).
     pub refuse_answers: Cell<u32>,
+    /// The host's own signature backend (as the dynamic module has), when set.
+    pub native: Option<fn() -> Box<dyn crate::crypto::SignatureBackend>>,
 }
 
 impl LocalHost {
@@ -286,6 +288,10 @@ impl Host for LocalHost {
 
     fn memory_bytes(&self) -> Option<u64> {
         None
+    }
+
+    fn native_signatures(&self) -> Option<Box<dyn crate::crypto::SignatureBackend>> {
+        self.native.map(|make| make())
     }
 
     fn env(&self, name: &str) -> Option<String> {

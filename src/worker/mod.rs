@@ -132,6 +132,13 @@ fn backend(
     cfg: &Config,
     foreign: Option<&Rc<dyn ForeignCall>>,
 ) -> Result<(Box<dyn SignatureBackend>, bool), Vec<String>> {
+    // A host with crypto of its own (the dynamic module, inside Envoy) needs no probe.
+    if let Some(native) = host.native_signatures() {
+        if cfg.signature_backend == BackendChoice::Pure {
+            return Ok((Box::new(PureRust), true));
+        }
+        return Ok((native, true));
+    }
     let on_envoy = foreign.is_some() && host_is_envoy(host);
     let use_host = match cfg.signature_backend {
         BackendChoice::Pure => false,

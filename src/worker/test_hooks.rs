@@ -46,18 +46,24 @@ pub(super) fn handle(host: &dyn Host, foreign: Option<&Rc<dyn ForeignCall>>) -> 
     }
     let raw = host.request_header("x-agent-iam-test-vector")?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let verdict = run(&text, foreign).unwrap_or_else(|e| e);
+    let verdict = run(&text, host, foreign).unwrap_or_else(|e| e);
     let _ = host.send_response(200, &[("x-verdict", verdict.as_str())], verdict.as_bytes());
     Some(Outcome::Answered)
 }
 
-fn run(text: &str, foreign: Option<&Rc<dyn ForeignCall>>) -> Result<String, String> {
+fn run(
+    text: &str,
+    host: &dyn Host,
+    foreign: Option<&Rc<dyn ForeignCall>>,
+) -> Result<String, String> {
     let mut parts = text.splitn(5, ';');
     let kind = parts.next().unwrap_or_default();
     let backend: Box<dyn SignatureBackend> = match parts.next() {
-        Some("host") => match foreign {
-            Some(f) => Box::new(HostCrypto::new(Foreign(f.clone()))),
-            None => return Err("bad-backend: this host has no foreign functions".into()),
+        // The host's crypto: its own (the dynamic module's native), else its foreign call.
+        Some("host") => match (host.native_signatures(), foreign) {
+            (Some(native), _) => native,
+            (None, Some(f)) => Box::new(HostCrypto::new(Foreign(f.clone()))),
+            (None, None) => return Err("bad-backend: this host has no foreign functions".into()),
         },
         Some("pure") => Box::new(PureRust),
         other => return Err(format!("bad-backend: {other:?}")),

@@ -243,6 +243,49 @@ fn configure_with(
     Worker::configure(host, plugin.to_string().as_bytes(), Some(call))
 }
 
+/// A host's own crypto (what the dynamic module offers), by name only: it verifies as
+/// pure Rust does.
+struct OwnCrypto;
+
+impl crate::crypto::SignatureBackend for OwnCrypto {
+    fn verify(
+        &self,
+        key: &crate::keys::VerifyKey,
+        input: &[u8],
+        sig: &[u8],
+    ) -> Result<bool, crate::crypto::CryptoError> {
+        crate::crypto::PureRust.verify(key, input, sig)
+    }
+
+    fn name_for(&self, _alg: crate::keys::Alg) -> &'static str {
+        "own"
+    }
+}
+
+#[test]
+fn a_host_with_its_own_crypto_uses_it_on_auto_and_host_and_never_calls_a_foreign_function() {
+    let k = keys();
+    let good = format!("Bearer {}", token(&k, json!({})));
+    for (choice, expect) in [
+        ("auto", "ES256=own RS256=own EdDSA=own; host=envoy"),
+        ("host", "ES256=own RS256=own EdDSA=own; host=envoy"),
+        (
+            "pure",
+            "ES256=pure-rust RS256=pure-rust EdDSA=pure-rust; host=envoy",
+        ),
+    ] {
+        let mut host = LocalHost::at(NOW as f64);
+        host.native = Some(|| Box::new(OwnCrypto));
+        let f = foreign(Some(b"\x08\x00"));
+        let mut p = open_plugin(&k);
+        p["signature_backend"] = json!(choice);
+        let mut w = configure_with(&host, &p, &f).unwrap();
+        assert_eq!(host.logged(expect).len(), 1, "{choice}: {:?}", host.logs);
+        assert_eq!(get(&mut w, &host, &good, &[]), Outcome::Continue);
+        assert_eq!(f.calls.get(), 0, "{choice}: no probe, no foreign call");
+    }
+}
+
 #[test]
 fn a_host_without_verify_signature_gets_pure_rust_on_auto_and_a_config_error_on_host() {
     let k = keys();

@@ -134,13 +134,18 @@ def test_each_config_problem_is_logged_with_its_path():
         assert needle in proc.stderr, proc.stderr
 
 
-@harness.wasm_only
+# The host's crypto: Envoy's BoringSSL through `verify_signature` (Wasm), native ring and
+# ed25519-dalek (the dynamic module).
+HOST_CRYPTO = ("ES256=native-ring RS256=native-ring EdDSA=native-dalek" if harness.BUILD == "dynamic-module"
+               else "ES256=host RS256=host EdDSA=pure-rust")
+
+
 def test_host_crypto_is_chosen_on_envoy_and_logged(envoy):
-    assert "signatures ES256=host RS256=host EdDSA=pure-rust; host=envoy" in envoy.log()
+    assert f"signatures {HOST_CRYPTO}; host=envoy" in envoy.log()
 
 
-@pytest.mark.parametrize("choice,expect", [("pure", "ES256=pure-rust RS256=pure-rust"),
-                                           pytest.param("host", "ES256=host RS256=host", marks=harness.wasm_only)])
+@pytest.mark.parametrize("choice,expect", [("pure", "ES256=pure-rust RS256=pure-rust EdDSA=pure-rust"),
+                                           ("host", HOST_CRYPTO)])
 def test_backend_chosen_by_configuration(choice, expect):
     plugin = json.loads(harness.PLUGIN.read_text())
     plugin["signature_backend"] = choice
