@@ -1249,9 +1249,14 @@ impl Engine {
                 .as_ref()
                 .filter(|_| !d.shadow.iter().any(|s| s.check == Check::SenderConstraint)),
         };
-        let input = self
-            .inputs
-            .build(&view, now, token, agent, route, &self.live.registry);
+        let input = self.inputs.build(
+            &view,
+            policy.policy_time(now),
+            token,
+            agent,
+            route,
+            &self.live.registry,
+        );
         #[cfg(tools)]
         if self.keep_inputs {
             d.policy_input = Some(input.clone());
@@ -1271,7 +1276,7 @@ impl Engine {
                 hide_arguments,
             ));
         }
-        match policy.evaluate(input) {
+        match policy.decide(input) {
             Verdict::Allow { headers } => {
                 if let Some((name, _)) = headers.iter().find(|(k, _)| !config.is_filter_header(k)) {
                     d.policy_reason = Some(clip(&format!(
@@ -2003,6 +2008,155 @@ mod tests {
             assert!(d.token.is_none() && !d.token_cached, "not the same text");
         }
         assert!(warm.cache.parsed_len() > 0);
+    }
+
+    /// The decision cache answers exactly what an evaluation answers: the shipped policy
+    /// with `time_resolution_s` (it reads the clock), one warm engine against a fresh
+    /// uncached one per request, across tokens, routes, paths, tenants, the write window's
+    /// edge, a registry change, a revocation and a policy change. The cache was used.
+    #[test]
+    fn reused_verdicts_answer_like_an_evaluation_whatever_changed() {
+        use crate::crypto::PureRust;
+        use crate::dev::{mint, Recipe};
+        let text = std::fs::read_to_string("test-harness/keys/demo-private.json").unwrap();
+        let keys =
+            crate::dev::DevKeys::from_private_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        let mut plugin: Value =
+            serde_json::from_str(&std::fs::read_to_string("envoy/plugin.json").unwrap()).unwrap();
+        plugin["agents"].as_object_mut().unwrap().remove("feed");
+        plugin["max_token_lifetime_s"] = json!(86_400);
+        plugin["policy"]["time_resolution_s"] = json!(1);
+        plugin["policy"]["data"]["agent_iam"]["write_window"] =
+            json!({"start_hour_utc": 9, "end_hour_utc": 17});
+        let engine_for = |plugin: &Value, entries: u64| {
+            let mut p = plugin.clone();
+            p["policy"]["decision_cache_entries"] = json!(entries);
+            let cfg = Config::from_json(p.to_string().as_bytes()).unwrap();
+            Engine::new(cfg, Box::new(PureRust), DecisionIds::new(1))
+        };
+        // 2027-01-15 16:59:59 UTC: the write window closes at 17:00.
+        let edge = 1_800_032_399i64;
+        let token = |claims: Value| {
+            let r: Recipe =
+                serde_json::from_value(json!({"exp": 86_000, "claims": claims})).unwrap();
+            mint(&keys, &r, edge - 3_600).unwrap()
+        };
+        let chain = json!({"sub": "agent:tool-search", "act": {"sub": "agent:planner"}});
+        let tokens = [
+            token(
+                json!({"sub": "user:alice", "act": chain, "scope": "tickets:read", "tenant": "acme", "jti": "t1"}),
+            ),
+            token(
+                json!({"sub": "user:alice", "act": chain, "scope": "tickets:read", "tenant": "globex", "jti": "t2"}),
+            ),
+            token(
+                json!({"sub": "agent:build-bot-7", "scope": "tickets:read tickets:write", "tenant": "acme", "jti": "t3"}),
+            ),
+            token(
+                json!({"sub": "user:bob", "act": {"sub": "agent:tool-search", "act": {"sub": "agent:planner", "act": {"sub": "agent:x", "act": {"sub": "agent:y"}}}}, "scope": "tickets:read", "jti": "t4"}),
+            ),
+        ];
+        let requests = [
+            ("GET", "/tickets/1"),
+            ("GET", "/tickets/2"),
+            ("POST", "/tickets"),
+            ("GET", "/tenants/acme/x"),
+            ("GET", "/tenants/globex/x"),
+            ("GET", "/tenants//acme/./x"),
+            ("GET", "/status"),
+        ];
+        let times = [0.2, 0.9, 1.1, 0.5, -1_800.0];
+        let request = |t: &str, (method, path): (&str, &str)| Request {
+            method: method.into(),
+            path: path.into(),
+            host: "h".into(),
+            authorization: vec![format!("Bearer {t}").into_bytes()],
+            ..Request::default()
+        };
+        let seen = |d: &Decision| {
+            format!(
+                "{:?} {} {:?} {:?}",
+                d.reason,
+                d.status(),
+                d.policy_reason,
+                d.policy_headers
+            )
+        };
+        let mut warm = engine_for(&plugin, 4096);
+        type Change = Box<dyn Fn(&mut Engine)>;
+        let mut fresh_state: Vec<Change> = Vec::new();
+        let mut allowed = 0;
+        let mut denied_by_policy = 0;
+        let mut round = |warm: &mut Engine, setup: &[Change], label: &str| {
+            for t in &tokens {
+                for r in requests {
+                    for dt in times {
+                        let at = edge as f64 + dt;
+                        let req = request(t, r);
+                        let mut fresh = engine_for(&plugin, 0);
+                        for f in setup {
+                            f(&mut fresh);
+                        }
+                        let want = fresh.evaluate(&req, at);
+                        let got = warm.evaluate(&req, at);
+                        assert_eq!(seen(&got), seen(&want), "{label}: {r:?} at {dt}");
+                        allowed += usize::from(got.allowed());
+                        denied_by_policy += usize::from(got.reason == Some(Reason::PolicyDenied));
+                    }
+                }
+            }
+        };
+        round(&mut warm, &fresh_state, "as configured");
+        let hits = warm.config.policy.as_ref().unwrap().cache_hits();
+        assert!(hits > 0, "the cache answered");
+
+        // The registry changes: agent:planner is suspended.
+        let mut feed: Value =
+            json!({"version": "2", "agents": plugin["agents"]["registry"].clone()});
+        for a in feed["agents"].as_array_mut().unwrap() {
+            if a["id"] == "agent:planner" {
+                a["status"] = json!("suspended");
+            }
+        }
+        let bytes = feed.to_string();
+        let apply_registry: Change = Box::new(move |e: &mut Engine| {
+            let reg = crate::agents::parse_feed(bytes.as_bytes()).unwrap();
+            e.set_registry(reg, edge as f64);
+        });
+        apply_registry(&mut warm);
+        fresh_state.push(apply_registry);
+        round(&mut warm, &fresh_state, "registry changed");
+
+        // A revocation: t3's jti.
+        let revoke: Change = Box::new(move |e: &mut Engine| {
+            let state = crate::revocation::RevocationState {
+                jtis: std::collections::BTreeMap::from([("t3".to_owned(), edge as f64 + 86_400.0)]),
+                ..Default::default()
+            };
+            e.set_revocation(state, 2, edge as f64);
+        });
+        revoke(&mut warm);
+        fresh_state.push(revoke);
+        round(&mut warm, &fresh_state, "t3 revoked");
+        assert!(
+            allowed > 0 && denied_by_policy > 0,
+            "{allowed} {denied_by_policy}"
+        );
+
+        // A policy change is a new configuration: its engine starts with an empty cache.
+        plugin["policy"]["data"]["agent_iam"]["write_window"] =
+            json!({"start_hour_utc": 0, "end_hour_utc": 24});
+        let mut changed = engine_for(&plugin, 4096);
+        assert_eq!(changed.config.policy.as_ref().unwrap().cache_hits(), 0);
+        let bot = token(json!({"sub": "agent:build-bot-7", "scope": "tickets:write", "jti": "t5"}));
+        let post = request(&bot, ("POST", "/tickets"));
+        let late = edge as f64 + 1.5;
+        let d = changed.evaluate(&post, late);
+        assert!(d.allowed(), "{:?} {:?}", d.reason, d.policy_reason);
+        assert_eq!(
+            warm.evaluate(&post, late).reason,
+            Some(Reason::PolicyDenied)
+        );
     }
 
     /// `verify_budget`: a client's failed signature checks are budgeted; over it, tokens

@@ -449,6 +449,32 @@ fn policy_check_finds_what_evaluation_would_not() {
         .as_array()
         .unwrap()
         .contains(&json!("input.request.method")));
+    assert_eq!(
+        v["decision_cache"]["off"],
+        "the policy reads input.time; set policy.time_resolution_s to cache it"
+    );
+    let o = run(
+        &[
+            "policy",
+            "check",
+            "--format",
+            "json",
+            "--time-resolution-s",
+            "1",
+            "policies",
+        ],
+        "",
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let key = v["decision_cache"]["key"].as_array().unwrap();
+    assert!(key.contains(&json!("input.time.now_ns")) && key.contains(&json!("input.agent")));
+    assert_eq!(
+        code(&run(
+            &["policy", "check", "--time-resolution-s", "0", "policies"],
+            ""
+        )),
+        2
+    );
 
     let dir = std::env::temp_dir().join(format!("agent-iam-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -465,6 +491,7 @@ fn policy_check_finds_what_evaluation_would_not() {
         format!(
             "{d}/p.rego:7:7: error: input.request.verb: the gateway never sets this (input.request has: headers, host, method, path, query, segments) [input.unknown]\n\
              {d}/p.rego:9:1: warning: rule data.agent_iam.authz.spare is never evaluated by the entrypoint data.agent_iam.authz.decision [unreachable]\n\
+             decision cache (dynamic module): off: `policy check` reports errors\n\
              {d}: 1 module(s), 2 of 3 rule definition(s) reached from data.agent_iam.authz.decision; 1 error(s), 1 warning(s)\n"
         )
     );

@@ -11,6 +11,7 @@ use regorus::{Engine, Value};
 
 use super::config::{revision, PolicyConfig};
 use super::evaluate::{Rvm, WALL_CLOCK};
+use super::reuse::Reuse;
 use super::screen::{too_deep, unavailable_builtins, MAX_NESTING};
 use super::value::to_rego;
 use super::verdict::{is_header_name, RESERVED_HEADERS};
@@ -44,6 +45,10 @@ impl Policy {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(first_line(&e))),
         };
+        let (reuse, reuse_off) = match Reuse::plan(cfg) {
+            Ok(r) => (Some(r), None),
+            Err(why) => (None, Some(why)),
+        };
         Ok(Policy {
             compiled,
             rvm,
@@ -51,6 +56,9 @@ impl Policy {
             revision: revision(cfg),
             entrypoint: cfg.entrypoint.clone(),
             headers: cfg.headers.clone(),
+            time_resolution_s: cfg.time_resolution_s,
+            reuse,
+            reuse_off,
         })
     }
 }
@@ -75,6 +83,18 @@ fn section_problems(cfg: &PolicyConfig) -> Vec<Problem> {
         problems.push(problem(
             "$.policy.max_instructions",
             format!("{} is outside 1000..=10000000", cfg.max_instructions),
+        ));
+    }
+    if cfg.decision_cache_entries > 1_000_000 {
+        problems.push(problem(
+            "$.policy.decision_cache_entries",
+            format!("{} is outside 0..=1000000", cfg.decision_cache_entries),
+        ));
+    }
+    if let Some(r) = cfg.time_resolution_s.filter(|r| !(1..=3600).contains(r)) {
+        problems.push(problem(
+            "$.policy.time_resolution_s",
+            format!("{r} is outside 1..=3600"),
         ));
     }
     if !cfg.entrypoint.starts_with("data.") {

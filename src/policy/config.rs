@@ -38,6 +38,17 @@ pub struct PolicyConfig {
     /// decision that sets any other header is a `policy.error`.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Verdicts kept for reuse (0..=1000000; 0: evaluate every request). A request whose
+    /// `input` equals an earlier one's at every path the policy reads gets that verdict
+    /// again. The dynamic module only; see `agent-iam policy check` for what a policy's
+    /// key holds, or why it cannot be cached.
+    #[serde(default = "default_decision_cache_entries")]
+    pub decision_cache_entries: u64,
+    /// The clock the policy sees, floored to this many seconds (1..=3600): `input.time`
+    /// changes in steps, and a policy that reads it can be cached. Unset: the exact time,
+    /// and such a policy is evaluated on every request.
+    #[serde(default)]
+    pub time_resolution_s: Option<u64>,
 }
 
 fn default_entrypoint() -> String {
@@ -49,8 +60,12 @@ fn default_eval_ms() -> u64 {
 pub(super) fn default_max_instructions() -> u64 {
     100_000
 }
+pub(super) fn default_decision_cache_entries() -> u64 {
+    4096
+}
 
-/// Revision: SHA-256 over the sorted modules, the data and the entrypoint (12 hex chars).
+/// Revision: SHA-256 over the sorted modules, the data and the entrypoint (12 hex chars),
+/// and `time_resolution_s` when set (it changes the time the policy decides on).
 pub fn revision(cfg: &PolicyConfig) -> String {
     let mut h = Sha256::new();
     for (name, text) in &cfg.modules {
@@ -68,5 +83,8 @@ pub fn revision(cfg: &PolicyConfig) -> String {
     );
     h.update([0]);
     h.update(cfg.entrypoint.as_bytes());
+    if let Some(r) = cfg.time_resolution_s {
+        h.update(format!("\0time_resolution_s={r}").as_bytes());
+    }
     hex::encode(h.finalize()).chars().take(12).collect()
 }

@@ -29,6 +29,7 @@ mod evaluate;
 pub mod input;
 #[cfg(tools)]
 pub mod lint;
+mod reuse;
 mod screen;
 #[cfg(tools)]
 mod tools;
@@ -61,6 +62,12 @@ pub struct Policy {
     pub entrypoint: String,
     /// `policy.headers`: names the policy may set besides the reserved prefix.
     pub headers: Vec<String>,
+    /// `policy.time_resolution_s`: the clock the policy sees is floored to it.
+    pub time_resolution_s: Option<u64>,
+    /// The decision cache, when this policy can have one ([`reuse`]).
+    reuse: Option<reuse::Reuse>,
+    /// Why it has none.
+    pub reuse_off: Option<String>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -88,6 +95,37 @@ fn first_line(s: &str) -> String {
         .chars()
         .take(300)
         .collect()
+}
+
+impl Policy {
+    /// The time the policy sees at `now`: floored to `policy.time_resolution_s`.
+    pub fn policy_time(&self, now: f64) -> f64 {
+        match self.time_resolution_s {
+            Some(r) if r > 0 => {
+                let r = r as f64;
+                (now / r).floor() * r
+            }
+            _ => now,
+        }
+    }
+
+    /// The verdict for `input`, from the decision cache where the policy has one.
+    pub fn decide(&self, input: regorus::Value) -> Verdict {
+        match &self.reuse {
+            Some(r) => r.decide(input, |i| self.evaluate(i)),
+            None => self.evaluate(input),
+        }
+    }
+
+    /// The `input` paths the decision cache keys on (`None`: no cache, see `reuse_off`).
+    pub fn cache_key_paths(&self) -> Option<Vec<String>> {
+        self.reuse.as_ref().map(reuse::Reuse::describe)
+    }
+
+    /// Verdicts the decision cache answered.
+    pub fn cache_hits(&self) -> u64 {
+        self.reuse.as_ref().map_or(0, reuse::Reuse::hits)
+    }
 }
 
 #[cfg(test)]

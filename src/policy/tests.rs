@@ -15,6 +15,8 @@ fn cfg(rego: &str) -> PolicyConfig {
         max_eval_ms: 20,
         max_instructions: default_max_instructions(),
         headers: Vec::new(),
+        decision_cache_entries: 0,
+        time_resolution_s: None,
     }
 }
 

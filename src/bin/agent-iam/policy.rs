@@ -94,9 +94,14 @@ pub struct CheckArgs {
     /// Warnings (an unreachable rule, a read of `input.time`) fail too.
     #[arg(long)]
     strict: bool,
-    /// `text`: `file:line:col: error|warning: message [code]` lines and a summary; `json`:
-    /// {"dir", "entrypoint", "rules", "reachable", "errors", "warnings", "findings":
-    /// [{"file", "line", "col", "severity", "code", "message"}], "reads", "reads_time"}.
+    /// `policy.time_resolution_s` of the configuration: whether the decision cache can
+    /// take a policy that reads `input.time`.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    time_resolution_s: Option<u64>,
+    /// `text`: `file:line:col: error|warning: message [code]` lines, the decision cache and
+    /// a summary; `json`: {"dir", "entrypoint", "rules", "reachable", "errors", "warnings",
+    /// "findings": [{"file", "line", "col", "severity", "code", "message"}], "reads",
+    /// "reads_time", "decision_cache": {"key": [input members]} or {"off": why}}.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// The policy directory (*.rego, data.json; *_test.rego are not checked).
@@ -273,6 +278,22 @@ fn check(a: &CheckArgs) -> Outcome {
     };
     let r = agent_iam::policy::lint::check(&pd.modules, pd.data.as_ref(), &a.entrypoint);
     let (errors, warnings) = (r.count(Severity::Error), r.count(Severity::Warning));
+    // What the dynamic module's decision cache keys on, or why it cannot take the policy.
+    let cache = agent_iam::policy::Policy::compile(&agent_iam::policy::PolicyConfig {
+        modules: pd.modules.clone(),
+        data: pd.data.clone(),
+        entrypoint: a.entrypoint.clone(),
+        max_eval_ms: 1000,
+        max_instructions: 10_000_000,
+        headers: Vec::new(),
+        decision_cache_entries: 4096,
+        time_resolution_s: a.time_resolution_s,
+    })
+    .map_err(|_| "the policy does not compile".to_owned())
+    .and_then(|p| match p.cache_key_paths() {
+        Some(key) => Ok(key),
+        None => Err(p.reuse_off.unwrap_or_default()),
+    });
     let text = match a.format {
         Format::Text => {
             let mut text = String::new();
@@ -287,6 +308,14 @@ fn check(a: &CheckArgs) -> Outcome {
                     f.code
                 ));
             }
+            text.push_str(&match &cache {
+                Ok(key) => format!(
+                    "decision cache (dynamic module): keyed on {} input member(s): {}\n",
+                    key.len(),
+                    key.join(", ")
+                ),
+                Err(why) => format!("decision cache (dynamic module): off: {why}\n"),
+            });
             text.push_str(&format!(
                 "{dir}: {} module(s), {} of {} rule definition(s) reached from {}; {errors} error(s), {warnings} warning(s)\n",
                 pd.modules.len(),
@@ -306,8 +335,12 @@ fn check(a: &CheckArgs) -> Outcome {
                 })
                 .collect();
             let v = json!({"dir": dir, "entrypoint": a.entrypoint, "rules": r.rules,
-                "reachable": r.reachable, "errors": errors, "warnings": warnings,
-                "findings": findings, "reads": r.reads, "reads_time": r.reads_time});
+            "reachable": r.reachable, "errors": errors, "warnings": warnings,
+            "findings": findings, "reads": r.reads, "reads_time": r.reads_time,
+            "decision_cache": match &cache {
+                Ok(key) => json!({"key": key}),
+                Err(why) => json!({"off": why}),
+            }});
             format!("{v}\n")
         }
     };
@@ -541,6 +574,8 @@ fn eval(a: &EvalArgs) -> Outcome {
         max_eval_ms: 1000,
         max_instructions: 10_000_000,
         headers: Vec::new(),
+        decision_cache_entries: 0,
+        time_resolution_s: None,
     };
     let policy = match agent_iam::policy::Policy::compile(&cfg) {
         Ok(p) => p,
@@ -652,6 +687,8 @@ fn replay(a: &ReplayArgs) -> Outcome {
         max_eval_ms: 1000,
         max_instructions: 10_000_000,
         headers: Vec::new(),
+        decision_cache_entries: 0,
+        time_resolution_s: None,
     }) {
         Ok(p) => p,
         Err(problems) => return Ok(report(&problems)),
