@@ -47,7 +47,8 @@ AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile --durations=25 tes
 step "end-to-end through Envoy: the dynamic module"
 AGENT_IAM_BUILD=dynamic-module AGENT_IAM_CLI="$CLI" python -m pytest -q -n 2 --dist loadfile --durations=5 \
   $(printf 'test-harness/e2e/test_%s.py ' golden_envoy wycheproof_envoy integrity_e2e e2e identity_e2e \
-      profiles_e2e agents_e2e revocation_e2e mcp_e2e dpop_e2e failure_e2e audit_e2e limits_e2e)
+      profiles_e2e agents_e2e revocation_e2e mcp_e2e dpop_e2e failure_e2e audit_e2e limits_e2e \
+      decision_cache_e2e)
 step "playground build finished"
 wait "$PLAYGROUND_BUILD" || { cat test-harness/out/playground-build.log; exit 1; }
 tail -n 1 test-harness/out/playground-build.log

@@ -38,10 +38,10 @@ pub struct PolicyConfig {
     /// decision that sets any other header is a `policy.error`.
     #[serde(default)]
     pub headers: Vec<String>,
-    /// Verdicts kept for reuse (0..=1000000; 0: evaluate every request). A request whose
-    /// `input` equals an earlier one's at every path the policy reads gets that verdict
-    /// again. The dynamic module only; see `agent-iam policy check` for what a policy's
-    /// key holds, or why it cannot be cached.
+    /// Verdicts kept for reuse (0..=1000000; 0, the default: evaluate every request). A
+    /// request whose `input` equals an earlier one's at every member the policy's text
+    /// names gets that verdict again; `agent-iam policy check` shows what a policy's key
+    /// holds, or why it cannot be cached.
     #[serde(default = "default_decision_cache_entries")]
     pub decision_cache_entries: u64,
     /// The clock the policy sees, floored to this many seconds (1..=3600): `input.time`
@@ -61,7 +61,7 @@ pub(super) fn default_max_instructions() -> u64 {
     100_000
 }
 pub(super) fn default_decision_cache_entries() -> u64 {
-    4096
+    0
 }
 
 /// Revision: SHA-256 over the sorted modules, the data and the entrypoint (12 hex chars),

@@ -59,9 +59,6 @@ pub struct CheckReport {
     pub reads: BTreeSet<String>,
     /// Whether a reachable rule reads `input.time`.
     pub reads_time: bool,
-    /// [`Self::reads`] as member names (`None` for a dynamic segment): what the decision
-    /// cache keys on.
-    pub read_paths: BTreeSet<Vec<Option<String>>>,
     /// Rules defined, and how many of them the entrypoint reaches.
     pub rules: usize,
     pub reachable: usize,
@@ -696,14 +693,6 @@ pub fn check(
             if live {
                 report.reads.insert(path.clone());
                 report.reads_time |= time;
-                report.read_paths.insert(
-                    segs.iter()
-                        .map(|s| match s {
-                            Seg::Key(k) => Some(k.clone()),
-                            Seg::Any => None,
-                        })
-                        .collect(),
-                );
             }
             if time {
                 report.findings.push(Finding {

@@ -16,12 +16,26 @@ pub fn to_rego(v: &serde_json::Value) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::from(u)
             } else {
-                Value::from(n.as_f64().unwrap_or(0.0))
+                number(n.as_f64().unwrap_or(0.0))
             }
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::from(a.iter().map(to_rego).collect::<Vec<_>>()),
         serde_json::Value::Object(m) => to_rego_object(m),
+    }
+}
+
+/// Largest magnitude below which every integer is exactly an `f64` (2^53).
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON float as the policy sees it: an integral value (`1.0`, `-0.0`) as the integer
+/// (`1`, `0`), so one number has one form, whichever way a client spelled it (the
+/// decision cache compares values by their form).
+fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < EXACT_INTEGERS {
+        Value::from(f as i64)
+    } else {
+        Value::from(f)
     }
 }
 

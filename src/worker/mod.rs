@@ -292,6 +292,21 @@ impl Worker {
                 module_sha256(host),
             ),
         );
+        if let Some(p) = &cfg.policy {
+            let cache = match p.cache_key_paths() {
+                Some(key) => format!("keyed on {} input member(s)", key.len()),
+                None => format!("off: {}", p.reuse_off.as_deref().unwrap_or_default()),
+            };
+            log(
+                host,
+                Level::Info,
+                &format!(
+                    "agent-iam policy {} on the {}; decision cache {cache}",
+                    p.revision,
+                    p.engine()
+                ),
+            );
+        }
         Ok(Worker::new(
             host,
             cfg,

@@ -67,11 +67,13 @@ def token_only(backend):
     return plugin
 
 
-def full_pipeline(policy_pad=0, depth_agents=False, backend="host", time_resolution_s=None):
+def full_pipeline(policy_pad=0, depth_agents=False, backend="host", decision_cache=False):
     plugin = shipped_plugin()
     plugin["signature_backend"] = backend
-    if time_resolution_s:
-        plugin["policy"]["time_resolution_s"] = time_resolution_s
+    if decision_cache:
+        # The shipped policy reads the clock: cached with a resolution.
+        plugin["policy"]["decision_cache_entries"] = 4096
+        plugin["policy"]["time_resolution_s"] = 1
     plugin["audit"] = {"filter_state": True}
     if policy_pad:
         plugin["policy"]["modules"]["bench_padding.rego"] = padding_module(policy_pad)
@@ -271,6 +273,8 @@ def main():
         Mode("cold RS256 pure", plugin=token_only("pure"), tokens=rot["RS256"]),
         Mode("cold EdDSA pure", plugin=token_only("pure"), tokens=rot["EdDSA"]),
         Mode("full cached", plugin=full_pipeline(), token=chain_token, audit_log=True),
+        Mode("full cached, decision cache", plugin=full_pipeline(decision_cache=True), token=chain_token,
+             audit_log=True),
         Mode("full cold", plugin=full_pipeline(), tokens=rot_chain, audit_log=True),
         # The dynamic module (native): the same configurations.
         # The dynamic module (native): the same configurations; `host` crypto there is ring
@@ -282,8 +286,7 @@ def main():
         Mode("DM cold RS256 pure", plugin=token_only("pure"), tokens=rot["RS256"], dm=True),
         Mode("DM cold EdDSA", plugin=token_only("host"), tokens=rot["EdDSA"], dm=True),
         Mode("DM full cached", plugin=full_pipeline(), token=chain_token, audit_log=True, dm=True),
-        # The shipped policy reads the clock: cached with `time_resolution_s`.
-        Mode("DM full cached, decision cache", plugin=full_pipeline(time_resolution_s=1), token=chain_token,
+        Mode("DM full cached, decision cache", plugin=full_pipeline(decision_cache=True), token=chain_token,
              audit_log=True, dm=True),
         Mode("DM full cold", plugin=full_pipeline(), tokens=rot_chain, audit_log=True, dm=True),
         Mode("DM full cold RS256", plugin=full_pipeline(), tokens=mint_file(
@@ -291,6 +294,7 @@ def main():
             audit_log=True, dm=True),
     ]
     vm_start = vm_start_s(chain_token, log)
+    dm_start = vm_start_s(chain_token, log, dm=True)
     yaml_text = bootstrap([m.listener() for m in modes])
     log(f"Envoy on core {envoy_cpus}, load generators on {client_cpus}; {len(modes)} listeners")
     with harness.Envoy(yaml_text, name="bench-compare", concurrency=1, log_level="warning",
@@ -318,7 +322,8 @@ def main():
         "command": " ".join(["test-harness/bench.sh", *sys.argv[1:]]),
         "machine": machine(),
         "rounds": args.rounds, "duration_s": args.duration, "fixed_rate": rate,
-        "envoy_start_s": start_s, "vm_start_s": vm_start, "envoy_rss_mb": rss_mb, "audit_events_written": audited,
+        "envoy_start_s": start_s, "vm_start_s": vm_start, "dm_start_s": dm_start,
+        "dm_bytes": harness.DYNAMIC_MODULE.stat().st_size, "envoy_rss_mb": rss_mb, "audit_events_written": audited,
         "wasm_bytes": harness.WASM.stat().st_size,
         "modes": [{"name": m.name, "max_rps": m.max_rps, "cpu_us": m.cpu_us, "latency": m.latency,
                    "cold": bool(m.tokens)} for m in modes],
@@ -331,17 +336,18 @@ def main():
         write(results)
 
 
-def vm_start_s(chain_token, log, runs=3):
-    """Envoy start to ready with one full-pipeline listener (V8 compiling the module on
-    every core, then every VM's on_configure), median of `runs`. Unpinned: V8 compiles on
-    background threads (pinned to one core it takes ~2.5x as long)."""
+def vm_start_s(chain_token, log, runs=3, dm=False):
+    """Envoy start to ready with one full-pipeline listener (Wasm: V8 compiling the module
+    on every core, then every VM's on_configure; the dynamic module: dlopen and the
+    configuration), median of `runs`. Unpinned: V8 compiles on background threads (pinned
+    to one core it takes ~2.5x as long)."""
     times = []
     for _ in range(runs):
-        mode = Mode("start", plugin=full_pipeline(), token=chain_token)
+        mode = Mode("start", plugin=full_pipeline(), token=chain_token, dm=dm)
         with harness.Envoy(bootstrap([mode.listener()]), name="bench-start", concurrency=1,
                            log_level="warning") as envoy:
             times.append(envoy.ready_after_s)
-    log(f"VM start: {', '.join(f'{t:.2f}' for t in times)} s")
+    log(f"{'dynamic module' if dm else 'VM'} start: {', '.join(f'{t:.2f}' for t in times)} s")
     return statistics.median(times)
 
 
@@ -350,19 +356,24 @@ def scale(args, es_token, chain_token, envoy_cpus, client_cpus, log):
     # Workers: 1 and 2 (with 2 workers on a 2-core machine Envoy and wrk share the cores).
     for workers in (1, 2):
         modes = [Mode("bare", filters=[]),
-                 Mode("full cached", plugin=full_pipeline(), token=chain_token, audit_log=True)]
+                 Mode("full cached", plugin=full_pipeline(), token=chain_token, audit_log=True),
+                 Mode("DM full cached", plugin=full_pipeline(), token=chain_token, audit_log=True, dm=True)]
         with harness.Envoy(bootstrap([m.listener() for m in modes]), name="bench-workers",
                            concurrency=workers, log_level="warning") as envoy:
             run_rounds(envoy, modes, args.rounds, args.duration, None, log)
         out[f"workers={workers}"] = {m.name: statistics.median(m.max_rps) for m in modes}
         out[f"workers={workers} CPU µs/req"] = {m.name: statistics.median(m.cpu_us) for m in modes}
     # Distinct tokens in rotation (cache holds 1,024): hit rate falls.
+    # Each row for both builds ("DM …": the dynamic module).
     modes = []
     for n in (10, 1000, 100000):
         path = mint_file(f"rot-{n}", {"alg": "ES256", "exp": 3600, "claims": CHAIN2}, n)
-        modes.append(Mode(f"tokens={n}", plugin=full_pipeline(), tokens=path, audit_log=True))
-    modes.append(Mode("policy x10", plugin=full_pipeline(policy_pad=padding_rules()),
-                      token=chain_token, audit_log=True))
+        for dm in (False, True):
+            modes.append(Mode(f"{'DM ' if dm else ''}tokens={n}", plugin=full_pipeline(), tokens=path,
+                              audit_log=True, dm=dm))
+    for dm in (False, True):
+        modes.append(Mode(f"{'DM ' if dm else ''}policy x10", plugin=full_pipeline(policy_pad=padding_rules()),
+                          token=chain_token, audit_log=True, dm=dm))
     for depth in range(1, 5):
         chain = {"sub": "user:alice"}
         node = chain
@@ -370,8 +381,9 @@ def scale(args, es_token, chain_token, envoy_cpus, client_cpus, log):
             node["act"] = {"sub": f"agent:d{n}"}
             node = node["act"]
         [tok] = harness.mint([{"alg": "ES256", "exp": 3600, "claims": chain}])
-        modes.append(Mode(f"depth={depth}", plugin=full_pipeline(depth_agents=True), token=tok,
-                          audit_log=True))
+        for dm in (False, True):
+            modes.append(Mode(f"{'DM ' if dm else ''}depth={depth}", plugin=full_pipeline(depth_agents=True),
+                              token=tok, audit_log=True, dm=dm))
     with harness.Envoy(bootstrap([m.listener() for m in modes]), name="bench-scale",
                        concurrency=1, log_level="warning", cpus=envoy_cpus) as envoy:
         for m in modes:
@@ -513,11 +525,22 @@ def latency(mode, key):
     return statistics.median(values) if values else None
 
 
+class Ratio(float):
+    """A ratio of maximum rates: the median of the rounds, with each round's in `rounds`."""
+    rounds = ()
+
+
 def target_rows(med, modes, results):
-    """Issue #7's targets against this run; for a miss, what bounds it, from this run's own
-    figures (Envoy CPU per request) where it can be measured here."""
+    """The targets against this run, per round (a target holds when it holds in every
+    round); for a miss, what bounds it, from this run's own figures (Envoy CPU per request)
+    where it can be measured here."""
     def ratio(a, b):
-        return med[a] / med[b]
+        """The median of the per-round ratios (rounds are interleaved: each round's
+        figures were taken side by side), carrying every round's ratio."""
+        per_round = [x / y for x, y in zip(modes[a]["max_rps"], modes[b]["max_rps"])]
+        r = Ratio(statistics.median(per_round))
+        r.rounds = per_round
+        return r
 
     cpu = {n: statistics.median(m["cpu_us"]) for n, m in modes.items() if m.get("cpu_us")}
     floor = cpu.get("Wasm floor")
@@ -526,23 +549,29 @@ def target_rows(med, modes, results):
                   f"over bare" if floor else "")
     full_work = cpu["full cached"] - (floor or cpu["bare"])
     rows = [
-        ("full pipeline, cached token ≥ 0.5× bare", ratio("full cached", "bare"), 0.5,
+        ("Wasm, full pipeline, cached token ≥ 0.40× bare", ratio("full cached", "bare"), 0.40,
          (f"{floor_note}; " if floor_note else "") + f"the full pipeline adds {full_work:.0f} µs over that floor (token, "
          f"chain, Rego policy, identity headers, audit event: see *Where a request's "
-         f"time goes* below). 0.5× needs the whole request within {2 * cpu['bare']:.0f} µs CPU."),
-        ("full pipeline, cached token ≥ 2× jwt_authn+RBAC (no cache)",
-         ratio("full cached", "jwt_authn+RBAC"), 2.0,
-         f"needs ≤ {cpu['jwt_authn+RBAC'] / 2:.0f} µs CPU per request; full cached takes "
-         f"{cpu['full cached']:.0f}, of which the policy evaluation is the largest part "
-         f"(regorus's RVM; token cached without policy: {cpu['token cached']:.0f})."),
-        ("full pipeline, cold ES256 (host) ≥ 0.85× jwt_authn+RBAC",
-         ratio("full cold", "jwt_authn+RBAC"), 0.85,
+         f"time goes* below). 0.40× needs the whole request within {cpu['bare'] / 0.4:.0f} µs CPU."),
+        ("Wasm, full pipeline, cached token ≥ 0.75× jwt_authn+RBAC cached",
+         ratio("full cached", "jwt_authn+RBAC cached"), 0.75,
+         f"needs ≤ {cpu['jwt_authn+RBAC cached'] / 0.75:.0f} µs CPU per request; full cached takes "
+         f"{cpu['full cached']:.0f}, token cached without policy {cpu['token cached']:.0f} (the policy "
+         f"evaluation on regorus's RVM is the largest part of the difference)."),
+        ("Wasm, full pipeline, cold ES256 (host) ≥ 1.0× jwt_authn+RBAC",
+         ratio("full cold", "jwt_authn+RBAC"), 1.0,
          f"cold ES256 without policy is {ratio('cold ES256 host', 'jwt_authn+RBAC'):.2f}×: "
          f"Envoy's `verify_signature` imports the DER key on every call (~90 µs per call "
          f"inside Envoy, see below) where jwt_authn keeps the parsed key; the full pipeline "
          f"adds its {cpu['full cached'] - cpu['token cached']:.0f} µs on top."),
-        ("cold RS256 (host) ≥ 1.0× jwt_authn+RBAC", ratio("cold RS256 host", "jwt_authn+RBAC"),
+        ("Wasm, cold RS256 (host) ≥ 1.0× jwt_authn+RBAC", ratio("cold RS256 host", "jwt_authn+RBAC"),
          1.0, ""),
+        ("Wasm, full pipeline with the decision cache ≥ 0.40× bare",
+         ratio("full cached, decision cache", "bare"), 0.40,
+         f"{cpu['full cached, decision cache']:.0f} µs CPU per request against bare's {cpu['bare']:.0f}"),
+        ("Wasm, full pipeline with the decision cache ≥ 0.75× jwt_authn+RBAC cached",
+         ratio("full cached, decision cache", "jwt_authn+RBAC cached"), 0.75,
+         f"{cpu['full cached, decision cache']:.0f} µs against {cpu['jwt_authn+RBAC cached']:.0f}"),
         ]
     if "DM full cached" in med:
         rows += [
@@ -553,7 +582,7 @@ def target_rows(med, modes, results):
              f"{cpu['DM full cached']:.0f} µs against {cpu['jwt_authn+RBAC cached']:.0f}; without "
              f"the policy {cpu['DM token cached']:.0f}; with the decision cache "
              f"{cpu['DM full cached, decision cache']:.0f}"),
-            ("dynamic module, full pipeline with the decision cache (`time_resolution_s: 1`) ≥ 0.5× bare",
+            ("dynamic module, full pipeline with the decision cache ≥ 0.5× bare",
              ratio("DM full cached, decision cache", "bare"), 0.5,
              f"{cpu['DM full cached, decision cache']:.0f} µs against bare's {cpu['bare']:.0f}"),
             ("dynamic module, full pipeline with the decision cache ≥ 0.8× jwt_authn+RBAC cached",
@@ -570,17 +599,21 @@ def target_rows(med, modes, results):
              ratio("DM full cold RS256", "jwt_authn+RBAC"), 1.5,
              f"cold RS256 without policy is {ratio('DM cold RS256', 'jwt_authn+RBAC'):.2f}×"),
         ]
-    out = ["| target | measured | holds | what bounds a miss |", "|---|---|---|---|"]
+    out = ["| target | median of the rounds | every round | holds in every round | what bounds a miss |",
+           "|---|---|---|---|---|"]
     for label, value, goal, bound in rows:
-        held = value >= goal
-        out.append(f"| {label} | {value:.2f}× | {'yes' if held else 'no'} | "
-                   f"{'' if held else bound} |")
+        rounds = getattr(value, "rounds", [value])
+        held = min(rounds) >= goal
+        out.append(f"| {label} | {value:.2f}× | {' / '.join(f'{r:.2f}' for r in rounds)} | "
+                   f"{'yes' if held else 'no'} | {'' if held else bound} |")
     eddsa = cpu["cold EdDSA pure"]
     eddsa_work = eddsa - cpu["token cached"]
-    out.append(f"| cold EdDSA (pure Rust) ≤ 150 µs per request | {eddsa:.0f} µs Envoy CPU "
+    eddsa_rounds = modes["cold EdDSA pure"]["cpu_us"]
+    out.append(f"| Wasm, cold EdDSA ≤ 150 µs CPU per request | {eddsa:.0f} µs Envoy CPU "
                f"per request ({1e6 / med['cold EdDSA pure']:.0f} µs = 1 / req/s) | "
-               f"{'yes' if eddsa <= 150 else 'no'} | "
-               + ("" if eddsa <= 150 else
+               f"{' / '.join(f'{c:.0f}' for c in eddsa_rounds)} µs | "
+               f"{'yes' if max(eddsa_rounds) <= 150 else 'no'} | "
+               + ("" if max(eddsa_rounds) <= 150 else
                   f"{eddsa_work:.0f} µs more than a cached token: the Ed25519 verification "
                   f"(ed25519-dalek, 32-bit field arithmetic: Wasm has no 64×64→128 multiply) "
                   f"and the token's decoding; the request without it costs "
@@ -597,18 +630,22 @@ def target_rows(med, modes, results):
                    f"{'yes' if added <= 150 else 'no'} | |")
     else:
         out.append("| added p99 at half of bare's maximum ≤ 150 µs | full cached cannot "
-                   "sustain the rate | no | its maximum is below half of bare's (the first "
+                   "sustain the rate | — | no | its maximum is below half of bare's (the first "
                    "row) |")
     size = results["wasm_bytes"]
-    out.append(f"| `.wasm` ≤ 2.5 MB | {size:,} B | {'yes' if size <= 2_500_000 else 'no'} | "
+    out.append(f"| `.wasm` ≤ 3.0 MB | {size:,} B | — | {'yes' if size <= 3_000_000 else 'no'} | "
                "regorus (parser, compiler, RVM, interpreter) and the builtins the policy "
-               "contract names; without the `time` builtins 3.4 MB (see below) |")
+               "contract names (see *Module size and start* below) |")
     start = results.get("vm_start_s", results["envoy_start_s"])
-    out.append(f"| VM start ≤ 1.2 s | Envoy ready {start:.2f} s after start with one "
-               f"full-pipeline listener (median of 3, all cores; {results['envoy_start_s']:.1f} s "
-               f"pinned to one core with all {len(modes) - 3} Wasm listeners, two modules) | "
-               f"{'yes' if start <= 1.2 else 'no'} | V8 compiles the whole module with TurboFan "
+    out.append(f"| Envoy ready ≤ 1.5 s with one listener | {start:.2f} s after start with one "
+               f"full-pipeline Wasm listener (median of 3, all cores; {results['envoy_start_s']:.1f} s "
+               f"pinned to one core with every listener of this run) | — | "
+               f"{'yes' if start <= 1.5 else 'no'} | V8 compiles the whole module with TurboFan "
                "before the first request (~1 s per MB of code; Liftoff is off in Envoy) |")
+    if "dm_start_s" in results:
+        out.append(f"| (dynamic module, recorded) Envoy ready with one listener | "
+                   f"{results['dm_start_s']:.2f} s; `libagent_iam.so` {results['dm_bytes']:,} B "
+                   f"(symbols kept for Envoy's backtraces) | — | — | |")
     return "\n".join(out)
 
 

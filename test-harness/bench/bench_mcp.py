@@ -17,7 +17,8 @@ each request, POSTing, in interleaved rounds:
   agent may call (response headers held, body buffered, parsed, rewritten).
 
 Each row gives req/s (median of the rounds) and Envoy's CPU time per request (user +
-system from /proc), the stable figure; the difference to the baseline is the MCP cost.
+system from /proc), the stable figure; the difference to the baseline is the MCP cost. Both
+builds, one after the other, when the dynamic module is built (`target/libagent_iam.so`).
 Writes the MCP section of docs/BENCHMARKS.md (between its markers) and prints it.
 
 Usage: python test-harness/bench/bench_mcp.py [--rounds 3] [--duration 8] [--connections 16]"""
@@ -53,11 +54,18 @@ LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
 
 # The server's answer to every request: a 20-tool list (4 listed tools, 16 unlisted ones
 # the route refuses), as a real desk with a schema per tool would send it.
-TOOLS = ["search_tickets", "get_ticket", "create_ticket", "delete_ticket"] + [f"tool_{i}" for i in range(16)]
-ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
-    {"name": t, "description": f"{t} on the ticket desk",
-     "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}, "id": {"type": "integer"}}}}
-    for t in TOOLS], "ttlMs": 60000, "cacheScope": "public"}}, separators=(",", ":"))
+def tools_answer(n):
+    """A `tools/list` result of `n` tools: the route's 4 listed ones, then unlisted ones."""
+    tools = ["search_tickets", "get_ticket", "create_ticket", "delete_ticket"] + [f"tool_{i}" for i in range(n - 4)]
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": t, "description": f"{t} on the ticket desk",
+         "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}, "id": {"type": "integer"}}}}
+        for t in tools], "ttlMs": 60000, "cacheScope": "public"}}, separators=(",", ":"))
+
+
+ANSWER = tools_answer(20)
+# The scale rows: the same filtered list from servers listing this many tools.
+LISTED = (10, 100)
 
 CASES = [
     ("GET, no MCP section", "/plain", None, "search_tickets", "tools/call"),
@@ -76,11 +84,11 @@ def lua_for(path, body, headers, where):
     return where
 
 
-def yaml_for(plugin_path, listen, admin):
+def yaml_for(plugin_path, listen, admin, answer=ANSWER):
     text = harness.envoy_yaml(plugin=plugin_path, listen=listen, admin=admin, upstream=1, direct_response=True)
     old = 'direct_response: {status: 200, body: {inline_string: "ok\\n"}}'
     assert old in text, "the generated bootstrap changed: update bench_mcp.py"
-    answer = json.dumps(ANSWER)
+    answer = json.dumps(answer)
     new = (f"direct_response: {{status: 200, body: {{inline_string: {answer}}}}}\n"
            f"                response_headers_to_add: [{{header: {{key: content-type, value: application/json}}}}]")
     return text.replace(old, new)
@@ -110,33 +118,68 @@ def main():
         if name:
             headers["mcp-name"] = name
         luas.append(lua_for(p, body, headers, harness.OUT / f"bench-mcp-{i}.lua"))
-    samples = {c[0]: [] for c in CASES}
-    with harness.Envoy(yaml_for(path, listen, admin), name="bench-mcp", log_level="warning",
-                       cpus=envoy_core) as envoy:
-        url = f"http://127.0.0.1:{listen}"
-        for lua in luas:  # warm up, and check each case answers as it should
-            loadgen.wrk(url, 1, args.connections, lua=lua, cpus=load_cores, expect="any")
-        for _ in range(args.rounds):
-            for (title, *_), lua in zip(CASES, luas):
-                before = loadgen.cpu_seconds(envoy.proc.pid)
-                out = loadgen.wrk(url, args.duration, args.connections, lua=lua, cpus=load_cores,
-                                  expect="any" if "refused" in title else None)
-                cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
-                samples[title].append((out["rps"], cpu / out["requests"] * 1e6))
-    base_cpu = statistics.median(c for _, c in samples[CASES[0][0]])
-    rows = ["| request | req/s (median) | Envoy CPU µs/req | over the GET |", "|---|---|---|---|"]
+    builds = ["wasm"] + (["dynamic-module"] if harness.DYNAMIC_MODULE.exists() else [])
+    samples = {(b, c[0]): [] for b in builds for c in CASES}
+    for build in builds:
+        harness.BUILD = build  # which module `generate envoy` loads
+        with harness.Envoy(yaml_for(path, listen, admin), name=f"bench-mcp-{build}", log_level="warning",
+                           cpus=envoy_core) as envoy:
+            url = f"http://127.0.0.1:{listen}"
+            for lua in luas:  # warm up, and check each case answers as it should
+                loadgen.wrk(url, 1, args.connections, lua=lua, cpus=load_cores, expect="any")
+            for _ in range(args.rounds):
+                for (title, *_), lua in zip(CASES, luas):
+                    before = loadgen.cpu_seconds(envoy.proc.pid)
+                    out = loadgen.wrk(url, args.duration, args.connections, lua=lua, cpus=load_cores,
+                                      expect="any" if "refused" in title else None)
+                    cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
+                    samples[(build, title)].append((out["rps"], cpu / out["requests"] * 1e6))
+        # Scale: tools/list from servers listing 10 and 100 tools (the same 3 kept).
+        list_lua = luas[3]
+        for n in LISTED:
+            with harness.Envoy(yaml_for(path, listen, admin, tools_answer(n)), name=f"bench-mcp-{build}-{n}",
+                               log_level="warning", cpus=envoy_core) as envoy:
+                url = f"http://127.0.0.1:{listen}"
+                loadgen.wrk(url, 1, args.connections, lua=list_lua, cpus=load_cores)
+                for _ in range(args.rounds):
+                    before = loadgen.cpu_seconds(envoy.proc.pid)
+                    out = loadgen.wrk(url, args.duration, args.connections, lua=list_lua, cpus=load_cores)
+                    cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
+                    samples.setdefault((build, f"listed={n}"), []).append((out["rps"], cpu / out["requests"] * 1e6))
+    names = {"wasm": "Wasm", "dynamic-module": "dynamic module"}
+    head = "| request |" + "".join(f" {names[b]} req/s | {names[b]} CPU µs/req | over the GET |" for b in builds)
+    rows = [head, "|---|" + "---|---|---|" * len(builds)]
     for title, *_ in CASES:
-        rps = statistics.median(r for r, _ in samples[title])
-        cpu = statistics.median(c for _, c in samples[title])
-        rows.append(f"| {title} | {rps:,.0f} | {cpu:.0f} | {cpu - base_cpu:+.0f} µs |")
+        row = f"| {title} |"
+        for b in builds:
+            base_cpu = statistics.median(c for _, c in samples[(b, CASES[0][0])])
+            rps = statistics.median(r for r, _ in samples[(b, title)])
+            cpu = statistics.median(c for _, c in samples[(b, title)])
+            row += f" {rps:,.0f} | {cpu:.0f} | {cpu - base_cpu:+.0f} µs |"
+        rows.append(row)
+    scale_rows = ["| tools the server lists (3 kept) | answer size |"
+                  + "".join(f" {names[b]} CPU µs/req | over the GET |" for b in builds),
+                  "|---|---|" + "---|---|" * len(builds)]
+    for n in (*LISTED[:1], 20, *LISTED[1:]):
+        row = f"| {n} | {len(tools_answer(n)):,} B |"
+        for b in builds:
+            base_cpu = statistics.median(c for _, c in samples[(b, CASES[0][0])])
+            key = (b, CASES[3][0]) if n == 20 else (b, f"listed={n}")
+            cpu = statistics.median(c for _, c in samples[key])
+            row += f" {cpu:.0f} | {cpu - base_cpu:+.0f} µs |"
+        scale_rows.append(row)
     section = "\n".join([
         START,
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"Envoy at `--concurrency 1`{' pinned to one core' if envoy_core else ''}, "
-        f"{args.rounds} rounds of {args.duration} s, {args.connections} connections, "
+        f"{args.rounds} rounds of {args.duration} s per build, {args.connections} connections, "
         f"bodies of {len(CASES[1][2])} B (call) and a {len(ANSWER):,} B list answer:",
         "",
         *rows,
+        "",
+        "The filtered `tools/list` as servers list more tools (same run):",
+        "",
+        *scale_rows,
         END,
     ])
     loadgen.write_section(START, END, section)

@@ -278,7 +278,7 @@ fn check(a: &CheckArgs) -> Outcome {
     };
     let r = agent_iam::policy::lint::check(&pd.modules, pd.data.as_ref(), &a.entrypoint);
     let (errors, warnings) = (r.count(Severity::Error), r.count(Severity::Warning));
-    // What the dynamic module's decision cache keys on, or why it cannot take the policy.
+    // What the decision cache (when turned on) keys on, or why it cannot take the policy.
     let cache = agent_iam::policy::Policy::compile(&agent_iam::policy::PolicyConfig {
         modules: pd.modules.clone(),
         data: pd.data.clone(),
@@ -310,11 +310,11 @@ fn check(a: &CheckArgs) -> Outcome {
             }
             text.push_str(&match &cache {
                 Ok(key) => format!(
-                    "decision cache (dynamic module): keyed on {} input member(s): {}\n",
+                    "decision cache: keyed on {} input member(s): {}\n",
                     key.len(),
                     key.join(", ")
                 ),
-                Err(why) => format!("decision cache (dynamic module): off: {why}\n"),
+                Err(why) => format!("decision cache: off: {why}\n"),
             });
             text.push_str(&format!(
                 "{dir}: {} module(s), {} of {} rule definition(s) reached from {}; {errors} error(s), {warnings} warning(s)\n",
