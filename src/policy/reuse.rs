@@ -487,6 +487,24 @@ mod tests {
         );
         assert_eq!(key(serde_json::json!(1.0)), key(serde_json::json!(1)));
         assert_eq!(key(serde_json::json!(-0.0)), key(serde_json::json!(0)));
+        // Beyond 2^53 too: `1e16` is the integer, as `10000000000000000` is.
+        let big: serde_json::Value = serde_json::from_str("1e16").unwrap();
+        assert!(big.is_f64());
+        assert_eq!(
+            to_rego(&big),
+            to_rego(&serde_json::json!(10_000_000_000_000_000u64))
+        );
+        assert_eq!(key(big), key(serde_json::json!(10_000_000_000_000_000u64)));
+        let top: serde_json::Value = serde_json::from_str("18446744073709551615.0").unwrap();
+        assert!(
+            top.is_f64(),
+            "rounds to 2^64: no integer of that value exists"
+        );
+        let neg: serde_json::Value = serde_json::from_str("-9.2e18").unwrap();
+        assert_eq!(
+            to_rego(&neg),
+            to_rego(&serde_json::json!(-9_200_000_000_000_000_000i64))
+        );
         let mut undefined = Vec::new();
         encode(&Value::Undefined, &mut undefined);
         assert_ne!(undefined, key(serde_json::json!(null)));

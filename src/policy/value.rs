@@ -25,18 +25,24 @@ pub fn to_rego(v: &serde_json::Value) -> Value {
     }
 }
 
-/// Largest magnitude below which every integer is exactly an `f64` (2^53).
-const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+/// 2^63 and 2^64, exactly.
+const I64_END: f64 = 9_223_372_036_854_775_808.0;
+const U64_END: f64 = 18_446_744_073_709_551_616.0;
 
-/// A JSON float as the policy sees it: an integral value (`1.0`, `-0.0`) as the integer
-/// (`1`, `0`), so one number has one form, whichever way a client spelled it (the
-/// decision cache compares values by their form).
+/// A JSON float as the policy sees it: an integral value that fits a 64-bit integer
+/// (`1.0`, `-0.0`, `1e16`) as that integer (`1`, `0`, `10000000000000000`), so one number
+/// has one form, whichever way a client spelled it (the decision cache compares values by
+/// their form, and regorus's arithmetic differs between the two).
 fn number(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() < EXACT_INTEGERS {
-        Value::from(f as i64)
-    } else {
-        Value::from(f)
+    if f.fract() == 0.0 {
+        if (-I64_END..I64_END).contains(&f) {
+            return Value::from(f as i64);
+        }
+        if (0.0..U64_END).contains(&f) {
+            return Value::from(f as u64);
+        }
     }
+    Value::from(f)
 }
 
 /// A JSON object → regorus object, without cloning the source map first.
