@@ -55,7 +55,7 @@ def test_repeated_requests_get_their_own_answer_headers_and_events():
                 rec["status"] = "suspended"
         envoy.control_plane.set_registry(doc)
         harness.wait_until(lambda: c.request("/tenants/acme/tickets", token=acme).json().get("reason")
-                           == "agent.suspended", 5, "the suspension to apply")
+                           == "delegation.actor_inactive", 5, "the suspension to apply")
         doc["version"] = "3"
         for rec in doc["agents"]:
             if rec["id"] == "agent:planner":
