@@ -24,6 +24,7 @@ step() { printf '\n==> [%4ss] %s\n' "$SECONDS" "$*"; }
 step "cargo fmt --check";                    cargo fmt --check
 step "clippy (native, incl. the playground crates)"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32-wasip1, incl. test-hooks)"; cargo clippy --target wasm32-wasip1 --features test-hooks --locked -- -D warnings
+step "clippy (wasm32-wasip1, the slim build)"; cargo clippy --target wasm32-wasip1 --no-default-features --features slim --locked -- -D warnings
 step "cargo deny (licences, duplicate versions, sources)"; cargo deny --workspace --exclude agent-iam-bindgen --all-features check licenses bans sources
 # The release module first: tests/kong_imports.rs checks it.
 step "builds";                               test-harness/build.sh --for-tests --no-cli

@@ -449,6 +449,9 @@ fn policy_check_finds_what_evaluation_would_not() {
         .as_array()
         .unwrap()
         .contains(&json!("input.request.method")));
+    assert_eq!(v["builds"]["slim"], false);
+    assert_eq!(v["builds"]["needs"][0]["builtin"], "glob.match");
+    assert_eq!(v["builds"]["needs"][0]["feature"], "builtins-glob");
     assert_eq!(
         v["decision_cache"]["off"],
         "the policy reads input.time; set policy.time_resolution_s to cache it"
@@ -491,6 +494,7 @@ fn policy_check_finds_what_evaluation_would_not() {
         format!(
             "{d}/p.rego:7:7: error: input.request.verb: the gateway never sets this (input.request has: headers, host, method, path, query, segments) [input.unknown]\n\
              {d}/p.rego:9:1: warning: rule data.agent_iam.authz.spare is never evaluated by the entrypoint data.agent_iam.authz.decision [unreachable]\n\
+             builds: runs on the default and the slim build\n\
              decision cache: keyed on 2 input member(s): input.request.verb, input.subject.id\n\
              {d}: 1 module(s), 2 of 3 rule definition(s) reached from data.agent_iam.authz.decision; 1 error(s), 1 warning(s)\n"
         )

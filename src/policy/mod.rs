@@ -42,7 +42,7 @@ pub use case::{
 };
 pub use compile::engine_for;
 pub use config::{revision, PolicyConfig, DEFAULT_ENTRYPOINT};
-pub use screen::{unavailable_builtins, MAX_NESTING};
+pub use screen::{calls_beyond_slim, unavailable_builtins, MAX_NESTING};
 #[cfg(tools)]
 pub use tools::{
     eval_query, explain_rules, merge_json, render_into, run_tests, run_tests_with, FileCoverage,

@@ -82,6 +82,42 @@ const OPA_NAMESPACES: &[&str] = &[
 /// `(line, column, name)` of every call to an OPA builtin this build lacks. Comments and
 /// string literals are skipped.
 pub fn unavailable_builtins(text: &str) -> Vec<(usize, usize, String)> {
+    let mut out = opa_calls(text);
+    out.retain(|(_, _, name)| !regorus::unstable::BUILTINS.contains_key(name.as_str()));
+    out
+}
+
+/// The families of builtins the default build has besides the core ones, by name prefix,
+/// with the cargo feature that brings each.
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("glob.", "builtins-glob"),
+    ("regex.", "builtins-regex"),
+    ("time.", "builtins-time"),
+    ("semver.", "builtins-semver"),
+    ("urlquery.", "builtins-urlquery"),
+    ("base64.", "builtins-encoding"),
+    ("base64url.", "builtins-encoding"),
+    ("hex.", "builtins-encoding"),
+];
+
+/// The families the `slim` build keeps (`slim` in Cargo.toml: none).
+pub const SLIM_FAMILIES: &[&str] = &[];
+
+/// `(line, column, name, feature)` of every call into a builtin family the `slim` build
+/// lacks: a policy with none runs on both builds.
+pub fn calls_beyond_slim(text: &str) -> Vec<(usize, usize, String, &'static str)> {
+    opa_calls(text)
+        .into_iter()
+        .filter_map(|(line, col, name)| {
+            let (_, feature) = FAMILIES.iter().find(|(p, _)| name.starts_with(p))?;
+            (!SLIM_FAMILIES.contains(feature)).then_some((line, col, name, *feature))
+        })
+        .collect()
+}
+
+/// `(line, column, name)` of every call of a dotted name in an OPA builtin namespace.
+/// Comments and string literals are skipped.
+fn opa_calls(text: &str) -> Vec<(usize, usize, String)> {
     let mut out = Vec::new();
     for (ln, line) in text.lines().enumerate() {
         let chars: Vec<char> = line.chars().collect();
@@ -129,11 +165,7 @@ pub fn unavailable_builtins(text: &str) -> Vec<(usize, usize, String)> {
                 }
                 let called = chars.get(j) == Some(&'(');
                 let ns = name.split('.').next().unwrap_or_default();
-                if called
-                    && name.contains('.')
-                    && OPA_NAMESPACES.contains(&ns)
-                    && !regorus::unstable::BUILTINS.contains_key(name.as_str())
-                {
+                if called && name.contains('.') && OPA_NAMESPACES.contains(&ns) {
                     out.push((ln + 1, start + 1, name));
                 }
                 continue;
@@ -150,6 +182,42 @@ mod tests {
 
     use super::*;
     use crate::policy::engine_for;
+
+    #[test]
+    fn calls_beyond_the_slim_build_are_found_by_family() {
+        let text = "package p\n# regex.match(x)\nok if { regex.match(`a`, input.x); s := \"time.clock(1)\" }\nt := time.clock([input.time.now_ns, \"UTC\"])\nu := upper(\"x\")\nh := hex.encode(\"x\")";
+        let found: Vec<_> = calls_beyond_slim(text)
+            .into_iter()
+            .map(|(l, c, n, f)| format!("{l}:{c} {n} {f}"))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "3:9 regex.match builtins-regex",
+                "4:6 time.clock builtins-time",
+                "6:6 hex.encode builtins-encoding"
+            ]
+        );
+    }
+
+    /// The families named here are the crate's `builtins-*` features, and `slim` keeps
+    /// exactly `SLIM_FAMILIES` of them.
+    #[test]
+    fn the_families_are_the_manifests_features() {
+        let manifest = std::fs::read_to_string("Cargo.toml").unwrap();
+        for (_, feature) in FAMILIES {
+            assert!(
+                manifest.contains(&format!("\n{feature} = [\"regorus/")),
+                "{feature}"
+            );
+        }
+        let slim = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("slim = "))
+            .unwrap();
+        let listed: Vec<String> = SLIM_FAMILIES.iter().map(|f| format!("\"{f}\"")).collect();
+        assert_eq!(slim, format!("[{}]", listed.join(", ")));
+    }
 
     /// Found by the `config` fuzz target: a module with ~100 nested `[` kept the parser
     /// busy for minutes (a configuration that hangs Envoy's configure step).

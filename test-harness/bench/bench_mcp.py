@@ -91,6 +91,9 @@ def yaml_for(plugin_path, listen, admin, answer=ANSWER):
     answer = json.dumps(answer)
     new = (f"direct_response: {{status: 200, body: {{inline_string: {answer}}}}}\n"
            f"                response_headers_to_add: [{{header: {{key: content-type, value: application/json}}}}]")
+    # Envoy caps a direct response's inline body at 4 KiB unless the route table allows more.
+    assert text.count("route_config:\n") == 1, "the generated bootstrap changed: update bench_mcp.py"
+    text = text.replace("route_config:\n", "route_config:\n            max_direct_response_body_size_bytes: 1048576\n")
     return text.replace(old, new)
 
 

@@ -98,10 +98,12 @@ pub struct CheckArgs {
     /// take a policy that reads `input.time`.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     time_resolution_s: Option<u64>,
-    /// `text`: `file:line:col: error|warning: message [code]` lines, the decision cache and
-    /// a summary; `json`: {"dir", "entrypoint", "rules", "reachable", "errors", "warnings",
-    /// "findings": [{"file", "line", "col", "severity", "code", "message"}], "reads",
-    /// "reads_time", "decision_cache": {"key": [input members]} or {"off": why}}.
+    /// `text`: `file:line:col: error|warning: message [code]` lines, the builds the policy
+    /// runs on, the decision cache and a summary; `json`: {"dir", "entrypoint", "rules",
+    /// "reachable", "errors", "warnings", "findings": [{"file", "line", "col", "severity",
+    /// "code", "message"}], "reads", "reads_time", "builds": {"slim", "needs": [{"builtin",
+    /// "feature", "file", "line", "col"}]}, "decision_cache": {"key": [input members]} or
+    /// {"off": why}}.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// The policy directory (*.rego, data.json; *_test.rego are not checked).
@@ -294,6 +296,15 @@ fn check(a: &CheckArgs) -> Outcome {
         Some(key) => Ok(key),
         None => Err(p.reuse_off.unwrap_or_default()),
     });
+    // Which build the policy needs: calls into builtin families the slim build lacks.
+    let mut beyond_slim: Vec<(String, &str, String, usize, usize)> = Vec::new();
+    for (file, text) in &pd.modules {
+        for (line, col, name, feature) in agent_iam::policy::calls_beyond_slim(text) {
+            if !beyond_slim.iter().any(|(n, ..)| *n == name) {
+                beyond_slim.push((name, feature, file.clone(), line, col));
+            }
+        }
+    }
     let text = match a.format {
         Format::Text => {
             let mut text = String::new();
@@ -308,6 +319,17 @@ fn check(a: &CheckArgs) -> Outcome {
                     f.code
                 ));
             }
+            text.push_str(&if beyond_slim.is_empty() {
+                "builds: runs on the default and the slim build\n".to_owned()
+            } else {
+                let calls: Vec<String> = beyond_slim
+                    .iter()
+                    .map(|(name, feature, file, line, col)| {
+                        format!("{name} ({feature}) at {dir}/{file}:{line}:{col}")
+                    })
+                    .collect();
+                format!("builds: needs the default build: {}\n", calls.join(", "))
+            });
             text.push_str(&match &cache {
                 Ok(key) => format!(
                     "decision cache: keyed on {} input member(s): {}\n",
@@ -337,6 +359,9 @@ fn check(a: &CheckArgs) -> Outcome {
             let v = json!({"dir": dir, "entrypoint": a.entrypoint, "rules": r.rules,
             "reachable": r.reachable, "errors": errors, "warnings": warnings,
             "findings": findings, "reads": r.reads, "reads_time": r.reads_time,
+            "builds": {"slim": beyond_slim.is_empty(), "needs": beyond_slim.iter().map(|(name, feature, file, line, col)| {
+                json!({"builtin": name, "feature": feature, "file": file, "line": line, "col": col})
+            }).collect::<Vec<_>>()},
             "decision_cache": match &cache {
                 Ok(key) => json!({"key": key}),
                 Err(why) => json!({"off": why}),
