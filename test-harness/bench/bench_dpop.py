@@ -74,18 +74,7 @@ def main():
         yaml_text, listen = harness.bench_envoy_yaml("bench-dpop", extra={"dpop": {"replay_max_entries": 1048576}})
         htu = f"http://127.0.0.1:{listen}{PATH}"
         measure(args, build, yaml_text, listen, htu, keys, envoy_core, load_cores, samples)
-    names = {"wasm": "Wasm", "dynamic-module": "dynamic module"}
-    head = "| request |" + "".join(f" {names[b]} req/s | {names[b]} CPU µs/req | over the baseline |"
-                                   for b in builds)
-    rows = [head, "|---|" + "---|---|---|" * len(builds)]
-    for title, _ in CASES:
-        row = f"| {title} |"
-        for b in builds:
-            base_cpu = statistics.median(c for _, c in samples[(b, CASES[0][0])])
-            rps = statistics.median(r for r, _ in samples[(b, title)])
-            cpu = statistics.median(c for _, c in samples[(b, title)])
-            row += f" {rps:,.0f} | {cpu:.0f} | {cpu - base_cpu:+.0f} µs |"
-        rows.append(row)
+    rows = loadgen.builds_table(samples, builds, [title for title, _ in CASES], CASES[0][0])
     section = "\n".join([
         START,
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "

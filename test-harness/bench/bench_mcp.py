@@ -149,17 +149,8 @@ def main():
                     out = loadgen.wrk(url, args.duration, args.connections, lua=list_lua, cpus=load_cores)
                     cpu = loadgen.cpu_seconds(envoy.proc.pid) - before
                     samples.setdefault((build, f"listed={n}"), []).append((out["rps"], cpu / out["requests"] * 1e6))
-    names = {"wasm": "Wasm", "dynamic-module": "dynamic module"}
-    head = "| request |" + "".join(f" {names[b]} req/s | {names[b]} CPU µs/req | over the GET |" for b in builds)
-    rows = [head, "|---|" + "---|---|---|" * len(builds)]
-    for title, *_ in CASES:
-        row = f"| {title} |"
-        for b in builds:
-            base_cpu = statistics.median(c for _, c in samples[(b, CASES[0][0])])
-            rps = statistics.median(r for r, _ in samples[(b, title)])
-            cpu = statistics.median(c for _, c in samples[(b, title)])
-            row += f" {rps:,.0f} | {cpu:.0f} | {cpu - base_cpu:+.0f} µs |"
-        rows.append(row)
+    names = loadgen.BUILD_NAMES
+    rows = loadgen.builds_table(samples, builds, [c[0] for c in CASES], CASES[0][0], over="over the GET")
     scale_rows = ["| tools the server lists (3 kept) | answer size |"
                   + "".join(f" {names[b]} CPU µs/req | over the GET |" for b in builds),
                   "|---|---|" + "---|---|" * len(builds)]

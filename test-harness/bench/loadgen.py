@@ -6,6 +6,7 @@ target/bench-tools."""
 import json
 import os
 import re
+import statistics
 import shutil
 import subprocess
 
@@ -118,3 +119,24 @@ def write_section(start, end, section):
     if start in text and end in text:
         text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
         doc.write_text(text)
+
+
+BUILD_NAMES = {"wasm": "Wasm", "dynamic-module": "dynamic module"}
+
+
+def builds_table(samples, builds, titles, baseline, over="over the baseline"):
+    """A Markdown table with, per build, req/s and Envoy CPU per request (medians of the
+    rounds) and the CPU over `baseline`'s: `samples[(build, title)]` is a list of
+    (req/s, CPU µs per request), one per round."""
+    head = "| request |" + "".join(f" {BUILD_NAMES[b]} req/s | {BUILD_NAMES[b]} CPU µs/req | {over} |"
+                                   for b in builds)
+    rows = [head, "|---|" + "---|---|---|" * len(builds)]
+    for title in titles:
+        row = f"| {title} |"
+        for b in builds:
+            base_cpu = statistics.median(c for _, c in samples[(b, baseline)])
+            rps = statistics.median(r for r, _ in samples[(b, title)])
+            cpu = statistics.median(c for _, c in samples[(b, title)])
+            row += f" {rps:,.0f} | {cpu:.0f} | {cpu - base_cpu:+.0f} µs |"
+        rows.append(row)
+    return rows
