@@ -6,8 +6,10 @@
 //! - `browser`: the playground's browser build (wasm32-unknown-unknown).
 //!
 //! `AGENT_IAM_COMMIT` (git commit, `-dirty` with uncommitted changes, `unknown` outside
-//! git), `AGENT_IAM_FEATURES` and `AGENT_IAM_BUILD_ID` (an FNV-1a hash of the sources and
-//! the manifest) go into the log line, so an operator can tell which build a VM runs.
+//! git), `AGENT_IAM_FEATURES` (the cargo features beyond the default build's: `none`,
+//! `test-hooks`, `slim`, or the builtin families of a build without some of them) and
+//! `AGENT_IAM_BUILD_ID` (an FNV-1a hash of the sources and the manifest) go into the log
+//! line, so an operator can tell which build a VM runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -72,6 +74,19 @@ fn main() {
         })
         .filter(|f| f != "default")
         .collect();
+    // The default build has every builtin family: name them only when some are missing
+    // (the slim build says `slim`).
+    const FAMILIES: [&str; 6] = [
+        "builtins-encoding",
+        "builtins-glob",
+        "builtins-regex",
+        "builtins-semver",
+        "builtins-time",
+        "builtins-urlquery",
+    ];
+    if FAMILIES.iter().all(|f| features.iter().any(|g| g == f)) {
+        features.retain(|f| !FAMILIES.contains(&f.as_str()));
+    }
     features.sort();
     let features = if features.is_empty() {
         "none".to_owned()
